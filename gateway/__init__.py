@@ -1,0 +1,1 @@
+"""The scoring gateway: the gRPC front door that core banking systems call."""

@@ -1,0 +1,1 @@
+"""KServe custom runtime for scoregate's ONNX models, and the tools that build those models."""
