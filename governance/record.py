@@ -79,3 +79,8 @@ def features_sha256(features: dict[str, FeatureScalar]) -> str:
     import hashlib
 
     return hashlib.sha256(orjson.dumps(features, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def canonical_record_json(record: DecisionRecord) -> bytes:
+    """The record's canonical JSON (sorted keys at every level): what the store keeps and hashes."""
+    return orjson.dumps(asdict(record), option=orjson.OPT_SORT_KEYS)

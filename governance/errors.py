@@ -1,0 +1,50 @@
+"""The lineage store's errors, each carrying the gRPC status it maps to.
+
+::
+
+    LineageError (INTERNAL)
+    ├── InvalidDecisionId (INVALID_ARGUMENT)  a query named an empty or malformed decision id
+    ├── DecisionNotFound (NOT_FOUND)          the store holds no record with that id
+    ├── StoreUnavailable (UNAVAILABLE)        the database could not be written or read; retry
+    └── ConfigurationError (FAILED_PRECONDITION)
+        ├── DatabaseUrlError                  --db-url is malformed or names an unknown backend
+        └── MigrationError                    the database's schema differs from this build's
+
+``governance.status.to_status`` is the one place that turns these (and anything else) into a gRPC
+status; a malformed *record* is not an error here but a rejection reported through OTLP
+``partial_success`` (see ``governance.receiver``).
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class LineageError(Exception):
+    """Base of the lineage store's errors; ``code`` is the gRPC status a client sees."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+
+class InvalidDecisionId(LineageError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class DecisionNotFound(LineageError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class StoreUnavailable(LineageError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class ConfigurationError(LineageError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class DatabaseUrlError(ConfigurationError):
+    pass
+
+
+class MigrationError(ConfigurationError):
+    pass

@@ -1,0 +1,91 @@
+"""Ingestion: decision records into the store, with everything the sender must hear back.
+
+Transport-free: the OTLP receiver hands over parsed records and the spans it already rejected;
+this stores the good records in one durable batch and folds repeated ids with different content
+into the rejections, so one bad span never blocks a batch and nothing stored is overwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from governance.record import DecisionRecord
+from governance.store import LineageStore
+
+log = logging.getLogger(__name__)
+
+# How many rejections an answer names one by one; the count always covers all of them.
+MAX_NAMED_REJECTIONS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A span whose record was not stored: ``ref`` is its decision id, or its span id if unknown."""
+
+    ref: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.ref}: {self.reason}"
+
+
+@dataclass(slots=True)
+class IngestOutcome:
+    stored: int = 0
+    duplicates: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+
+    def rejection_message(self) -> str:
+        named = "; ".join(str(r) for r in self.rejections[:MAX_NAMED_REJECTIONS])
+        more = len(self.rejections) - MAX_NAMED_REJECTIONS
+        return named + (f"; and {more} more" if more > 0 else "")
+
+
+@dataclass(slots=True)
+class IngestStats:
+    """Totals since start, logged at shutdown."""
+
+    batches: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    ignored_spans: int = 0
+
+
+class Ingestor:
+    def __init__(self, store: LineageStore) -> None:
+        self._store = store
+        self.stats = IngestStats()
+
+    async def ingest(
+        self,
+        records: Sequence[DecisionRecord],
+        rejections: Sequence[Rejection] = (),
+        ignored_spans: int = 0,
+    ) -> IngestOutcome:
+        """Stores ``records`` durably; raises StoreUnavailable if the batch was not stored."""
+        result = await self._store.insert_many(records)
+        outcome = IngestOutcome(result.inserted, result.duplicates, list(rejections))
+        outcome.rejections.extend(
+            Rejection(
+                c.decision_id,
+                f"already stored with different content (stored sha256 {c.stored_sha256[:12]}, "
+                f"offered {c.offered_sha256[:12]}); the stored record is kept",
+            )
+            for c in result.conflicts
+        )
+        self.stats.batches += 1
+        self.stats.stored += outcome.stored
+        self.stats.duplicates += outcome.duplicates
+        self.stats.rejected += len(outcome.rejections)
+        self.stats.ignored_spans += ignored_spans
+        if outcome.rejections:
+            log.warning(
+                "rejected %d decision span(s) of %d: %s",
+                len(outcome.rejections),
+                len(records) + len(rejections),
+                outcome.rejection_message(),
+            )
+        return outcome

@@ -1,0 +1,161 @@
+"""The lineage store's server: ``scoregate-lineage`` / ``scoregate lineage serve``.
+
+One grpc.aio server on one port carries the OTLP TraceService receiver, lineage.v1.LineageService,
+grpc health and reflection. SIGTERM/SIGINT: health NOT_SERVING, stop with the grace period (an
+Export in flight still commits and answers), close the database, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+import pydantic
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from governance.errors import ConfigurationError, LineageError
+from governance.ingest import Ingestor
+from governance.queries import LineageQueries
+from governance.servicers import LineageServicer, OtlpTraceReceiver
+from governance.settings import LineageSettings
+from governance.status import ErrorStatusInterceptor
+from governance.store import LineageStore, create_store
+from lineage.v1 import lineage_pb2, lineage_pb2_grpc
+
+log = logging.getLogger("governance.server")
+
+TRACE_SERVICE = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name
+LINEAGE_SERVICE = lineage_pb2.DESCRIPTOR.services_by_name["LineageService"].full_name
+# OTLP senders batch up to 512 spans by default, each with a record of a few kB.
+MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+
+
+def build_parser(prog: str = "scoregate-lineage") -> argparse.ArgumentParser:
+    fields = LineageSettings.model_fields
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Run the lineage store. Flags override SCOREGATE_LINEAGE_* env."
+    )
+    parser.add_argument("--db-url", help=fields["db_url"].description)
+    parser.add_argument("--host", help=fields["host"].description)
+    parser.add_argument("--port", type=int, help=fields["port"].description)
+    parser.add_argument("--ready-file", type=Path, help=fields["ready_file"].description)
+    parser.add_argument("--log-level", help=fields["log_level"].description)
+    parser.add_argument(
+        "--grace-period",
+        dest="grace_period_s",
+        type=float,
+        help=fields["grace_period_s"].description,
+    )
+    return parser
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def write_ready_file(path: Path, info: dict[str, object]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(info) + "\n")
+    os.replace(tmp, path)
+
+
+def build_server(
+    store: LineageStore, ingestor: Ingestor, health_servicer: health.aio.HealthServicer
+) -> grpc.aio.Server:
+    """All services and the error interceptor on one server, not yet bound or started."""
+    server = grpc.aio.server(
+        interceptors=[ErrorStatusInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        OtlpTraceReceiver(ingestor), server
+    )
+    lineage_pb2_grpc.add_LineageServiceServicer_to_server(
+        LineageServicer(LineageQueries(store)), server
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (TRACE_SERVICE, LINEAGE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    return server
+
+
+async def serve(settings: LineageSettings) -> int:
+    store = create_store(settings.db_url)
+    await store.open()
+    ingestor = Ingestor(store)
+    try:
+        health_servicer = health.aio.HealthServicer()
+        services = ("", TRACE_SERVICE, LINEAGE_SERVICE)
+        for name in services:
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        server = build_server(store, ingestor, health_servicer)
+        port = server.add_insecure_port(_address(settings.host, settings.port))
+        await server.start()
+        for name in services:
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        address = _address(settings.host, port)
+        if settings.ready_file is not None:
+            write_ready_file(settings.ready_file, {"grpc": address, "pid": os.getpid()})
+        log.info("lineage store serving on %s (database %s)", address, settings.db_url)
+
+        await stopping.wait()
+        log.info("stopping: NOT_SERVING, draining for up to %.1f s", settings.grace_period_s)
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(settings.grace_period_s)
+    finally:
+        await store.close()
+        s = ingestor.stats
+        log.info(
+            "lineage store stopped: %d batches, %d stored, %d duplicates, %d rejected, "
+            "%d other spans ignored",
+            s.batches,
+            s.stored,
+            s.duplicates,
+            s.rejected,
+            s.ignored_spans,
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None, prog: str = "scoregate-lineage") -> int:
+    args = build_parser(prog).parse_args(argv)
+    try:
+        settings = LineageSettings(**{k: v for k, v in vars(args).items() if v is not None})
+    except pydantic.ValidationError as e:
+        print(f"{prog}: invalid settings: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        return asyncio.run(serve(settings))
+    except ConfigurationError as e:
+        log.error("%s", e)
+        return 2
+    except LineageError as e:
+        log.error("lineage store failed: %s", e)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

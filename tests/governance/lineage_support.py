@@ -1,0 +1,74 @@
+"""Helpers for the lineage tests: an OTLP sender through the real SDK, and lineage queries."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+
+import grpc
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from governance.record import (
+    DECISION_ID_ATTRIBUTE,
+    RECORD_ATTRIBUTE,
+    SPAN_NAME,
+    DecisionRecord,
+    record_to_json,
+)
+from lineage.v1 import lineage_pb2, lineage_pb2_grpc
+
+MakeRecord = Callable[..., DecisionRecord]
+
+
+def uuid7() -> str:
+    """A UUIDv7 as the gateway makes them: 48-bit Unix milliseconds, version 7, random bits."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms << 80) | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64 | (0b10 << 62)
+    return str(uuid.UUID(int=value | (rand & ((1 << 62) - 1))))
+
+
+def send_with_otel_sdk(address: str, records: list[DecisionRecord], other_spans: int = 0) -> None:
+    """Emits each record on a decision span through the OpenTelemetry SDK's OTLP/gRPC exporter."""
+    provider = TracerProvider(resource=Resource.create({"service.name": "scoregate-test"}))
+    provider.add_span_processor(
+        BatchSpanProcessor(OTLPSpanExporter(endpoint=address, insecure=True))
+    )
+    tracer = provider.get_tracer("tests.governance")
+    for record in records:
+        with tracer.start_as_current_span("Score"):
+            attributes = {
+                RECORD_ATTRIBUTE: record_to_json(record),
+                DECISION_ID_ATTRIBUTE: record.decision_id,
+            }
+            with tracer.start_as_current_span(SPAN_NAME, attributes=attributes):
+                pass
+    for _ in range(other_spans):
+        with tracer.start_as_current_span("unrelated.work"):
+            pass
+    assert provider.force_flush(10_000)
+    provider.shutdown()
+
+
+def get_decision(address: str, decision_id: str) -> lineage_pb2.DecisionRecord:
+    with grpc.insecure_channel(address) as channel:
+        stub = lineage_pb2_grpc.LineageServiceStub(channel)
+        return stub.GetDecision(lineage_pb2.GetDecisionRequest(decision_id=decision_id), timeout=5)
+
+
+def wait_for_decision(
+    address: str, decision_id: str, timeout: float = 10.0
+) -> lineage_pb2.DecisionRecord:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return get_decision(address, decision_id)
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
