@@ -64,7 +64,7 @@ class Outputs(_Strict):
 
 
 class Histogram(_Strict):
-    """A baseline distribution: ``edges`` for numbers (len(counts) + 1), ``categories`` otherwise."""
+    """A baseline distribution: ``edges`` for numbers (len(counts) + 1), else ``categories``."""
 
     counts: tuple[int, ...]
     edges: tuple[float, ...] = ()
@@ -108,7 +108,9 @@ class Manifest(_Strict):
     def feature_schema_version(self) -> str:
         """A short hash of the feature schema; changes whenever a feature's contract does."""
         canonical = json.dumps(
-            [f.model_dump(mode="json") for f in self.features], sort_keys=True, separators=(",", ":")
+            [f.model_dump(mode="json") for f in self.features],
+            sort_keys=True,
+            separators=(",", ":"),
         )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -1,0 +1,136 @@
+"""One model version served by KServe: an ONNX artifact run by onnxruntime, off the event loop.
+
+``load()`` verifies the artifact's sha256 against the manifest before onnxruntime sees it, and
+checks the graph takes exactly the manifest's features; it is idempotent. Every response names
+the model version, the artifact digest and the runtime instance, so the gateway records what
+actually answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from kserve import Model
+from kserve.protocol.infer_type import InferRequest, InferResponse
+
+from runtimes.errors import InvalidTensor, ModelLoadError
+from runtimes.manifest import Manifest, ManifestError, read_manifest, verify_artifact
+from runtimes.tensors import OUTPUT_METADATA, decode_request, encode_outputs, input_specs
+
+ARTIFACT_SHA256_PARAMETER = "artifact_sha256"
+RUNTIME_INSTANCE_PARAMETER = "runtime_instance"
+
+
+def runtime_instance() -> str:
+    """``hostname:pid``: tells replicas (pods) apart in decision records."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def session_options() -> ort.SessionOptions:
+    # Small tabular graphs: one thread per run is fastest, and concurrency comes from running
+    # several requests at once on the executor instead of splitting one across cores.
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return options
+
+
+class OnnxModel(Model):  # type: ignore[misc]
+    """A KServe model for one version folder (``model.onnx`` + ``manifest.json``)."""
+
+    def __init__(self, folder: Path, manifest: Manifest, executor: Executor, instance: str):
+        super().__init__(manifest.served_name)
+        self.folder = folder
+        self.manifest = manifest
+        self.instance = instance
+        self._executor = executor
+        self._specs = input_specs(manifest.features)
+        self._session: ort.InferenceSession | None = None
+
+    @classmethod
+    def from_folder(cls, folder: Path, executor: Executor, instance: str) -> OnnxModel:
+        try:
+            manifest = read_manifest(folder)
+        except ManifestError as e:
+            raise ModelLoadError(str(e)) from e
+        return cls(folder, manifest, executor, instance)
+
+    def load(self) -> bool:
+        if self._session is not None:
+            self.ready = True
+            return True
+        try:
+            artifact = verify_artifact(self.folder, self.manifest)
+        except ManifestError as e:
+            raise ModelLoadError(str(e)) from e
+        session = ort.InferenceSession(
+            str(artifact), sess_options=session_options(), providers=["CPUExecutionProvider"]
+        )
+        self._check_graph(session)
+        self._session = session
+        self.ready = True
+        return True
+
+    def _check_graph(self, session: ort.InferenceSession) -> None:
+        graph = {i.name: i.type for i in session.get_inputs()}
+        wanted = {spec.name: spec.onnx_type for spec in self._specs}
+        if graph != wanted:
+            raise ModelLoadError(
+                f"{self.folder / self.manifest.artifact}: graph inputs {graph} do not match "
+                f"the manifest's features {wanted} for {self.name}"
+            )
+        outputs = {o.name for o in session.get_outputs()}
+        needed = {self.manifest.outputs.label, self.manifest.outputs.probabilities}
+        if not needed <= outputs:
+            raise ModelLoadError(
+                f"{self.folder / self.manifest.artifact}: graph outputs {sorted(outputs)} "
+                f"lack {sorted(needed - outputs)} for {self.name}"
+            )
+
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return [spec.metadata() for spec in self._specs]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return OUTPUT_METADATA
+
+    def _run(self, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        if self._session is None:
+            raise RuntimeError(f"{self.name} is not loaded")
+        outputs = self.manifest.outputs
+        labels, probabilities = self._session.run([outputs.label, outputs.probabilities], feed)
+        return np.asarray(probabilities), np.asarray(labels)
+
+    async def predict(
+        self,
+        payload: InferRequest | dict[str, Any],
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> InferResponse:
+        if not isinstance(payload, InferRequest):
+            raise InvalidTensor(f"{self.name} speaks the Open Inference Protocol (v2) only")
+        feed = decode_request(payload, self._specs)
+        loop = asyncio.get_running_loop()
+        # onnxruntime releases the GIL while it runs, so the event loop keeps serving meanwhile.
+        probabilities, labels = await loop.run_in_executor(self._executor, self._run, feed)
+        return InferResponse(
+            response_id=payload.id or "",
+            model_name=self.name,
+            model_version=self.manifest.version,
+            infer_outputs=encode_outputs(probabilities, labels),
+            from_grpc=payload.from_grpc,
+            parameters={
+                ARTIFACT_SHA256_PARAMETER: self.manifest.artifact_sha256,
+                RUNTIME_INSTANCE_PARAMETER: self.instance,
+            },
+        )
+
+    def stop(self) -> None:
+        self.ready = False

@@ -1,0 +1,121 @@
+"""OIP v2 tensors <-> the ONNX graph's feed, checked against the manifest's features.
+
+The graph takes one [N, 1] input per feature: FP32 for numbers and booleans, BYTES (strings) for
+categories. Requests may carry typed ``contents`` or ``raw_input_contents``; KServe's InferInput
+decodes both. Every rejection names the offending input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest
+
+from runtimes.errors import InvalidTensor
+from runtimes.manifest import CategoryFeature, Feature
+
+FP32 = "FP32"
+BYTES = "BYTES"
+INT64 = "INT64"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the graph accepts for one feature."""
+
+    name: str
+    datatype: str
+    categories: frozenset[str] | None = None
+
+    @property
+    def onnx_type(self) -> str:
+        return "tensor(string)" if self.datatype == BYTES else "tensor(float)"
+
+    def metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": [-1, 1]}
+
+
+def input_specs(features: Sequence[Feature]) -> tuple[InputSpec, ...]:
+    return tuple(
+        InputSpec(f.name, BYTES, frozenset(f.categories))
+        if isinstance(f, CategoryFeature)
+        else InputSpec(f.name, FP32)
+        for f in features
+    )
+
+
+OUTPUT_METADATA: list[dict[str, Any]] = [
+    {"name": "probabilities", "datatype": FP32, "shape": [-1, 2]},
+    {"name": "label", "datatype": INT64, "shape": [-1]},
+]
+
+
+def _as_array(tensor: InferInput, spec: InputSpec) -> np.ndarray:
+    if tensor.datatype != spec.datatype:
+        raise InvalidTensor(
+            f"input '{spec.name}' has datatype {tensor.datatype}; expected {spec.datatype}"
+        )
+    shape = list(tensor.shape)
+    if len(shape) != 2 or shape[1] != 1 or shape[0] < 1:
+        raise InvalidTensor(f"input '{spec.name}' has shape {shape}; expected [N, 1] with N >= 1")
+    try:
+        array = tensor.as_numpy()
+    except (ValueError, TypeError, UnicodeDecodeError) as e:
+        raise InvalidTensor(f"input '{spec.name}': data does not match shape {shape}") from e
+    if spec.datatype == FP32:
+        if not np.isfinite(array).all():
+            raise InvalidTensor(f"input '{spec.name}' holds NaN or infinity")
+        return np.ascontiguousarray(array, dtype=np.float32)
+    return _strings(array, spec)
+
+
+def _strings(array: np.ndarray, spec: InputSpec) -> np.ndarray:
+    try:
+        values = [v.decode() if isinstance(v, bytes) else str(v) for v in array.ravel()]
+    except UnicodeDecodeError as e:
+        raise InvalidTensor(f"input '{spec.name}' is not valid UTF-8") from e
+    if spec.categories is not None:
+        unknown = sorted(set(values) - spec.categories)
+        if unknown:
+            raise InvalidTensor(
+                f"input '{spec.name}' has unknown categories {unknown[:3]}; "
+                f"expected one of {sorted(spec.categories)}"
+            )
+    return np.array(values, dtype=object).reshape(-1, 1)
+
+
+def decode_request(request: InferRequest, specs: Sequence[InputSpec]) -> dict[str, np.ndarray]:
+    """The graph feed for ``request``: every feature present, well-typed, same batch size."""
+    given = {tensor.name: tensor for tensor in request.inputs}
+    expected = {spec.name for spec in specs}
+    unknown = sorted(set(given) - expected)
+    if unknown:
+        raise InvalidTensor(f"unknown input '{unknown[0]}'; expected {sorted(expected)}")
+    feed: dict[str, np.ndarray] = {}
+    rows: int | None = None
+    for spec in specs:
+        tensor = given.get(spec.name)
+        if tensor is None:
+            raise InvalidTensor(f"input '{spec.name}' is missing")
+        array = _as_array(tensor, spec)
+        if rows is None:
+            rows = array.shape[0]
+        elif array.shape[0] != rows:
+            raise InvalidTensor(
+                f"input '{spec.name}' has {array.shape[0]} rows; other inputs have {rows}"
+            )
+        feed[spec.name] = array
+    return feed
+
+
+def encode_outputs(probabilities: np.ndarray, labels: np.ndarray) -> list[InferOutput]:
+    """``probabilities`` FP32 [N, 2] and ``label`` INT64 [N], sent as raw bytes (exact floats)."""
+    probabilities = np.ascontiguousarray(probabilities, dtype=np.float32)
+    labels = np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
+    return [
+        InferOutput("probabilities", list(probabilities.shape), FP32, probabilities),
+        InferOutput("label", list(labels.shape), INT64, labels),
+    ]

@@ -1,0 +1,30 @@
+"""Shared fixtures: demo models built once per session, and the real topology on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.topology import Topology
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo model repository (card-fraud v1/v2, credit-risk v1), built once per test run."""
+    from runtimes.training.build import build_all
+
+    out = tmp_path_factory.mktemp("models")
+    build_all(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def topology(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+    """Runtime, lineage store and gateway as real processes on 127.0.0.1, one set per module."""
+    topo = Topology(tmp_path_factory.mktemp("topology"), model_dir).start()
+    try:
+        yield topo
+    finally:
+        topo.stop()

@@ -1,0 +1,253 @@
+"""The real runtime process, called over OIP v2 gRPC with KServe's own client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+import pytest
+from kserve import InferenceGRPCClient
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
+
+from gateway.topology import ManagedProcess, entry_point, free_port, start_process
+from runtimes.manifest import ARTIFACT_FILE, CategoryFeature, Manifest
+from runtimes.onnx_model import session_options
+from runtimes.training.datasets import FeatureValue, sample_requests
+
+SERVED = ("card-fraud-v1", "card-fraud-v2", "credit-risk-v1")
+Row = dict[str, FeatureValue]
+
+
+@pytest.fixture
+async def client(runtime: ManagedProcess) -> AsyncIterator[InferenceGRPCClient]:
+    # No retries: every call the test makes is exactly one call to the runtime.
+    async with InferenceGRPCClient(
+        runtime.address, channel_args=[("grpc.enable_retries", 0)], retries=0, timeout=10
+    ) as c:
+        yield c
+
+
+def infer_request(
+    m: Manifest, rows: Sequence[Row], binary: bool = True, skip: str = ""
+) -> InferRequest:
+    inputs = []
+    for f in m.features:
+        if f.name == skip:
+            continue
+        if isinstance(f, CategoryFeature):
+            array = np.array([[row[f.name]] for row in rows], dtype=object)
+            tensor = InferInput(f.name, list(array.shape), "BYTES")
+        else:
+            array = np.array([[float(row[f.name])] for row in rows], dtype=np.float32)
+            tensor = InferInput(f.name, list(array.shape), "FP32")
+        tensor.set_data_from_numpy(array, binary_data=binary)
+        inputs.append(tensor)
+    return InferRequest(model_name=m.served_name, infer_inputs=inputs, request_id="t-1")
+
+
+def in_process_probabilities(m: Manifest, model_dir: Path, rows: Sequence[Row]) -> np.ndarray:
+    session = ort.InferenceSession(
+        str(model_dir / m.name / m.version / ARTIFACT_FILE), sess_options=session_options()
+    )
+    feed = {}
+    for f in m.features:
+        if isinstance(f, CategoryFeature):
+            feed[f.name] = np.array([[row[f.name]] for row in rows], dtype=object)
+        else:
+            feed[f.name] = np.array([[float(row[f.name])] for row in rows], dtype=np.float32)
+    _, probabilities = session.run(None, feed)
+    return np.asarray(probabilities)
+
+
+def probabilities_of(response: InferResponse) -> np.ndarray:
+    output = response.get_output_by_name("probabilities")
+    assert output is not None and output.datatype == "FP32"
+    return np.asarray(output.as_numpy())
+
+
+async def test_server_and_every_model_are_live_and_ready(client: InferenceGRPCClient) -> None:
+    assert await client.is_server_live()
+    assert await client.is_server_ready()
+    for name in SERVED:
+        assert await client.is_model_ready(name), name
+
+
+@pytest.mark.parametrize("served", SERVED)
+async def test_metadata_lists_every_feature_input(
+    served: str, runtime: ManagedProcess, manifests: dict[str, Manifest]
+) -> None:
+    async with grpc.aio.insecure_channel(runtime.address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        meta = await stub.ModelMetadata(pb.ModelMetadataRequest(name=served), timeout=5)
+    expected = [
+        (f.name, "BYTES" if isinstance(f, CategoryFeature) else "FP32", [-1, 1])
+        for f in manifests[served].features
+    ]
+    assert [(i.name, i.datatype, list(i.shape)) for i in meta.inputs] == expected
+    assert {(o.name, o.datatype) for o in meta.outputs} == {
+        ("probabilities", "FP32"),
+        ("label", "INT64"),
+    }
+
+
+@pytest.mark.parametrize("served", SERVED)
+@pytest.mark.parametrize(("rows", "binary"), [(64, True), (64, False), (1, True)])
+async def test_infer_equals_onnxruntime_in_process(
+    served: str,
+    rows: int,
+    binary: bool,
+    client: InferenceGRPCClient,
+    runtime: ManagedProcess,
+    manifests: dict[str, Manifest],
+    model_dir: Path,
+) -> None:
+    m = manifests[served]
+    batch = sample_requests(m.name, rows, seed=101)
+    response = await client.infer(infer_request(m, batch, binary=binary))
+    got = probabilities_of(response)
+    assert got.dtype == np.float32 and got.shape == (rows, 2)
+    assert np.array_equal(got, in_process_probabilities(m, model_dir, batch))
+    label = response.get_output_by_name("label")
+    assert label is not None and label.datatype == "INT64"
+    assert np.array_equal(label.as_numpy(), (got[:, 1] > 0.5).astype(np.int64))
+    assert response.model_name == served and response.model_version == m.version
+    params = response.parameters
+    assert params is not None
+    assert params["artifact_sha256"].string_param == m.artifact_sha256
+    assert params["runtime_instance"].string_param.endswith(f":{runtime.popen.pid}")
+
+
+async def test_missing_input_is_invalid_argument_naming_it(
+    client: InferenceGRPCClient, manifests: dict[str, Manifest]
+) -> None:
+    m = manifests["card-fraud-v1"]
+    request = infer_request(m, sample_requests(m.name, 2, seed=5), skip="channel")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await client.infer(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'channel'" in str(caught.value.details())
+
+
+@pytest.mark.parametrize(
+    ("name", "datatype", "shape", "data", "needle"),
+    [
+        ("merchant_category", "FP32", [1, 1], [1.0], "datatype FP32"),
+        ("amount", "FP32", [1], [1.0], "shape [1]"),
+        ("amount", "FP32", [2, 1], [1.0], "does not match shape"),
+        ("channel", "BYTES", [1, 1], ["teleport"], "unknown categories"),
+        ("amount", "FP32", [1, 1], [float("nan")], "NaN"),
+    ],
+)
+async def test_malformed_input_is_invalid_argument_naming_it(
+    name: str,
+    datatype: str,
+    shape: list[int],
+    data: list[object],
+    needle: str,
+    client: InferenceGRPCClient,
+    manifests: dict[str, Manifest],
+) -> None:
+    m = manifests["card-fraud-v1"]
+    request = infer_request(m, sample_requests(m.name, 1, seed=5), binary=False, skip=name)
+    request.inputs.append(InferInput(name, shape, datatype, data))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await client.infer(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = str(caught.value.details())
+    assert f"'{name}'" in details and needle in details
+
+
+async def test_single_row_latency(
+    client: InferenceGRPCClient, manifests: dict[str, Manifest]
+) -> None:
+    """Not a target: a figure for the report (p50 over 200 sequential single-row calls)."""
+    m = manifests["card-fraud-v1"]
+    request = infer_request(m, sample_requests(m.name, 1, seed=9))
+    for _ in range(20):
+        await client.infer(request)
+    samples = []
+    for _ in range(200):
+        started = time.perf_counter()
+        await client.infer(request)
+        samples.append(time.perf_counter() - started)
+    p50 = statistics.median(samples) * 1e3
+    p99 = statistics.quantiles(samples, n=100)[98] * 1e3
+    print(f"\nsingle-row ModelInfer via InferenceGRPCClient: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+    assert p50 < 1000
+
+
+def _runtime_argv(model_dir: Path) -> list[str]:
+    return [
+        *entry_point("scoregate-runtime"),
+        "--model-dir", str(model_dir),
+        "--host", "127.0.0.1",
+        "--grpc-port", str(free_port()),
+        "--http-port", str(free_port()),
+    ]  # fmt: skip
+
+
+def test_tampered_artifact_stops_the_runtime(model_dir: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    for p in model_dir.rglob("*"):
+        if p.is_file():
+            (repo / p.relative_to(model_dir)).parent.mkdir(parents=True, exist_ok=True)
+            (repo / p.relative_to(model_dir)).write_bytes(p.read_bytes())
+    artifact = repo / "card-fraud" / "2" / ARTIFACT_FILE
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    artifact.write_bytes(bytes(data))
+    ready = tmp_path / "ready.json"
+    done = subprocess.run(
+        [*_runtime_argv(repo), "--ready-file", str(ready)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert not ready.exists()
+    assert str(artifact) in done.stderr and "card-fraud-v2" in done.stderr
+    assert "does not match manifest" in done.stderr and "refusing" in done.stderr
+
+
+def test_empty_repository_is_refused(tmp_path: Path) -> None:
+    done = subprocess.run(
+        _runtime_argv(tmp_path), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode != 0 and "no manifest.json" in done.stderr
+
+
+def test_sigterm_exits_cleanly(model_dir: Path, tmp_path: Path) -> None:
+    proc = start_process("runtime", _runtime_argv(model_dir), tmp_path)
+    assert proc.info["models"] == list(SERVED) and proc.info["pid"] == proc.popen.pid
+    assert proc.info["grpc"].startswith("127.0.0.1:")
+    started = time.monotonic()
+    os.kill(proc.popen.pid, signal.SIGTERM)
+    try:
+        code = proc.popen.wait(timeout=10)
+    finally:
+        proc.kill()
+    print(f"\nSIGTERM -> exit {code} in {time.monotonic() - started:.2f} s")
+    assert code == 0, proc.log_tail()
+
+
+def test_help_lists_the_flags() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "runtimes.server", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0 and "--model-dir" in done.stdout
