@@ -1,0 +1,130 @@
+"""The gateway's errors, each carrying the gRPC status a caller receives.
+
+::
+
+    GatewayError (INTERNAL)
+    ├── InvalidRequest (INVALID_ARGUMENT)       field violations, one per offending field
+    ├── NotFound (NOT_FOUND)
+    │   ├── UnknownDecisionPoint
+    │   └── UnknownModelVersion                 a pinned model_version the model does not have
+    ├── ModelRuntimeError                       a model runtime did not give a usable answer
+    │   ├── RuntimeUnavailable (UNAVAILABLE)    refused, not serving the model, overloaded
+    │   ├── RuntimeDeadlineExceeded (DEADLINE_EXCEEDED)
+    │   ├── RuntimeFailed (INTERNAL)            any other runtime status
+    │   └── InvalidModelOutput (INTERNAL)       no score, or not the artifact the manifest names
+    └── ConfigError (FAILED_PRECONDITION)       routing config refused at start-up
+
+``status_for`` is the one place an exception becomes a ``grpc.Status``; anything that is not a
+GatewayError becomes INTERNAL with a generic message (the caller sees no internals).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from grpc_status import rpc_status
+
+INTERNAL_MESSAGE = "internal error; the gateway log has the details"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One offending request field: ``field`` is a path such as ``features.amount``."""
+
+    field: str
+    description: str
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway reports to a caller."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+    def details(self) -> Sequence[any_pb2.Any]:
+        """Rich error details (google.rpc) sent alongside the status."""
+        return ()
+
+
+class InvalidRequest(GatewayError):
+    """The request breaks the API or the model's feature schema; each field is named."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, violations: Sequence[FieldViolation]) -> None:
+        self.violations = tuple(violations)
+        # The plain message names every field too: clients without rich status still see them.
+        super().__init__(
+            "invalid request: " + "; ".join(f"{v.field}: {v.description}" for v in self.violations)
+        )
+
+    def details(self) -> Sequence[any_pb2.Any]:
+        violation = error_details_pb2.BadRequest.FieldViolation
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                violation(field=v.field, description=v.description) for v in self.violations
+            ]
+        )
+        packed = any_pb2.Any()
+        packed.Pack(bad)
+        return (packed,)
+
+
+class NotFound(GatewayError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class UnknownDecisionPoint(NotFound):
+    """No route for the request's decision point."""
+
+
+class UnknownModelVersion(NotFound):
+    """A pinned ``model_version`` that the routed model does not have."""
+
+
+class ModelRuntimeError(GatewayError):
+    """A model runtime did not give a usable answer; the message names model and endpoint."""
+
+
+class RuntimeUnavailable(ModelRuntimeError):
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class RuntimeDeadlineExceeded(ModelRuntimeError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class RuntimeFailed(ModelRuntimeError):
+    code = grpc.StatusCode.INTERNAL
+
+
+class InvalidModelOutput(ModelRuntimeError):
+    """The runtime answered, but not with a score from the artifact the manifest names."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+class ConfigError(GatewayError):
+    """The routing config is refused; the message starts with the offending path."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+def status_for(error: BaseException) -> grpc.Status:
+    """The status a caller receives for ``error``, rich details included."""
+    if isinstance(error, GatewayError):
+        code, message, details = error.code, error.message, error.details()
+    else:
+        code, message, details = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, ()
+    status = status_pb2.Status(
+        code=getattr(code_pb2, code.name), message=message, details=list(details)
+    )
+    result: grpc.Status = rpc_status.to_status(status)
+    return result

@@ -1,0 +1,249 @@
+"""The model client for Open Inference Protocol (v2) gRPC runtimes: KServe, Triton, MLServer.
+
+One ``grpc.aio`` channel per endpoint, opened at start-up and reused. Channel-level retries are
+off: retrying is the router's decision, inside the request's one deadline budget.
+
+Requests are encoded without building protobuf messages per call. A ``ModelInferRequest`` is a
+concatenation of its fields' encodings, so each model version gets, once, the encoded bytes of
+every input tensor up to its value: a number's tensor ends with its 4-byte FP32 value, and a
+boolean's or a category's whole tensor is one of a few known byte strings. A request is then a
+``b"".join`` of those pieces (tests check it parses to the request a protobuf client would send).
+
+Importing this module imports ``kserve``, which parses ``sys.argv`` at import: entry points must
+import it only after their own argument parsing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import struct
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import grpc
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+from gateway.errors import (
+    InvalidModelOutput,
+    ModelRuntimeError,
+    RuntimeDeadlineExceeded,
+    RuntimeFailed,
+    RuntimeUnavailable,
+)
+from gateway.inference import ModelAnswer
+from gateway.routes import ModelTarget
+from governance.record import FeatureScalar
+from runtimes.manifest import CategoryFeature, Manifest, NumberFeature, served_name
+
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
+ARTIFACT_SHA256_PARAMETER = "artifact_sha256"
+RUNTIME_INSTANCE_PARAMETER = "runtime_instance"
+
+CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.enable_retries", 0),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+)
+
+# Runtime statuses after which another attempt (elsewhere, later) could succeed.
+_UNAVAILABLE_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.NOT_FOUND,  # the runtime does not (yet) serve this model
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+_F32 = struct.Struct("<f")
+
+
+def _tensor_bytes(name: str, datatype: str, contents: pb.InferTensorContents) -> bytes:
+    """The encoding of one ``inputs`` entry of a ModelInferRequest."""
+    tensor = pb.ModelInferRequest.InferInputTensor(
+        name=name, datatype=datatype, shape=[1, 1], contents=contents
+    )
+    return bytes(pb.ModelInferRequest(inputs=[tensor]).SerializeToString())
+
+
+class RequestEncoder:
+    """Encodes one validated row as a ModelInferRequest for one model version."""
+
+    __slots__ = ("_header", "_parts")
+
+    def __init__(self, manifest: Manifest) -> None:
+        self._header = pb.ModelInferRequest(model_name=manifest.served_name).SerializeToString()
+        parts: list[tuple[str, int, Any]] = []
+        for f in manifest.features:
+            if isinstance(f, NumberFeature):
+                encoded = _tensor_bytes(f.name, "FP32", pb.InferTensorContents(fp32_contents=[0.0]))
+                parts.append((f.name, 0, encoded[: -_F32.size]))
+            elif isinstance(f, CategoryFeature):
+                table: dict[Any, bytes] = {
+                    c: _tensor_bytes(
+                        f.name, "BYTES", pb.InferTensorContents(bytes_contents=[c.encode()])
+                    )
+                    for c in f.categories
+                }
+                parts.append((f.name, 1, table))
+            else:
+                table = {
+                    v: _tensor_bytes(f.name, "FP32", pb.InferTensorContents(fp32_contents=[x]))
+                    for v, x in ((False, 0.0), (True, 1.0))
+                }
+                parts.append((f.name, 1, table))
+        self._parts = tuple(parts)
+
+    def encode(self, features: Mapping[str, FeatureScalar], request_id: str = "") -> bytes:
+        """``features`` must have passed the model's FeatureValidator."""
+        chunks = [self._header]
+        if request_id:
+            chunks.append(pb.ModelInferRequest(id=request_id).SerializeToString())
+        for name, kind, encoded in self._parts:
+            value = features.get(name)
+            if kind == 0:
+                # An absent optional number goes as NaN, the graph's missing value.
+                chunks.append(encoded + _F32.pack(math.nan if value is None else value))
+            else:
+                piece = encoded.get(value)
+                if piece is None:  # an absent optional category or boolean
+                    piece = _missing(name, encoded)
+                chunks.append(piece)
+        return b"".join(chunks)
+
+
+def _missing(name: str, table: Mapping[Any, bytes]) -> bytes:
+    if True in table:
+        return _tensor_bytes(name, "FP32", pb.InferTensorContents(fp32_contents=[math.nan]))
+    return _tensor_bytes(name, "BYTES", pb.InferTensorContents(bytes_contents=[b""]))
+
+
+def _floats(response: pb.ModelInferResponse, index: int) -> list[float]:
+    output = response.outputs[index]
+    contents = output.contents
+    if contents.fp32_contents:
+        return list(contents.fp32_contents)
+    if contents.fp64_contents:
+        return list(contents.fp64_contents)
+    if index < len(response.raw_output_contents):
+        raw = response.raw_output_contents[index]
+        fmt = "<%dd" if output.datatype == "FP64" else "<%df"
+        width = 8 if output.datatype == "FP64" else 4
+        if len(raw) % width == 0:
+            return list(struct.unpack(fmt % (len(raw) // width), raw))
+    return []
+
+
+def _string_param(params: Mapping[str, pb.InferParameter], key: str) -> str:
+    return params[key].string_param if key in params else ""
+
+
+def parse_answer(target: ModelTarget, endpoint: str, data: bytes) -> ModelAnswer:
+    """The score and identity in a ModelInferResponse; InvalidModelOutput when unusable."""
+    where = f"model {target.served_name} at {endpoint}"
+    manifest = target.manifest
+    try:
+        response = pb.ModelInferResponse.FromString(data)
+    except Exception as e:
+        raise InvalidModelOutput(f"{where} sent an unreadable response: {e}") from e
+    wanted = manifest.outputs.probabilities
+    index = next((i for i, o in enumerate(response.outputs) if o.name == wanted), None)
+    if index is None:
+        raise InvalidModelOutput(f"{where} sent no '{wanted}' output")
+    probabilities = _floats(response, index)
+    positive = manifest.outputs.positive_class_index
+    if len(probabilities) <= positive:
+        raise InvalidModelOutput(f"{where} sent {len(probabilities)} probabilities for one row")
+    score = float(probabilities[positive])
+    if not 0.0 <= score <= 1.0:
+        raise InvalidModelOutput(f"{where} sent score {score}, outside [0, 1]")
+    params = response.parameters
+    sha = _string_param(params, ARTIFACT_SHA256_PARAMETER)
+    if sha != manifest.artifact_sha256:
+        raise InvalidModelOutput(
+            f"{where} reports artifact sha256 {sha or '(none)'}, but the manifest says "
+            f"{manifest.artifact_sha256}; refusing its score"
+        )
+    version = response.model_version or target.version
+    if version != target.version or response.model_name not in ("", target.served_name):
+        raise InvalidModelOutput(
+            f"{where} answered as {served_name(target.model, version)} "
+            f"(model_name {response.model_name!r})"
+        )
+    instance = _string_param(params, RUNTIME_INSTANCE_PARAMETER)
+    return ModelAnswer(score, target.model, version, sha, instance or endpoint, endpoint)
+
+
+class _Route:
+    """A model version's encoder and the ModelInfer callables of its endpoints, in turn."""
+
+    __slots__ = ("calls", "encoder", "next_index")
+
+    def __init__(self, encoder: RequestEncoder, calls: list[tuple[str, Any]]) -> None:
+        self.encoder = encoder
+        self.calls = calls
+        self.next_index = itertools.cycle(range(len(calls))).__next__
+
+
+class OipModelClient:
+    """ModelClient over OIP v2 gRPC. Create it inside the running event loop."""
+
+    def __init__(self, targets: Iterable[ModelTarget]) -> None:
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._routes: dict[tuple[str, str], _Route] = {}
+        for target in targets:
+            self._add(target)
+
+    def _add(self, target: ModelTarget) -> _Route:
+        calls = []
+        for endpoint in target.endpoints:
+            channel = self._channels.get(endpoint)
+            if channel is None:
+                channel = grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+                # Connect now, so the first decision does not pay for the handshake.
+                channel.get_state(try_to_connect=True)
+                self._channels[endpoint] = channel
+            # No serializers: the request is already bytes, and the reply is parsed (and its
+            # errors classified) in parse_answer.
+            calls.append((endpoint, channel.unary_unary(MODEL_INFER)))
+        route = _Route(RequestEncoder(target.manifest), calls)
+        self._routes[(target.model, target.version)] = route
+        return route
+
+    @property
+    def endpoints(self) -> tuple[str, ...]:
+        return tuple(self._channels)
+
+    async def infer(
+        self,
+        target: ModelTarget,
+        features: Mapping[str, FeatureScalar],
+        timeout_s: float,
+        request_id: str = "",
+    ) -> ModelAnswer:
+        route = self._routes.get((target.model, target.version)) or self._add(target)
+        endpoint, call = route.calls[route.next_index()]
+        payload = route.encoder.encode(features, request_id)
+        try:
+            data = await call(payload, timeout=timeout_s)
+        except grpc.aio.AioRpcError as e:
+            raise _runtime_error(target, endpoint, timeout_s, e) from None
+        return parse_answer(target, endpoint, data)
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+        self._routes.clear()
+
+
+def _runtime_error(
+    target: ModelTarget, endpoint: str, timeout_s: float, error: grpc.aio.AioRpcError
+) -> ModelRuntimeError:
+    where = f"model {target.served_name} at {endpoint}"
+    code = error.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return RuntimeDeadlineExceeded(f"{where} did not answer within {timeout_s * 1000:.0f} ms")
+    if code in _UNAVAILABLE_CODES:
+        return RuntimeUnavailable(f"{where} unavailable: {code.name}: {error.details()}")
+    return RuntimeFailed(f"{where} failed: {code.name}: {error.details()}")

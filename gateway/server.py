@@ -1,0 +1,150 @@
+"""``scoregate-gateway``: the ScoringService gRPC server.
+
+Start-up: settings, manifests and routing config are checked first (a bad config exits 2 with the
+offending path), then runtime channels are opened, the server starts, health turns SERVING and the
+ready file is written. SIGTERM/SIGINT: health NOT_SERVING, in-flight calls get ``grace_s`` to
+finish, pending decision spans are flushed, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from pydantic import ValidationError
+
+from gateway.errors import ConfigError
+from gateway.routes import Routes, load_routes
+from gateway.settings import GatewaySettings, parse_settings
+from runtimes.manifest import ManifestError, load_manifests
+from scoring.v1 import scoring_pb2, scoring_pb2_grpc
+
+if TYPE_CHECKING:
+    from gateway.inference import ModelClient
+
+log = logging.getLogger("gateway")
+
+SERVICE_NAME = "scoregate-gateway"
+SCORING_SERVICE = scoring_pb2.DESCRIPTOR.services_by_name["ScoringService"].full_name
+EXIT_CONFIG = 2
+
+
+def gateway_instance() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def tracer_provider(settings: GatewaySettings, instance: str) -> TracerProvider:
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": SERVICE_NAME, "service.instance.id": instance})
+    )
+    if settings.otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True)
+        provider.add_span_processor(
+            BatchSpanProcessor(exporter, schedule_delay_millis=settings.otlp_schedule_delay_ms)
+        )
+    return provider
+
+
+def write_ready_file(path: Path, info: dict[str, object]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(info) + "\n")
+    os.replace(tmp, path)
+
+
+def load_config(settings: GatewaySettings) -> Routes:
+    return load_routes(settings.routes, load_manifests(settings.model_dir))
+
+
+async def serve(settings: GatewaySettings, routes: Routes) -> int:
+    # Imported here: kserve (under gateway.oip) parses sys.argv when imported.
+    from gateway.oip import OipModelClient
+    from gateway.service import DecisionService
+    from gateway.servicer import ScoringServicer
+    from gateway.sinks import SpanAttributeSink
+
+    instance = gateway_instance()
+    provider = tracer_provider(settings, instance)
+    client: ModelClient = OipModelClient(routes.targets)
+    service = DecisionService(
+        routes, client, provider.get_tracer("scoregate.gateway"), SpanAttributeSink(), instance
+    )
+    server = grpc.aio.server(
+        # No SO_REUSEPORT: a second gateway on a taken port must fail, not share it silently.
+        options=(("grpc.so_reuseport", 0),),
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+    )
+    scoring_pb2_grpc.add_ScoringServiceServicer_to_server(ScoringServicer(service), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SCORING_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    try:
+        for name in ("", SCORING_SERVICE):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        address = f"{settings.host}:{port}"
+        log.info(
+            "serving ScoringService on %s (config %s; decision points %s; runtimes %s)",
+            address,
+            routes.config_version,
+            ", ".join(sorted(routes.decision_points)),
+            ", ".join(sorted({e for t in routes.targets for e in t.endpoints})),
+        )
+        if settings.ready_file is not None:
+            write_ready_file(settings.ready_file, {"grpc": address, "pid": os.getpid()})
+        await stop.wait()
+        log.info("stopping: draining for up to %.1f s", settings.grace_s)
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(settings.grace_s)
+    finally:
+        await server.stop(None)
+        await client.close()
+        # Flushes decision spans still waiting in the batch processor.
+        await asyncio.to_thread(provider.shutdown)
+    log.info("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = parse_settings(argv)
+    except ValidationError as e:
+        print(f"scoregate-gateway: invalid settings:\n{e}", file=sys.stderr)
+        return EXIT_CONFIG
+    sys.argv[1:] = []
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        routes = load_config(settings)
+    except (ConfigError, ManifestError) as e:
+        log.error("refusing to start: %s", e)
+        return EXIT_CONFIG
+    return asyncio.run(serve(settings, routes))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The gateway's settings: ``SCOREGATE_GATEWAY_*`` environment, overridden by command-line flags."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    """How one gateway process serves ScoringService."""
+
+    model_config = SettingsConfigDict(env_prefix="SCOREGATE_GATEWAY_", extra="forbid")
+
+    routes: Path = Field(
+        description="Routing config (YAML): models, versions, aliases and decision points. "
+        "Validated against the manifests before the gateway serves."
+    )
+    model_dir: Path = Field(
+        description="Model repository holding every routed version's manifest.json; the "
+        "gateway validates requests against these feature schemas."
+    )
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(
+        default=8090,
+        ge=0,
+        le=65535,
+        description="gRPC port; 0 picks a free one (the ready file tells which).",
+    )
+    otlp_endpoint: str = Field(
+        default="",
+        description="OTLP/gRPC endpoint (host:port) receiving decision spans, e.g. the lineage "
+        "store or a collector; empty exports nothing.",
+    )
+    otlp_schedule_delay_ms: int = Field(
+        default=200, ge=1, description="Longest a decision span waits before it is exported."
+    )
+    ready_file: Path | None = Field(
+        default=None,
+        description="Written (atomically, one JSON line) once the gateway is serving and healthy.",
+    )
+    log_level: str = Field(default="INFO", description="Level for the gateway's logs.")
+    grace_s: float = Field(
+        default=10.0, ge=0, description="On SIGTERM, seconds in-flight calls get to finish."
+    )
+    max_concurrent_rpcs: int | None = Field(
+        default=None,
+        ge=1,
+        description="Calls served at once before new ones get RESOURCE_EXHAUSTED; unset: no cap.",
+    )
+
+
+def parse_settings(argv: Sequence[str] | None) -> GatewaySettings:
+    """Flags (one per field, help from its description) over ``SCOREGATE_GATEWAY_*`` env."""
+    parser = argparse.ArgumentParser(prog="scoregate-gateway", description=GatewaySettings.__doc__)
+    for name, field in GatewaySettings.model_fields.items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"), dest=name, default=None, help=field.description
+        )
+    given: dict[str, Any] = {
+        k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None
+    }
+    return GatewaySettings(**given)

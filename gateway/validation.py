@@ -1,0 +1,136 @@
+"""Request checks: the API's own fields, and features against a model's manifest.
+
+A ``FeatureValidator`` is compiled once per manifest (at config load) into a flat tuple of checks,
+so a request costs one dictionary lookup and a couple of comparisons per feature. Every violation
+is collected, each naming its field, before ``InvalidRequest`` is raised.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Final
+
+from gateway.errors import FieldViolation, InvalidRequest
+from governance.record import FeatureScalar
+from runtimes.manifest import CategoryFeature, Manifest, NumberFeature
+
+MAX_REQUEST_ID_CHARS = 128
+
+# A feature value as converted at the edge; None is a FeatureValue with no kind set.
+FeatureInput = FeatureScalar | int | None
+Features = Mapping[str, FeatureInput]
+
+_NUMBER: Final = 0
+_CATEGORY: Final = 1
+_BOOLEAN: Final = 2
+_ABSENT: Final = object()
+_KIND_NAMES = {str: "a string", bool: "a boolean", float: "a number", int: "a number"}
+
+
+def _type_name(value: object) -> str:
+    return _KIND_NAMES.get(type(value), type(value).__name__)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+class FeatureValidator:
+    """Checks a feature map against one model version's schema and returns the snapshot to score."""
+
+    __slots__ = ("_checks", "_known", "model")
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.model = manifest.served_name
+        checks: list[tuple[str, int, float, float, frozenset[str], bool, str]] = []
+        for f in manifest.features:
+            if isinstance(f, NumberFeature):
+                checks.append((f.name, _NUMBER, f.min, f.max, frozenset(), f.required, ""))
+            elif isinstance(f, CategoryFeature):
+                allowed = ", ".join(f.categories)
+                checks.append(
+                    (f.name, _CATEGORY, 0.0, 0.0, frozenset(f.categories), f.required, allowed)
+                )
+            else:
+                checks.append((f.name, _BOOLEAN, 0.0, 0.0, frozenset(), f.required, ""))
+        self._checks = tuple(checks)
+        self._known = frozenset(f.name for f in manifest.features)
+
+    def validate(self, features: Features) -> dict[str, FeatureScalar]:
+        """The snapshot in manifest order (numbers as float); raises InvalidRequest otherwise.
+
+        Optional features that are absent are left out of the snapshot.
+        """
+        snapshot: dict[str, FeatureScalar] = {}
+        violations: list[FieldViolation] | None = None
+        present = 0
+        for name, kind, low, high, categories, required, allowed in self._checks:
+            value = features.get(name, _ABSENT)
+            if value is not _ABSENT:
+                present += 1
+            problem = ""
+            if value is None or value is _ABSENT:
+                if not required:
+                    continue
+                problem = "required feature is missing"
+            elif kind == _NUMBER:
+                t = type(value)
+                if t is float or t is int:
+                    number = float(value)  # type: ignore[arg-type]
+                    if low <= number <= high:
+                        snapshot[name] = number
+                        continue
+                    if math.isnan(number):
+                        problem = "must be a finite number, got NaN"
+                    elif math.isinf(number):
+                        problem = f"must be a finite number, got {_fmt(number)}"
+                    else:
+                        problem = f"{_fmt(number)} is outside [{_fmt(low)}, {_fmt(high)}]"
+                else:
+                    problem = f"must be a number, got {_type_name(value)}"
+            elif kind == _CATEGORY:
+                if type(value) is str:
+                    if value in categories:
+                        snapshot[name] = value
+                        continue
+                    problem = f"{value!r} is not a known category (one of {allowed})"
+                else:
+                    problem = f"must be a category (string), got {_type_name(value)}"
+            elif type(value) is bool:
+                snapshot[name] = value
+                continue
+            else:
+                problem = f"must be a boolean, got {_type_name(value)}"
+            if violations is None:
+                violations = []
+            violations.append(FieldViolation(f"features.{name}", problem))
+        if present != len(features):
+            unknown = sorted(k for k in features if k not in self._known)
+            if violations is None:
+                violations = []
+            violations.extend(
+                FieldViolation(f"features.{k}", f"unknown feature for model {self.model}")
+                for k in unknown
+            )
+        if violations:
+            raise InvalidRequest(violations)
+        return snapshot
+
+
+def request_violations(
+    request_id: str, decision_point: str, entity_key: str
+) -> list[FieldViolation]:
+    """Problems with the API's own fields (not the features)."""
+    violations: list[FieldViolation] = []
+    if not request_id:
+        violations.append(FieldViolation("request_id", "must not be empty"))
+    elif len(request_id) > MAX_REQUEST_ID_CHARS:
+        violations.append(
+            FieldViolation("request_id", f"must be at most {MAX_REQUEST_ID_CHARS} characters")
+        )
+    if not decision_point:
+        violations.append(FieldViolation("decision_point", "must not be empty"))
+    if not entity_key:
+        violations.append(FieldViolation("entity_key", "must not be empty"))
+    return violations

@@ -1,0 +1,251 @@
+"""The real gateway process in front of the real runtime process, called over gRPC."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+
+from gateway.client import score_request
+from gateway.topology import ManagedProcess, TopologyError, start_gateway, start_runtime
+from runtimes.manifest import Manifest
+from runtimes.training.datasets import sample_requests
+from scoring.v1 import scoring_pb2, scoring_pb2_grpc
+
+Config = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    runtime: ManagedProcess,
+    model_dir: Path,
+    demo_config: Callable[[str], Config],
+    write_routes: Callable[[Path, Config], Path],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ManagedProcess]:
+    workdir = tmp_path_factory.mktemp("gateway")
+    routes = write_routes(workdir / "routes.yaml", demo_config(runtime.address))
+    proc = start_gateway(routes, model_dir, workdir)
+    try:
+        yield proc
+    finally:
+        assert proc.stop() == 0, proc.log_tail()
+
+
+@pytest.fixture
+async def channel(gateway: ManagedProcess) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        yield channel
+
+
+@pytest.fixture
+def scoring(channel: grpc.aio.Channel) -> scoring_pb2_grpc.ScoringServiceStub:
+    return scoring_pb2_grpc.ScoringServiceStub(channel)
+
+
+def _request(point: str = "card-fraud", seed: int = 31, **kw: Any) -> scoring_pb2.ScoreRequest:
+    features = sample_requests(point, 1, seed=seed)[0]
+    request_id, decision_point = kw.pop("request_id", "core-1"), kw.pop("decision_point", point)
+    return score_request(request_id, decision_point, "cust-1", features, **kw)
+
+
+async def test_a_score_answers_with_every_field(
+    scoring: scoring_pb2_grpc.ScoringServiceStub, manifests: dict[tuple[str, str], Manifest]
+) -> None:
+    before_us = time.time_ns() // 1000
+    response = await scoring.Score(_request(request_id="core-77"), timeout=5)
+    after_us = time.time_ns() // 1000
+
+    champion = manifests[("card-fraud", "1")]
+    assert len(response.decision_id) == 36 and response.decision_id[14] == "7"
+    assert response.request_id == "core-77"
+    assert response.decision_point == "card-fraud"
+    assert 0.0 <= response.score <= 1.0
+    expected = (
+        "approve" if response.score < 0.5 else "review" if response.score < 0.85 else "decline"
+    )
+    assert response.decision == expected
+    assert (response.model_name, response.model_version) == ("card-fraud", "1")
+    assert response.model_sha256 == champion.artifact_sha256
+    assert response.arm == "primary"
+    assert response.fallback_reason == ""
+    assert list(response.reason_codes) == []
+    assert len(response.trace_id) == 32 and int(response.trace_id, 16) != 0
+    assert response.policy_version == "card-fraud-policy-1"
+    assert before_us <= response.decided_at.ToMicroseconds() <= after_us
+
+
+async def test_decision_ids_grow_with_time(scoring: scoring_pb2_grpc.ScoringServiceStub) -> None:
+    ids = [(await scoring.Score(_request(seed=s), timeout=5)).decision_id for s in range(5)]
+    assert sorted(ids) == ids and len(set(ids)) == 5
+
+
+async def test_credit_risk_is_scored_by_its_own_model(
+    scoring: scoring_pb2_grpc.ScoringServiceStub, manifests: dict[tuple[str, str], Manifest]
+) -> None:
+    response = await scoring.Score(_request("credit-risk"), timeout=5)
+    assert response.model_name == "credit-risk"
+    assert response.model_sha256 == manifests[("credit-risk", "1")].artifact_sha256
+    assert response.policy_version == "credit-risk-policy-1"
+
+
+async def test_a_pinned_version_answers_from_that_version(
+    scoring: scoring_pb2_grpc.ScoringServiceStub, manifests: dict[tuple[str, str], Manifest]
+) -> None:
+    v1 = await scoring.Score(_request(seed=40), timeout=5)
+    v2 = await scoring.Score(_request(seed=40, model_version="2"), timeout=5)
+    assert (v2.model_version, v2.arm) == ("2", "pinned")
+    assert v2.model_sha256 == manifests[("card-fraud", "2")].artifact_sha256
+    assert v2.score != v1.score  # genuinely another model
+
+
+BAD_FEATURES: list[tuple[str, Callable[[dict[str, Any]], object], str]] = [
+    ("nan", lambda f: f.update(amount=math.nan), "features.amount"),
+    ("inf", lambda f: f.update(distance_from_home_km=math.inf), "features.distance_from_home_km"),
+    ("missing", lambda f: f.pop("merchant_category"), "features.merchant_category"),
+    ("unknown", lambda f: f.update(loyalty_tier="gold"), "features.loyalty_tier"),
+    ("out-of-range", lambda f: f.update(hour_of_day=31.0), "features.hour_of_day"),
+    ("bad-category", lambda f: f.update(channel="carrier-pigeon"), "features.channel"),
+    ("mistyped", lambda f: f.update(card_present="yes"), "features.card_present"),
+]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"), [b[1:] for b in BAD_FEATURES], ids=[b[0] for b in BAD_FEATURES]
+)
+async def test_bad_features_get_invalid_argument_naming_the_field(
+    scoring: scoring_pb2_grpc.ScoringServiceStub,
+    change: Callable[[dict[str, Any]], object],
+    field: str,
+) -> None:
+    features = dict(sample_requests("card-fraud", 1, seed=33)[0])
+    change(features)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await scoring.Score(score_request("core-2", "card-fraud", "c-1", features), timeout=5)
+    error = info.value
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in (error.details() or "")
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad)
+    assert [v.field for v in bad.field_violations] == [field]
+
+
+async def test_an_unset_feature_value_counts_as_missing(
+    scoring: scoring_pb2_grpc.ScoringServiceStub,
+) -> None:
+    request = _request()
+    request.features["amount"].Clear()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await scoring.Score(request, timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "features.amount: required feature is missing" in (info.value.details() or "")
+
+
+@pytest.mark.parametrize(
+    ("request_", "code", "named"),
+    [
+        (_request(decision_point="churn"), grpc.StatusCode.NOT_FOUND, "decision_point"),
+        (_request(model_version="9"), grpc.StatusCode.NOT_FOUND, "model_version"),
+        (_request(request_id=""), grpc.StatusCode.INVALID_ARGUMENT, "request_id"),
+        (_request(request_id="x" * 129), grpc.StatusCode.INVALID_ARGUMENT, "request_id"),
+        (scoring_pb2.ScoreRequest(request_id="r"), grpc.StatusCode.INVALID_ARGUMENT, "entity_key"),
+    ],
+    ids=["unknown-point", "unknown-version", "no-request-id", "long-request-id", "empty"],
+)
+async def test_requests_that_cannot_be_routed_are_refused_naming_the_field(
+    scoring: scoring_pb2_grpc.ScoringServiceStub,
+    request_: scoring_pb2.ScoreRequest,
+    code: grpc.StatusCode,
+    named: str,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await scoring.Score(request_, timeout=5)
+    assert info.value.code() == code
+    assert named in (info.value.details() or "")
+
+
+async def test_health_is_serving(channel: grpc.aio.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "scoring.v1.ScoringService"):
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_the_services(channel: grpc.aio.Channel) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    replies = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+    )
+    names = {s.name async for reply in replies for s in reply.list_services_response.service}
+    assert {"scoring.v1.ScoringService", "grpc.health.v1.Health"} <= names
+
+
+async def test_with_the_runtime_gone_score_fails_fast_naming_model_and_endpoint(
+    model_dir: Path,
+    demo_config: Callable[[str], Config],
+    write_routes: Callable[[Path, Config], Path],
+    tmp_path: Path,
+) -> None:
+    runtime = start_runtime(model_dir, tmp_path)
+    routes = write_routes(tmp_path / "routes.yaml", demo_config(runtime.address))
+    gateway = start_gateway(routes, model_dir, tmp_path)
+    try:
+        async with grpc.aio.insecure_channel(gateway.address) as channel:
+            stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+            await stub.Score(_request("credit-risk"), timeout=5)  # channels are up
+            assert runtime.stop() == 0
+            for _ in range(3):
+                started = time.monotonic()
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await stub.Score(_request("credit-risk"), timeout=5)
+                assert time.monotonic() - started < 1.0
+                assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+                details = info.value.details() or ""
+                assert f"model credit-risk-v1 at {runtime.address} unavailable" in details
+    finally:
+        runtime.kill()
+        assert gateway.stop() == 0, gateway.log_tail()
+
+
+async def test_a_bad_routing_config_stops_the_gateway_naming_the_path(
+    runtime: ManagedProcess,
+    model_dir: Path,
+    demo_config: Callable[[str], Config],
+    write_routes: Callable[[Path, Config], Path],
+    tmp_path: Path,
+) -> None:
+    config = demo_config(runtime.address)
+    config["decision_points"]["card-fraud"]["policy"]["review_at"] = 0.95
+    routes = write_routes(tmp_path / "routes.yaml", config)
+    with pytest.raises(TopologyError) as info:
+        start_gateway(routes, model_dir, tmp_path)
+    assert "exited with code 2" in str(info.value)
+    assert "decision_points.card-fraud.policy.review_at" in str(info.value)
+
+
+def test_sigterm_drains_and_exits_zero(
+    runtime: ManagedProcess,
+    model_dir: Path,
+    demo_config: Callable[[str], Config],
+    write_routes: Callable[[Path, Config], Path],
+    tmp_path: Path,
+) -> None:
+    routes = write_routes(tmp_path / "routes.yaml", demo_config(runtime.address))
+    gateway = start_gateway(routes, model_dir, tmp_path)
+    started = time.monotonic()
+    assert gateway.stop() == 0
+    assert time.monotonic() - started < 5
+    assert "stopped" in gateway.log_tail()
+    assert isinstance(gateway.popen, subprocess.Popen)
