@@ -1,0 +1,275 @@
+"""``python -m loadtests.bench`` (``make bench``): start every server, measure every path, report.
+
+Everything runs on 127.0.0.1 in one run so that ratios hold on a noisy machine: the in-process
+onnxruntime floor first (nothing else running), then each network path in turn with its own
+load-generator process while the other servers idle. Prints the table and the targets' verdicts,
+writes ``bench.json`` and two PNG plots to ``--workdir``, and exits 1 when a measurable target is
+missed (``--no-fail``: always 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+# Load-generator and loop bounds per run size: (warm-up calls, sequential calls, sequential s,
+# saturation calls, saturation s, in-process floor calls, floor s).
+SIZES: dict[str, tuple[int, int, float, int, float, int, float]] = {
+    "full": (300, 3000, 6.0, 300_000, 10.0, 20_000, 4.0),
+    "quick": (100, 800, 2.0, 100_000, 3.0, 5_000, 1.0),
+    "tiny": (20, 100, 2.0, 200, 2.0, 200, 0.5),
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    key: str
+    target: str
+    method: str
+    payloads: Path
+    unique_field: int
+    server_pids: list[int]
+    rows_per_call: int = 1
+    concurrency: int = 32
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__)
+    parser.add_argument("--workdir", type=Path, default=Path(".scoregate/bench"))
+    parser.add_argument("--model-dir", type=Path, default=None, help="default WORKDIR/models")
+    parser.add_argument("--size", choices=sorted(SIZES), default="full")
+    parser.add_argument("--quick", action="store_const", const="quick", dest="size")
+    parser.add_argument("--concurrency", type=int, default=32, help="calls in flight")
+    parser.add_argument("--batch", type=int, default=100, help="rows per ScoreBatch call")
+    parser.add_argument("--no-fail", action="store_true", help="exit 0 even if targets miss")
+    return parser
+
+
+def run_loadgen(job: Job, size: tuple[Any, ...], workdir: Path) -> dict[str, Any]:
+    warmup, seq_calls, seq_s, sat_calls, sat_s, _, _ = size
+    out = workdir / f"{job.key}.result.json"
+    argv = [
+        sys.executable, "-m", "loadtests.bench.loadgen",
+        "--label", job.key,
+        "--target", job.target,
+        "--method", job.method,
+        "--payloads", str(job.payloads),
+        "--unique-field", str(job.unique_field),
+        "--rows-per-call", str(job.rows_per_call),
+        "--server-pids", ",".join(map(str, job.server_pids)),
+        "--concurrency", str(job.concurrency),
+        "--warmup-calls", str(warmup),
+        "--sequential-calls", str(seq_calls),
+        "--sequential-seconds", str(seq_s),
+        "--saturation-calls", str(sat_calls),
+        "--saturation-seconds", str(sat_s),
+        "--out", str(out),
+    ]  # fmt: skip
+    subprocess.run(argv, check=True, timeout=120 + seq_s + sat_s)
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def smoke(runtime: str, gateways: list[str], infer: bytes, score: bytes) -> None:
+    """One typed call per path, so the bench fails loudly rather than measuring errors."""
+    import grpc
+
+    from scoring.v1 import scoring_pb2
+
+    with grpc.insecure_channel(runtime) as channel:
+        channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")(infer, timeout=10)
+    for address in gateways:
+        with grpc.insecure_channel(address) as channel:
+            raw = channel.unary_unary("/scoring.v1.ScoringService/Score")(score, timeout=10)
+            response = scoring_pb2.ScoreResponse.FromString(raw)
+            if not (response.decision and response.model_name):
+                raise SystemExit(f"bench: gateway {address} answered without a decision")
+
+
+@dataclass
+class Servers:
+    """Every server the bench measures, started once; ``pids`` by process name."""
+
+    processes: list[Any]
+
+    def address(self, name: str) -> str:
+        return str(next(p for p in self.processes if p.name == name).address)
+
+    def pids(self, *names: str) -> list[int]:
+        by_name = {p.name: p.popen.pid for p in self.processes}
+        return [by_name[n] for n in names]
+
+    def stop(self) -> None:
+        for proc in reversed(self.processes):
+            with contextlib.suppress(Exception):
+                proc.stop()
+
+
+def start_servers(model_dir: Path, workdir: Path) -> Servers:
+    import yaml
+
+    from gateway.topology import (
+        demo_routes,
+        start_gateway,
+        start_lineage,
+        start_process,
+        start_runtime,
+    )
+    from runtimes.manifest import load_manifests
+
+    servers = Servers([])
+    python = [sys.executable, "-m"]
+    try:
+        servers.processes.append(
+            start_process("echo", [*python, "loadtests.bench.echo", "--port", "0"], workdir)
+        )
+        runtime = start_runtime(model_dir, workdir)
+        servers.processes.append(runtime)
+        proxy = [*python, "loadtests.bench.proxy", "--upstream", runtime.address]
+        servers.processes.append(start_process("proxy", proxy, workdir))
+        (workdir / "lineage.db").unlink(missing_ok=True)
+        lineage = start_lineage(workdir / "lineage.db", workdir)
+        servers.processes.append(lineage)
+        routes = workdir / "routes.yaml"
+        routes.write_text(yaml.safe_dump(demo_routes(load_manifests(model_dir), runtime.address)))
+        for name, otlp in (("gateway-lineage-off", ""), ("gateway-lineage-on", lineage.address)):
+            servers.processes.append(start_gateway(routes, model_dir, workdir, otlp, name=name))
+    except BaseException:
+        servers.stop()
+        raise
+    return servers
+
+
+def plan(servers: Servers, files: dict[str, Path], concurrency: int, batch: int) -> list[Job]:
+    from loadtests.bench import payloads
+    from loadtests.bench.echo import ECHO_METHOD
+
+    infer, score = payloads.MODEL_INFER_METHOD, payloads.SCORE_METHOD
+    infer_id, score_id = payloads.MODEL_INFER_ID_FIELD, payloads.SCORE_REQUEST_ID_FIELD
+    on = "gateway-lineage-on"
+    jobs = [
+        Job("echo", servers.address("echo"), ECHO_METHOD, files["score"], 0, servers.pids("echo")),
+        Job(
+            "direct",
+            servers.address("runtime"),
+            infer,
+            files["infer"],
+            infer_id,
+            servers.pids("runtime"),
+        ),
+        Job(
+            "proxy",
+            servers.address("proxy"),
+            infer,
+            files["infer"],
+            infer_id,
+            servers.pids("proxy", "runtime"),
+        ),
+        Job(
+            "gateway-lineage-off",
+            servers.address("gateway-lineage-off"),
+            score,
+            files["score"],
+            score_id,
+            servers.pids("gateway-lineage-off", "runtime"),
+        ),
+        Job(
+            on,
+            servers.address(on),
+            score,
+            files["score"],
+            score_id,
+            servers.pids(on, "runtime", "lineage"),
+        ),
+    ]
+    batch_method = payloads.score_batch_method()
+    if batch_method is not None:
+        jobs.append(
+            Job(
+                "score-batch",
+                servers.address(on),
+                batch_method[0],
+                files["batch"],
+                0,
+                servers.pids(on, "runtime", "lineage"),
+                rows_per_call=batch,
+                # A batch call already fills the runtime; a few in flight saturate it.
+                concurrency=max(1, concurrency // 8),
+            )
+        )
+    return [replace(j, concurrency=concurrency) if j.rows_per_call == 1 else j for j in jobs]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # kserve (imported by the payload module) parses sys.argv at import.
+    sys.argv[1:] = []
+    from gateway.demo import ensure_models
+    from loadtests.bench import floor, payloads, report
+    from loadtests.bench.loadgen import write_payloads
+
+    size = SIZES[args.size]
+    workdir: Path = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    model_dir: Path = (args.model_dir or workdir / "models").resolve()
+    ensure_models(model_dir)
+    started = time.monotonic()
+
+    folder, manifest = payloads.card_fraud_manifest(model_dir)
+    rows = payloads.sample_rows(1000)
+    results: dict[str, dict[str, Any]] = {}
+    print(f"bench ({args.size}): onnxruntime in process ...", flush=True)
+    for result in floor.measure(folder / manifest.artifact, manifest, rows, size[5], size[6]):
+        results[result["label"]] = result
+
+    encoded = {
+        "score": payloads.score_payloads(rows[:512]),
+        "infer": payloads.model_infer_payloads(manifest, rows[:512]),
+        "batch": payloads.score_batch_payloads(rows, args.batch, 16),
+    }
+    files = {name: workdir / f"{name}.payloads" for name in encoded}
+    for name, data in encoded.items():
+        write_payloads(files[name], data)
+
+    servers = start_servers(model_dir, workdir)
+    try:
+        gateways = [servers.address("gateway-lineage-off"), servers.address("gateway-lineage-on")]
+        smoke(servers.address("runtime"), gateways, encoded["infer"][0], encoded["score"][0])
+        for job in plan(servers, files, args.concurrency, args.batch):
+            print(f"bench ({args.size}): {job.key} ...", flush=True)
+            results[job.key] = run_loadgen(job, size, workdir)
+    finally:
+        servers.stop()
+
+    notes = {"score-batch": "not available: scoring.v1 has no ScoreBatch RPC yet"}
+    table_rows = [
+        report.row_from_result(p, results.get(p.key), notes.get(p.key, "")) for p in report.PATHS
+    ]
+    found = report.targets(table_rows)
+    print(f"\n{report.table(table_rows)}\n\n{report.verdicts(found)}")
+    meta = {
+        "size": args.size,
+        "concurrency": args.concurrency,
+        "seconds": round(time.monotonic() - started, 1),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    latencies = {k: r.pop("sequential_latencies_us") for k, r in results.items()}
+    report.write_json(workdir / "bench.json", table_rows, found, meta, list(results.values()))
+    pngs = report.plot(workdir, table_rows, latencies)
+    print(f"\nbench: wrote {workdir / 'bench.json'}, {', '.join(p.name for p in pngs)}")
+    missed = [t for t in found if t.ok is False]
+    return 0 if args.no_fail or not missed else 1

@@ -1,0 +1,221 @@
+"""The bench's load generator: one process, one ``grpc.aio`` channel, pre-encoded requests.
+
+Phase 1 sends calls one at a time (latency without queueing); phase 2 keeps ``--concurrency``
+calls in flight (throughput at saturation, with its latency) while reading the server processes'
+CPU time before and after. Both phases are bounded in calls and seconds, and only loopback
+addresses are accepted. The result is one JSON object on ``--out``.
+
+Requests are length-prefixed byte strings in ``--payloads``, sent in turn to ``--method`` with
+no protobuf work here. ``--unique-field N`` appends string field N with a fresh value to every
+request: a later occurrence of a scalar field wins in protobuf, so every call carries its own
+request id without re-encoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import itertools
+import json
+import struct
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psutil
+
+_LENGTH = struct.Struct(">I")
+
+
+def write_payloads(path: Path, payloads: list[bytes]) -> None:
+    path.write_bytes(b"".join(_LENGTH.pack(len(p)) + p for p in payloads))
+
+
+def read_payloads(path: Path) -> list[bytes]:
+    data = path.read_bytes()
+    payloads, at = [], 0
+    while at < len(data):
+        (size,) = _LENGTH.unpack_from(data, at)
+        payloads.append(data[at + 4 : at + 4 + size])
+        at += 4 + size
+    return payloads
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def requests(payloads: list[bytes], unique_field: int, prefix: str) -> Iterator[bytes]:
+    """Payloads in turn, each with string field ``unique_field`` set afresh (0: as they are)."""
+    cycle = itertools.cycle(payloads)
+    if not unique_field:
+        yield from cycle
+        return
+    tag = _varint(unique_field << 3 | 2)
+    for i, payload in enumerate(cycle):
+        value = f"{prefix}-{i:09d}".encode()
+        yield payload + tag + _varint(len(value)) + value
+
+
+def require_loopback(target: str) -> None:
+    host = target.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost" or ipaddress.ip_address(host).is_loopback:
+        return
+    raise SystemExit(f"loadgen: refusing {target}: the bench only loads loopback addresses")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        times = psutil.Process(pid).cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+class Phase:
+    """Latencies (µs) of the calls that answered, and the status codes of those that did not."""
+
+    def __init__(self) -> None:
+        self.latencies_us: list[float] = []
+        self.errors: Counter[str] = Counter()
+        self.error_latencies_us: list[float] = []
+        self.seconds = 0.0
+        self.cpu_s = 0.0
+
+    def summary(self, rows_per_call: int) -> dict[str, Any]:
+        lat = sorted(self.latencies_us)
+        calls = len(lat)
+        err = sorted(self.error_latencies_us)
+        return {
+            "calls": calls,
+            "rows": calls * rows_per_call,
+            "errors": dict(self.errors),
+            "seconds": self.seconds,
+            "calls_per_s": calls / self.seconds if self.seconds else 0.0,
+            "rows_per_s": calls * rows_per_call / self.seconds if self.seconds else 0.0,
+            "p50_us": percentile(lat, 0.50),
+            "p90_us": percentile(lat, 0.90),
+            "p99_us": percentile(lat, 0.99),
+            "error_p99_us": percentile(err, 0.99),
+            "server_cpu_s": self.cpu_s,
+            "server_cpu_us_per_row": self.cpu_s * 1e6 / (calls * rows_per_call) if calls else None,
+        }
+
+
+async def run_phase(
+    call: Any,
+    source: Iterator[bytes],
+    concurrency: int,
+    max_calls: int,
+    max_seconds: float,
+    call_timeout: float,
+) -> Phase:
+    phase = Phase()
+    budget = iter(range(max_calls))
+    deadline = time.perf_counter() + max_seconds
+
+    async def worker() -> None:
+        clock = time.perf_counter
+        while next(budget, None) is not None and clock() < deadline:
+            request = next(source)
+            start = clock()
+            try:
+                await call(request, timeout=call_timeout)
+            except grpc.aio.AioRpcError as e:
+                phase.errors[e.code().name] += 1
+                phase.error_latencies_us.append((clock() - start) * 1e6)
+                continue
+            phase.latencies_us.append((clock() - start) * 1e6)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    phase.seconds = time.perf_counter() - start
+    return phase
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    payloads = read_payloads(args.payloads)
+    source = requests(payloads, args.unique_field, f"bench-{args.label}")
+    pids = [int(p) for p in args.server_pids.split(",") if p]
+    async with grpc.aio.insecure_channel(args.target) as channel:
+        call = channel.unary_unary(args.method)
+        await asyncio.wait_for(channel.channel_ready(), 10.0)
+        await run_phase(
+            call, source, args.concurrency, args.warmup_calls, args.warmup_seconds, args.timeout
+        )
+        sequential = await run_phase(
+            call, source, 1, args.sequential_calls, args.sequential_seconds, args.timeout
+        )
+        cpu_before = cpu_seconds(pids)
+        saturated = await run_phase(
+            call,
+            source,
+            args.concurrency,
+            args.saturation_calls,
+            args.saturation_seconds,
+            args.timeout,
+        )
+        saturated.cpu_s = cpu_seconds(pids) - cpu_before
+    return {
+        "label": args.label,
+        "target": args.target,
+        "method": args.method,
+        "rows_per_call": args.rows_per_call,
+        "concurrency": args.concurrency,
+        "sequential": sequential.summary(args.rows_per_call),
+        "saturation": saturated.summary(args.rows_per_call),
+        # Kept for the latency CDF plot.
+        "sequential_latencies_us": sequential.latencies_us,
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.bench.loadgen", description=__doc__)
+    parser.add_argument("--label", required=True)
+    parser.add_argument("--target", required=True, help="loopback host:port")
+    parser.add_argument("--method", required=True, help="/package.Service/Method")
+    parser.add_argument("--payloads", type=Path, required=True)
+    parser.add_argument("--unique-field", type=int, default=0)
+    parser.add_argument("--rows-per-call", type=int, default=1)
+    parser.add_argument("--server-pids", default="", help="comma-separated")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--warmup-calls", type=int, default=200)
+    parser.add_argument("--warmup-seconds", type=float, default=1.0)
+    parser.add_argument("--sequential-calls", type=int, default=2000)
+    parser.add_argument("--sequential-seconds", type=float, default=5.0)
+    parser.add_argument("--saturation-calls", type=int, default=200_000)
+    parser.add_argument("--saturation-seconds", type=float, default=8.0)
+    parser.add_argument("--timeout", type=float, default=5.0, help="deadline per call, seconds")
+    parser.add_argument("--out", type=Path, required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    require_loopback(args.target)
+    result = asyncio.run(run(args))
+    args.out.write_text(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

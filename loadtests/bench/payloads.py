@@ -1,0 +1,101 @@
+"""Pre-encoded requests for each bench path, all carrying the same card-fraud sample rows.
+
+The direct runtime call sends the ModelInferRequest a protobuf OIP v2 client would send (one
+input per feature, shape [1, 1], typed contents), the same thing the gateway sends it.
+Importing this module imports ``kserve``: callers parse their own arguments first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import message_factory
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as oip
+
+from gateway.client import score_request
+from runtimes.manifest import BooleanFeature, CategoryFeature, Manifest, read_manifest
+from runtimes.training.datasets import sample_requests
+from scoring.v1 import scoring_pb2
+
+DECISION_POINT = "card-fraud"
+SCORE_METHOD = "/scoring.v1.ScoringService/Score"
+MODEL_INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
+# Field numbers a load generator can overwrite per call (protobuf: the last occurrence wins).
+SCORE_REQUEST_ID_FIELD = scoring_pb2.ScoreRequest.REQUEST_ID_FIELD_NUMBER
+MODEL_INFER_ID_FIELD = oip.ModelInferRequest.ID_FIELD_NUMBER
+
+
+def card_fraud_manifest(model_dir: Path, version: str = "1") -> tuple[Path, Manifest]:
+    folder = model_dir / DECISION_POINT / version
+    return folder, read_manifest(folder)
+
+
+def sample_rows(n: int, seed: int = 3) -> list[dict[str, Any]]:
+    return sample_requests(DECISION_POINT, n, seed)
+
+
+def score_payloads(rows: list[dict[str, Any]]) -> list[bytes]:
+    return [
+        score_request(f"bench-{i}", DECISION_POINT, f"cust-{i % 997}", row).SerializeToString()
+        for i, row in enumerate(rows)
+    ]
+
+
+def model_infer_payloads(manifest: Manifest, rows: list[dict[str, Any]]) -> list[bytes]:
+    payloads = []
+    for row in rows:
+        request = oip.ModelInferRequest(model_name=manifest.served_name)
+        for feature in manifest.features:
+            value = row[feature.name]
+            tensor = request.inputs.add(name=feature.name, shape=[1, 1])
+            if isinstance(feature, CategoryFeature):
+                tensor.datatype = "BYTES"
+                tensor.contents.bytes_contents.append(str(value).encode())
+            else:
+                tensor.datatype = "FP32"
+                number = float(bool(value)) if isinstance(feature, BooleanFeature) else value
+                tensor.contents.fp32_contents.append(float(number))
+        payloads.append(request.SerializeToString())
+    return payloads
+
+
+def score_batch_method() -> tuple[str, Any, str] | None:
+    """ScoreBatch's path, request class and the field holding its ScoreRequests; None if absent.
+
+    Found through the descriptor, so the bench follows the proto as it lands without edits.
+    """
+    service = scoring_pb2.DESCRIPTOR.services_by_name["ScoringService"]
+    method = service.methods_by_name.get("ScoreBatch")
+    if method is None:
+        return None
+    request_type = method.input_type
+    field = next(
+        (
+            f
+            for f in request_type.fields
+            if f.message_type is not None
+            and f.message_type.full_name == scoring_pb2.ScoreRequest.DESCRIPTOR.full_name
+        ),
+        None,
+    )
+    if field is None:
+        return None
+    path = f"/{service.full_name}/{method.name}"
+    return path, message_factory.GetMessageClass(request_type), field.name
+
+
+def score_batch_payloads(rows: list[dict[str, Any]], batch: int, count: int) -> list[bytes]:
+    found = score_batch_method()
+    if found is None:
+        return []
+    _, request_class, field = found
+    payloads = []
+    for b in range(count):
+        request = request_class()
+        items = getattr(request, field)
+        for i in range(batch):
+            n = (b * batch + i) % len(rows)
+            items.append(score_request(f"bench-b{b}-{i}", DECISION_POINT, f"cust-{n}", rows[n]))
+        payloads.append(request.SerializeToString())
+    return payloads

@@ -1,0 +1,227 @@
+"""The bench's table, target verdicts, JSON and plots, from the per-path results.
+
+A result is the load generator's JSON (or the in-process floor's, in the same shape); a path that
+could not be measured (ScoreBatch before it exists) is a row with ``available`` false and a note.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class BenchPath:
+    key: str
+    title: str
+    unit: str  # what one decision is, for the throughput column: "call" or "row"
+
+
+PATHS = (
+    BenchPath("onnx-row", "floor: onnxruntime in process, 1 row", "row"),
+    BenchPath("onnx-batch", "floor: onnxruntime in process, batch of 1,000", "row"),
+    BenchPath("echo", "floor: bare grpc.aio unary echo", "call"),
+    BenchPath("direct", "anchor: runtime direct, OIP v2 gRPC", "call"),
+    BenchPath("proxy", "anchor: naive grpc.aio proxy -> runtime", "call"),
+    BenchPath("gateway-lineage-off", "scoregate: gateway -> runtime, lineage off", "call"),
+    BenchPath("gateway-lineage-on", "scoregate: gateway -> runtime, lineage on", "call"),
+    BenchPath("score-batch", "scoregate: ScoreBatch rows, lineage on", "row"),
+)
+
+
+@dataclass
+class Row:
+    key: str
+    title: str
+    available: bool
+    note: str = ""
+    p50_us: float | None = None
+    p99_us: float | None = None
+    # Decisions (rows) per second at saturation, and the p99 of one call there.
+    throughput: float | None = None
+    saturation_p99_us: float | None = None
+    concurrency: int | None = None
+    cpu_us_per_decision: float | None = None
+    errors: dict[str, int] = field(default_factory=dict)
+    rows_per_call: int = 1
+
+
+def row_from_result(path: BenchPath, result: dict[str, Any] | None, note: str = "") -> Row:
+    if result is None:
+        return Row(path.key, path.title, False, note or "not available")
+    seq, sat = result["sequential"], result["saturation"]
+    errors = {**seq["errors"], **sat["errors"]}
+    return Row(
+        key=path.key,
+        title=path.title,
+        available=True,
+        p50_us=seq["p50_us"],
+        p99_us=seq["p99_us"],
+        throughput=sat["rows_per_s"],
+        saturation_p99_us=sat["p99_us"],
+        concurrency=result["concurrency"],
+        cpu_us_per_decision=sat["server_cpu_us_per_row"],
+        errors=errors,
+        rows_per_call=result["rows_per_call"],
+    )
+
+
+def _num(value: float | None, scale: float = 1.0, digits: int = 0) -> str:
+    return "-" if value is None else f"{value / scale:,.{digits}f}"
+
+
+def table(rows: list[Row]) -> str:
+    head = (
+        f"{'path':<48} {'p50 ms':>8} {'p99 ms':>8} {'decisions/s':>12} {'@conc':>6} "
+        f"{'sat p99 ms':>10} {'CPU us/dec':>10}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if not r.available:
+            lines.append(f"{r.title:<48} {r.note}")
+            continue
+        lines.append(
+            f"{r.title:<48} {_num(r.p50_us, 1e3, 3):>8} {_num(r.p99_us, 1e3, 3):>8} "
+            f"{_num(r.throughput):>12} {r.concurrency or '-':>6} "
+            f"{_num(r.saturation_p99_us, 1e3, 2):>10} {_num(r.cpu_us_per_decision, 1, 1):>10}"
+        )
+        if r.errors:
+            lines.append(f"{'':<48} errors: {r.errors}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    ok: bool | None  # None: cannot be measured yet
+    detail: str
+
+
+def targets(rows: list[Row]) -> list[Target]:
+    """The issue's targets, each a ratio within this run."""
+    by = {r.key: r for r in rows if r.available}
+    direct, off, on = by.get("direct"), by.get("gateway-lineage-off"), by.get("gateway-lineage-on")
+    out: list[Target] = []
+
+    if direct and off and direct.p50_us and off.p50_us and direct.p99_us and off.p99_us:
+        added = (off.p50_us - direct.p50_us) / 1e3
+        out.append(
+            Target(
+                "gateway p50 <= direct p50 + 0.8 ms",
+                added <= 0.8,
+                f"gateway adds {added:.3f} ms ({off.p50_us / 1e3:.3f} vs "
+                f"{direct.p50_us / 1e3:.3f} ms)",
+            )
+        )
+        ratio = off.p99_us / direct.p99_us
+        out.append(
+            Target("gateway p99 <= 2 x direct p99", ratio <= 2.0, f"{ratio:.2f} x direct p99")
+        )
+    if direct and off and direct.throughput and off.throughput:
+        ratio = off.throughput / direct.throughput
+        proxy = by.get("proxy")
+        anchor = (
+            f"; naive proxy {proxy.throughput / direct.throughput:.2f} x"
+            if proxy and proxy.throughput
+            else ""
+        )
+        out.append(
+            Target(
+                "gateway throughput >= 1.0 x direct",
+                ratio >= 1.0,
+                f"{ratio:.2f} x direct{anchor}",
+            )
+        )
+    if on and off and on.throughput and off.throughput:
+        ratio = on.throughput / off.throughput
+        out.append(
+            Target("lineage on >= 0.90 x lineage off", ratio >= 0.9, f"{ratio:.2f} x lineage off")
+        )
+    batch = by.get("score-batch")
+    if batch and batch.throughput:
+        out.append(
+            Target(
+                "ScoreBatch >= 20,000 decisions/s",
+                batch.throughput >= 20_000,
+                f"{batch.throughput:,.0f} decisions/s",
+            )
+        )
+    else:
+        out.append(
+            Target("ScoreBatch >= 20,000 decisions/s", None, "not available: no ScoreBatch RPC")
+        )
+    out.append(
+        Target(
+            "shed at 2 x saturation: < 10 ms, admitted p99 <= 2 x",
+            None,
+            "not available: the gateway has no load shedding yet",
+        )
+    )
+    return out
+
+
+def verdicts(found: list[Target]) -> str:
+    word = {True: "PASS", False: "FAIL", None: "N/A "}
+    return "\n".join(f"{word[t.ok]}  {t.name}: {t.detail}" for t in found)
+
+
+def write_json(
+    path: Path, rows: list[Row], found: list[Target], meta: dict[str, Any], raw: list[Any]
+) -> None:
+    document = {
+        "meta": meta,
+        "rows": [asdict(r) for r in rows],
+        "targets": [asdict(t) for t in found],
+        "results": raw,
+    }
+    path.write_text(json.dumps(document, indent=1) + "\n")
+
+
+def _quantiles(values: list[float], points: int = 400) -> tuple[list[float], list[float]]:
+    ordered = sorted(values)
+    if len(ordered) <= points:
+        return ordered, [(i + 1) / len(ordered) for i in range(len(ordered))]
+    picks = [round(i * (len(ordered) - 1) / (points - 1)) for i in range(points)]
+    return [ordered[i] for i in picks], [(i + 1) / len(ordered) for i in picks]
+
+
+def plot(out_dir: Path, rows: list[Row], latencies: dict[str, list[float]]) -> list[Path]:
+    """Latency CDF (one call at a time) and throughput bars, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    titles = {r.key: r.title for r in rows}
+    cdf = out_dir / "bench-latency-cdf.png"
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for key, values in latencies.items():
+        if values:
+            xs, ys = _quantiles([v / 1e3 for v in values])
+            ax.plot(xs, ys, label=titles.get(key, key))
+    ax.set_xscale("log")
+    ax.set_xlabel("latency, ms (one call at a time; log scale)")
+    ax.set_ylabel("share of calls")
+    ax.set_title("scoregate bench: latency CDF")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(cdf, dpi=110)
+    plt.close(fig)
+
+    bars = out_dir / "bench-throughput.png"
+    shown = [r for r in rows if r.available and r.throughput]
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    ax.barh([r.title for r in shown], [r.throughput or 0.0 for r in shown])
+    for i, r in enumerate(shown):
+        ax.text(r.throughput or 0.0, i, f" {r.throughput:,.0f}", va="center", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("decisions per second at saturation (log scale)")
+    ax.set_title("scoregate bench: throughput")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(bars, dpi=110)
+    plt.close(fig)
+    return [cdf, bars]

@@ -1,0 +1,40 @@
+"""``make bench`` in its tiny size: every row present, the JSON and the plots written.
+
+No performance assertion: figures on a shared 2-core machine are for the bench's own run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from loadtests.bench.report import PATHS
+
+
+def test_bench_runs_every_path_and_writes_its_report(model_dir: Path, tmp_path: Path) -> None:
+    argv = [
+        sys.executable, "-m", "loadtests.bench", "--size", "tiny", "--no-fail",
+        "--workdir", str(tmp_path), "--model-dir", str(model_dir), "--concurrency", "4",
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    report = json.loads((tmp_path / "bench.json").read_text())
+    rows = {row["key"]: row for row in report["rows"]}
+    assert list(rows) == [p.key for p in PATHS]
+    for key, row in rows.items():
+        if row["available"]:
+            assert row["throughput"] > 0 and row["p50_us"] > 0, key
+            assert row["errors"] == {}, key
+        else:
+            assert row["note"], key
+    assert rows["gateway-lineage-on"]["available"]
+    targets = {t["name"] for t in report["targets"]}
+    assert "gateway throughput >= 1.0 x direct" in targets
+    assert "lineage on >= 0.90 x lineage off" in targets
+    for png in ("bench-latency-cdf.png", "bench-throughput.png"):
+        assert (tmp_path / png).read_bytes().startswith(b"\x89PNG")
+    for title in (p.title for p in PATHS):
+        assert title in done.stdout

@@ -1,0 +1,39 @@
+"""The bench load generator's request stream and its loopback guard."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from loadtests.bench.loadgen import read_payloads, requests, require_loopback, write_payloads
+from scoring.v1 import scoring_pb2
+
+
+def test_every_request_carries_its_own_request_id(tmp_path: Path) -> None:
+    template = scoring_pb2.ScoreRequest(request_id="template", decision_point="card-fraud")
+    template.features["amount"].number_value = 12.5
+    write_payloads(tmp_path / "p", [template.SerializeToString()])
+    sent = list(itertools.islice(requests(read_payloads(tmp_path / "p"), 1, "run"), 3))
+    parsed = [scoring_pb2.ScoreRequest.FromString(p) for p in sent]
+    assert [p.request_id for p in parsed] == ["run-000000000", "run-000000001", "run-000000002"]
+    assert all(p.decision_point == "card-fraud" for p in parsed)
+    assert all(p.features["amount"].number_value == 12.5 for p in parsed)
+
+
+def test_payloads_round_trip(tmp_path: Path) -> None:
+    payloads = [b"", b"a", bytes(range(256)) * 300]
+    write_payloads(tmp_path / "p", payloads)
+    assert read_payloads(tmp_path / "p") == payloads
+
+
+@pytest.mark.parametrize("target", ["127.0.0.1:5000", "localhost:5000", "[::1]:5000"])
+def test_loopback_targets_are_accepted(target: str) -> None:
+    require_loopback(target)
+
+
+@pytest.mark.parametrize("target", ["10.0.0.5:5000", "192.168.1.2:80", "8.8.8.8:53"])
+def test_other_targets_are_refused(target: str) -> None:
+    with pytest.raises(SystemExit, match="loopback"):
+        require_loopback(target)
