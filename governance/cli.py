@@ -1,36 +1,42 @@
-"""``scoregate lineage``: run the store, or show one decision from it.
+"""``scoregate lineage``: run the store, and ask it what was decided, by which model, when.
 
-Exit codes of ``show``: 0 printed, 1 no such decision (or a malformed id), 2 the lineage store
-could not be reached (or answered with an error).
+Exit codes: 0 done, 1 the store answered no (no such decision, invalid request) or, for
+``verify`` and ``replay``, the check failed; 2 the store could not be reached or failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
+from collections.abc import Callable
 
 import grpc
-from google.protobuf import json_format
-from google.protobuf.timestamp_pb2 import Timestamp
 
-from governance.convert import timestamp_to_us
-from lineage.v1 import lineage_pb2, lineage_pb2_grpc
+from governance.client import EXIT_NO, CliExit, call
+from governance.output import as_json, pairs, when
+from lineage.v1 import lineage_pb2
 
-USAGE = """usage: scoregate lineage {serve,show} ...
+USAGE = """usage: scoregate lineage COMMAND ...
 
-  serve     run the lineage store (OTLP receiver + lineage.v1.LineageService)
-  show      print one decision: which model made it, when, on what inputs
+  serve            run the lineage store (OTLP receiver + lineage.v1.LineageService)
+  show             one decision: which model made it, when, on what inputs, overrides, outcomes
+  decisions        decisions of an entity or a model version in a time range, with counts
+  serving-at       which model versions, arms and weights served a decision point at a time
+  model-history    when each version of a model started and stopped taking traffic
+  register-models  keep every manifest of a model directory, by artifact sha256
+  override         record a reviewer's override of a decision
+  outcome          record an observed outcome (confirmed fraud, default, ...) of a decision
+  checkpoint       print the hash chain's current head (and append it to a file)
+  verify           check the database against its hash chain and the latest checkpoints
+  purge            delete what is older than the retention period; the run is recorded
+  replay           re-score a decision's stored inputs with its exact artifact, bit for bit
+
+Run `scoregate lineage COMMAND --help` for each command's options.
 """
 
-EXIT_NOT_FOUND = 1
-EXIT_UNREACHABLE = 2
+EXIT_NOT_FOUND = EXIT_NO
 
-
-def _when(ts: Timestamp) -> str:
-    us = timestamp_to_us(ts)
-    moment = datetime.fromtimestamp(us // 1_000_000, UTC).replace(microsecond=us % 1_000_000)
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+_when = when
 
 
 def _feature(value: lineage_pb2.FeatureSnapshotValue) -> str:
@@ -46,7 +52,9 @@ def _feature(value: lineage_pb2.FeatureSnapshotValue) -> str:
     return "(unset)"
 
 
-def format_table(record: lineage_pb2.DecisionRecord) -> str:
+def format_table(
+    record: lineage_pb2.DecisionRecord, manifest: lineage_pb2.ModelManifest | None = None
+) -> str:
     """A two-column view answering: which model, when, on what inputs, with what result."""
     m, route, out, inputs = record.model, record.route, record.outputs, record.inputs
     rows: list[tuple[str, str]] = [
@@ -70,6 +78,17 @@ def format_table(record: lineage_pb2.DecisionRecord) -> str:
         ("decision", out.decision),
         ("policy", out.policy_version),
     ]
+    for o in record.overrides:
+        rows.append(
+            (
+                "override",
+                f"{o.new_decision} by {o.reviewer} at {_when(o.at)}: {o.reason}  [{o.override_id}]",
+            )
+        )
+    for seen in record.outcomes:
+        rows.append(
+            ("outcome", f"{seen.label} at {_when(seen.at)} from {seen.source}  [{seen.outcome_id}]")
+        )
     for reason in sorted(out.reasons, key=lambda r: r.rank):
         rows.append((f"reason {reason.rank}", f"{reason.code}  {reason.description}"))
     rows += [
@@ -81,13 +100,23 @@ def format_table(record: lineage_pb2.DecisionRecord) -> str:
         ("trace id", record.trace_id),
         ("span id", record.span_id),
         ("gateway", record.gateway_instance),
+        ("record sha256", record.record_sha256),
+        ("chain", f"seq {record.seq}  {record.chain_sha256}"),
     ]
-    width = max(len(label) for label, _ in rows)
-    return "\n".join(f"{label:<{width}}  {value}" for label, value in rows)
+    if manifest is not None:
+        rows.append(
+            (
+                "manifest",
+                f"{manifest.name} v{manifest.version}, registered {_when(manifest.registered_at)}",
+            )
+        )
+    elif record.model.artifact_sha256:
+        rows.append(("manifest", "(not registered: run scoregate lineage register-models)"))
+    return pairs(rows)
 
 
 def format_json(record: lineage_pb2.DecisionRecord) -> str:
-    return json_format.MessageToJson(record, preserving_proto_field_name=True, indent=2)
+    return as_json(record)
 
 
 def show_main(argv: list[str], prog: str = "scoregate lineage show") -> int:
@@ -99,23 +128,46 @@ def show_main(argv: list[str], prog: str = "scoregate lineage show") -> int:
     args = parser.parse_args(argv)
     request = lineage_pb2.GetDecisionRequest(decision_id=args.decision_id)
     try:
-        with grpc.insecure_channel(args.lineage) as channel:
-            stub = lineage_pb2_grpc.LineageServiceStub(channel)
-            record = stub.GetDecision(request, timeout=args.timeout)
-    except grpc.RpcError as e:
-        code, details = e.code(), e.details()
-        if code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-            print(f"{prog}: {details}", file=sys.stderr)
-            return EXIT_NOT_FOUND
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            print(
-                f"{prog}: lineage store at {args.lineage} unreachable: {details}", file=sys.stderr
-            )
-        else:
-            print(f"{prog}: lineage store error {code.name}: {details}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    print(format_json(record) if args.format == "json" else format_table(record))
+        record = call(prog, args.lineage, lambda s: s.GetDecision(request, timeout=args.timeout))
+        if args.format == "json":
+            print(format_json(record))
+            return 0
+        manifest = call(prog, args.lineage, lambda s: _manifest(s, record, args.timeout))
+    except CliExit as e:
+        return e.code
+    print(format_table(record, manifest))
     return 0
+
+
+def _manifest(
+    stub: object, record: lineage_pb2.DecisionRecord, timeout: float
+) -> lineage_pb2.ModelManifest | None:
+    request = lineage_pb2.GetModelRequest(artifact_sha256=record.model.artifact_sha256)
+    try:
+        return stub.GetModel(request, timeout=timeout)  # type: ignore[attr-defined, no-any-return]
+    except grpc.RpcError as e:
+        if e.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+            return None
+        raise
+
+
+def _commands() -> dict[str, Callable[[list[str]], int]]:
+    # Imported on use: `show` never pays for the others' imports (replay loads onnxruntime).
+    from governance import admin, commands, replay
+
+    return {
+        "show": show_main,
+        "decisions": commands.decisions_main,
+        "serving-at": commands.serving_at_main,
+        "model-history": commands.model_history_main,
+        "register-models": commands.register_models_main,
+        "override": commands.override_main,
+        "outcome": commands.outcome_main,
+        "checkpoint": commands.checkpoint_main,
+        "verify": admin.verify_main,
+        "purge": admin.purge_main,
+        "replay": replay.replay_main,
+    }
 
 
 def lineage_main(argv: list[str] | None = None) -> int:
@@ -127,6 +179,9 @@ def lineage_main(argv: list[str] | None = None) -> int:
         return serve_main(rest, prog="scoregate lineage serve")
     if command == "show":
         return show_main(rest)
+    commands = _commands()
+    if command in commands:
+        return commands[command](rest)
     if command in ("-h", "--help"):
         print(USAGE, end="")
         return 0

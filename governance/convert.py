@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
+
+import orjson
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from governance.record import FeatureScalar
+from governance.chain import Checkpoint
+from governance.queries import ModelHistory, ServingAt
+from governance.record import FeatureScalar, canonical_record_json
 from governance.store import StoredDecision
+from governance.store.base import TrafficSeen
+from governance.store.entries import (
+    ArmTarget,
+    Count,
+    DecisionFilter,
+    DecisionPage,
+    DecisionSummary,
+    Outcome,
+    Override,
+    RegisteredManifest,
+    RouteChange,
+)
 from lineage.v1 import lineage_pb2
+
+END_OF_TIME_US = 2**62
 
 
 def timestamp_from_us(us: int) -> Timestamp:
@@ -69,4 +88,195 @@ def decision_to_proto(stored: StoredDecision) -> lineage_pb2.DecisionRecord:
         span_id=r.span_id,
         gateway_instance=r.gateway_instance,
         stored_at=timestamp_from_us(stored.stored_at_us),
+        seq=stored.seq,
+        chain_sha256=stored.chain_sha256,
+        record_sha256=hashlib.sha256(canonical_record_json(r)).hexdigest(),
+        overrides=[override_to_proto(o) for o in stored.overrides],
+        outcomes=[outcome_to_proto(o) for o in stored.outcomes],
+    )
+
+
+def _us_or(ts: Timestamp, has: bool, default: int) -> int:
+    return timestamp_to_us(ts) if has else default
+
+
+def override_to_proto(o: Override) -> lineage_pb2.Override:
+    return lineage_pb2.Override(
+        override_id=o.override_id,
+        decision_id=o.decision_id,
+        reviewer=o.reviewer,
+        at=timestamp_from_us(o.at_us),
+        new_decision=o.new_decision,
+        reason=o.reason,
+        recorded_at=timestamp_from_us(o.recorded_at_us),
+        seq=o.seq,
+    )
+
+
+def override_from_proto(o: lineage_pb2.Override) -> Override:
+    return Override(
+        o.override_id,
+        o.decision_id,
+        o.reviewer,
+        _us_or(o.at, o.HasField("at"), 0),
+        o.new_decision,
+        o.reason,
+    )
+
+
+def outcome_to_proto(o: Outcome) -> lineage_pb2.Outcome:
+    return lineage_pb2.Outcome(
+        outcome_id=o.outcome_id,
+        decision_id=o.decision_id,
+        label=o.label,
+        at=timestamp_from_us(o.at_us),
+        source=o.source,
+        recorded_at=timestamp_from_us(o.recorded_at_us),
+        seq=o.seq,
+    )
+
+
+def outcome_from_proto(o: lineage_pb2.Outcome) -> Outcome:
+    return Outcome(
+        o.outcome_id, o.decision_id, o.label, _us_or(o.at, o.HasField("at"), 0), o.source
+    )
+
+
+def filter_from_proto(r: lineage_pb2.ListDecisionsRequest, now_us: int) -> DecisionFilter:
+    return DecisionFilter(
+        since_us=_us_or(r.since, r.HasField("since"), 0),
+        until_us=_us_or(r.until, r.HasField("until"), now_us + 1),
+        entity_key=r.entity_key,
+        model_name=r.model_name,
+        model_version=r.model_version,
+        decision_point=r.decision_point,
+    )
+
+
+def summary_to_proto(d: DecisionSummary) -> lineage_pb2.DecisionSummary:
+    return lineage_pb2.DecisionSummary(
+        decision_id=d.decision_id,
+        decided_at=timestamp_from_us(d.decided_at_us),
+        decision_point=d.decision_point,
+        entity_key=d.entity_key,
+        model_name=d.model_name,
+        model_version=d.model_version,
+        arm=d.arm,
+        score=d.score,
+        decision=d.decision,
+    )
+
+
+def count_to_proto(c: Count) -> lineage_pb2.DecisionCount:
+    return lineage_pb2.DecisionCount(
+        model_name=c.model_name,
+        model_version=c.model_version,
+        arm=c.arm,
+        decision=c.decision,
+        count=c.count,
+    )
+
+
+def page_to_proto(page: DecisionPage) -> lineage_pb2.ListDecisionsResponse:
+    return lineage_pb2.ListDecisionsResponse(
+        decisions=[summary_to_proto(d) for d in page.decisions],
+        counts=[count_to_proto(c) for c in page.counts],
+        next_page_token=page.next_page_token,
+    )
+
+
+def target_to_proto(t: ArmTarget) -> lineage_pb2.ArmTarget:
+    return lineage_pb2.ArmTarget(
+        decision_point=t.decision_point,
+        arm=t.arm,
+        model_name=t.model_name,
+        model_version=t.model_version,
+        weight=t.weight,
+    )
+
+
+def route_change_to_proto(c: RouteChange) -> lineage_pb2.RouteChange:
+    return lineage_pb2.RouteChange(
+        change_id=c.change_id,
+        changed_at=timestamp_from_us(c.changed_at_us),
+        config_version=c.config_version,
+        diff_json=orjson.dumps(c.diff, option=orjson.OPT_SORT_KEYS).decode(),
+        targets=[target_to_proto(t) for t in c.targets],
+        source=c.source,
+        recorded_at=timestamp_from_us(c.recorded_at_us),
+        seq=c.seq,
+    )
+
+
+def route_change_from_proto(c: lineage_pb2.RouteChange) -> RouteChange:
+    """Raises ValueError when diff_json is not a JSON object."""
+    diff = orjson.loads(c.diff_json) if c.diff_json else {}
+    if not isinstance(diff, dict):
+        raise ValueError("change.diff_json must be a JSON object")
+    return RouteChange(
+        changed_at_us=_us_or(c.changed_at, c.HasField("changed_at"), 0),
+        config_version=c.config_version,
+        diff=diff,
+        targets=tuple(
+            ArmTarget(t.decision_point, t.arm, t.model_name, t.model_version, t.weight)
+            for t in c.targets
+        ),
+        source=c.source,
+    )
+
+
+def serving_to_proto(s: ServingAt) -> lineage_pb2.GetServingAtResponse:
+    reply = lineage_pb2.GetServingAtResponse(
+        targets=[target_to_proto(t) for t in s.targets],
+        counts=[count_to_proto(c) for c in s.page.counts],
+        decisions=[summary_to_proto(d) for d in s.page.decisions],
+        window_start=timestamp_from_us(s.window_start_us),
+        window_end=timestamp_from_us(s.window_end_us),
+    )
+    if s.in_force is not None:
+        reply.in_force.CopyFrom(route_change_to_proto(s.in_force))
+    return reply
+
+
+def _observed(t: TrafficSeen) -> lineage_pb2.ObservedTraffic:
+    return lineage_pb2.ObservedTraffic(
+        decision_point=t.decision_point,
+        model_version=t.model_version,
+        arm=t.arm,
+        first_decision_at=timestamp_from_us(t.first_us),
+        last_decision_at=timestamp_from_us(t.last_us),
+        decisions=t.count,
+    )
+
+
+def history_to_proto(h: ModelHistory) -> lineage_pb2.GetModelHistoryResponse:
+    reply = lineage_pb2.GetModelHistoryResponse(observed=[_observed(t) for t in h.observed])
+    for p in h.routed:
+        period = reply.routed.add(
+            decision_point=p.decision_point,
+            model_version=p.model_version,
+            arm=p.arm,
+            started_at=timestamp_from_us(p.started_us),
+            weight=p.weight,
+            started_by=p.started_by,
+            stopped_by=p.stopped_by,
+        )
+        if p.stopped_us is not None:
+            period.stopped_at.CopyFrom(timestamp_from_us(p.stopped_us))
+    return reply
+
+
+def manifest_to_proto(m: RegisteredManifest) -> lineage_pb2.ModelManifest:
+    return lineage_pb2.ModelManifest(
+        artifact_sha256=m.artifact_sha256,
+        name=m.name,
+        version=m.version,
+        manifest_json=m.manifest_json,
+        registered_at=timestamp_from_us(m.registered_at_us),
+    )
+
+
+def checkpoint_to_proto(c: Checkpoint) -> lineage_pb2.Checkpoint:
+    return lineage_pb2.Checkpoint(
+        size=c.size, head_sha256=c.head_sha256, at=timestamp_from_us(c.at_us)
     )

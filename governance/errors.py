@@ -3,8 +3,11 @@
 ::
 
     LineageError (INTERNAL)
-    ├── InvalidDecisionId (INVALID_ARGUMENT)  a query named an empty or malformed decision id
+    ├── InvalidRequest (INVALID_ARGUMENT)     a request field is missing or malformed (named)
+    │   └── InvalidDecisionId                 a query named an empty or malformed decision id
     ├── DecisionNotFound (NOT_FOUND)          the store holds no record with that id
+    ├── ModelNotFound (NOT_FOUND)             no manifest is registered for that artifact sha256
+    ├── EntryConflict (ALREADY_EXISTS)        an id is already used by different content
     ├── StoreUnavailable (UNAVAILABLE)        the database could not be written or read; retry
     └── ConfigurationError (FAILED_PRECONDITION)
         ├── DatabaseUrlError                  --db-url is malformed or names an unknown backend
@@ -26,12 +29,24 @@ class LineageError(Exception):
     code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
 
-class InvalidDecisionId(LineageError):
+class InvalidRequest(LineageError):
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class InvalidDecisionId(InvalidRequest):
+    pass
 
 
 class DecisionNotFound(LineageError):
     code = grpc.StatusCode.NOT_FOUND
+
+
+class ModelNotFound(LineageError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class EntryConflict(LineageError):
+    code = grpc.StatusCode.ALREADY_EXISTS
 
 
 class StoreUnavailable(LineageError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from governance.chain import append_checkpoint
 from governance.errors import ConfigurationError, LineageError
 from governance.ingest import Ingestor
 from governance.queries import LineageQueries
@@ -49,6 +51,13 @@ def build_parser(prog: str = "scoregate-lineage") -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, help=fields["port"].description)
     parser.add_argument("--ready-file", type=Path, help=fields["ready_file"].description)
     parser.add_argument("--log-level", help=fields["log_level"].description)
+    parser.add_argument("--checkpoint-file", type=Path, help=fields["checkpoint_file"].description)
+    parser.add_argument(
+        "--checkpoint-interval",
+        dest="checkpoint_interval_s",
+        type=float,
+        help=fields["checkpoint_interval_s"].description,
+    )
     parser.add_argument(
         "--grace-period",
         dest="grace_period_s",
@@ -92,11 +101,33 @@ def build_server(
     return server
 
 
+async def export_checkpoints(store: LineageStore, path: Path, interval_s: float) -> None:
+    """Appends a checkpoint whenever the chain has grown, every ``interval_s``, until cancelled;
+    one last time when cancelled, so a clean stop leaves the final head outside the store."""
+    last = -1
+    while True:
+        try:
+            await asyncio.sleep(interval_s)
+        finally:
+            try:
+                head = await store.head()
+                if head.size != last:
+                    await asyncio.to_thread(append_checkpoint, path, head)
+                    last = head.size
+            except LineageError as e:
+                log.warning("checkpoint not exported: %s", e)
+
+
 async def serve(settings: LineageSettings) -> int:
     store = create_store(settings.db_url)
     await store.open()
     ingestor = Ingestor(store)
+    exporter: asyncio.Task[None] | None = None
     try:
+        if settings.checkpoint_file is not None:
+            exporter = asyncio.create_task(
+                export_checkpoints(store, settings.checkpoint_file, settings.checkpoint_interval_s)
+            )
         health_servicer = health.aio.HealthServicer()
         services = ("", TRACE_SERVICE, LINEAGE_SERVICE)
         for name in services:
@@ -114,13 +145,17 @@ async def serve(settings: LineageSettings) -> int:
         address = _address(settings.host, port)
         if settings.ready_file is not None:
             write_ready_file(settings.ready_file, {"grpc": address, "pid": os.getpid()})
-        log.info("lineage store serving on %s (database %s)", address, settings.db_url)
+        log.info("lineage store serving on %s (database %s)", address, store.describe())
 
         await stopping.wait()
         log.info("stopping: NOT_SERVING, draining for up to %.1f s", settings.grace_period_s)
         await health_servicer.enter_graceful_shutdown()
         await server.stop(settings.grace_period_s)
     finally:
+        if exporter is not None:
+            exporter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await exporter
         await store.close()
         s = ingestor.stats
         log.info(

@@ -12,10 +12,13 @@ from typing import Any
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from governance import convert
 from governance.convert import decision_to_proto
+from governance.errors import InvalidRequest
 from governance.ingest import Ingestor
 from governance.otlp import extract_records
 from governance.queries import LineageQueries
+from governance.store.sql import now_us
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
 
 
@@ -41,3 +44,69 @@ class LineageServicer(lineage_pb2_grpc.LineageServiceServicer):
         self, request: lineage_pb2.GetDecisionRequest, context: grpc.aio.ServicerContext
     ) -> lineage_pb2.DecisionRecord:
         return decision_to_proto(await self._queries.get_decision(request.decision_id))
+
+    async def ListDecisions(
+        self, request: lineage_pb2.ListDecisionsRequest, context: grpc.aio.ServicerContext
+    ) -> lineage_pb2.ListDecisionsResponse:
+        selection = convert.filter_from_proto(request, now_us())
+        page = await self._queries.list_decisions(selection, request.limit, request.page_token)
+        return convert.page_to_proto(page)
+
+    async def RecordRouteChange(
+        self, request: lineage_pb2.RecordRouteChangeRequest, context: grpc.aio.ServicerContext
+    ) -> lineage_pb2.RecordRouteChangeResponse:
+        try:
+            change = convert.route_change_from_proto(request.change)
+        except ValueError as e:
+            raise InvalidRequest(f"change.diff_json is not a JSON object: {e}") from None
+        stored, new = await self._queries.record_route_change(change)
+        return lineage_pb2.RecordRouteChangeResponse(
+            change=convert.route_change_to_proto(stored), duplicate=not new
+        )
+
+    async def GetServingAt(
+        self, request: lineage_pb2.GetServingAtRequest, context: grpc.aio.ServicerContext
+    ) -> lineage_pb2.GetServingAtResponse:
+        at = convert.timestamp_to_us(request.at) if request.HasField("at") else 0
+        answer = await self._queries.serving_at(
+            request.decision_point, at, request.window_s, request.limit
+        )
+        return convert.serving_to_proto(answer)
+
+    async def GetModelHistory(
+        self, request: lineage_pb2.GetModelHistoryRequest, context: grpc.aio.ServicerContext
+    ) -> lineage_pb2.GetModelHistoryResponse:
+        history = await self._queries.model_history(request.model_name, request.decision_point)
+        return convert.history_to_proto(history)
+
+    async def RegisterManifest(
+        self, request: lineage_pb2.RegisterManifestRequest, context: grpc.aio.ServicerContext
+    ) -> lineage_pb2.RegisterManifestResponse:
+        stored, new = await self._queries.register_manifest(request.manifest_json)
+        return lineage_pb2.RegisterManifestResponse(
+            model=convert.manifest_to_proto(stored), duplicate=not new
+        )
+
+    async def GetModel(
+        self, request: lineage_pb2.GetModelRequest, context: grpc.aio.ServicerContext
+    ) -> lineage_pb2.ModelManifest:
+        return convert.manifest_to_proto(await self._queries.get_model(request.artifact_sha256))
+
+    async def RecordOverride(
+        self, request: lineage_pb2.RecordOverrideRequest, context: grpc.aio.ServicerContext
+    ) -> lineage_pb2.Override:
+        stored, _ = await self._queries.record_override(
+            convert.override_from_proto(request.override)
+        )
+        return convert.override_to_proto(stored)
+
+    async def RecordOutcome(
+        self, request: lineage_pb2.RecordOutcomeRequest, context: grpc.aio.ServicerContext
+    ) -> lineage_pb2.Outcome:
+        stored, _ = await self._queries.record_outcome(convert.outcome_from_proto(request.outcome))
+        return convert.outcome_to_proto(stored)
+
+    async def GetCheckpoint(
+        self, request: lineage_pb2.GetCheckpointRequest, context: grpc.aio.ServicerContext
+    ) -> lineage_pb2.Checkpoint:
+        return convert.checkpoint_to_proto(await self._queries.checkpoint())

@@ -15,7 +15,8 @@ class LineageSettings(BaseSettings):
     )
 
     db_url: str = "sqlite:///lineage.db"
-    """Where records are kept: sqlite:///relative.db or sqlite:////absolute.db."""
+    """Where records are kept: sqlite:///relative.db, sqlite:////absolute.db, or
+    postgresql://user[:password]@host:5432/dbname."""
 
     host: str = "127.0.0.1"
     """Interface to listen on; 0.0.0.0 in a container."""
@@ -31,3 +32,14 @@ class LineageSettings(BaseSettings):
 
     grace_period_s: float = Field(default=10.0, ge=0)
     """On SIGTERM/SIGINT, how long in-flight calls (an Export being committed) may finish."""
+
+    retention_months: int = Field(default=25, ge=1)
+    """How long decisions are kept: `scoregate lineage purge` deletes what is older (Regulation B
+    asks for 25 months, the EU AI Act at least 6 for credit scoring)."""
+
+    checkpoint_file: Path | None = None
+    """JSON-lines file the chain's checkpoints (size, head hash, time) are appended to; keep it
+    outside the database (another volume, or shipped to WORM storage). None: no export."""
+
+    checkpoint_interval_s: float = Field(default=60.0, gt=0)
+    """How often a checkpoint is appended when the chain has grown (and once at shutdown)."""

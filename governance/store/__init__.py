@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from governance.errors import DatabaseUrlError
 from governance.store.base import Conflict, InsertResult, LineageStore, StoredDecision
+from governance.store.postgres import PostgresLineageStore
 from governance.store.sqlite import SqliteLineageStore
 from governance.store.url import DatabaseUrl, parse_db_url
 
@@ -12,6 +13,7 @@ __all__ = [
     "DatabaseUrl",
     "InsertResult",
     "LineageStore",
+    "PostgresLineageStore",
     "SqliteLineageStore",
     "StoredDecision",
     "create_store",
@@ -25,4 +27,6 @@ def create_store(db_url: str) -> LineageStore:
     if url.backend == "sqlite":
         assert url.path is not None
         return SqliteLineageStore(url.path)
-    raise DatabaseUrlError("PostgreSQL backend not yet available; use sqlite:///PATH")
+    if url.backend == "postgresql":
+        return PostgresLineageStore(url.url)
+    raise DatabaseUrlError(f"database URL {db_url!r}: unsupported backend")

@@ -1,8 +1,9 @@
 """The lineage store's interface: what the receiver and the query service need from a backend.
 
-Backends (SQLite now, PostgreSQL next) keep the same schema and the same semantics: a record is
+Both backends (SQLite, PostgreSQL) keep the same schema and the same semantics: a record is
 stored once per decision id and never overwritten, and ``insert_many`` returns only after the
 batch is durable, because the OTLP sender treats the Export's answer as the acknowledgement.
+Every appended fact is linked into one hash chain (``governance.chain``).
 """
 
 from __future__ import annotations
@@ -11,15 +12,30 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from governance.chain import Checkpoint
 from governance.record import DecisionRecord
+from governance.store.entries import (
+    DecisionFilter,
+    DecisionPage,
+    Outcome,
+    Override,
+    PurgeReport,
+    RegisteredManifest,
+    RouteChange,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class StoredDecision:
-    """A record as the store holds it, with when it was stored (UTC microseconds)."""
+    """A record as the store holds it: when it was stored (UTC microseconds), its place in the
+    chain, and the overrides and outcomes recorded for it since."""
 
     record: DecisionRecord
     stored_at_us: int
+    seq: int = 0
+    chain_sha256: str = ""
+    overrides: tuple[Override, ...] = ()
+    outcomes: tuple[Outcome, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +56,46 @@ class InsertResult:
     conflicts: list[Conflict] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class TrafficSeen:
+    """Decisions actually made by one model version on one arm of one decision point."""
+
+    decision_point: str
+    model_version: str
+    arm: str
+    first_us: int
+    last_us: int
+    count: int
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """What ``verify`` found: ``problem`` is empty when the store matches its chain and
+    checkpoints; otherwise it names the first bad entry (``bad_seq``, 0 when not one entry)."""
+
+    checked: int = 0
+    head: Checkpoint | None = None
+    boundary_seq: int = 0
+    checkpoints_checked: int = 0
+    checkpoints_skipped: int = 0
+    bad_seq: int = 0
+    problem: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problem
+
+
 class LineageStore(abc.ABC):
     """Durable, idempotent storage of decision records; every method is safe on the event loop."""
 
     @abc.abstractmethod
     async def open(self) -> None:
         """Connects and applies pending schema migrations."""
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Where the data lives, for logs (no credentials)."""
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -62,8 +112,67 @@ class LineageStore(abc.ABC):
 
     @abc.abstractmethod
     async def get(self, decision_id: str) -> StoredDecision | None:
-        """The stored record for a canonical decision id, or None."""
+        """The stored record for a canonical decision id, with its overrides and outcomes."""
 
     @abc.abstractmethod
     async def schema_version(self) -> int:
         """The highest migration version applied to the database."""
+
+    @abc.abstractmethod
+    async def add_override(self, override: Override) -> tuple[Override, bool]:
+        """Appends an override (or finds the same one); True when it was new.
+
+        DecisionNotFound for an unknown decision, EntryConflict for a reused id."""
+
+    @abc.abstractmethod
+    async def add_outcome(self, outcome: Outcome) -> tuple[Outcome, bool]:
+        """As ``add_override``, for an outcome."""
+
+    @abc.abstractmethod
+    async def add_route_change(self, change: RouteChange) -> tuple[RouteChange, bool]:
+        """Appends a route change, identified by its content; True when it was new."""
+
+    @abc.abstractmethod
+    async def route_changes(self, until_us: int | None = None) -> list[RouteChange]:
+        """Route changes effective at or before ``until_us`` (all if None), oldest first."""
+
+    @abc.abstractmethod
+    async def route_change_at(self, at_us: int) -> RouteChange | None:
+        """The route change in force at ``at_us``: the latest effective at or before it."""
+
+    @abc.abstractmethod
+    async def list_decisions(
+        self,
+        selection: DecisionFilter,
+        limit: int,
+        after: tuple[int, str] | None = None,
+        *,
+        descending: bool = False,
+        with_counts: bool = True,
+    ) -> DecisionPage:
+        """Decisions in the selection ordered by (decided_at, id), after a keyset position,
+        with counts over the whole selection."""
+
+    @abc.abstractmethod
+    async def traffic_seen(self, model_name: str, decision_point: str = "") -> list[TrafficSeen]:
+        """Per decision point, version and arm: first and last decision and how many."""
+
+    @abc.abstractmethod
+    async def put_manifest(self, manifest: RegisteredManifest) -> tuple[RegisteredManifest, bool]:
+        """Keeps a manifest by artifact sha256 (the first one stands); True when it was new."""
+
+    @abc.abstractmethod
+    async def get_manifest(self, artifact_sha256: str) -> RegisteredManifest | None:
+        """The manifest registered for an artifact, or None."""
+
+    @abc.abstractmethod
+    async def head(self) -> Checkpoint:
+        """The chain's current size and head hash, as a checkpoint taken now."""
+
+    @abc.abstractmethod
+    async def verify(self, checkpoints: Sequence[Checkpoint]) -> VerifyReport:
+        """Recomputes the chain over every entry and compares it with the checkpoints."""
+
+    @abc.abstractmethod
+    async def purge(self, cutoff_us: int) -> PurgeReport:
+        """Deletes the oldest chain entries older than ``cutoff_us`` and records the run."""

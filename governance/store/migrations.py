@@ -1,8 +1,9 @@
 """Versioned schema migrations, applied in order at start and recorded in ``schema_migrations``.
 
 A migration is never edited once released: the runner stores each one's checksum and refuses a
-database whose applied migrations differ from these. Add a new version instead. The PostgreSQL
-backend will carry the same versions with its own dialect's statements.
+database whose applied migrations differ from these. Add a new version instead. Both backends
+carry the same versions with the same names; version 1 is written per dialect, later versions use
+types both understand (BIGINT, DOUBLE PRECISION, TEXT) and are shared.
 """
 
 from __future__ import annotations
@@ -27,11 +28,36 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY,
     name TEXT NOT NULL,
     checksum TEXT NOT NULL,
-    applied_at_us INTEGER NOT NULL
+    applied_at_us BIGINT NOT NULL
 )
 """
 
-SQLITE_MIGRATIONS: tuple[Migration, ...] = (
+_DECISIONS_V1 = """
+            CREATE TABLE decisions (
+                decision_id TEXT PRIMARY KEY,
+                request_id TEXT NOT NULL,
+                decision_point TEXT NOT NULL,
+                entity_key TEXT NOT NULL,
+                received_at_us BIGINT NOT NULL,
+                decided_at_us BIGINT NOT NULL,
+                model_name TEXT NOT NULL,
+                model_version TEXT NOT NULL,
+                model_sha256 TEXT NOT NULL,
+                arm TEXT NOT NULL,
+                config_version TEXT NOT NULL,
+                fallback_reason TEXT NOT NULL,
+                score DOUBLE PRECISION NOT NULL,
+                decision TEXT NOT NULL,
+                policy_version TEXT NOT NULL,
+                trace_id TEXT NOT NULL,
+                features_sha256 TEXT NOT NULL,
+                stored_at_us BIGINT NOT NULL,
+                record_sha256 TEXT NOT NULL,
+                record_json TEXT NOT NULL
+            )
+            """
+
+_SQLITE_V1: tuple[Migration, ...] = (
     Migration(
         1,
         "decisions",
@@ -70,4 +96,124 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX decisions_point_time ON decisions (decision_point, decided_at_us)",
         ),
     ),
+)
+
+
+# Chained tables share one shape: their key, the columns queries use, then seq (the position in the
+# chain), entry_sha256 (of body), chain_sha256 and body (the canonical JSON the rest derives from).
+_SHARED: tuple[Migration, ...] = (
+    Migration(
+        2,
+        "hash_chain",
+        (
+            # Rows stored before this version get their seq and chain hash when the store opens.
+            "ALTER TABLE decisions ADD COLUMN seq BIGINT",
+            "ALTER TABLE decisions ADD COLUMN chain_sha256 TEXT",
+            "CREATE UNIQUE INDEX decisions_seq ON decisions (seq)",
+            # One row: the last seq and chain hash; writers lock it, which orders all appends.
+            """
+            CREATE TABLE chain_head (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                seq BIGINT NOT NULL,
+                chain_sha256 TEXT NOT NULL
+            )
+            """,
+            "INSERT INTO chain_head (id, seq, chain_sha256) VALUES (1, 0, '" + "0" * 64 + "')",
+        ),
+    ),
+    Migration(
+        3,
+        "overrides_outcomes_routes_models_purges",
+        (
+            """
+            CREATE TABLE overrides (
+                override_id TEXT PRIMARY KEY,
+                decision_id TEXT NOT NULL,
+                reviewer TEXT NOT NULL,
+                at_us BIGINT NOT NULL,
+                new_decision TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                recorded_at_us BIGINT NOT NULL,
+                seq BIGINT NOT NULL UNIQUE,
+                entry_sha256 TEXT NOT NULL,
+                chain_sha256 TEXT NOT NULL,
+                body TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX overrides_decision ON overrides (decision_id, at_us)",
+            """
+            CREATE TABLE outcomes (
+                outcome_id TEXT PRIMARY KEY,
+                decision_id TEXT NOT NULL,
+                label TEXT NOT NULL,
+                at_us BIGINT NOT NULL,
+                source TEXT NOT NULL,
+                recorded_at_us BIGINT NOT NULL,
+                seq BIGINT NOT NULL UNIQUE,
+                entry_sha256 TEXT NOT NULL,
+                chain_sha256 TEXT NOT NULL,
+                body TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX outcomes_decision ON outcomes (decision_id, at_us)",
+            # change_id is the entry sha256: a resent change is recognised by its content.
+            """
+            CREATE TABLE route_changes (
+                change_id TEXT PRIMARY KEY,
+                changed_at_us BIGINT NOT NULL,
+                config_version TEXT NOT NULL,
+                recorded_at_us BIGINT NOT NULL,
+                seq BIGINT NOT NULL UNIQUE,
+                entry_sha256 TEXT NOT NULL,
+                chain_sha256 TEXT NOT NULL,
+                body TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX route_changes_time ON route_changes (changed_at_us, seq)",
+            """
+            CREATE TABLE purges (
+                purge_id TEXT PRIMARY KEY,
+                run_at_us BIGINT NOT NULL,
+                cutoff_us BIGINT NOT NULL,
+                boundary_seq BIGINT NOT NULL,
+                boundary_chain_sha256 TEXT NOT NULL,
+                recorded_at_us BIGINT NOT NULL,
+                seq BIGINT NOT NULL UNIQUE,
+                entry_sha256 TEXT NOT NULL,
+                chain_sha256 TEXT NOT NULL,
+                body TEXT NOT NULL
+            )
+            """,
+            # Manifests are content-addressed by their artifact and not chained.
+            """
+            CREATE TABLE manifests (
+                artifact_sha256 TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                version TEXT NOT NULL,
+                manifest_json TEXT NOT NULL,
+                registered_at_us BIGINT NOT NULL
+            )
+            """,
+            "CREATE INDEX manifests_name ON manifests (name, version)",
+        ),
+    ),
+)
+
+SQLITE_MIGRATIONS: tuple[Migration, ...] = (*_SQLITE_V1, *_SHARED)
+
+POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "decisions",
+        (
+            _DECISIONS_V1,
+            "CREATE INDEX decisions_entity_time ON decisions (entity_key, decided_at_us)",
+            """
+            CREATE INDEX decisions_model_time
+                ON decisions (model_name, model_version, decided_at_us)
+            """,
+            "CREATE INDEX decisions_point_time ON decisions (decision_point, decided_at_us)",
+        ),
+    ),
+    *_SHARED,
 )

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from lineage_support import MakeRecord, uuid7
+from lineage_support import MakeRecord, postgres_database, sqlite_url, start_lineage_at, uuid7
 
-from gateway.topology import ManagedProcess, start_lineage
+from gateway.topology import ManagedProcess
 from governance.record import (
     DecisionRecord,
     ReasonEntry,
@@ -68,12 +70,35 @@ def make_record() -> MakeRecord:
     return _make_record
 
 
-@pytest.fixture(scope="module")
-def lineage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
-    """A real lineage store process on 127.0.0.1, port 0, with its own database."""
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@contextlib.contextmanager
+def database(backend: str, workdir: Path) -> Iterator[str]:
+    """A fresh database URL of the backend: a new SQLite file, or a new PostgreSQL database."""
+    if backend == "sqlite":
+        yield sqlite_url(workdir / "db" / "lineage.db")
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database on each backend in turn."""
+    with database(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def lineage(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ManagedProcess]:
+    """A real lineage store process on 127.0.0.1, port 0, with its own database, per backend."""
     workdir = tmp_path_factory.mktemp("lineage")
-    proc = start_lineage(workdir / "db" / "lineage.db", workdir)
-    try:
-        yield proc
-    finally:
-        assert proc.stop() == 0, proc.log_tail()
+    with database(request.param, workdir) as url:
+        proc = start_lineage_at(url, workdir)
+        try:
+            yield proc
+        finally:
+            assert proc.stop() == 0, proc.log_tail()

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
-
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from lineage_support import MakeRecord, get_decision, send_with_otel_sdk, uuid7, wait_for_decision
+from lineage_support import (
+    MakeRecord,
+    db_url_of,
+    get_decision,
+    raw_database,
+    send_with_otel_sdk,
+    uuid7,
+    wait_for_decision,
+)
 
 from gateway.topology import ManagedProcess
 from governance.record import DecisionRecord
@@ -65,12 +70,8 @@ def assert_same(got: lineage_pb2.DecisionRecord, want: DecisionRecord) -> None:
 
 
 def stored_rows(lineage: ManagedProcess, decision_id: str) -> int:
-    args = [str(a) for a in lineage.popen.args]  # type: ignore[union-attr]
-    db = Path(args[args.index("--db-url") + 1].removeprefix("sqlite:///"))
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        (n,) = conn.execute(
-            "SELECT COUNT(*) FROM decisions WHERE decision_id = ?", (decision_id,)
-        ).fetchone()
+    with raw_database(db_url_of(lineage)) as db:
+        [(n,)] = db.execute("SELECT COUNT(*) FROM decisions WHERE decision_id = ?", (decision_id,))
     return int(n)
 
 

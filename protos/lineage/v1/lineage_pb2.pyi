@@ -285,6 +285,11 @@ class DecisionRecord(_message.Message):
     SPAN_ID_FIELD_NUMBER: _builtins.int
     GATEWAY_INSTANCE_FIELD_NUMBER: _builtins.int
     STORED_AT_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    CHAIN_SHA256_FIELD_NUMBER: _builtins.int
+    RECORD_SHA256_FIELD_NUMBER: _builtins.int
+    OVERRIDES_FIELD_NUMBER: _builtins.int
+    OUTCOMES_FIELD_NUMBER: _builtins.int
     decision_id: _builtins.str
     """Time-ordered decision id (UUIDv7)."""
     request_id: _builtins.str
@@ -301,6 +306,12 @@ class DecisionRecord(_message.Message):
     """W3C span id (16 hex digits) of the decision span."""
     gateway_instance: _builtins.str
     """Which gateway process made the decision."""
+    seq: _builtins.int
+    """The record's position in the store's hash chain (1, 2, 3, ...)."""
+    chain_sha256: _builtins.str
+    """The chain hash at this record: sha256(previous chain hash || record sha256 || seq)."""
+    record_sha256: _builtins.str
+    """sha256 of the record's canonical JSON as stored."""
     @_builtins.property
     def received_at(self) -> _timestamp_pb2.Timestamp:
         """When the gateway received the request, UTC."""
@@ -329,6 +340,14 @@ class DecisionRecord(_message.Message):
     def stored_at(self) -> _timestamp_pb2.Timestamp:
         """When the lineage store stored the record, UTC."""
 
+    @_builtins.property
+    def overrides(self) -> _containers.RepeatedCompositeFieldContainer[Global___Override]:
+        """Reviewers' overrides of this decision, oldest first."""
+
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Outcome]:
+        """Outcomes observed for this decision, oldest first."""
+
     def __init__(
         self,
         *,
@@ -347,11 +366,905 @@ class DecisionRecord(_message.Message):
         span_id: _builtins.str = ...,
         gateway_instance: _builtins.str = ...,
         stored_at: _timestamp_pb2.Timestamp | None = ...,
+        seq: _builtins.int = ...,
+        chain_sha256: _builtins.str = ...,
+        record_sha256: _builtins.str = ...,
+        overrides: _abc.Iterable[Global___Override] | None = ...,
+        outcomes: _abc.Iterable[Global___Outcome] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at", "inputs", b"inputs", "model", b"model", "outputs", b"outputs", "received_at", b"received_at", "route", b"route", "stored_at", b"stored_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at", "decision_id", b"decision_id", "decision_point", b"decision_point", "entity_key", b"entity_key", "gateway_instance", b"gateway_instance", "inputs", b"inputs", "latency_us", b"latency_us", "model", b"model", "outputs", b"outputs", "received_at", b"received_at", "request_id", b"request_id", "route", b"route", "span_id", b"span_id", "stored_at", b"stored_at", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_sha256", b"chain_sha256", "decided_at", b"decided_at", "decision_id", b"decision_id", "decision_point", b"decision_point", "entity_key", b"entity_key", "gateway_instance", b"gateway_instance", "inputs", b"inputs", "latency_us", b"latency_us", "model", b"model", "outcomes", b"outcomes", "outputs", b"outputs", "overrides", b"overrides", "received_at", b"received_at", "record_sha256", b"record_sha256", "request_id", b"request_id", "route", b"route", "seq", b"seq", "span_id", b"span_id", "stored_at", b"stored_at", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DecisionRecord: _TypeAlias = DecisionRecord  # noqa: Y015
+
+@_typing.final
+class Override(_message.Message):
+    """A reviewer's change to a decision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OVERRIDE_ID_FIELD_NUMBER: _builtins.int
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    REVIEWER_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    NEW_DECISION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    override_id: _builtins.str
+    """Idempotency key: the same id with the same content is recorded once; empty on a request
+    means "derive it from the content".
+    """
+    decision_id: _builtins.str
+    """The decision overridden."""
+    reviewer: _builtins.str
+    """Who overrode it (user id of the reviewer)."""
+    new_decision: _builtins.str
+    """The decision that now stands, e.g. "approve"."""
+    reason: _builtins.str
+    """Why, in the reviewer's words."""
+    seq: _builtins.int
+    """Its position in the hash chain."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When the reviewer decided, UTC."""
+
+    @_builtins.property
+    def recorded_at(self) -> _timestamp_pb2.Timestamp:
+        """When the store recorded it, UTC."""
+
+    def __init__(
+        self,
+        *,
+        override_id: _builtins.str = ...,
+        decision_id: _builtins.str = ...,
+        reviewer: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        new_decision: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
+        seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "recorded_at", b"recorded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "decision_id", b"decision_id", "new_decision", b"new_decision", "override_id", b"override_id", "reason", b"reason", "recorded_at", b"recorded_at", "reviewer", b"reviewer", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Override: _TypeAlias = Override  # noqa: Y015
+
+@_typing.final
+class Outcome(_message.Message):
+    """What later turned out to be true for a decision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_ID_FIELD_NUMBER: _builtins.int
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    outcome_id: _builtins.str
+    """Idempotency key, as Override.override_id."""
+    decision_id: _builtins.str
+    """The decision it is about."""
+    label: _builtins.str
+    """The observed label, e.g. "confirmed_fraud", "not_fraud", "default", "repaid"."""
+    source: _builtins.str
+    """Where it comes from, e.g. "chargebacks", "collections", "case-management"."""
+    seq: _builtins.int
+    """Its position in the hash chain."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When it was observed, UTC."""
+
+    @_builtins.property
+    def recorded_at(self) -> _timestamp_pb2.Timestamp:
+        """When the store recorded it, UTC."""
+
+    def __init__(
+        self,
+        *,
+        outcome_id: _builtins.str = ...,
+        decision_id: _builtins.str = ...,
+        label: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        source: _builtins.str = ...,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
+        seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "recorded_at", b"recorded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "decision_id", b"decision_id", "label", b"label", "outcome_id", b"outcome_id", "recorded_at", b"recorded_at", "seq", b"seq", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Outcome: _TypeAlias = Outcome  # noqa: Y015
+
+@_typing.final
+class RecordOverrideRequest(_message.Message):
+    """Records an override; an unset `at` means now (set it for idempotent retries)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OVERRIDE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def override(self) -> Global___Override:
+        """The override; recorded_at and seq are ignored."""
+
+    def __init__(
+        self,
+        *,
+        override: Global___Override | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["override", b"override"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["override", b"override"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordOverrideRequest: _TypeAlias = RecordOverrideRequest  # noqa: Y015
+
+@_typing.final
+class RecordOutcomeRequest(_message.Message):
+    """Records an outcome; an unset `at` means now (set it for idempotent retries)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def outcome(self) -> Global___Outcome:
+        """The outcome; recorded_at and seq are ignored."""
+
+    def __init__(
+        self,
+        *,
+        outcome: Global___Outcome | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordOutcomeRequest: _TypeAlias = RecordOutcomeRequest  # noqa: Y015
+
+@_typing.final
+class ListDecisionsRequest(_message.Message):
+    """Which decisions to list. Set entity_key, or model_name (and optionally model_version)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITY_KEY_FIELD_NUMBER: _builtins.int
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    DECISION_POINT_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    entity_key: _builtins.str
+    """Decisions about this customer or account."""
+    model_name: _builtins.str
+    """Decisions made by this model."""
+    model_version: _builtins.str
+    """... and this version of it; empty for all versions."""
+    decision_point: _builtins.str
+    """Only this decision point; empty for all."""
+    limit: _builtins.int
+    """Most decisions in one answer: 1 to 10000; 0 means 100."""
+    page_token: _builtins.str
+    """next_page_token of the previous answer, to continue after it."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Start of the range (decided_at >= since), UTC; unset for the beginning."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """End of the range (decided_at < until), UTC; unset for now."""
+
+    def __init__(
+        self,
+        *,
+        entity_key: _builtins.str = ...,
+        model_name: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        decision_point: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        limit: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_point", b"decision_point", "entity_key", b"entity_key", "limit", b"limit", "model_name", b"model_name", "model_version", b"model_version", "page_token", b"page_token", "since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDecisionsRequest: _TypeAlias = ListDecisionsRequest  # noqa: Y015
+
+@_typing.final
+class DecisionSummary(_message.Message):
+    """One decision in a listing."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    DECISION_POINT_FIELD_NUMBER: _builtins.int
+    ENTITY_KEY_FIELD_NUMBER: _builtins.int
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    ARM_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    decision_id: _builtins.str
+    """The decision id."""
+    decision_point: _builtins.str
+    """Its decision point."""
+    entity_key: _builtins.str
+    """The customer or account key."""
+    model_name: _builtins.str
+    """The model that answered."""
+    model_version: _builtins.str
+    """Its version."""
+    arm: _builtins.str
+    """The route arm ("primary", "canary", "shadow", "pinned", "fallback")."""
+    score: _builtins.float
+    """The model score."""
+    decision: _builtins.str
+    """The decision, e.g. "decline"."""
+    @_builtins.property
+    def decided_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was decided, UTC."""
+
+    def __init__(
+        self,
+        *,
+        decision_id: _builtins.str = ...,
+        decided_at: _timestamp_pb2.Timestamp | None = ...,
+        decision_point: _builtins.str = ...,
+        entity_key: _builtins.str = ...,
+        model_name: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        arm: _builtins.str = ...,
+        score: _builtins.float = ...,
+        decision: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arm", b"arm", "decided_at", b"decided_at", "decision", b"decision", "decision_id", b"decision_id", "decision_point", b"decision_point", "entity_key", b"entity_key", "model_name", b"model_name", "model_version", b"model_version", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecisionSummary: _TypeAlias = DecisionSummary  # noqa: Y015
+
+@_typing.final
+class DecisionCount(_message.Message):
+    """How many decisions of a selection had one model version, arm and decision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    ARM_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    model_name: _builtins.str
+    """Model name."""
+    model_version: _builtins.str
+    """Model version."""
+    arm: _builtins.str
+    """Route arm."""
+    decision: _builtins.str
+    """Decision, e.g. "approve"."""
+    count: _builtins.int
+    """Number of decisions."""
+    def __init__(
+        self,
+        *,
+        model_name: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        arm: _builtins.str = ...,
+        decision: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arm", b"arm", "count", b"count", "decision", b"decision", "model_name", b"model_name", "model_version", b"model_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecisionCount: _TypeAlias = DecisionCount  # noqa: Y015
+
+@_typing.final
+class ListDecisionsResponse(_message.Message):
+    """A page of decisions, oldest first, and counts over the whole selection."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
+    @_builtins.property
+    def decisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___DecisionSummary]:
+        """Up to `limit` decisions ordered by decided_at, then id."""
+
+    @_builtins.property
+    def counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___DecisionCount]:
+        """Counts over every decision in the selection, not only this page."""
+
+    def __init__(
+        self,
+        *,
+        decisions: _abc.Iterable[Global___DecisionSummary] | None = ...,
+        counts: _abc.Iterable[Global___DecisionCount] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "decisions", b"decisions", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDecisionsResponse: _TypeAlias = ListDecisionsResponse  # noqa: Y015
+
+@_typing.final
+class ArmTarget(_message.Message):
+    """One model version an arm of a decision point sends traffic to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_POINT_FIELD_NUMBER: _builtins.int
+    ARM_FIELD_NUMBER: _builtins.int
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    decision_point: _builtins.str
+    """Decision point, e.g. "card-fraud"."""
+    arm: _builtins.str
+    """Arm: "primary", "canary", "shadow", "fallback", ..."""
+    model_name: _builtins.str
+    """Model name."""
+    model_version: _builtins.str
+    """Model version (resolved, never an alias)."""
+    weight: _builtins.float
+    """Share of the decision point's traffic in [0, 1]; shadow arms mirror and carry their own."""
+    def __init__(
+        self,
+        *,
+        decision_point: _builtins.str = ...,
+        arm: _builtins.str = ...,
+        model_name: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        weight: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arm", b"arm", "decision_point", b"decision_point", "model_name", b"model_name", "model_version", b"model_version", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArmTarget: _TypeAlias = ArmTarget  # noqa: Y015
+
+@_typing.final
+class RouteChange(_message.Message):
+    """A routing configuration taking effect."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_ID_FIELD_NUMBER: _builtins.int
+    CHANGED_AT_FIELD_NUMBER: _builtins.int
+    CONFIG_VERSION_FIELD_NUMBER: _builtins.int
+    DIFF_JSON_FIELD_NUMBER: _builtins.int
+    TARGETS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    change_id: _builtins.str
+    """Content hash of the change as stored (its id)."""
+    config_version: _builtins.str
+    """Content hash of the routing configuration (RouteRef.config_version of later decisions)."""
+    diff_json: _builtins.str
+    """What changed, as JSON: e.g. {"card-fraud": {"canary": {"weight": [0.05, 0.25]}}}."""
+    source: _builtins.str
+    """Who applied it: the gateway instance, or an operator."""
+    seq: _builtins.int
+    """Its position in the hash chain."""
+    @_builtins.property
+    def changed_at(self) -> _timestamp_pb2.Timestamp:
+        """When the configuration took effect, UTC."""
+
+    @_builtins.property
+    def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___ArmTarget]:
+        """Every target in force after the change, for every decision point."""
+
+    @_builtins.property
+    def recorded_at(self) -> _timestamp_pb2.Timestamp:
+        """When the store recorded it, UTC."""
+
+    def __init__(
+        self,
+        *,
+        change_id: _builtins.str = ...,
+        changed_at: _timestamp_pb2.Timestamp | None = ...,
+        config_version: _builtins.str = ...,
+        diff_json: _builtins.str = ...,
+        targets: _abc.Iterable[Global___ArmTarget] | None = ...,
+        source: _builtins.str = ...,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
+        seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "recorded_at", b"recorded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_id", b"change_id", "changed_at", b"changed_at", "config_version", b"config_version", "diff_json", b"diff_json", "recorded_at", b"recorded_at", "seq", b"seq", "source", b"source", "targets", b"targets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteChange: _TypeAlias = RouteChange  # noqa: Y015
+
+@_typing.final
+class RecordRouteChangeRequest(_message.Message):
+    """A route change to record; change_id, recorded_at and seq are ignored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def change(self) -> Global___RouteChange:
+        """The change."""
+
+    def __init__(
+        self,
+        *,
+        change: Global___RouteChange | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordRouteChangeRequest: _TypeAlias = RecordRouteChangeRequest  # noqa: Y015
+
+@_typing.final
+class RecordRouteChangeResponse(_message.Message):
+    """The recorded route change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
+    duplicate: _builtins.bool
+    """True when the same change had already been recorded (a retry)."""
+    @_builtins.property
+    def change(self) -> Global___RouteChange:
+        """The change as stored."""
+
+    def __init__(
+        self,
+        *,
+        change: Global___RouteChange | None = ...,
+        duplicate: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "duplicate", b"duplicate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordRouteChangeResponse: _TypeAlias = RecordRouteChangeResponse  # noqa: Y015
+
+@_typing.final
+class GetServingAtRequest(_message.Message):
+    """Which decision point, and when."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_POINT_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    WINDOW_S_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    decision_point: _builtins.str
+    """Decision point, e.g. "card-fraud"."""
+    window_s: _builtins.int
+    """Half-width of the window of decisions reported around `at`, in seconds; 0 means 60."""
+    limit: _builtins.int
+    """Most decisions listed from the window, nearest to `at` first; 0 means 20."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """The moment asked about, UTC."""
+
+    def __init__(
+        self,
+        *,
+        decision_point: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        window_s: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "decision_point", b"decision_point", "limit", b"limit", "window_s", b"window_s"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetServingAtRequest: _TypeAlias = GetServingAtRequest  # noqa: Y015
+
+@_typing.final
+class GetServingAtResponse(_message.Message):
+    """What served a decision point at a moment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IN_FORCE_FIELD_NUMBER: _builtins.int
+    TARGETS_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    WINDOW_START_FIELD_NUMBER: _builtins.int
+    WINDOW_END_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def in_force(self) -> Global___RouteChange:
+        """The route change in force at `at`; unset when none had been recorded by then."""
+
+    @_builtins.property
+    def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___ArmTarget]:
+        """The targets of the decision point in force (empty if the point was not configured)."""
+
+    @_builtins.property
+    def counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___DecisionCount]:
+        """Counts of decisions in [at - window, at + window] by model version, arm and decision."""
+
+    @_builtins.property
+    def decisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___DecisionSummary]:
+        """Decisions in the window nearest to `at`."""
+
+    @_builtins.property
+    def window_start(self) -> _timestamp_pb2.Timestamp:
+        """Start of the window, UTC."""
+
+    @_builtins.property
+    def window_end(self) -> _timestamp_pb2.Timestamp:
+        """End of the window, UTC."""
+
+    def __init__(
+        self,
+        *,
+        in_force: Global___RouteChange | None = ...,
+        targets: _abc.Iterable[Global___ArmTarget] | None = ...,
+        counts: _abc.Iterable[Global___DecisionCount] | None = ...,
+        decisions: _abc.Iterable[Global___DecisionSummary] | None = ...,
+        window_start: _timestamp_pb2.Timestamp | None = ...,
+        window_end: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["in_force", b"in_force", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "decisions", b"decisions", "in_force", b"in_force", "targets", b"targets", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetServingAtResponse: _TypeAlias = GetServingAtResponse  # noqa: Y015
+
+@_typing.final
+class GetModelHistoryRequest(_message.Message):
+    """Which model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    DECISION_POINT_FIELD_NUMBER: _builtins.int
+    model_name: _builtins.str
+    """Model name, e.g. "card-fraud"."""
+    decision_point: _builtins.str
+    """Only this decision point; empty for all."""
+    def __init__(
+        self,
+        *,
+        model_name: _builtins.str = ...,
+        decision_point: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_point", b"decision_point", "model_name", b"model_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelHistoryRequest: _TypeAlias = GetModelHistoryRequest  # noqa: Y015
+
+@_typing.final
+class RoutedPeriod(_message.Message):
+    """One period during which the routing sent traffic to a model version on one arm."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_POINT_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    ARM_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    STOPPED_AT_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    STARTED_BY_FIELD_NUMBER: _builtins.int
+    STOPPED_BY_FIELD_NUMBER: _builtins.int
+    decision_point: _builtins.str
+    """Decision point."""
+    model_version: _builtins.str
+    """Model version."""
+    arm: _builtins.str
+    """Arm."""
+    weight: _builtins.float
+    """Weight when the period began."""
+    started_by: _builtins.str
+    """config_version of the change that began the period."""
+    stopped_by: _builtins.str
+    """config_version of the change that ended it; empty while it still takes traffic."""
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When the routing began sending it traffic, UTC."""
+
+    @_builtins.property
+    def stopped_at(self) -> _timestamp_pb2.Timestamp:
+        """When it stopped; unset while it still takes traffic."""
+
+    def __init__(
+        self,
+        *,
+        decision_point: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        arm: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        stopped_at: _timestamp_pb2.Timestamp | None = ...,
+        weight: _builtins.float = ...,
+        started_by: _builtins.str = ...,
+        stopped_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at", "stopped_at", b"stopped_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arm", b"arm", "decision_point", b"decision_point", "model_version", b"model_version", "started_at", b"started_at", "started_by", b"started_by", "stopped_at", b"stopped_at", "stopped_by", b"stopped_by", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RoutedPeriod: _TypeAlias = RoutedPeriod  # noqa: Y015
+
+@_typing.final
+class ObservedTraffic(_message.Message):
+    """Decisions a model version actually made on one arm."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_POINT_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    ARM_FIELD_NUMBER: _builtins.int
+    FIRST_DECISION_AT_FIELD_NUMBER: _builtins.int
+    LAST_DECISION_AT_FIELD_NUMBER: _builtins.int
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    decision_point: _builtins.str
+    """Decision point."""
+    model_version: _builtins.str
+    """Model version."""
+    arm: _builtins.str
+    """Arm."""
+    decisions: _builtins.int
+    """How many decisions."""
+    @_builtins.property
+    def first_decision_at(self) -> _timestamp_pb2.Timestamp:
+        """The first decision, UTC."""
+
+    @_builtins.property
+    def last_decision_at(self) -> _timestamp_pb2.Timestamp:
+        """The last decision, UTC."""
+
+    def __init__(
+        self,
+        *,
+        decision_point: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        arm: _builtins.str = ...,
+        first_decision_at: _timestamp_pb2.Timestamp | None = ...,
+        last_decision_at: _timestamp_pb2.Timestamp | None = ...,
+        decisions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_decision_at", b"first_decision_at", "last_decision_at", b"last_decision_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arm", b"arm", "decision_point", b"decision_point", "decisions", b"decisions", "first_decision_at", b"first_decision_at", "last_decision_at", b"last_decision_at", "model_version", b"model_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ObservedTraffic: _TypeAlias = ObservedTraffic  # noqa: Y015
+
+@_typing.final
+class GetModelHistoryResponse(_message.Message):
+    """A model's traffic history."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROUTED_FIELD_NUMBER: _builtins.int
+    OBSERVED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def routed(self) -> _containers.RepeatedCompositeFieldContainer[Global___RoutedPeriod]:
+        """From the route-change history, oldest first."""
+
+    @_builtins.property
+    def observed(self) -> _containers.RepeatedCompositeFieldContainer[Global___ObservedTraffic]:
+        """From the decisions stored, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        routed: _abc.Iterable[Global___RoutedPeriod] | None = ...,
+        observed: _abc.Iterable[Global___ObservedTraffic] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["observed", b"observed", "routed", b"routed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelHistoryResponse: _TypeAlias = GetModelHistoryResponse  # noqa: Y015
+
+@_typing.final
+class RegisterManifestRequest(_message.Message):
+    """A manifest to keep."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MANIFEST_JSON_FIELD_NUMBER: _builtins.int
+    manifest_json: _builtins.str
+    """The manifest.json text exactly as it accompanies the artifact (runtimes.manifest.Manifest)."""
+    def __init__(
+        self,
+        *,
+        manifest_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["manifest_json", b"manifest_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterManifestRequest: _TypeAlias = RegisterManifestRequest  # noqa: Y015
+
+@_typing.final
+class RegisterManifestResponse(_message.Message):
+    """The registered manifest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
+    duplicate: _builtins.bool
+    """True when it had already been registered."""
+    @_builtins.property
+    def model(self) -> Global___ModelManifest:
+        """The manifest as stored (the first one registered for this artifact)."""
+
+    def __init__(
+        self,
+        *,
+        model: Global___ModelManifest | None = ...,
+        duplicate: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterManifestResponse: _TypeAlias = RegisterManifestResponse  # noqa: Y015
+
+@_typing.final
+class GetModelRequest(_message.Message):
+    """Which artifact."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTIFACT_SHA256_FIELD_NUMBER: _builtins.int
+    artifact_sha256: _builtins.str
+    """sha256 of the ONNX artifact (ModelRef.artifact_sha256 of a decision)."""
+    def __init__(
+        self,
+        *,
+        artifact_sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_sha256", b"artifact_sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetModelRequest: _TypeAlias = GetModelRequest  # noqa: Y015
+
+@_typing.final
+class ModelManifest(_message.Message):
+    """A model manifest kept by the store."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTIFACT_SHA256_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    MANIFEST_JSON_FIELD_NUMBER: _builtins.int
+    REGISTERED_AT_FIELD_NUMBER: _builtins.int
+    artifact_sha256: _builtins.str
+    """sha256 of the ONNX artifact."""
+    name: _builtins.str
+    """Model name."""
+    version: _builtins.str
+    """Model version."""
+    manifest_json: _builtins.str
+    """The manifest.json text (features, training provenance, baselines)."""
+    @_builtins.property
+    def registered_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was first registered, UTC."""
+
+    def __init__(
+        self,
+        *,
+        artifact_sha256: _builtins.str = ...,
+        name: _builtins.str = ...,
+        version: _builtins.str = ...,
+        manifest_json: _builtins.str = ...,
+        registered_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["registered_at", b"registered_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_sha256", b"artifact_sha256", "manifest_json", b"manifest_json", "name", b"name", "registered_at", b"registered_at", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelManifest: _TypeAlias = ModelManifest  # noqa: Y015
+
+@_typing.final
+class GetCheckpointRequest(_message.Message):
+    """No parameters: the current head."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCheckpointRequest: _TypeAlias = GetCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class Checkpoint(_message.Message):
+    """The hash chain's head at one moment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIZE_FIELD_NUMBER: _builtins.int
+    HEAD_SHA256_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    size: _builtins.int
+    """Number of entries appended so far (the last seq)."""
+    head_sha256: _builtins.str
+    """The chain hash of the last entry (hex); 64 zeros for an empty chain."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When it was taken, UTC."""
+
+    def __init__(
+        self,
+        *,
+        size: _builtins.int = ...,
+        head_sha256: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "head_sha256", b"head_sha256", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Checkpoint: _TypeAlias = Checkpoint  # noqa: Y015

@@ -40,6 +40,51 @@ class LineageServiceStub:
                 request_serializer=lineage_dot_v1_dot_lineage__pb2.GetDecisionRequest.SerializeToString,
                 response_deserializer=lineage_dot_v1_dot_lineage__pb2.DecisionRecord.FromString,
                 _registered_method=True)
+        self.ListDecisions = channel.unary_unary(
+                '/lineage.v1.LineageService/ListDecisions',
+                request_serializer=lineage_dot_v1_dot_lineage__pb2.ListDecisionsRequest.SerializeToString,
+                response_deserializer=lineage_dot_v1_dot_lineage__pb2.ListDecisionsResponse.FromString,
+                _registered_method=True)
+        self.RecordRouteChange = channel.unary_unary(
+                '/lineage.v1.LineageService/RecordRouteChange',
+                request_serializer=lineage_dot_v1_dot_lineage__pb2.RecordRouteChangeRequest.SerializeToString,
+                response_deserializer=lineage_dot_v1_dot_lineage__pb2.RecordRouteChangeResponse.FromString,
+                _registered_method=True)
+        self.GetServingAt = channel.unary_unary(
+                '/lineage.v1.LineageService/GetServingAt',
+                request_serializer=lineage_dot_v1_dot_lineage__pb2.GetServingAtRequest.SerializeToString,
+                response_deserializer=lineage_dot_v1_dot_lineage__pb2.GetServingAtResponse.FromString,
+                _registered_method=True)
+        self.GetModelHistory = channel.unary_unary(
+                '/lineage.v1.LineageService/GetModelHistory',
+                request_serializer=lineage_dot_v1_dot_lineage__pb2.GetModelHistoryRequest.SerializeToString,
+                response_deserializer=lineage_dot_v1_dot_lineage__pb2.GetModelHistoryResponse.FromString,
+                _registered_method=True)
+        self.RegisterManifest = channel.unary_unary(
+                '/lineage.v1.LineageService/RegisterManifest',
+                request_serializer=lineage_dot_v1_dot_lineage__pb2.RegisterManifestRequest.SerializeToString,
+                response_deserializer=lineage_dot_v1_dot_lineage__pb2.RegisterManifestResponse.FromString,
+                _registered_method=True)
+        self.GetModel = channel.unary_unary(
+                '/lineage.v1.LineageService/GetModel',
+                request_serializer=lineage_dot_v1_dot_lineage__pb2.GetModelRequest.SerializeToString,
+                response_deserializer=lineage_dot_v1_dot_lineage__pb2.ModelManifest.FromString,
+                _registered_method=True)
+        self.RecordOverride = channel.unary_unary(
+                '/lineage.v1.LineageService/RecordOverride',
+                request_serializer=lineage_dot_v1_dot_lineage__pb2.RecordOverrideRequest.SerializeToString,
+                response_deserializer=lineage_dot_v1_dot_lineage__pb2.Override.FromString,
+                _registered_method=True)
+        self.RecordOutcome = channel.unary_unary(
+                '/lineage.v1.LineageService/RecordOutcome',
+                request_serializer=lineage_dot_v1_dot_lineage__pb2.RecordOutcomeRequest.SerializeToString,
+                response_deserializer=lineage_dot_v1_dot_lineage__pb2.Outcome.FromString,
+                _registered_method=True)
+        self.GetCheckpoint = channel.unary_unary(
+                '/lineage.v1.LineageService/GetCheckpoint',
+                request_serializer=lineage_dot_v1_dot_lineage__pb2.GetCheckpointRequest.SerializeToString,
+                response_deserializer=lineage_dot_v1_dot_lineage__pb2.Checkpoint.FromString,
+                _registered_method=True)
 
 
 class LineageServiceServicer:
@@ -47,7 +92,74 @@ class LineageServiceServicer:
     """
 
     def GetDecision(self, request, context):
-        """Returns the whole record of one decision; NOT_FOUND if the store has no such id.
+        """Returns the whole record of one decision, with its overrides and outcomes; NOT_FOUND if the
+        store has no such id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDecisions(self, request, context):
+        """Decisions of one entity, or of one model (version), in a time range, with counts by model
+        version, arm and decision over the whole range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordRouteChange(self, request, context):
+        """Records that a routing configuration took effect (called by the gateway at start and on
+        every reload). Idempotent: the same change sent again is recognised by its content.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetServingAt(self, request, context):
+        """Which model versions, arms and weights served a decision point at a moment, and the
+        decisions actually made around it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModelHistory(self, request, context):
+        """When each version of a model started and stopped taking traffic, per decision point and arm.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterManifest(self, request, context):
+        """Keeps a model manifest by its artifact sha256. Idempotent; the first manifest stands.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModel(self, request, context):
+        """The manifest registered for an artifact sha256 (ModelRef.artifact_sha256); NOT_FOUND if none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordOverride(self, request, context):
+        """Records a reviewer's override of a decision; NOT_FOUND for an unknown decision id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordOutcome(self, request, context):
+        """Records what later turned out to be true for a decision; NOT_FOUND for an unknown id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCheckpoint(self, request, context):
+        """The hash chain's current size and head: keep it outside the store to detect rewrites later.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -60,6 +172,51 @@ def add_LineageServiceServicer_to_server(servicer, server):
                     servicer.GetDecision,
                     request_deserializer=lineage_dot_v1_dot_lineage__pb2.GetDecisionRequest.FromString,
                     response_serializer=lineage_dot_v1_dot_lineage__pb2.DecisionRecord.SerializeToString,
+            ),
+            'ListDecisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDecisions,
+                    request_deserializer=lineage_dot_v1_dot_lineage__pb2.ListDecisionsRequest.FromString,
+                    response_serializer=lineage_dot_v1_dot_lineage__pb2.ListDecisionsResponse.SerializeToString,
+            ),
+            'RecordRouteChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordRouteChange,
+                    request_deserializer=lineage_dot_v1_dot_lineage__pb2.RecordRouteChangeRequest.FromString,
+                    response_serializer=lineage_dot_v1_dot_lineage__pb2.RecordRouteChangeResponse.SerializeToString,
+            ),
+            'GetServingAt': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServingAt,
+                    request_deserializer=lineage_dot_v1_dot_lineage__pb2.GetServingAtRequest.FromString,
+                    response_serializer=lineage_dot_v1_dot_lineage__pb2.GetServingAtResponse.SerializeToString,
+            ),
+            'GetModelHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelHistory,
+                    request_deserializer=lineage_dot_v1_dot_lineage__pb2.GetModelHistoryRequest.FromString,
+                    response_serializer=lineage_dot_v1_dot_lineage__pb2.GetModelHistoryResponse.SerializeToString,
+            ),
+            'RegisterManifest': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterManifest,
+                    request_deserializer=lineage_dot_v1_dot_lineage__pb2.RegisterManifestRequest.FromString,
+                    response_serializer=lineage_dot_v1_dot_lineage__pb2.RegisterManifestResponse.SerializeToString,
+            ),
+            'GetModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModel,
+                    request_deserializer=lineage_dot_v1_dot_lineage__pb2.GetModelRequest.FromString,
+                    response_serializer=lineage_dot_v1_dot_lineage__pb2.ModelManifest.SerializeToString,
+            ),
+            'RecordOverride': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordOverride,
+                    request_deserializer=lineage_dot_v1_dot_lineage__pb2.RecordOverrideRequest.FromString,
+                    response_serializer=lineage_dot_v1_dot_lineage__pb2.Override.SerializeToString,
+            ),
+            'RecordOutcome': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordOutcome,
+                    request_deserializer=lineage_dot_v1_dot_lineage__pb2.RecordOutcomeRequest.FromString,
+                    response_serializer=lineage_dot_v1_dot_lineage__pb2.Outcome.SerializeToString,
+            ),
+            'GetCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCheckpoint,
+                    request_deserializer=lineage_dot_v1_dot_lineage__pb2.GetCheckpointRequest.FromString,
+                    response_serializer=lineage_dot_v1_dot_lineage__pb2.Checkpoint.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +247,249 @@ class LineageService:
             '/lineage.v1.LineageService/GetDecision',
             lineage_dot_v1_dot_lineage__pb2.GetDecisionRequest.SerializeToString,
             lineage_dot_v1_dot_lineage__pb2.DecisionRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lineage.v1.LineageService/ListDecisions',
+            lineage_dot_v1_dot_lineage__pb2.ListDecisionsRequest.SerializeToString,
+            lineage_dot_v1_dot_lineage__pb2.ListDecisionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordRouteChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lineage.v1.LineageService/RecordRouteChange',
+            lineage_dot_v1_dot_lineage__pb2.RecordRouteChangeRequest.SerializeToString,
+            lineage_dot_v1_dot_lineage__pb2.RecordRouteChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServingAt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lineage.v1.LineageService/GetServingAt',
+            lineage_dot_v1_dot_lineage__pb2.GetServingAtRequest.SerializeToString,
+            lineage_dot_v1_dot_lineage__pb2.GetServingAtResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lineage.v1.LineageService/GetModelHistory',
+            lineage_dot_v1_dot_lineage__pb2.GetModelHistoryRequest.SerializeToString,
+            lineage_dot_v1_dot_lineage__pb2.GetModelHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterManifest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lineage.v1.LineageService/RegisterManifest',
+            lineage_dot_v1_dot_lineage__pb2.RegisterManifestRequest.SerializeToString,
+            lineage_dot_v1_dot_lineage__pb2.RegisterManifestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lineage.v1.LineageService/GetModel',
+            lineage_dot_v1_dot_lineage__pb2.GetModelRequest.SerializeToString,
+            lineage_dot_v1_dot_lineage__pb2.ModelManifest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordOverride(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lineage.v1.LineageService/RecordOverride',
+            lineage_dot_v1_dot_lineage__pb2.RecordOverrideRequest.SerializeToString,
+            lineage_dot_v1_dot_lineage__pb2.Override.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordOutcome(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lineage.v1.LineageService/RecordOutcome',
+            lineage_dot_v1_dot_lineage__pb2.RecordOutcomeRequest.SerializeToString,
+            lineage_dot_v1_dot_lineage__pb2.Outcome.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lineage.v1.LineageService/GetCheckpoint',
+            lineage_dot_v1_dot_lineage__pb2.GetCheckpointRequest.SerializeToString,
+            lineage_dot_v1_dot_lineage__pb2.Checkpoint.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,7 +34,33 @@ class LineageServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> LineageServiceAsyncStub: ...
     GetDecision: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.GetDecisionRequest, _lineage_pb2.DecisionRecord]
-    """Returns the whole record of one decision; NOT_FOUND if the store has no such id."""
+    """Returns the whole record of one decision, with its overrides and outcomes; NOT_FOUND if the
+    store has no such id.
+    """
+    ListDecisions: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.ListDecisionsRequest, _lineage_pb2.ListDecisionsResponse]
+    """Decisions of one entity, or of one model (version), in a time range, with counts by model
+    version, arm and decision over the whole range.
+    """
+    RecordRouteChange: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.RecordRouteChangeRequest, _lineage_pb2.RecordRouteChangeResponse]
+    """Records that a routing configuration took effect (called by the gateway at start and on
+    every reload). Idempotent: the same change sent again is recognised by its content.
+    """
+    GetServingAt: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.GetServingAtRequest, _lineage_pb2.GetServingAtResponse]
+    """Which model versions, arms and weights served a decision point at a moment, and the
+    decisions actually made around it.
+    """
+    GetModelHistory: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.GetModelHistoryRequest, _lineage_pb2.GetModelHistoryResponse]
+    """When each version of a model started and stopped taking traffic, per decision point and arm."""
+    RegisterManifest: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.RegisterManifestRequest, _lineage_pb2.RegisterManifestResponse]
+    """Keeps a model manifest by its artifact sha256. Idempotent; the first manifest stands."""
+    GetModel: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.GetModelRequest, _lineage_pb2.ModelManifest]
+    """The manifest registered for an artifact sha256 (ModelRef.artifact_sha256); NOT_FOUND if none."""
+    RecordOverride: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.RecordOverrideRequest, _lineage_pb2.Override]
+    """Records a reviewer's override of a decision; NOT_FOUND for an unknown decision id."""
+    RecordOutcome: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.RecordOutcomeRequest, _lineage_pb2.Outcome]
+    """Records what later turned out to be true for a decision; NOT_FOUND for an unknown id."""
+    GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.GetCheckpointRequest, _lineage_pb2.Checkpoint]
+    """The hash chain's current size and head: keep it outside the store to detect rewrites later."""
 
 @_typing.type_check_only
 class LineageServiceAsyncStub(LineageServiceStub):
@@ -42,7 +68,33 @@ class LineageServiceAsyncStub(LineageServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetDecision: _aio.UnaryUnaryMultiCallable[_lineage_pb2.GetDecisionRequest, _lineage_pb2.DecisionRecord]  # type: ignore[assignment]
-    """Returns the whole record of one decision; NOT_FOUND if the store has no such id."""
+    """Returns the whole record of one decision, with its overrides and outcomes; NOT_FOUND if the
+    store has no such id.
+    """
+    ListDecisions: _aio.UnaryUnaryMultiCallable[_lineage_pb2.ListDecisionsRequest, _lineage_pb2.ListDecisionsResponse]  # type: ignore[assignment]
+    """Decisions of one entity, or of one model (version), in a time range, with counts by model
+    version, arm and decision over the whole range.
+    """
+    RecordRouteChange: _aio.UnaryUnaryMultiCallable[_lineage_pb2.RecordRouteChangeRequest, _lineage_pb2.RecordRouteChangeResponse]  # type: ignore[assignment]
+    """Records that a routing configuration took effect (called by the gateway at start and on
+    every reload). Idempotent: the same change sent again is recognised by its content.
+    """
+    GetServingAt: _aio.UnaryUnaryMultiCallable[_lineage_pb2.GetServingAtRequest, _lineage_pb2.GetServingAtResponse]  # type: ignore[assignment]
+    """Which model versions, arms and weights served a decision point at a moment, and the
+    decisions actually made around it.
+    """
+    GetModelHistory: _aio.UnaryUnaryMultiCallable[_lineage_pb2.GetModelHistoryRequest, _lineage_pb2.GetModelHistoryResponse]  # type: ignore[assignment]
+    """When each version of a model started and stopped taking traffic, per decision point and arm."""
+    RegisterManifest: _aio.UnaryUnaryMultiCallable[_lineage_pb2.RegisterManifestRequest, _lineage_pb2.RegisterManifestResponse]  # type: ignore[assignment]
+    """Keeps a model manifest by its artifact sha256. Idempotent; the first manifest stands."""
+    GetModel: _aio.UnaryUnaryMultiCallable[_lineage_pb2.GetModelRequest, _lineage_pb2.ModelManifest]  # type: ignore[assignment]
+    """The manifest registered for an artifact sha256 (ModelRef.artifact_sha256); NOT_FOUND if none."""
+    RecordOverride: _aio.UnaryUnaryMultiCallable[_lineage_pb2.RecordOverrideRequest, _lineage_pb2.Override]  # type: ignore[assignment]
+    """Records a reviewer's override of a decision; NOT_FOUND for an unknown decision id."""
+    RecordOutcome: _aio.UnaryUnaryMultiCallable[_lineage_pb2.RecordOutcomeRequest, _lineage_pb2.Outcome]  # type: ignore[assignment]
+    """Records what later turned out to be true for a decision; NOT_FOUND for an unknown id."""
+    GetCheckpoint: _aio.UnaryUnaryMultiCallable[_lineage_pb2.GetCheckpointRequest, _lineage_pb2.Checkpoint]  # type: ignore[assignment]
+    """The hash chain's current size and head: keep it outside the store to detect rewrites later."""
 
 class LineageServiceServicer(metaclass=_abc_1.ABCMeta):
     """Answers risk, compliance and audit questions about past decisions."""
@@ -53,6 +105,86 @@ class LineageServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _lineage_pb2.GetDecisionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_lineage_pb2.DecisionRecord, _abc.Awaitable[_lineage_pb2.DecisionRecord]]:
-        """Returns the whole record of one decision; NOT_FOUND if the store has no such id."""
+        """Returns the whole record of one decision, with its overrides and outcomes; NOT_FOUND if the
+        store has no such id.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDecisions(
+        self,
+        request: _lineage_pb2.ListDecisionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lineage_pb2.ListDecisionsResponse, _abc.Awaitable[_lineage_pb2.ListDecisionsResponse]]:
+        """Decisions of one entity, or of one model (version), in a time range, with counts by model
+        version, arm and decision over the whole range.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordRouteChange(
+        self,
+        request: _lineage_pb2.RecordRouteChangeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lineage_pb2.RecordRouteChangeResponse, _abc.Awaitable[_lineage_pb2.RecordRouteChangeResponse]]:
+        """Records that a routing configuration took effect (called by the gateway at start and on
+        every reload). Idempotent: the same change sent again is recognised by its content.
+        """
+
+    @_abc_1.abstractmethod
+    def GetServingAt(
+        self,
+        request: _lineage_pb2.GetServingAtRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lineage_pb2.GetServingAtResponse, _abc.Awaitable[_lineage_pb2.GetServingAtResponse]]:
+        """Which model versions, arms and weights served a decision point at a moment, and the
+        decisions actually made around it.
+        """
+
+    @_abc_1.abstractmethod
+    def GetModelHistory(
+        self,
+        request: _lineage_pb2.GetModelHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lineage_pb2.GetModelHistoryResponse, _abc.Awaitable[_lineage_pb2.GetModelHistoryResponse]]:
+        """When each version of a model started and stopped taking traffic, per decision point and arm."""
+
+    @_abc_1.abstractmethod
+    def RegisterManifest(
+        self,
+        request: _lineage_pb2.RegisterManifestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lineage_pb2.RegisterManifestResponse, _abc.Awaitable[_lineage_pb2.RegisterManifestResponse]]:
+        """Keeps a model manifest by its artifact sha256. Idempotent; the first manifest stands."""
+
+    @_abc_1.abstractmethod
+    def GetModel(
+        self,
+        request: _lineage_pb2.GetModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lineage_pb2.ModelManifest, _abc.Awaitable[_lineage_pb2.ModelManifest]]:
+        """The manifest registered for an artifact sha256 (ModelRef.artifact_sha256); NOT_FOUND if none."""
+
+    @_abc_1.abstractmethod
+    def RecordOverride(
+        self,
+        request: _lineage_pb2.RecordOverrideRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lineage_pb2.Override, _abc.Awaitable[_lineage_pb2.Override]]:
+        """Records a reviewer's override of a decision; NOT_FOUND for an unknown decision id."""
+
+    @_abc_1.abstractmethod
+    def RecordOutcome(
+        self,
+        request: _lineage_pb2.RecordOutcomeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lineage_pb2.Outcome, _abc.Awaitable[_lineage_pb2.Outcome]]:
+        """Records what later turned out to be true for a decision; NOT_FOUND for an unknown id."""
+
+    @_abc_1.abstractmethod
+    def GetCheckpoint(
+        self,
+        request: _lineage_pb2.GetCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lineage_pb2.Checkpoint, _abc.Awaitable[_lineage_pb2.Checkpoint]]:
+        """The hash chain's current size and head: keep it outside the store to detect rewrites later."""
 
 def add_LineageServiceServicer_to_server(servicer: LineageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,178 @@
+"""What the store keeps besides decision records, and what its queries answer, as plain values.
+
+Each appended fact has a canonical JSON ``body`` (sorted keys): its sha256 is the entry hash in
+the chain (``governance.chain``), and the columns the queries use are derived from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+
+def canonical(data: dict[str, Any]) -> bytes:
+    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """A reviewer replaced a decision's outcome: who, when, the new decision and why."""
+
+    override_id: str
+    decision_id: str
+    reviewer: str
+    at_us: int
+    new_decision: str
+    reason: str
+    recorded_at_us: int = 0
+    seq: int = 0
+
+    def body(self) -> dict[str, Any]:
+        d = asdict(self)
+        del d["recorded_at_us"], d["seq"]
+        return {"kind": "override", **d}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What later turned out to be true for a decision (confirmed fraud, default, ...)."""
+
+    outcome_id: str
+    decision_id: str
+    label: str
+    at_us: int
+    source: str
+    recorded_at_us: int = 0
+    seq: int = 0
+
+    def body(self) -> dict[str, Any]:
+        d = asdict(self)
+        del d["recorded_at_us"], d["seq"]
+        return {"kind": "outcome", **d}
+
+
+@dataclass(frozen=True, slots=True)
+class ArmTarget:
+    """One model version an arm of a decision point sends traffic to, with its weight."""
+
+    decision_point: str
+    arm: str
+    model_name: str
+    model_version: str
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class RouteChange:
+    """A routing configuration taking effect: the full set of targets in force afterwards."""
+
+    changed_at_us: int
+    config_version: str
+    diff: dict[str, Any]
+    targets: tuple[ArmTarget, ...]
+    source: str = ""
+    change_id: str = ""
+    recorded_at_us: int = 0
+    seq: int = 0
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "kind": "route_change",
+            "changed_at_us": self.changed_at_us,
+            "config_version": self.config_version,
+            "diff": self.diff,
+            "targets": [asdict(t) for t in self.targets],
+            "source": self.source,
+        }
+
+    @staticmethod
+    def from_body(
+        body: dict[str, Any], change_id: str, recorded_at_us: int, seq: int
+    ) -> RouteChange:
+        return RouteChange(
+            changed_at_us=int(body["changed_at_us"]),
+            config_version=str(body["config_version"]),
+            diff=dict(body["diff"]),
+            targets=tuple(ArmTarget(**t) for t in body["targets"]),
+            source=str(body["source"]),
+            change_id=change_id,
+            recorded_at_us=recorded_at_us,
+            seq=seq,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredManifest:
+    """A model manifest as registered, keyed by its artifact's sha256."""
+
+    artifact_sha256: str
+    name: str
+    version: str
+    manifest_json: str
+    registered_at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionSummary:
+    """One line of a decision listing."""
+
+    decision_id: str
+    decided_at_us: int
+    decision_point: str
+    entity_key: str
+    model_name: str
+    model_version: str
+    arm: str
+    score: float
+    decision: str
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """How many decisions in a selection had this model version, arm and decision."""
+
+    model_name: str
+    model_version: str
+    arm: str
+    decision: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionFilter:
+    """A selection of decisions: by entity or by model (and version), within [since, until)."""
+
+    since_us: int
+    until_us: int
+    entity_key: str = ""
+    model_name: str = ""
+    model_version: str = ""
+    decision_point: str = ""
+
+
+@dataclass(slots=True)
+class DecisionPage:
+    decisions: list[DecisionSummary] = field(default_factory=list)
+    counts: list[Count] = field(default_factory=list)
+    next_page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeReport:
+    """One purge run: everything whose time was before ``cutoff_us`` up to chain entry
+    ``boundary_seq`` is gone; ``boundary_chain_sha256`` lets the chain be verified from there."""
+
+    purge_id: str
+    run_at_us: int
+    cutoff_us: int
+    boundary_seq: int
+    boundary_chain_sha256: str
+    deleted: dict[str, int]
+    seq: int = 0
+
+    def body(self) -> dict[str, Any]:
+        d = asdict(self)
+        del d["seq"], d["purge_id"]
+        return {"kind": "purge", **d}

@@ -1,0 +1,676 @@
+"""The SQL store both backends share: one writer thread, one reader thread, one connection each.
+
+A backend supplies connections and a ``Dialect``; everything else (idempotent inserts, the hash
+chain, queries, purge) is the same SQL, written with ``?`` placeholders. Every call runs on the
+store's own threads, never on the event loop; each connection is used only by its thread, which
+serialises access without a further lock. Appends lock the one ``chain_head`` row first, so
+writers in several processes on one PostgreSQL database still number entries without gaps.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import orjson
+
+from governance.chain import GENESIS, Checkpoint, link, sha256_hex
+from governance.errors import DecisionNotFound, EntryConflict, MigrationError, StoreUnavailable
+from governance.record import DecisionRecord, record_from_json
+from governance.store import verify as verify_chain
+from governance.store.base import (
+    Conflict,
+    InsertResult,
+    LineageStore,
+    StoredDecision,
+    TrafficSeen,
+    VerifyReport,
+)
+from governance.store.entries import (
+    Count,
+    DecisionFilter,
+    DecisionPage,
+    DecisionSummary,
+    Outcome,
+    Override,
+    PurgeReport,
+    RegisteredManifest,
+    RouteChange,
+    canonical,
+)
+from governance.store.migrations import SCHEMA_MIGRATIONS_TABLE, Migration
+from governance.store.tables import (
+    DECISION_COLUMNS,
+    SEQ_TABLES,
+    ChainedTable,
+    Conn,
+    decision_row,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Well under SQLite's bound-parameter limit.
+_LOOKUP_CHUNK = 500
+_SUMMARY_COLUMNS = (
+    "decision_id, decided_at_us, decision_point, entity_key, model_name, model_version, arm, "
+    "score, decision"
+)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What differs between the backends' SQL."""
+
+    name: str
+    placeholder: str
+    begin_write: str
+    begin_snapshot: str
+    lock_suffix: str
+    errors: tuple[type[BaseException], ...]
+    migration_lock: str = ""
+    migration_unlock: str = ""
+
+    def q(self, sql: str) -> str:
+        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+
+class SqlLineageStore(LineageStore):
+    """The store over any connection the backend opens; see the module docstring."""
+
+    def __init__(self, dialect: Dialect, migrations: Sequence[Migration]) -> None:
+        self.dialect = dialect
+        self._migrations = migrations
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="lineage-writer")
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="lineage-reader")
+        self._write_conn: Conn | None = None
+        self._read_conn: Conn | None = None
+        self._closed = False
+
+    @abc.abstractmethod
+    def _connect(self, *, read_only: bool) -> Conn:
+        """A new connection in autocommit mode; transactions are begun explicitly."""
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Where the data lives, for logs (no credentials)."""
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def _run(self, executor: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+        if self._closed:
+            raise StoreUnavailable("lineage store is closed")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, fn)
+        except self.dialect.errors as e:
+            log.error("lineage database error: %s", e)
+            raise StoreUnavailable(f"lineage database error: {e}") from e
+
+    def _write(self, fn: Callable[[Conn], T]) -> Callable[[], T]:
+        return lambda: fn(self._require(self._write_conn))
+
+    def _read(self, fn: Callable[[Conn], T]) -> Callable[[], T]:
+        return lambda: fn(self._require(self._read_conn))
+
+    def _x(self, conn: Conn, sql: str, params: Sequence[object] = ()) -> Any:
+        return conn.execute(self.dialect.q(sql), tuple(params))
+
+    @contextlib.contextmanager
+    def _transaction(self, conn: Conn, begin: str) -> Iterator[None]:
+        conn.execute(begin)
+        try:
+            yield
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _require(conn: Conn | None) -> Conn:
+        if conn is None:
+            raise StoreUnavailable("lineage store is not open")
+        return conn
+
+    async def open(self) -> None:
+        try:
+            await self._run(self._writer, self._open_writer)
+            await self._run(self._reader, self._open_reader)
+        except BaseException:
+            await self.close()
+            raise
+
+    def _open_writer(self) -> None:
+        self._write_conn = conn = self._connect(read_only=False)
+        applied = self._apply_migrations(conn)
+        if 2 in applied:
+            self._chain_existing_decisions(conn)
+        log.info(
+            "lineage database %s at schema version %d",
+            self.describe(),
+            max((m.version for m in self._migrations), default=0),
+        )
+
+    def _open_reader(self) -> None:
+        self._read_conn = self._connect(read_only=True)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        await self._run(self._reader, functools.partial(self._close_conn, "_read_conn"))
+        await self._run(self._writer, functools.partial(self._close_conn, "_write_conn"))
+        self._closed = True
+        self._reader.shutdown()
+        self._writer.shutdown()
+
+    def _close_conn(self, attr: str) -> None:
+        conn: Conn | None = getattr(self, attr)
+        if conn is not None:
+            conn.close()
+            setattr(self, attr, None)
+
+    # -- migrations -----------------------------------------------------------------------------
+
+    def _apply_migrations(self, conn: Conn) -> list[int]:
+        """Applies pending migrations in order, each in its own transaction; returns those."""
+        if self.dialect.migration_lock:
+            conn.execute(self.dialect.migration_lock)
+        try:
+            return self._apply_migrations_locked(conn)
+        finally:
+            if self.dialect.migration_unlock:
+                conn.execute(self.dialect.migration_unlock)
+
+    def _apply_migrations_locked(self, conn: Conn) -> list[int]:
+        conn.execute(SCHEMA_MIGRATIONS_TABLE)
+        applied = {
+            version: checksum
+            for version, checksum in conn.execute("SELECT version, checksum FROM schema_migrations")
+        }
+        known = {m.version: m for m in self._migrations}
+        unknown = sorted(set(applied) - set(known))
+        if unknown:
+            raise MigrationError(
+                f"database has schema versions {unknown} that this build does not know; "
+                "it was written by a newer scoregate"
+            )
+        done: list[int] = []
+        for migration in sorted(self._migrations, key=lambda m: m.version):
+            if migration.version in applied:
+                if applied[migration.version] != migration.checksum:
+                    raise MigrationError(
+                        f"schema migration {migration.version} ({migration.name}) differs from "
+                        "the one applied to this database"
+                    )
+                continue
+            with self._transaction(conn, self.dialect.begin_write):
+                for statement in migration.statements:
+                    conn.execute(statement)
+                self._x(
+                    conn,
+                    "INSERT INTO schema_migrations (version, name, checksum, applied_at_us) "
+                    "VALUES (?, ?, ?, ?)",
+                    (migration.version, migration.name, migration.checksum, now_us()),
+                )
+            done.append(migration.version)
+            log.info("applied schema migration %d (%s)", migration.version, migration.name)
+        return done
+
+    def _chain_existing_decisions(self, conn: Conn) -> None:
+        """Links decisions stored before the chain existed, in the order they were stored."""
+        with self._transaction(conn, self.dialect.begin_write):
+            seq, chain = self._head(conn)
+            rows = self._x(
+                conn,
+                "SELECT decision_id, record_sha256 FROM decisions WHERE seq IS NULL "
+                "ORDER BY stored_at_us, decision_id",
+            ).fetchall()
+            for decision_id, sha in rows:
+                seq += 1
+                chain = link(chain, sha, seq)
+                self._x(
+                    conn,
+                    "UPDATE decisions SET seq = ?, chain_sha256 = ? WHERE decision_id = ?",
+                    (seq, chain, decision_id),
+                )
+            self._set_head(conn, seq, chain)
+        if rows:
+            log.info("linked %d decisions stored before the hash chain existed", len(rows))
+
+    # -- the chain ------------------------------------------------------------------------------
+
+    def _head(self, conn: Conn) -> tuple[int, str]:
+        row = conn.execute(
+            "SELECT seq, chain_sha256 FROM chain_head WHERE id = 1" + self.dialect.lock_suffix
+        ).fetchone()
+        return int(row[0]), str(row[1])
+
+    def _set_head(self, conn: Conn, seq: int, chain: str) -> None:
+        self._x(conn, "UPDATE chain_head SET seq = ?, chain_sha256 = ? WHERE id = 1", (seq, chain))
+
+    def _append(self, conn: Conn, table: ChainedTable, body: dict[str, Any], now: int) -> int:
+        """Appends one entry inside the caller's write transaction; returns its seq."""
+        seq, chain = self._head(conn)
+        data = canonical(body)
+        sha = sha256_hex(data)
+        seq += 1
+        chain = link(chain, sha, seq)
+        row = table.row(body, sha, now, seq, chain, data.decode())
+        marks = ", ".join("?" * len(row))
+        self._x(
+            conn, f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({marks})", row
+        )
+        self._set_head(conn, seq, chain)
+        return seq
+
+    async def head(self) -> Checkpoint:
+        def read(conn: Conn) -> Checkpoint:
+            seq, chain = self._head_unlocked(conn)
+            return Checkpoint(seq, chain, now_us())
+
+        return await self._run(self._reader, self._read(read))
+
+    def _head_unlocked(self, conn: Conn) -> tuple[int, str]:
+        row = conn.execute("SELECT seq, chain_sha256 FROM chain_head WHERE id = 1").fetchone()
+        return int(row[0]), str(row[1])
+
+    # -- decisions ------------------------------------------------------------------------------
+
+    async def insert_many(self, records: Sequence[DecisionRecord]) -> InsertResult:
+        if not records:
+            return InsertResult()
+        return await self._run(self._writer, self._write(functools.partial(self._insert, records)))
+
+    def _insert(self, records: Sequence[DecisionRecord], conn: Conn) -> InsertResult:
+        result = InsertResult()
+        stored_at = now_us()
+        sha_index = DECISION_COLUMNS.index("record_sha256")
+        batch: dict[str, list[object]] = {}
+        for record in records:
+            row = decision_row(record, stored_at)
+            earlier = batch.get(record.decision_id)
+            if earlier is None:
+                batch[record.decision_id] = row
+            else:
+                _count_repeat(
+                    result, record.decision_id, str(earlier[sha_index]), str(row[sha_index])
+                )
+        with self._transaction(conn, self.dialect.begin_write):
+            seq, chain = self._head(conn)
+            stored = self._stored_hashes(conn, list(batch))
+            new: list[list[object]] = []
+            for decision_id, row in batch.items():
+                if decision_id in stored:
+                    _count_repeat(result, decision_id, stored[decision_id], str(row[sha_index]))
+                    continue
+                seq += 1
+                chain = link(chain, str(row[sha_index]), seq)
+                new.append([*row, seq, chain])
+            if new:
+                columns = (*DECISION_COLUMNS, "seq", "chain_sha256")
+                marks = ", ".join("?" * len(columns))
+                conn.cursor().executemany(
+                    self.dialect.q(
+                        f"INSERT INTO decisions ({', '.join(columns)}) VALUES ({marks})"
+                    ),
+                    new,
+                )
+                self._set_head(conn, seq, chain)
+        result.inserted = len(new)
+        return result
+
+    def _stored_hashes(self, conn: Conn, ids: list[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), _LOOKUP_CHUNK):
+            chunk = ids[start : start + _LOOKUP_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            found.update(
+                self._x(
+                    conn,
+                    "SELECT decision_id, record_sha256 FROM decisions "
+                    f"WHERE decision_id IN ({marks})",
+                    chunk,
+                ).fetchall()
+            )
+        return found
+
+    async def get(self, decision_id: str) -> StoredDecision | None:
+        return await self._run(self._reader, self._read(functools.partial(self._get, decision_id)))
+
+    def _get(self, decision_id: str, conn: Conn) -> StoredDecision | None:
+        row = self._x(
+            conn,
+            "SELECT record_json, stored_at_us, seq, chain_sha256 FROM decisions "
+            "WHERE decision_id = ?",
+            (decision_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        overrides = tuple(
+            Override(*r)
+            for r in self._x(
+                conn,
+                "SELECT override_id, decision_id, reviewer, at_us, new_decision, reason, "
+                "recorded_at_us, seq FROM overrides WHERE decision_id = ? ORDER BY at_us, seq",
+                (decision_id,),
+            ).fetchall()
+        )
+        outcomes = tuple(
+            Outcome(*r)
+            for r in self._x(
+                conn,
+                "SELECT outcome_id, decision_id, label, at_us, source, recorded_at_us, seq "
+                "FROM outcomes WHERE decision_id = ? ORDER BY at_us, seq",
+                (decision_id,),
+            ).fetchall()
+        )
+        return StoredDecision(
+            record_from_json(row[0]),
+            int(row[1]),
+            int(row[2] or 0),
+            str(row[3] or ""),
+            overrides,
+            outcomes,
+        )
+
+    async def schema_version(self) -> int:
+        def read(conn: Conn) -> int:
+            (version,) = conn.execute(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
+            ).fetchone()
+            return int(version)
+
+        return await self._run(self._reader, self._read(read))
+
+    async def list_decisions(
+        self,
+        selection: DecisionFilter,
+        limit: int,
+        after: tuple[int, str] | None = None,
+        *,
+        descending: bool = False,
+        with_counts: bool = True,
+    ) -> DecisionPage:
+        fn = functools.partial(self._list, selection, limit, after, descending, with_counts)
+        return await self._run(self._reader, self._read(fn))
+
+    def _list(
+        self,
+        s: DecisionFilter,
+        limit: int,
+        after: tuple[int, str] | None,
+        descending: bool,
+        with_counts: bool,
+        conn: Conn,
+    ) -> DecisionPage:
+        where = ["decided_at_us >= ?", "decided_at_us < ?"]
+        params: list[object] = [s.since_us, s.until_us]
+        for column, value in (
+            ("entity_key", s.entity_key),
+            ("model_name", s.model_name),
+            ("model_version", s.model_version),
+            ("decision_point", s.decision_point),
+        ):
+            if value:
+                where.append(f"{column} = ?")
+                params.append(value)
+        condition = " AND ".join(where)
+        page = DecisionPage()
+        if with_counts:
+            page.counts = [
+                Count(*r)
+                for r in self._x(
+                    conn,
+                    "SELECT model_name, model_version, arm, decision, COUNT(*) FROM decisions "
+                    f"WHERE {condition} GROUP BY model_name, model_version, arm, decision "
+                    "ORDER BY model_name, model_version, arm, decision",
+                    params,
+                ).fetchall()
+            ]
+        if limit <= 0:
+            return page
+        keyset = ""
+        page_params = list(params)
+        op, order = ("<", "DESC") if descending else (">", "ASC")
+        if after is not None:
+            keyset = f" AND (decided_at_us {op} ? OR (decided_at_us = ? AND decision_id {op} ?))"
+            page_params += [after[0], after[0], after[1]]
+        rows = self._x(
+            conn,
+            f"SELECT {_SUMMARY_COLUMNS} FROM decisions WHERE {condition}{keyset} "
+            f"ORDER BY decided_at_us {order}, decision_id {order} LIMIT ?",
+            [*page_params, limit + 1],
+        ).fetchall()
+        page.decisions = [DecisionSummary(*r) for r in rows[:limit]]
+        if len(rows) > limit:
+            last = page.decisions[-1]
+            page.next_page_token = f"{last.decided_at_us}/{last.decision_id}"
+        return page
+
+    async def traffic_seen(self, model_name: str, decision_point: str = "") -> list[TrafficSeen]:
+        def read(conn: Conn) -> list[TrafficSeen]:
+            extra, params = ("", [model_name])
+            if decision_point:
+                extra, params = (" AND decision_point = ?", [model_name, decision_point])
+            rows = self._x(
+                conn,
+                "SELECT decision_point, model_version, arm, MIN(decided_at_us), "
+                "MAX(decided_at_us), COUNT(*) FROM decisions WHERE model_name = ?"
+                f"{extra} GROUP BY decision_point, model_version, arm "
+                "ORDER BY decision_point, MIN(decided_at_us)",
+                params,
+            ).fetchall()
+            return [TrafficSeen(*r) for r in rows]
+
+        return await self._run(self._reader, self._read(read))
+
+    # -- overrides, outcomes, route changes -----------------------------------------------------
+
+    async def add_override(self, override: Override) -> tuple[Override, bool]:
+        def write(conn: Conn) -> tuple[Override, bool]:
+            return self._add_annotation(conn, SEQ_TABLES["overrides"], override, Override)
+
+        return await self._run(self._writer, self._write(write))
+
+    async def add_outcome(self, outcome: Outcome) -> tuple[Outcome, bool]:
+        def write(conn: Conn) -> tuple[Outcome, bool]:
+            return self._add_annotation(conn, SEQ_TABLES["outcomes"], outcome, Outcome)
+
+        return await self._run(self._writer, self._write(write))
+
+    def _add_annotation(
+        self, conn: Conn, table: ChainedTable, entry: Any, cls: Callable[..., T]
+    ) -> tuple[T, bool]:
+        key = table.key
+        with self._transaction(conn, self.dialect.begin_write):
+            self._head(conn)  # takes the append lock before looking
+            exists = self._x(
+                conn, "SELECT 1 FROM decisions WHERE decision_id = ?", (entry.decision_id,)
+            ).fetchone()
+            if exists is None:
+                raise DecisionNotFound(
+                    f"no decision with id {entry.decision_id} in the lineage store"
+                )
+            row = self._x(
+                conn,
+                f"SELECT body, recorded_at_us, seq FROM {table.name} WHERE {key} = ?",
+                (getattr(entry, key),),
+            ).fetchone()
+            body = entry.body()
+            if row is not None:
+                if orjson.loads(row[0]) != body:
+                    raise EntryConflict(
+                        f"{key} {getattr(entry, key)} is already recorded with different content"
+                    )
+                fields = {k: v for k, v in body.items() if k != "kind"}
+                return cls(**fields, recorded_at_us=int(row[1]), seq=int(row[2])), False
+            now = now_us()
+            seq = self._append(conn, table, body, now)
+        fields = {k: v for k, v in body.items() if k != "kind"}
+        return cls(**fields, recorded_at_us=now, seq=seq), True
+
+    async def add_route_change(self, change: RouteChange) -> tuple[RouteChange, bool]:
+        def write(conn: Conn) -> tuple[RouteChange, bool]:
+            body = change.body()
+            change_id = sha256_hex(canonical(body))
+            with self._transaction(conn, self.dialect.begin_write):
+                self._head(conn)
+                row = self._x(
+                    conn,
+                    "SELECT recorded_at_us, seq FROM route_changes WHERE change_id = ?",
+                    (change_id,),
+                ).fetchone()
+                if row is not None:
+                    return RouteChange.from_body(body, change_id, int(row[0]), int(row[1])), False
+                now = now_us()
+                seq = self._append(conn, SEQ_TABLES["route_changes"], body, now)
+            return RouteChange.from_body(body, change_id, now, seq), True
+
+        return await self._run(self._writer, self._write(write))
+
+    async def route_changes(self, until_us: int | None = None) -> list[RouteChange]:
+        def read(conn: Conn) -> list[RouteChange]:
+            bound = until_us if until_us is not None else 2**62
+            rows = self._x(
+                conn,
+                "SELECT body, change_id, recorded_at_us, seq FROM route_changes "
+                "WHERE changed_at_us <= ? ORDER BY changed_at_us, seq",
+                (bound,),
+            ).fetchall()
+            return [RouteChange.from_body(orjson.loads(r[0]), r[1], r[2], r[3]) for r in rows]
+
+        return await self._run(self._reader, self._read(read))
+
+    async def route_change_at(self, at_us: int) -> RouteChange | None:
+        def read(conn: Conn) -> RouteChange | None:
+            r = self._x(
+                conn,
+                "SELECT body, change_id, recorded_at_us, seq FROM route_changes "
+                "WHERE changed_at_us <= ? ORDER BY changed_at_us DESC, seq DESC LIMIT 1",
+                (at_us,),
+            ).fetchone()
+            return None if r is None else RouteChange.from_body(orjson.loads(r[0]), *r[1:])
+
+        return await self._run(self._reader, self._read(read))
+
+    # -- manifests ------------------------------------------------------------------------------
+
+    async def put_manifest(self, manifest: RegisteredManifest) -> tuple[RegisteredManifest, bool]:
+        def write(conn: Conn) -> tuple[RegisteredManifest, bool]:
+            with self._transaction(conn, self.dialect.begin_write):
+                self._head(conn)
+                found = self._get_manifest(manifest.artifact_sha256, conn)
+                if found is not None:
+                    return found, False
+                self._x(
+                    conn,
+                    "INSERT INTO manifests (artifact_sha256, name, version, manifest_json, "
+                    "registered_at_us) VALUES (?, ?, ?, ?, ?)",
+                    (
+                        manifest.artifact_sha256,
+                        manifest.name,
+                        manifest.version,
+                        manifest.manifest_json,
+                        manifest.registered_at_us,
+                    ),
+                )
+            return manifest, True
+
+        return await self._run(self._writer, self._write(write))
+
+    async def get_manifest(self, artifact_sha256: str) -> RegisteredManifest | None:
+        return await self._run(
+            self._reader, self._read(functools.partial(self._get_manifest, artifact_sha256))
+        )
+
+    def _get_manifest(self, artifact_sha256: str, conn: Conn) -> RegisteredManifest | None:
+        row = self._x(
+            conn,
+            "SELECT artifact_sha256, name, version, manifest_json, registered_at_us "
+            "FROM manifests WHERE artifact_sha256 = ?",
+            (artifact_sha256,),
+        ).fetchone()
+        return None if row is None else RegisteredManifest(*row)
+
+    # -- integrity and retention ----------------------------------------------------------------
+
+    async def verify(self, checkpoints: Sequence[Checkpoint]) -> VerifyReport:
+        def read(conn: Conn) -> VerifyReport:
+            with self._transaction(conn, self.dialect.begin_snapshot):
+                return verify_chain.verify(conn, self.dialect.q, checkpoints)
+
+        return await self._run(self._reader, self._read(read))
+
+    async def purge(self, cutoff_us: int) -> PurgeReport:
+        return await self._run(self._writer, self._write(functools.partial(self._purge, cutoff_us)))
+
+    def _purge(self, cutoff_us: int, conn: Conn) -> PurgeReport:
+        """Deletes the longest prefix of the chain whose entries are all older than the cutoff.
+
+        Route changes are kept (they say what served later, too) but leave the verified part of
+        the chain; everything else in the prefix is deleted. The run is appended to the chain
+        with the boundary's seq and chain hash, from which ``verify`` starts afterwards.
+        """
+        with self._transaction(conn, self.dialect.begin_write):
+            head_seq, _ = self._head(conn)
+            previous = self._x(
+                conn,
+                "SELECT boundary_seq, boundary_chain_sha256 FROM purges ORDER BY seq DESC LIMIT 1",
+            ).fetchone()
+            boundary, boundary_chain = (0, GENESIS) if previous is None else previous
+            first_young = head_seq + 1
+            for table in SEQ_TABLES.values():
+                if not table.purged:
+                    continue
+                (young,) = self._x(
+                    conn,
+                    f"SELECT MIN(seq) FROM {table.name} WHERE {table.time_column} >= ?",
+                    (cutoff_us,),
+                ).fetchone()
+                if young is not None:
+                    first_young = min(first_young, int(young))
+            deleted: dict[str, int] = {}
+            if first_young - 1 > boundary:
+                boundary = first_young - 1
+                boundary_chain = self._chain_at(conn, boundary)
+                for table in SEQ_TABLES.values():
+                    if table.purged:
+                        cursor = self._x(
+                            conn, f"DELETE FROM {table.name} WHERE seq <= ?", (boundary,)
+                        )
+                        deleted[table.name] = max(int(cursor.rowcount), 0)
+            run_at = now_us()
+            report = PurgeReport("", run_at, cutoff_us, boundary, boundary_chain, deleted)
+            body = report.body()
+            seq = self._append(conn, SEQ_TABLES["purges"], body, run_at)
+        purge_id = sha256_hex(canonical(body))
+        return PurgeReport(purge_id, run_at, cutoff_us, boundary, boundary_chain, deleted, seq)
+
+    def _chain_at(self, conn: Conn, seq: int) -> str:
+        for table in SEQ_TABLES.values():
+            row = self._x(
+                conn, f"SELECT chain_sha256 FROM {table.name} WHERE seq = ?", (seq,)
+            ).fetchone()
+            if row is not None:
+                return str(row[0])
+        raise StoreUnavailable(f"chain entry {seq} is missing; run scoregate lineage verify")
+
+
+def _count_repeat(result: InsertResult, decision_id: str, stored: str, offered: str) -> None:
+    if stored == offered:
+        result.duplicates += 1
+    else:
+        result.conflicts.append(Conflict(decision_id, stored, offered))

@@ -1,0 +1,131 @@
+"""The chained tables: their columns, and how a row is derived from what it records.
+
+``verify`` re-derives every column from the stored canonical JSON with these same functions, so
+an edit to any column, not only to the JSON, is caught.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from governance.record import DecisionRecord, canonical_record_json
+
+# A DB-API connection of either backend (sqlite3 or psycopg), used through execute/cursor only.
+Conn = Any
+
+DECISION_COLUMNS = (
+    "decision_id",
+    "request_id",
+    "decision_point",
+    "entity_key",
+    "received_at_us",
+    "decided_at_us",
+    "model_name",
+    "model_version",
+    "model_sha256",
+    "arm",
+    "config_version",
+    "fallback_reason",
+    "score",
+    "decision",
+    "policy_version",
+    "trace_id",
+    "features_sha256",
+    "stored_at_us",
+    "record_sha256",
+    "record_json",
+)
+
+
+def decision_row(record: DecisionRecord, stored_at_us: int) -> list[object]:
+    """The ``decisions`` row for a record, in DECISION_COLUMNS order (without seq and chain)."""
+    body = canonical_record_json(record)
+    r = record
+    return [
+        r.decision_id,
+        r.request_id,
+        r.decision_point,
+        r.entity_key,
+        r.received_at_us,
+        r.decided_at_us,
+        r.model_name,
+        r.model_version,
+        r.model_sha256,
+        r.arm,
+        r.config_version,
+        r.fallback_reason,
+        r.score,
+        r.decision,
+        r.policy_version,
+        r.trace_id,
+        r.features_sha256,
+        stored_at_us,
+        hashlib.sha256(body).hexdigest(),
+        body.decode(),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainedTable:
+    """A table whose rows are chain entries.
+
+    ``fields`` are columns copied from the body's keys of the same name; ``key`` is the primary
+    key, taken from the body or, when ``key_is_sha`` is set, the entry's sha256 (content-addressed
+    entries). ``time_column`` is the time retention counts from; ``purged`` is False for tables
+    kept beyond retention.
+    """
+
+    name: str
+    key: str
+    fields: tuple[str, ...]
+    time_column: str
+    purged: bool = True
+    key_is_sha: bool = False
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        key = (self.key,) if self.key_is_sha else ()
+        tail = ("recorded_at_us", "seq", "entry_sha256", "chain_sha256", "body")
+        return (*key, *self.fields, *tail)
+
+    def row(
+        self, body: dict[str, Any], sha: str, recorded_at_us: int, seq: int, chain: str, text: str
+    ) -> list[object]:
+        key: list[object] = [sha] if self.key_is_sha else []
+        return [*key, *(body[f] for f in self.fields), recorded_at_us, seq, sha, chain, text]
+
+
+DECISIONS = ChainedTable("decisions", "decision_id", (), "decided_at_us")
+
+SEQ_TABLES: dict[str, ChainedTable] = {
+    "decisions": DECISIONS,
+    "overrides": ChainedTable(
+        "overrides",
+        "override_id",
+        ("override_id", "decision_id", "reviewer", "at_us", "new_decision", "reason"),
+        "recorded_at_us",
+    ),
+    "outcomes": ChainedTable(
+        "outcomes",
+        "outcome_id",
+        ("outcome_id", "decision_id", "label", "at_us", "source"),
+        "recorded_at_us",
+    ),
+    "route_changes": ChainedTable(
+        "route_changes",
+        "change_id",
+        ("changed_at_us", "config_version"),
+        "changed_at_us",
+        purged=False,
+        key_is_sha=True,
+    ),
+    "purges": ChainedTable(
+        "purges",
+        "purge_id",
+        ("run_at_us", "cutoff_us", "boundary_seq", "boundary_chain_sha256"),
+        "run_at_us",
+        key_is_sha=True,
+    ),
+}
