@@ -131,12 +131,20 @@ def start_runtime(model_dir: Path, workdir: Path, name: str = "runtime") -> Mana
     return start_process(name, argv, workdir)
 
 
-def start_lineage(db_path: Path, workdir: Path, name: str = "lineage") -> ManagedProcess:
+def start_lineage(
+    db: Path | str,
+    workdir: Path,
+    name: str = "lineage",
+    extra_args: list[str] | None = None,
+) -> ManagedProcess:
+    """``db`` is a SQLite file path or a database URL (``postgresql://...``)."""
+    db_url = db if isinstance(db, str) else f"sqlite:///{db}"
     argv = [
         *entry_point("scoregate-lineage"),
-        "--db-url", f"sqlite:///{db_path}",
+        "--db-url", db_url,
         "--host", "127.0.0.1",
         "--port", "0",
+        *(extra_args or []),
     ]  # fmt: skip
     return start_process(name, argv, workdir)
 
