@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 WORKDIR ?= .scoregate
 
-.PHONY: venv protos lint test demo up loadtest bench clean
+.PHONY: venv protos lint test demo up loadtest bench bench-lineage clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ loadtest: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m loadtests.bench --workdir $(WORKDIR)/bench --model-dir $(WORKDIR)/models \
 		$(if $(BENCH_QUICK),--quick)
+
+# GetDecision and serving-at-T p99 on a store of 1,000,000 decisions, SQLite and PostgreSQL.
+bench-lineage: $(STAMP)
+	$(PY) -m governance.bench --rows $(or $(ROWS),1000000)
 
 clean:
 	rm -rf $(WORKDIR) .pytest_cache .mypy_cache .ruff_cache
