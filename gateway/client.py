@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from scoring.v1 import scoring_pb2
 
@@ -31,4 +31,24 @@ def score_request(
         entity_key=entity_key,
         features={name: feature_value(v) for name, v in features.items()},
         model_version=model_version,
+    )
+
+
+def score_batch_request(
+    decision_point: str,
+    rows: Sequence[tuple[str, str, Mapping[str, FeatureInput]]],
+    model_version: str = "",
+) -> scoring_pb2.ScoreBatchRequest:
+    """A ScoreBatch request from ``(request_id, entity_key, features)`` rows."""
+    return scoring_pb2.ScoreBatchRequest(
+        decision_point=decision_point,
+        model_version=model_version,
+        rows=[
+            scoring_pb2.ScoreBatchRow(
+                request_id=request_id,
+                entity_key=entity_key,
+                features={name: feature_value(v) for name, v in features.items()},
+            )
+            for request_id, entity_key, features in rows
+        ],
     )

@@ -9,10 +9,14 @@
     │   └── UnknownModelVersion                 a pinned model_version the model does not have
     ├── ModelRuntimeError                       a model runtime did not give a usable answer
     │   ├── RuntimeUnavailable (UNAVAILABLE)    refused, not serving the model, overloaded
+    │   │   └── CircuitOpen                     every endpoint's circuit is open: not even tried
     │   ├── RuntimeDeadlineExceeded (DEADLINE_EXCEEDED)
     │   ├── RuntimeFailed (INTERNAL)            any other runtime status
     │   └── InvalidModelOutput (INTERNAL)       no score, or not the artifact the manifest names
-    └── ConfigError (FAILED_PRECONDITION)       routing config refused at start-up
+    ├── Overloaded (RESOURCE_EXHAUSTED)         shed: the gateway's in-flight bound is reached
+    └── ConfigError (FAILED_PRECONDITION)       routing config refused (start-up or reload)
+
+A ModelRuntimeError's ``fallback_reason`` is the flag a fallback answer carries.
 
 ``status_for`` is the one place an exception becomes a ``grpc.Status``; anything that is not a
 GatewayError becomes INTERNAL with a generic message (the caller sees no internals).
@@ -92,23 +96,41 @@ class UnknownModelVersion(NotFound):
 class ModelRuntimeError(GatewayError):
     """A model runtime did not give a usable answer; the message names model and endpoint."""
 
+    fallback_reason = "runtime_error"
+
 
 class RuntimeUnavailable(ModelRuntimeError):
     code = grpc.StatusCode.UNAVAILABLE
+    fallback_reason = "unavailable"
+
+
+class CircuitOpen(RuntimeUnavailable):
+    """Every endpoint of the model version has an open circuit; the runtime was not called."""
+
+    fallback_reason = "circuit_open"
 
 
 class RuntimeDeadlineExceeded(ModelRuntimeError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+    fallback_reason = "timeout"
 
 
 class RuntimeFailed(ModelRuntimeError):
     code = grpc.StatusCode.INTERNAL
+    fallback_reason = "runtime_error"
 
 
 class InvalidModelOutput(ModelRuntimeError):
     """The runtime answered, but not with a score from the artifact the manifest names."""
 
     code = grpc.StatusCode.INTERNAL
+    fallback_reason = "invalid_output"
+
+
+class Overloaded(GatewayError):
+    """Shed at admission: the gateway already has its bound of requests in flight."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 class ConfigError(GatewayError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,8 +29,27 @@ class ModelClient(Protocol):
         features: Mapping[str, FeatureScalar],
         timeout_s: float,
         request_id: str = "",
+        endpoint: str | None = None,
     ) -> ModelAnswer:
-        """Scores one validated row within ``timeout_s``; raises ModelRuntimeError otherwise."""
+        """Scores one validated row within ``timeout_s``; raises ModelRuntimeError otherwise.
+
+        ``endpoint`` (one of ``target.endpoints``) is where to call; None lets the client pick.
+        """
+        ...
+
+    async def infer_batch(
+        self,
+        target: ModelTarget,
+        rows: Sequence[Mapping[str, FeatureScalar]],
+        timeout_s: float,
+        request_id: str = "",
+        endpoint: str | None = None,
+    ) -> list[ModelAnswer]:
+        """Scores validated rows in one runtime call; one answer per row, in order."""
+        ...
+
+    def add_targets(self, targets: Iterable[ModelTarget]) -> None:
+        """Gets ready for a reloaded config's targets without disturbing calls in flight."""
         ...
 
     async def close(self) -> None: ...

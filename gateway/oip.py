@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -44,6 +44,11 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.enable_retries", 0),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
+    # A runtime that comes back is used again within a second, not after gRPC's default
+    # back-off (up to two minutes); the circuit breaker already keeps calls off a dead one.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
 )
 
 # Runtime statuses after which another attempt (elsewhere, later) could succeed.
@@ -140,6 +145,11 @@ def _string_param(params: Mapping[str, pb.InferParameter], key: str) -> str:
 
 def parse_answer(target: ModelTarget, endpoint: str, data: bytes) -> ModelAnswer:
     """The score and identity in a ModelInferResponse; InvalidModelOutput when unusable."""
+    return parse_answers(target, endpoint, data, 1)[0]
+
+
+def parse_answers(target: ModelTarget, endpoint: str, data: bytes, rows: int) -> list[ModelAnswer]:
+    """One answer per row of a (batched) ModelInferResponse; InvalidModelOutput when unusable."""
     where = f"model {target.served_name} at {endpoint}"
     manifest = target.manifest
     try:
@@ -152,11 +162,14 @@ def parse_answer(target: ModelTarget, endpoint: str, data: bytes) -> ModelAnswer
         raise InvalidModelOutput(f"{where} sent no '{wanted}' output")
     probabilities = _floats(response, index)
     positive = manifest.outputs.positive_class_index
-    if len(probabilities) <= positive:
-        raise InvalidModelOutput(f"{where} sent {len(probabilities)} probabilities for one row")
-    score = float(probabilities[positive])
-    if not 0.0 <= score <= 1.0:
-        raise InvalidModelOutput(f"{where} sent score {score}, outside [0, 1]")
+    width = len(probabilities) // rows if rows else 0
+    if width <= positive or width * rows != len(probabilities):
+        what = "one row" if rows == 1 else f"{rows} rows"
+        raise InvalidModelOutput(f"{where} sent {len(probabilities)} probabilities for {what}")
+    scores = [float(probabilities[i * width + positive]) for i in range(rows)]
+    for score in scores:
+        if not 0.0 <= score <= 1.0:
+            raise InvalidModelOutput(f"{where} sent score {score}, outside [0, 1]")
     params = response.parameters
     sha = _string_param(params, ARTIFACT_SHA256_PARAMETER)
     if sha != manifest.artifact_sha256:
@@ -170,18 +183,45 @@ def parse_answer(target: ModelTarget, endpoint: str, data: bytes) -> ModelAnswer
             f"{where} answered as {served_name(target.model, version)} "
             f"(model_name {response.model_name!r})"
         )
-    instance = _string_param(params, RUNTIME_INSTANCE_PARAMETER)
-    return ModelAnswer(score, target.model, version, sha, instance or endpoint, endpoint)
+    instance = _string_param(params, RUNTIME_INSTANCE_PARAMETER) or endpoint
+    return [ModelAnswer(x, target.model, version, sha, instance, endpoint) for x in scores]
+
+
+def encode_batch(
+    manifest: Manifest, rows: Sequence[Mapping[str, FeatureScalar]], request_id: str = ""
+) -> bytes:
+    """A ModelInferRequest with one [N, 1] tensor per feature (rows passed the validator)."""
+    inputs = []
+    for f in manifest.features:
+        values = [row.get(f.name) for row in rows]
+        if isinstance(f, CategoryFeature):
+            datatype = "BYTES"
+            contents = pb.InferTensorContents(
+                bytes_contents=[b"" if v is None else str(v).encode() for v in values]
+            )
+        else:
+            datatype = "FP32"
+            contents = pb.InferTensorContents(
+                fp32_contents=[math.nan if v is None else float(v) for v in values]
+            )
+        inputs.append(
+            pb.ModelInferRequest.InferInputTensor(
+                name=f.name, datatype=datatype, shape=[len(rows), 1], contents=contents
+            )
+        )
+    request = pb.ModelInferRequest(model_name=manifest.served_name, id=request_id, inputs=inputs)
+    return bytes(request.SerializeToString())
 
 
 class _Route:
     """A model version's encoder and the ModelInfer callables of its endpoints, in turn."""
 
-    __slots__ = ("calls", "encoder", "next_index")
+    __slots__ = ("by_endpoint", "calls", "encoder", "next_index")
 
     def __init__(self, encoder: RequestEncoder, calls: list[tuple[str, Any]]) -> None:
         self.encoder = encoder
         self.calls = calls
+        self.by_endpoint = dict(calls)
         self.next_index = itertools.cycle(range(len(calls))).__next__
 
 
@@ -193,6 +233,14 @@ class OipModelClient:
         self._routes: dict[tuple[str, str], _Route] = {}
         for target in targets:
             self._add(target)
+
+    def add_targets(self, targets: Iterable[ModelTarget]) -> None:
+        """Opens channels for a reloaded config's new endpoints; existing ones are kept (and
+        stay open, so calls in flight on a removed endpoint finish)."""
+        for target in targets:
+            route = self._routes.get((target.model, target.version))
+            if route is None or set(route.by_endpoint) != set(target.endpoints):
+                self._add(target)
 
     def _add(self, target: ModelTarget) -> _Route:
         calls = []
@@ -220,15 +268,39 @@ class OipModelClient:
         features: Mapping[str, FeatureScalar],
         timeout_s: float,
         request_id: str = "",
+        endpoint: str | None = None,
     ) -> ModelAnswer:
         route = self._routes.get((target.model, target.version)) or self._add(target)
-        endpoint, call = route.calls[route.next_index()]
+        if endpoint is None:
+            endpoint, call = route.calls[route.next_index()]
+        else:
+            call = route.by_endpoint[endpoint]
         payload = route.encoder.encode(features, request_id)
         try:
             data = await call(payload, timeout=timeout_s)
         except grpc.aio.AioRpcError as e:
             raise _runtime_error(target, endpoint, timeout_s, e) from None
         return parse_answer(target, endpoint, data)
+
+    async def infer_batch(
+        self,
+        target: ModelTarget,
+        rows: Sequence[Mapping[str, FeatureScalar]],
+        timeout_s: float,
+        request_id: str = "",
+        endpoint: str | None = None,
+    ) -> list[ModelAnswer]:
+        route = self._routes.get((target.model, target.version)) or self._add(target)
+        if endpoint is None:
+            endpoint, call = route.calls[route.next_index()]
+        else:
+            call = route.by_endpoint[endpoint]
+        payload = encode_batch(target.manifest, rows, request_id)
+        try:
+            data = await call(payload, timeout=timeout_s)
+        except grpc.aio.AioRpcError as e:
+            raise _runtime_error(target, endpoint, timeout_s, e) from None
+        return parse_answers(target, endpoint, data, len(rows))
 
     async def close(self) -> None:
         for channel in self._channels.values():

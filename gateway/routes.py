@@ -1,92 +1,69 @@
-"""The routing config: which model version answers each decision point, where, and how fast.
+"""The routing config compiled: which model version answers each decision point, where, and how.
 
-The YAML is parsed into strict pydantic models (unknown keys refused), then checked against the
-model manifests found in the model directory, and compiled into frozen ``Routes``: every target
-resolved to its manifest and a compiled feature validator, so no request does YAML or pydantic
-work. Every problem is reported with its path, e.g. ``decision_points.card-fraud.policy.review_at``.
+The YAML is parsed into the strict schema of ``gateway.route_config`` (unknown keys refused), then
+checked against the model manifests found in the model directory and compiled into frozen
+``Routes``: every target resolved to its manifest and a compiled feature validator, rules files
+read and compiled, so no request does YAML or pydantic work. Every problem is reported with its
+path, e.g. ``decision_points.card-fraud.canary.weight``.
 
-The config's version is a short sha256 of the file's bytes; each decision record carries it.
+The config's version is a short sha256 of the file's bytes (and of the rules files it names);
+each decision record carries it.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
+from gateway import canary as split
 from gateway.errors import ConfigError
 from gateway.policy import ThresholdPolicy
+from gateway.route_config import (
+    CanaryConfig,
+    CircuitBreakerConfig,
+    DecisionPointConfig,
+    FallbackConfig,
+    HedgeConfig,
+    ModelConfig,
+    PolicyConfig,
+    RetryConfig,
+    RoutesConfig,
+    RulesConfig,
+    ShadowConfig,
+    TargetConfig,
+    VersionConfig,
+    parse_routes,
+)
+from gateway.rules import RulesScorer, compile_rules
 from gateway.validation import FeatureValidator
 from runtimes.manifest import Manifest, served_name
 
+__all__ = [
+    "CanaryConfig",
+    "CircuitBreakerConfig",
+    "DecisionPoint",
+    "DecisionPointConfig",
+    "FallbackConfig",
+    "HedgeConfig",
+    "ModelConfig",
+    "ModelTarget",
+    "PolicyConfig",
+    "RetryConfig",
+    "Routes",
+    "RoutesConfig",
+    "RulesConfig",
+    "ShadowConfig",
+    "TargetConfig",
+    "VersionConfig",
+    "compile_routes",
+    "config_version",
+    "load_routes",
+    "parse_routes",
+]
+
 CONFIG_VERSION_HEX = 16
-
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
-NonEmpty = Annotated[str, Field(min_length=1)]
-
-
-class _Strict(BaseModel):
-    # Versions are strings; YAML writes `1` as an int, so numbers are accepted as their text.
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
-
-
-class VersionConfig(_Strict):
-    """Where one model version is served."""
-
-    endpoints: tuple[NonEmpty, ...] = Field(min_length=1)
-    """OIP v2 gRPC addresses (``host:port``) of runtimes serving this version."""
-
-    @field_validator("endpoints")
-    @classmethod
-    def _host_port(cls, endpoints: tuple[str, ...]) -> tuple[str, ...]:
-        for e in endpoints:
-            host, _, port = e.rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"endpoint {e!r} is not host:port")
-        return endpoints
-
-
-class ModelConfig(_Strict):
-    """One model: its versions and the aliases (champion, challenger...) that name them."""
-
-    versions: dict[NonEmpty, VersionConfig] = Field(min_length=1)
-    aliases: dict[NonEmpty, NonEmpty] = {}
-
-
-class TargetConfig(_Strict):
-    """A model version, named directly or by alias."""
-
-    model: NonEmpty
-    version: NonEmpty
-
-
-class PolicyConfig(_Strict):
-    """Thresholds turning a score into approve / review / decline."""
-
-    version: NonEmpty
-    review_at: Probability
-    decline_at: Probability
-
-
-class DecisionPointConfig(_Strict):
-    """One decision a caller makes (card-fraud, credit-risk)."""
-
-    primary: TargetConfig
-    timeout_ms: int = Field(gt=0)
-    """Time budget for the model call; the caller's own deadline wins when sooner."""
-    policy: PolicyConfig
-
-
-class RoutesConfig(_Strict):
-    """The whole routing file."""
-
-    models: dict[NonEmpty, ModelConfig]
-    decision_points: dict[NonEmpty, DecisionPointConfig]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +82,54 @@ class ModelTarget:
 
 
 @dataclass(frozen=True, slots=True)
+class Canary:
+    target: ModelTarget
+    weight: float
+    buckets: int
+    """Of canary.BUCKETS: keys whose bucket is below this go to the canary."""
+    stickiness_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Shadow:
+    target: ModelTarget
+    buckets: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    num_retries: int = 1
+    backoff_s: float = 0.002
+    budget_ratio: float = 0.2
+    min_retries: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class HedgePolicy:
+    delay_s: float
+    use_p95: bool = False
+
+
+FallbackStep = ModelTarget | RulesScorer
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    chain: tuple[FallbackStep, ...]
+    reserve_s: float = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerPolicy:
+    consecutive_failures: int = 5
+    error_rate: float = 0.5
+    window_s: float = 10.0
+    min_requests: int = 20
+    open_s: float = 2.0
+    half_open_probes: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class DecisionPoint:
     name: str
     primary: ModelTarget
@@ -112,6 +137,11 @@ class DecisionPoint:
     """Every version of the primary's model, for requests that pin one."""
     timeout_s: float
     policy: ThresholdPolicy
+    canary: Canary | None = None
+    shadows: tuple[Shadow, ...] = ()
+    retry: RetryPolicy = RetryPolicy()
+    hedge: HedgePolicy | None = None
+    fallback: Fallback | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,105 +150,261 @@ class Routes:
     decision_points: Mapping[str, DecisionPoint]
     targets: tuple[ModelTarget, ...]
     """Every configured model version (the model client opens their channels up front)."""
+    breaker: BreakerPolicy = BreakerPolicy()
+    config: RoutesConfig | None = field(default=None, compare=False)
+    """The parsed file, kept to describe what a reload changed."""
 
 
-def _path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+class _Compiler:
+    """Collects every problem with its path rather than stopping at the first."""
 
+    def __init__(
+        self,
+        config: RoutesConfig,
+        manifests: Mapping[tuple[str, str], Manifest],
+        rules_files: Mapping[str, bytes],
+    ) -> None:
+        self.config = config
+        self.manifests = manifests
+        self.rules_files = rules_files
+        self.problems: list[str] = []
+        self.targets: dict[tuple[str, str], ModelTarget] = {}
+        self.rules: dict[str, RulesScorer] = {}
 
-def parse_routes(text: str | bytes, source: str = "routes") -> RoutesConfig:
-    """Parses the YAML into the strict schema; raises ConfigError listing every bad path."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML: {e}") from e
-    try:
-        return RoutesConfig.model_validate(data)
-    except ValidationError as e:
-        lines = [f"{_path(err['loc']) or '<root>'}: {err['msg']}" for err in e.errors()]
-        raise ConfigError(f"{source}: invalid routing config:\n  " + "\n  ".join(lines)) from e
-
-
-def compile_routes(
-    config: RoutesConfig, manifests: Mapping[tuple[str, str], Manifest], config_version: str
-) -> Routes:
-    """Resolves aliases and manifests; raises ConfigError listing every problem with its path."""
-    problems: list[str] = []
-    validators: dict[tuple[str, str], FeatureValidator] = {}
-    targets: dict[tuple[str, str], ModelTarget] = {}
-    for name, model in config.models.items():
-        for version, where in model.versions.items():
-            manifest = manifests.get((name, version))
-            if manifest is None:
-                problems.append(
-                    f"models.{name}.versions.{version}: no manifest for "
-                    f"{served_name(name, version)} in the model directory"
+    def models(self) -> None:
+        validators: dict[tuple[str, str], FeatureValidator] = {}
+        for name, model in self.config.models.items():
+            for version, where in model.versions.items():
+                manifest = self.manifests.get((name, version))
+                if manifest is None:
+                    self.problems.append(
+                        f"models.{name}.versions.{version}: no manifest for "
+                        f"{served_name(name, version)} in the model directory"
+                    )
+                    continue
+                validator = validators.setdefault((name, version), FeatureValidator(manifest))
+                self.targets[(name, version)] = ModelTarget(
+                    name, version, where.endpoints, manifest, validator
                 )
-                continue
-            validator = validators.setdefault((name, version), FeatureValidator(manifest))
-            targets[(name, version)] = ModelTarget(
-                name, version, where.endpoints, manifest, validator
-            )
-        for alias, version in model.aliases.items():
-            if version not in model.versions:
-                problems.append(f"models.{name}.aliases.{alias}: unknown version {version!r}")
-            elif alias in model.versions and alias != version:
-                problems.append(f"models.{name}.aliases.{alias}: shadows version {alias!r}")
+            for alias, version in model.aliases.items():
+                if version not in model.versions:
+                    self.problems.append(
+                        f"models.{name}.aliases.{alias}: unknown version {version!r}"
+                    )
+                elif alias in model.versions and alias != version:
+                    self.problems.append(
+                        f"models.{name}.aliases.{alias}: shadows version {alias!r}"
+                    )
 
-    points: dict[str, DecisionPoint] = {}
-    for point_name, point in config.decision_points.items():
-        here = f"decision_points.{point_name}"
+    def target(self, ref: TargetConfig, here: str) -> ModelTarget | None:
+        routed = self.config.models.get(ref.model)
+        if routed is None:
+            self.problems.append(f"{here}.model: unknown model {ref.model!r}")
+            return None
+        version = routed.aliases.get(ref.version, ref.version)
+        if version not in routed.versions:
+            self.problems.append(
+                f"{here}.version: {ref.version!r} is neither a version nor an alias of {ref.model}"
+            )
+            return None
+        target = self.targets.get((ref.model, version))
+        if target is None:
+            self.problems.append(
+                f"{here}: no manifest for {served_name(ref.model, version)} in the model directory"
+            )
+        return target
+
+    def same_schema(self, primary: ModelTarget, other: ModelTarget, here: str) -> bool:
+        if other.manifest.feature_schema_version == primary.manifest.feature_schema_version:
+            return True
+        self.problems.append(
+            f"{here}: {other.served_name} takes other features than {primary.served_name} "
+            "(feature schemas differ)"
+        )
+        return False
+
+    def rules_scorer(self, name: str, primary: ModelTarget, here: str) -> RulesScorer | None:
+        if name not in self.config.rules:
+            self.problems.append(f"{here}.rules: unknown rules {name!r} (see the rules section)")
+            return None
+        key = f"{name}@{primary.manifest.feature_schema_version}"
+        if key in self.rules:
+            return self.rules[key]
+        content = self.rules_files.get(name)
+        if content is None:
+            self.problems.append(f"rules.{name}.file: cannot read {self.config.rules[name].file}")
+            return None
+        try:
+            scorer, problems = compile_rules(
+                name, content, primary.manifest, f"rules.{name} ({self.config.rules[name].file})"
+            )
+        except ConfigError as e:
+            self.problems.append(str(e))
+            return None
+        self.problems.extend(problems)
+        if scorer is not None:
+            self.rules[key] = scorer
+        return scorer
+
+    def fallback(self, config: FallbackConfig, primary: ModelTarget, here: str) -> Fallback | None:
+        chain: list[FallbackStep] = []
+        seen = [primary.served_name]
+        for i, step in enumerate(config.chain):
+            where = f"{here}.chain[{i}]"
+            if step.rules is not None:
+                if i != len(config.chain) - 1:
+                    self.problems.append(f"{where}: a rules step must be the chain's last")
+                scorer = self.rules_scorer(step.rules, primary, where)
+                if scorer is not None:
+                    chain.append(scorer)
+                continue
+            assert step.model is not None and step.version is not None
+            target = self.target(TargetConfig(model=step.model, version=step.version), where)
+            if target is None:
+                continue
+            if target.served_name in seen:
+                loop = " -> ".join([*seen, target.served_name])
+                self.problems.append(f"{where}: fallback cycle ({loop})")
+                continue
+            seen.append(target.served_name)
+            if self.same_schema(primary, target, where):
+                chain.append(target)
+        return Fallback(tuple(chain), config.reserve_ms / 1000.0)
+
+    def point(self, name: str, point: DecisionPointConfig) -> DecisionPoint | None:
+        here = f"decision_points.{name}"
         policy = point.policy
         if policy.review_at > policy.decline_at:
-            problems.append(
+            self.problems.append(
                 f"{here}.policy.review_at: {policy.review_at} is above "
                 f"decline_at {policy.decline_at}"
             )
-        routed = config.models.get(point.primary.model)
-        if routed is None:
-            problems.append(f"{here}.primary.model: unknown model {point.primary.model!r}")
-            continue
-        version = routed.aliases.get(point.primary.version, point.primary.version)
-        if version not in routed.versions:
-            problems.append(
-                f"{here}.primary.version: {point.primary.version!r} is neither a version nor "
-                f"an alias of {point.primary.model}"
-            )
-            continue
-        primary = targets.get((point.primary.model, version))
+        primary = self.target(point.primary, f"{here}.primary")
         if primary is None:
-            problems.append(
-                f"{here}.primary: no manifest for "
-                f"{served_name(point.primary.model, version)} in the model directory"
-            )
-            continue
-        points[point_name] = DecisionPoint(
-            name=point_name,
+            return None
+        canary = None
+        if point.canary is not None:
+            target = self.target(point.canary.target, f"{here}.canary.target")
+            if target is not None and self.same_schema(primary, target, f"{here}.canary.target"):
+                if target == primary:
+                    self.problems.append(f"{here}.canary.target: is the primary itself")
+                canary = Canary(
+                    target,
+                    point.canary.weight,
+                    split.threshold(point.canary.weight),
+                    point.canary.stickiness_key,
+                )
+        shadows = []
+        for i, shadow in enumerate(point.shadows):
+            where = f"{here}.shadows[{i}].target"
+            target = self.target(shadow.target, where)
+            if target is not None and self.same_schema(primary, target, where):
+                shadows.append(Shadow(target, split.threshold(shadow.percent)))
+        fallback = None
+        if point.fallback is not None:
+            fallback = self.fallback(point.fallback, primary, f"{here}.fallback")
+        retry = point.retry
+        hedge = point.hedge
+        return DecisionPoint(
+            name=name,
             primary=primary,
-            versions={v: t for (m, v), t in targets.items() if m == point.primary.model},
+            versions={v: t for (m, v), t in self.targets.items() if m == point.primary.model},
             timeout_s=point.timeout_ms / 1000.0,
             policy=ThresholdPolicy(policy.version, policy.review_at, policy.decline_at),
+            canary=canary,
+            shadows=tuple(shadows),
+            retry=RetryPolicy(
+                retry.num_retries,
+                retry.backoff_ms / 1000.0,
+                retry.budget_percent / 100.0,
+                retry.min_retries,
+            ),
+            hedge=None if hedge is None else HedgePolicy(hedge.delay_ms / 1000.0, hedge.use_p95),
+            fallback=fallback,
         )
-    if problems:
-        raise ConfigError("invalid routing config:\n  " + "\n  ".join(problems))
-    return Routes(config_version, points, tuple(targets.values()))
 
 
-def config_version(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()[:CONFIG_VERSION_HEX]
+def _breaker(config: CircuitBreakerConfig) -> BreakerPolicy:
+    return BreakerPolicy(
+        consecutive_failures=config.consecutive_failures,
+        error_rate=config.error_rate,
+        window_s=config.window_ms / 1000.0,
+        min_requests=config.min_requests,
+        open_s=config.open_ms / 1000.0,
+        half_open_probes=config.half_open_probes,
+    )
 
 
-def load_routes(path: Path, manifests: Mapping[tuple[str, str], Manifest]) -> Routes:
-    """Reads, validates and compiles the routing file at ``path``."""
+def compile_routes(
+    config: RoutesConfig,
+    manifests: Mapping[tuple[str, str], Manifest],
+    config_version: str,
+    rules_files: Mapping[str, bytes] | None = None,
+) -> Routes:
+    """Resolves aliases, manifests and rules; raises ConfigError listing every problem's path.
+
+    ``rules_files`` holds the content of each rules file by its name in ``config.rules``.
+    """
+    compiler = _Compiler(config, manifests, rules_files or {})
+    compiler.models()
+    points: dict[str, DecisionPoint] = {}
+    for name, point in config.decision_points.items():
+        compiled = compiler.point(name, point)
+        if compiled is not None:
+            points[name] = compiled
+    if compiler.problems:
+        raise ConfigError("invalid routing config:\n  " + "\n  ".join(compiler.problems))
+    return Routes(
+        config_version,
+        points,
+        tuple(compiler.targets.values()),
+        _breaker(config.circuit_breaker),
+        config,
+    )
+
+
+def config_version(content: bytes, rules_files: Mapping[str, bytes] | None = None) -> str:
+    """Short sha256 of the routing file, and of each rules file it names (by name)."""
+    digest = hashlib.sha256(content)
+    for name, rules in sorted((rules_files or {}).items()):
+        digest.update(b"\0" + name.encode() + b"\0" + hashlib.sha256(rules).digest())
+    return digest.hexdigest()[:CONFIG_VERSION_HEX]
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigFiles:
+    """The bytes of a routing file and of the rules files it names, read together."""
+
+    content: bytes
+    rules: Mapping[str, bytes]
+
+    @property
+    def version(self) -> str:
+        return config_version(self.content, self.rules)
+
+
+def read_config_files(path: Path) -> tuple[ConfigFiles, RoutesConfig]:
+    """Reads the routing file and its rules files; raises ConfigError when unreadable."""
     try:
         content = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read routing config: {e}") from e
     config = parse_routes(content, str(path))
+    rules: dict[str, bytes] = {}
+    for name, entry in config.rules.items():
+        # Relative to the routing file: a ConfigMap mounts both in one folder.
+        rules_path = path.parent / entry.file
+        try:
+            rules[name] = rules_path.read_bytes()
+        except OSError as e:
+            raise ConfigError(f"{path}: rules.{name}.file: cannot read {rules_path}: {e}") from e
+    return ConfigFiles(content, rules), config
+
+
+def load_routes(path: Path, manifests: Mapping[tuple[str, str], Manifest]) -> Routes:
+    """Reads, validates and compiles the routing file at ``path`` (and its rules files)."""
+    files, config = read_config_files(path)
     try:
-        return compile_routes(config, manifests, config_version(content))
+        return compile_routes(config, manifests, files.version, files.rules)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from e

@@ -2,8 +2,10 @@
 
 Start-up: settings, manifests and routing config are checked first (a bad config exits 2 with the
 offending path), then runtime channels are opened, the server starts, health turns SERVING and the
-ready file is written. SIGTERM/SIGINT: health NOT_SERVING, in-flight calls get ``grace_s`` to
-finish, pending decision spans are flushed, exit 0.
+ready file is written (with the metrics address when ``--metrics-port`` is set). The routing file
+is then polled for changes (``gateway.reload``). SIGTERM/SIGINT: health NOT_SERVING, calls still
+accepted for ``drain_delay_s``, then in-flight calls get ``grace_s`` to finish, shadow calls are
+let finish briefly, pending decision spans are flushed, exit 0.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,6 +29,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from pydantic import ValidationError
 
 from gateway.errors import ConfigError
+from gateway.metrics import GatewayMetrics
 from gateway.routes import Routes, load_routes
 from gateway.settings import GatewaySettings, parse_settings
 from runtimes.manifest import ManifestError, load_manifests
@@ -70,9 +73,24 @@ def load_config(settings: GatewaySettings) -> Routes:
     return load_routes(settings.routes, load_manifests(settings.model_dir))
 
 
+def start_metrics_server(settings: GatewaySettings, metrics: GatewayMetrics) -> Any | None:
+    """Serves /metrics on ``metrics_port`` (a thread of prometheus_client's); None when off."""
+    if not settings.metrics_port:
+        return None
+    from prometheus_client import start_http_server
+
+    httpd, _ = start_http_server(
+        settings.metrics_port, addr=settings.host, registry=metrics.registry
+    )
+    return httpd
+
+
 async def serve(settings: GatewaySettings, routes: Routes) -> int:
     # Imported here: kserve (under gateway.oip) parses sys.argv when imported.
+    from gateway.lineage_events import FanOutRouteChangeSink, LineageRouteChangeSink
     from gateway.oip import OipModelClient
+    from gateway.reload import ConfigWatcher
+    from gateway.route_events import LoggingRouteChangeSink, RouteChangeSink
     from gateway.service import DecisionService
     from gateway.servicer import ScoringServicer
     from gateway.sinks import SpanAttributeSink
@@ -80,9 +98,24 @@ async def serve(settings: GatewaySettings, routes: Routes) -> int:
     instance = gateway_instance()
     provider = tracer_provider(settings, instance)
     client: ModelClient = OipModelClient(routes.targets)
+    metrics = GatewayMetrics()
     service = DecisionService(
-        routes, client, provider.get_tracer("scoregate.gateway"), SpanAttributeSink(), instance
+        routes,
+        client,
+        provider.get_tracer("scoregate.gateway"),
+        SpanAttributeSink(),
+        instance,
+        metrics=metrics,
+        max_in_flight=settings.max_in_flight,
+        shadow_max_in_flight=settings.shadow_max_in_flight,
     )
+    lineage_sink = None
+    events: RouteChangeSink = LoggingRouteChangeSink()
+    if settings.lineage_endpoint:
+        lineage_sink = LineageRouteChangeSink(settings.lineage_endpoint)
+        events = FanOutRouteChangeSink(events, lineage_sink)
+    watcher = ConfigWatcher(settings.routes, settings.model_dir, service, events, instance)
+    watcher.announce()
     server = grpc.aio.server(
         # No SO_REUSEPORT: a second gateway on a taken port must fail, not share it silently.
         options=(("grpc.so_reuseport", 0),),
@@ -99,7 +132,11 @@ async def serve(settings: GatewaySettings, routes: Routes) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    httpd = start_metrics_server(settings, metrics)
     await server.start()
+    reloading = None
+    if settings.reload_interval_s > 0:
+        reloading = asyncio.create_task(watcher.run(settings.reload_interval_s))
     try:
         for name in ("", SCORING_SERVICE):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -111,15 +148,32 @@ async def serve(settings: GatewaySettings, routes: Routes) -> int:
             ", ".join(sorted(routes.decision_points)),
             ", ".join(sorted({e for t in routes.targets for e in t.endpoints})),
         )
+        ready: dict[str, object] = {"grpc": address, "pid": os.getpid()}
+        if httpd is not None:
+            ready["metrics"] = f"{settings.host}:{httpd.server_port}"
+            log.info("serving metrics on http://%s/metrics", ready["metrics"])
         if settings.ready_file is not None:
-            write_ready_file(settings.ready_file, {"grpc": address, "pid": os.getpid()})
+            write_ready_file(settings.ready_file, ready)
         await stop.wait()
-        log.info("stopping: draining for up to %.1f s", settings.grace_s)
+        log.info(
+            "stopping: NOT_SERVING, accepting for %.1f s, then draining for up to %.1f s",
+            settings.drain_delay_s,
+            settings.grace_s,
+        )
         await health_servicer.enter_graceful_shutdown()
+        if settings.drain_delay_s:
+            await asyncio.sleep(settings.drain_delay_s)
         await server.stop(settings.grace_s)
     finally:
+        if reloading is not None:
+            reloading.cancel()
         await server.stop(None)
+        await service.close()
         await client.close()
+        if lineage_sink is not None:
+            await lineage_sink.close()
+        if httpd is not None:
+            httpd.shutdown()
         # Flushes decision spans still waiting in the batch processor.
         await asyncio.to_thread(provider.shutdown)
     log.info("stopped")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -16,11 +17,16 @@ from scoring.v1 import scoring_pb2, scoring_pb2_grpc
 log = logging.getLogger(__name__)
 
 
-def to_input(request: scoring_pb2.ScoreRequest) -> ScoreInput:
+def _features(values: Mapping[str, scoring_pb2.FeatureValue]) -> dict[str, FeatureInput]:
     features: dict[str, FeatureInput] = {}
-    for name, value in request.features.items():
+    for name, value in values.items():
         kind = value.WhichOneof("kind")
         features[name] = getattr(value, kind) if kind is not None else None
+    return features
+
+
+def to_input(request: scoring_pb2.ScoreRequest) -> ScoreInput:
+    features = _features(request.features)
     return ScoreInput(
         request_id=request.request_id,
         decision_point=request.decision_point,
@@ -71,3 +77,38 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
                 log.exception("Score %s failed unexpectedly", request.request_id)
             await context.abort_with_status(status_for(e))
         return to_response(record)
+
+    async def ScoreBatch(
+        self,
+        request: scoring_pb2.ScoreBatchRequest,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> scoring_pb2.ScoreBatchResponse:
+        rows = [
+            ScoreInput(
+                row.request_id, request.decision_point, row.entity_key, _features(row.features)
+            )
+            for row in request.rows
+        ]
+        try:
+            results = await self._service.score_batch(
+                request.decision_point,
+                rows,
+                model_version=request.model_version,
+                time_remaining_s=context.time_remaining(),
+            )
+        except Exception as e:
+            if isinstance(e, GatewayError):
+                log.debug("ScoreBatch refused: %s", e)
+            else:
+                log.exception("ScoreBatch failed unexpectedly")
+            await context.abort_with_status(status_for(e))
+        return scoring_pb2.ScoreBatchResponse(
+            results=[
+                scoring_pb2.ScoreBatchResult(decision=to_response(r))
+                if isinstance(r, DecisionRecord)
+                else scoring_pb2.ScoreBatchResult(
+                    error=scoring_pb2.RowError(code=r.code.name, message=r.message)
+                )
+                for r in results
+            ]
+        )

@@ -36,6 +36,11 @@ class GatewaySettings(BaseSettings):
         description="OTLP/gRPC endpoint (host:port) receiving decision spans, e.g. the lineage "
         "store or a collector; empty exports nothing.",
     )
+    lineage_endpoint: str = Field(
+        default="",
+        description="The lineage store's gRPC address (host:port): routing changes are recorded "
+        "there with RecordRouteChange; empty logs them only.",
+    )
     otlp_schedule_delay_ms: int = Field(
         default=200, ge=1, description="Longest a decision span waits before it is exported."
     )
@@ -46,6 +51,36 @@ class GatewaySettings(BaseSettings):
     log_level: str = Field(default="INFO", description="Level for the gateway's logs.")
     grace_s: float = Field(
         default=10.0, ge=0, description="On SIGTERM, seconds in-flight calls get to finish."
+    )
+    max_in_flight: int | None = Field(
+        default=None,
+        ge=1,
+        description="Score requests in flight per process before new ones are shed with "
+        "RESOURCE_EXHAUSTED (at once, not queued); unset: no bound.",
+    )
+    shadow_max_in_flight: int = Field(
+        default=64,
+        ge=1,
+        description="Shadow (mirrored) calls in flight per process; beyond it shadows are "
+        "dropped and counted, never queued.",
+    )
+    reload_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="How often the routing file (and its rules files) is checked for changes, "
+        "ConfigMap symlink swaps included; 0 turns hot reload off.",
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port serving Prometheus metrics over HTTP (/metrics) on --host; 0: off.",
+    )
+    drain_delay_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="On SIGTERM, seconds the gateway keeps accepting calls while health says "
+        "NOT_SERVING, so load balancers stop sending before the listener closes.",
     )
     max_concurrent_rpcs: int | None = Field(
         default=None,

@@ -21,6 +21,8 @@ from gateway.errors import FieldViolation, status_for
         (errors.RuntimeDeadlineExceeded("model m-v1 at h:1 too slow"), "DEADLINE_EXCEEDED"),
         (errors.RuntimeFailed("model m-v1 at h:1 failed"), "INTERNAL"),
         (errors.InvalidModelOutput("model m-v1 at h:1 bad sha"), "INTERNAL"),
+        (errors.CircuitOpen("model m-v1: every endpoint's circuit is open"), "UNAVAILABLE"),
+        (errors.Overloaded("shed: 64 requests in flight"), "RESOURCE_EXHAUSTED"),
         (errors.ConfigError("routes.yaml: bad"), "FAILED_PRECONDITION"),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, Exception) else v,
@@ -65,3 +67,20 @@ def test_every_error_class_is_a_gateway_error_with_a_status() -> None:
     ]
     assert all(issubclass(c, errors.GatewayError) for c in classes)
     assert all(isinstance(c.code, grpc.StatusCode) for c in classes)
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (errors.RuntimeUnavailable("x"), "unavailable"),
+        (errors.CircuitOpen("x"), "circuit_open"),
+        (errors.RuntimeDeadlineExceeded("x"), "timeout"),
+        (errors.InvalidModelOutput("x"), "invalid_output"),
+        (errors.RuntimeFailed("x"), "runtime_error"),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else v,
+)
+def test_each_runtime_error_names_the_fallback_reason_it_flags(
+    error: errors.ModelRuntimeError, reason: str
+) -> None:
+    assert error.fallback_reason == reason

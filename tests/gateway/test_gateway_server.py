@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
-from gateway.client import score_request
+from gateway.client import score_batch_request, score_request
 from gateway.topology import ManagedProcess, TopologyError, start_gateway, start_runtime
 from runtimes.manifest import Manifest
 from runtimes.training.datasets import sample_requests
@@ -249,3 +249,61 @@ def test_sigterm_drains_and_exits_zero(
     assert time.monotonic() - started < 5
     assert "stopped" in gateway.log_tail()
     assert isinstance(gateway.popen, subprocess.Popen)
+
+
+@pytest.mark.parametrize("point", ["card-fraud", "credit-risk"])
+async def test_score_batch_rows_equal_the_same_rows_scored_one_by_one(
+    scoring: scoring_pb2_grpc.ScoringServiceStub, point: str
+) -> None:
+    samples = sample_requests(point, 40, seed=77)
+    rows = [(f"b-{i}", f"cust-{i}", f) for i, f in enumerate(samples)]
+    batch = await scoring.ScoreBatch(score_batch_request(point, rows), timeout=5)
+    assert len(batch.results) == len(rows)
+    ids = set()
+    for (request_id, entity, features), result in zip(rows, batch.results, strict=True):
+        assert result.WhichOneof("result") == "decision"
+        got = result.decision
+        one = await scoring.Score(score_request(request_id, point, entity, features), timeout=5)
+        assert got.request_id == request_id
+        assert got.score == pytest.approx(one.score, abs=1e-6)
+        assert (got.decision, got.model_name, got.model_version, got.model_sha256, got.arm) == (
+            one.decision, one.model_name, one.model_version, one.model_sha256, one.arm,
+        )  # fmt: skip
+        ids.add(got.decision_id)
+    assert len(ids) == len(rows)  # each row is its own decision
+
+
+async def test_a_bad_batch_row_gets_its_own_error_and_the_others_are_scored(
+    scoring: scoring_pb2_grpc.ScoringServiceStub,
+) -> None:
+    good, bad = sample_requests("card-fraud", 2, seed=78)
+    bad = {**bad, "amount": -5.0}
+    rows = [("r-0", "c-0", good), ("r-1", "c-1", bad), ("", "c-2", good)]
+    batch = await scoring.ScoreBatch(score_batch_request("card-fraud", rows), timeout=5)
+    kinds = [r.WhichOneof("result") for r in batch.results]
+    assert kinds == ["decision", "error", "error"]
+    assert batch.results[1].error.code == "INVALID_ARGUMENT"
+    assert "rows[1].features.amount" in batch.results[1].error.message
+    assert "rows[2].request_id" in batch.results[2].error.message
+
+
+@pytest.mark.parametrize(
+    ("request_", "code"),
+    [
+        (score_batch_request("churn", []), grpc.StatusCode.NOT_FOUND),
+        (score_batch_request("card-fraud", [], model_version="9"), grpc.StatusCode.NOT_FOUND),
+        (
+            score_batch_request("card-fraud", [("r", "c", {})] * 1001),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
+    ],
+    ids=["unknown-point", "unknown-version", "too-many-rows"],
+)
+async def test_a_batch_that_cannot_be_routed_fails_as_a_whole(
+    scoring: scoring_pb2_grpc.ScoringServiceStub,
+    request_: scoring_pb2.ScoreBatchRequest,
+    code: grpc.StatusCode,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await scoring.ScoreBatch(request_, timeout=5)
+    assert info.value.code() == code

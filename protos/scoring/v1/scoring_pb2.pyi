@@ -186,7 +186,7 @@ class ScoreResponse(_message.Message):
     """Which route arm answered: "primary", "canary", "pinned" or "fallback"."""
     fallback_reason: _builtins.str
     """Why a fallback answered ("timeout", "unavailable", "circuit_open",
-    "invalid_output"); empty when the routed model answered.
+    "invalid_output", "runtime_error"); empty when the routed model answered.
     """
     trace_id: _builtins.str
     """W3C trace id (32 hex digits) of the decision's span."""
@@ -225,3 +225,170 @@ class ScoreResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ScoreResponse: _TypeAlias = ScoreResponse  # noqa: Y015
+
+@_typing.final
+class ScoreBatchRow(_message.Message):
+    """One row of a ScoreBatch call: what a ScoreRequest says about one decision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class FeaturesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___FeatureValue: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___FeatureValue | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ENTITY_KEY_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """The caller's own id for this row, echoed back and kept in lineage."""
+    entity_key: _builtins.str
+    """The customer or account the row is about; canaries stick to it."""
+    @_builtins.property
+    def features(self) -> _containers.MessageMap[_builtins.str, Global___FeatureValue]:
+        """Named feature values, checked against the routed model's manifest."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        entity_key: _builtins.str = ...,
+        features: _abc.Mapping[_builtins.str, Global___FeatureValue] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_key", b"entity_key", "features", b"features", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScoreBatchRow: _TypeAlias = ScoreBatchRow  # noqa: Y015
+
+@_typing.final
+class ScoreBatchRequest(_message.Message):
+    """Many rows for one decision point."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_POINT_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    decision_point: _builtins.str
+    """Which decision every row is for, e.g. "credit-risk"."""
+    model_version: _builtins.str
+    """Pins a model version for every row; empty lets routing decide per row."""
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoreBatchRow]:
+        """The rows to score, at most 1000."""
+
+    def __init__(
+        self,
+        *,
+        decision_point: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        rows: _abc.Iterable[Global___ScoreBatchRow] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_point", b"decision_point", "model_version", b"model_version", "rows", b"rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScoreBatchRequest: _TypeAlias = ScoreBatchRequest  # noqa: Y015
+
+@_typing.final
+class RowError(_message.Message):
+    """Why one row got no decision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """The gRPC status name Score would have answered with, e.g. "INVALID_ARGUMENT"."""
+    message: _builtins.str
+    """What went wrong, naming the field when a field is at fault."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RowError: _TypeAlias = RowError  # noqa: Y015
+
+@_typing.final
+class ScoreBatchResult(_message.Message):
+    """The outcome of one row."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def decision(self) -> Global___ScoreResponse:
+        """The row's decision, exactly as Score would have answered it."""
+
+    @_builtins.property
+    def error(self) -> Global___RowError:
+        """Why the row was not scored."""
+
+    def __init__(
+        self,
+        *,
+        decision: Global___ScoreResponse | None = ...,
+        error: Global___RowError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "error", b"error", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "error", b"error", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["decision", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___ScoreBatchResult: _TypeAlias = ScoreBatchResult  # noqa: Y015
+
+@_typing.final
+class ScoreBatchResponse(_message.Message):
+    """One result per row, in the rows' order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoreBatchResult]:
+        """results[i] answers rows[i]."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___ScoreBatchResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScoreBatchResponse: _TypeAlias = ScoreBatchResponse  # noqa: Y015

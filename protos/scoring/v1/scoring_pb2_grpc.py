@@ -41,6 +41,11 @@ class ScoringServiceStub:
                 request_serializer=scoring_dot_v1_dot_scoring__pb2.ScoreRequest.SerializeToString,
                 response_deserializer=scoring_dot_v1_dot_scoring__pb2.ScoreResponse.FromString,
                 _registered_method=True)
+        self.ScoreBatch = channel.unary_unary(
+                '/scoring.v1.ScoringService/ScoreBatch',
+                request_serializer=scoring_dot_v1_dot_scoring__pb2.ScoreBatchRequest.SerializeToString,
+                response_deserializer=scoring_dot_v1_dot_scoring__pb2.ScoreBatchResponse.FromString,
+                _registered_method=True)
 
 
 class ScoringServiceServicer:
@@ -57,6 +62,18 @@ class ScoringServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ScoreBatch(self, request, context):
+        """Scores many rows for one decision point in one call (collections
+        prioritisation, lead scoring): rows are sent to the runtime in batches, and
+        each row is its own decision with its own record. A row that cannot be
+        scored gets its own error without failing the others; the call itself fails
+        only when the decision point or pinned version is unknown, or the batch is
+        too large (INVALID_ARGUMENT).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ScoringServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -64,6 +81,11 @@ def add_ScoringServiceServicer_to_server(servicer, server):
                     servicer.Score,
                     request_deserializer=scoring_dot_v1_dot_scoring__pb2.ScoreRequest.FromString,
                     response_serializer=scoring_dot_v1_dot_scoring__pb2.ScoreResponse.SerializeToString,
+            ),
+            'ScoreBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScoreBatch,
+                    request_deserializer=scoring_dot_v1_dot_scoring__pb2.ScoreBatchRequest.FromString,
+                    response_serializer=scoring_dot_v1_dot_scoring__pb2.ScoreBatchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -95,6 +117,33 @@ class ScoringService:
             '/scoring.v1.ScoringService/Score',
             scoring_dot_v1_dot_scoring__pb2.ScoreRequest.SerializeToString,
             scoring_dot_v1_dot_scoring__pb2.ScoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScoreBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/scoring.v1.ScoringService/ScoreBatch',
+            scoring_dot_v1_dot_scoring__pb2.ScoreBatchRequest.SerializeToString,
+            scoring_dot_v1_dot_scoring__pb2.ScoreBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,14 @@ class ScoringServiceStub:
     means the decision point or pinned version is unknown; UNAVAILABLE or
     DEADLINE_EXCEEDED mean no model could answer in time.
     """
+    ScoreBatch: _grpc.UnaryUnaryMultiCallable[_scoring_pb2.ScoreBatchRequest, _scoring_pb2.ScoreBatchResponse]
+    """Scores many rows for one decision point in one call (collections
+    prioritisation, lead scoring): rows are sent to the runtime in batches, and
+    each row is its own decision with its own record. A row that cannot be
+    scored gets its own error without failing the others; the call itself fails
+    only when the decision point or pinned version is unknown, or the batch is
+    too large (INVALID_ARGUMENT).
+    """
 
 @_typing.type_check_only
 class ScoringServiceAsyncStub(ScoringServiceStub):
@@ -52,6 +60,14 @@ class ScoringServiceAsyncStub(ScoringServiceStub):
     """Scores one request. INVALID_ARGUMENT names the offending field; NOT_FOUND
     means the decision point or pinned version is unknown; UNAVAILABLE or
     DEADLINE_EXCEEDED mean no model could answer in time.
+    """
+    ScoreBatch: _aio.UnaryUnaryMultiCallable[_scoring_pb2.ScoreBatchRequest, _scoring_pb2.ScoreBatchResponse]  # type: ignore[assignment]
+    """Scores many rows for one decision point in one call (collections
+    prioritisation, lead scoring): rows are sent to the runtime in batches, and
+    each row is its own decision with its own record. A row that cannot be
+    scored gets its own error without failing the others; the call itself fails
+    only when the decision point or pinned version is unknown, or the batch is
+    too large (INVALID_ARGUMENT).
     """
 
 class ScoringServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -68,6 +84,20 @@ class ScoringServiceServicer(metaclass=_abc_1.ABCMeta):
         """Scores one request. INVALID_ARGUMENT names the offending field; NOT_FOUND
         means the decision point or pinned version is unknown; UNAVAILABLE or
         DEADLINE_EXCEEDED mean no model could answer in time.
+        """
+
+    @_abc_1.abstractmethod
+    def ScoreBatch(
+        self,
+        request: _scoring_pb2.ScoreBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scoring_pb2.ScoreBatchResponse, _abc.Awaitable[_scoring_pb2.ScoreBatchResponse]]:
+        """Scores many rows for one decision point in one call (collections
+        prioritisation, lead scoring): rows are sent to the runtime in batches, and
+        each row is its own decision with its own record. A row that cannot be
+        scored gets its own error without failing the others; the call itself fails
+        only when the decision point or pinned version is unknown, or the batch is
+        too large (INVALID_ARGUMENT).
         """
 
 def add_ScoringServiceServicer_to_server(servicer: ScoringServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,98 @@
+"""The gateway's Prometheus metrics, on a registry of its own (no process-global state).
+
+Labels stay bounded: decision points, arms, model versions and endpoints come from the routing
+config, outcomes are a decision or a gRPC status name.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gateway.breaker import STATE_VALUES
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0, 2.0)
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "scoregate_gateway_requests",
+            "Score requests answered or refused, by decision point, arm, model version and outcome "
+            "(approve/review/decline, or the gRPC status of a refusal).",
+            ("decision_point", "arm", "model_version", "outcome"),
+            registry=r,
+        )
+        self.latency = Histogram(
+            "scoregate_gateway_request_latency_seconds",
+            "Time from receiving a Score request to its decision.",
+            ("decision_point", "arm", "model_version"),
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "scoregate_gateway_fallbacks",
+            "Decisions answered by the fallback chain, by reason.",
+            ("decision_point", "reason"),
+            registry=r,
+        )
+        self.retries = Counter(
+            "scoregate_gateway_retries",
+            "Retries sent to a runtime.",
+            ("decision_point",),
+            registry=r,
+        )
+        self.retries_denied = Counter(
+            "scoregate_gateway_retries_denied",
+            "Retries or hedges not sent because the retry budget was spent.",
+            ("decision_point",),
+            registry=r,
+        )
+        self.hedges = Counter(
+            "scoregate_gateway_hedges",
+            "Hedged (second, concurrent) attempts sent to a runtime.",
+            ("decision_point",),
+            registry=r,
+        )
+        self.shadows = Counter(
+            "scoregate_gateway_shadow_requests",
+            "Shadow (mirrored) requests by outcome: scored, failed, dropped (bound reached).",
+            ("decision_point", "model_version", "outcome"),
+            registry=r,
+        )
+        self.circuit_state = Gauge(
+            "scoregate_gateway_circuit_state",
+            "Circuit breaker state per runtime endpoint: 0 closed, 1 half-open, 2 open.",
+            ("endpoint",),
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "scoregate_gateway_in_flight_requests",
+            "Score requests admitted and not yet answered.",
+            registry=r,
+        )
+        self.shed = Counter(
+            "scoregate_gateway_shed_requests",
+            "Requests refused with RESOURCE_EXHAUSTED at admission (in-flight bound reached).",
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "scoregate_gateway_config_reloads",
+            "Routing config reloads by result (ok, failed).",
+            ("result",),
+            registry=r,
+        )
+        self.config_info = Gauge(
+            "scoregate_gateway_config_info",
+            "The routing config version serving (value 1).",
+            ("config_version",),
+            registry=r,
+        )
+
+    def circuit_changed(self, endpoint: str, state: str) -> None:
+        self.circuit_state.labels(endpoint).set(STATE_VALUES[state])
+
+    def config_applied(self, version: str) -> None:
+        self.config_info.clear()
+        self.config_info.labels(version).set(1)
