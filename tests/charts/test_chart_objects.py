@@ -1,0 +1,201 @@
+"""What an SRE relies on beyond schemas: KServe wiring, drain, scaling, network flows, NOTES."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import yaml
+from chart_support import NAMESPACE, RELEASE, Obj, Rendered, container, render
+
+
+def test_servingruntime_exposes_grpc_the_kserve_way(rendered: Rendered) -> None:
+    runtimes = rendered.of_kind("ServingRuntime") + rendered.of_kind("ClusterServingRuntime")
+    assert len(runtimes) == 1
+    spec = runtimes[0]["spec"]
+    assert {f["name"] for f in spec["supportedModelFormats"]} == {"onnx"}
+    assert set(spec["protocolVersions"]) == {"v2", "grpc-v2"}
+    (c,) = spec["containers"]
+    assert c["name"] == "kserve-container"
+    # Knative and KServe route HTTP/2 to the single port named h2c.
+    assert c["ports"] == [{"name": "h2c", "containerPort": 8081, "protocol": "TCP"}]
+    args = c["args"]
+    assert args[args.index("--grpc-port") + 1] == "8081"
+    assert args[args.index("--http-port") + 1] == "8080"
+    assert args[args.index("--model-dir") + 1] == "/mnt/models"
+
+
+def test_one_inferenceservice_per_model_version(rendered: Rendered) -> None:
+    models = (rendered.values.get("runtime") or {}).get("models")
+    expected = len(models) if models else 2
+    isvcs = rendered.of_kind("InferenceService")
+    assert len(isvcs) == expected
+    mode = (rendered.values.get("runtime") or {}).get("deploymentMode", "RawDeployment")
+    for isvc in isvcs:
+        assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == mode
+        model = isvc["spec"]["predictor"]["model"]
+        assert model["modelFormat"] == {"name": "onnx"}
+        assert model["protocolVersion"] == "grpc-v2"
+        assert model["storageUri"]
+
+
+def test_gateway_drains_before_it_is_killed(rendered: Rendered) -> None:
+    deployment = rendered.component("Deployment", "gateway")
+    pod = deployment["spec"]["template"]["spec"]
+    c = container(rendered, "Deployment", "gateway", "gateway")
+    drain = float(c["args"][c["args"].index("--grace-s") + 1])
+    sleep = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["terminationGracePeriodSeconds"] > sleep + drain
+    port = int(c["args"][c["args"].index("--port") + 1])
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["grpc"]["port"] == port, probe
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/config"])
+
+
+def test_lineage_probes_and_storage(rendered: Rendered) -> None:
+    sts = rendered.component("StatefulSet", "lineage")
+    c = container(rendered, "StatefulSet", "lineage", "lineage")
+    port = int(c["args"][c["args"].index("--port") + 1])
+    assert c["readinessProbe"]["grpc"]["port"] == port
+    database = ((rendered.values.get("lineage") or {}).get("database") or {}).get("type", "sqlite")
+    if database == "sqlite":
+        assert "sqlite:////var/lib/scoregate/lineage.db" in c["args"]
+        assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+        assert sts["spec"]["replicas"] == 1
+    else:
+        assert "--db-url" not in c["args"]
+        (env,) = c["env"]
+        assert env["name"] == "SCOREGATE_LINEAGE_DB_URL"
+        assert env["valueFrom"]["secretKeyRef"]["name"]
+        assert "volumeClaimTemplates" not in sts["spec"]
+
+
+def test_production_scales_and_survives_disruption(renders: dict[str, Rendered]) -> None:
+    prod = renders["production"]
+    hpa = prod.component("HorizontalPodAutoscaler", "gateway")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == f"{RELEASE}-gateway"
+    assert hpa["spec"]["minReplicas"] >= 2
+    assert "replicas" not in prod.component("Deployment", "gateway")["spec"]
+    pdb = prod.component("PodDisruptionBudget", "gateway")
+    assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
+    spread = prod.component("Deployment", "gateway")["spec"]["template"]["spec"][
+        "topologySpreadConstraints"
+    ]
+    assert {s["topologyKey"] for s in spread} == {
+        "topology.kubernetes.io/zone",
+        "kubernetes.io/hostname",
+    }
+    assert not renders["default"].of_kind("HorizontalPodAutoscaler")
+    assert not renders["minimal"].of_kind("PodDisruptionBudget")
+
+
+def _policy(rendered: Rendered, component: str) -> Obj:
+    return rendered.get("NetworkPolicy", f"{RELEASE}-{component}")
+
+
+def _selects(peer: Obj, component: str) -> bool:
+    labels = peer.get("podSelector", {}).get("matchLabels", {})
+    return bool(labels.get("app.kubernetes.io/component") == component)
+
+
+def test_network_policies_deny_by_default_and_allow_the_flows(rendered: Rendered) -> None:
+    deny = _policy(rendered, "default-deny")
+    assert set(deny["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny["spec"]
+    assert {p["port"] for r in deny["spec"]["egress"] for p in r["ports"]} == {53}
+    collector = (rendered.values.get("collector") or {}).get("enabled", False)
+
+    gateway = _policy(rendered, "gateway")["spec"]
+    assert any(_selects(peer, "runtime") for r in gateway["egress"] for peer in r.get("to", []))
+    sink = "collector" if collector else "lineage"
+    assert any(_selects(peer, sink) for r in gateway["egress"] for peer in r.get("to", []))
+
+    runtime = _policy(rendered, "runtime")["spec"]
+    assert any(_selects(peer, "gateway") for r in runtime["ingress"] for peer in r["from"])
+
+    lineage = _policy(rendered, "lineage")["spec"]
+    (rule,) = lineage["ingress"]
+    assert _selects(rule["from"][0], "collector" if collector else "gateway")
+    assert not any(_selects(peer, "runtime") for peer in rule["from"])
+
+
+def test_production_restricts_callers(renders: dict[str, Rendered]) -> None:
+    ingress = _policy(renders["production"], "gateway")["spec"]["ingress"][0]
+    namespaces = [
+        p["namespaceSelector"]["matchLabels"] for p in ingress["from"] if "namespaceSelector" in p
+    ]
+    assert namespaces == [{"kubernetes.io/metadata.name": "core-banking"}]
+    assert any(_selects(p, "test") for p in ingress["from"]), (
+        "helm test must still reach the gateway"
+    )
+
+
+def test_collector_keeps_decisions_and_redacts_traces(renders: dict[str, Rendered]) -> None:
+    prod = renders["production"]
+    config = yaml.safe_load(prod.component("ConfigMap", "collector")["data"]["config.yaml"])
+    pipelines = config["service"]["pipelines"]
+    lineage = pipelines["traces/lineage"]
+    assert not any("sampl" in p for p in lineage["processors"])
+    exporter = config["exporters"][lineage["exporters"][0]]
+    assert exporter["endpoint"] == f"{RELEASE}-lineage.{NAMESPACE}.svc.cluster.local:4317"
+    assert exporter["sending_queue"]["storage"] in config["service"]["extensions"]
+    redacted = pipelines["traces/redacted"]
+    deleted = {
+        a["key"]
+        for p in redacted["processors"]
+        for a in config["processors"][p].get("actions", [])
+        if a["action"] == "delete"
+    }
+    assert "scoregate.decision.record" in deleted  # holds the features and the entity key
+    c = container(prod, "Deployment", "gateway", "gateway")
+    assert c["args"][c["args"].index("--otlp-endpoint") + 1].startswith(f"{RELEASE}-collector.")
+
+
+def test_monitoring_objects(renders: dict[str, Rendered]) -> None:
+    prod = renders["production"]
+    monitor = prod.component("ServiceMonitor", "gateway")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    service_ports = {p["name"] for p in prod.component("Service", "gateway")["spec"]["ports"]}
+    assert "metrics" in service_ports
+    dashboard = json.loads(prod.component("ConfigMap", "dashboard")["data"]["scoregate.json"])
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for topic in ("request", "latency", "fallback", "canary", "circuit"):
+        assert topic in titles, topic
+    assert not renders["default"].of_kind("ServiceMonitor")
+
+
+def test_helm_test_pod_checks_health_then_scores(rendered: Rendered) -> None:
+    (pod,) = rendered.of_kind("Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    gateway_port = rendered.component("Service", "gateway")["spec"]["ports"][0]["port"]
+    target = f"{RELEASE}-gateway:{gateway_port}"
+    (health,) = pod["spec"]["initContainers"]
+    assert target in health["args"][0] and "grpc.health.v1.Health/Check" in health["args"][0]
+    (score,) = pod["spec"]["containers"]
+    assert score["args"][-2:] == [target, "scoring.v1.ScoringService/Score"]
+
+
+def test_notes_name_the_gateway_port_from_values() -> None:
+    rendered = render({"gateway": {"port": 9443}})
+    assert f"{RELEASE}-gateway.{NAMESPACE}.svc.cluster.local:9443" in rendered.notes
+    assert "port-forward service/scoregate-gateway 9443:9443" in rendered.notes
+    assert "localhost:9443 scoring.v1.ScoringService/Score" in rendered.notes
+    c = container(rendered, "Deployment", "gateway", "gateway")
+    assert c["ports"][0]["containerPort"] == 9443
+
+
+def test_dashboard_queries_only_metrics_the_gateway_exports(renders: dict[str, Rendered]) -> None:
+    from gateway.metrics import GatewayMetrics
+
+    suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
+    exported = {
+        family.name + suffix
+        for family in GatewayMetrics().registry.collect()
+        for suffix in suffixes.get(family.type, [""])
+    }
+    board = renders["production"].component("ConfigMap", "dashboard")["data"]["scoregate.json"]
+    queried = set(re.findall(r"scoregate_[a-z0-9_]+", board))
+    assert queried and queried <= exported, sorted(queried - exported)
