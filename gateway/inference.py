@@ -20,6 +20,8 @@ class ModelAnswer:
     artifact_sha256: str
     runtime_instance: str
     endpoint: str
+    batch_size: int = 1
+    """Rows in the runtime call this answer came from (micro-batching, ScoreBatch)."""
 
 
 class ModelClient(Protocol):

@@ -184,42 +184,101 @@ def parse_answers(target: ModelTarget, endpoint: str, data: bytes, rows: int) ->
             f"(model_name {response.model_name!r})"
         )
     instance = _string_param(params, RUNTIME_INSTANCE_PARAMETER) or endpoint
-    return [ModelAnswer(x, target.model, version, sha, instance, endpoint) for x in scores]
+    return [ModelAnswer(x, target.model, version, sha, instance, endpoint, rows) for x in scores]
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+_RAW_INPUT_CONTENTS = pb.ModelInferRequest.RAW_INPUT_CONTENTS_FIELD_NUMBER
+
+
+class BatchEncoder:
+    """Encodes N validated rows as one ModelInferRequest: an [N, 1] tensor per feature.
+
+    The tensors' data goes in ``raw_input_contents`` (FP32 little-endian; BYTES as 4-byte length
+    plus bytes per element), packed with one ``struct`` call per number feature instead of N
+    protobuf floats; the tensors' headers are encoded once per batch size and kept.
+    """
+
+    __slots__ = ("_features", "_headers", "_manifest", "_model")
+
+    _MAX_HEADERS = 1024
+
+    def __init__(self, manifest: Manifest) -> None:
+        self._manifest = manifest
+        self._model = pb.ModelInferRequest(model_name=manifest.served_name).SerializeToString()
+        features: list[tuple[str, dict[Any, bytes] | None]] = []
+        for f in manifest.features:
+            if isinstance(f, CategoryFeature):
+                table = {c: struct.pack("<I", len(c.encode())) + c.encode() for c in f.categories}
+                table[None] = struct.pack("<I", 0)
+                features.append((f.name, table))
+            else:
+                features.append((f.name, None))
+        self._features = tuple(features)
+        self._headers: dict[int, bytes] = {}
+
+    def _header(self, rows: int) -> bytes:
+        header = self._headers.get(rows)
+        if header is None:
+            tensors = [
+                pb.ModelInferRequest.InferInputTensor(
+                    name=name, datatype="FP32" if table is None else "BYTES", shape=[rows, 1]
+                )
+                for name, table in self._features
+            ]
+            header = bytes(pb.ModelInferRequest(inputs=tensors).SerializeToString())
+            if len(self._headers) < self._MAX_HEADERS:
+                self._headers[rows] = header
+        return header
+
+    def encode(self, rows: Sequence[Mapping[str, FeatureScalar]], request_id: str = "") -> bytes:
+        """``rows`` must have passed the model's FeatureValidator."""
+        count = len(rows)
+        chunks = [self._model, self._header(count)]
+        if request_id:
+            chunks.append(pb.ModelInferRequest(id=request_id).SerializeToString())
+        numbers = struct.Struct(f"<{count}f")
+        nan = math.nan
+        for name, table in self._features:
+            if table is None:
+                values = [row.get(name) for row in rows]
+                # An absent optional number goes as NaN (the graph's missing value); a boolean
+                # as 0.0/1.0 (struct packs True as 1.0).
+                data = numbers.pack(*(nan if v is None else v for v in values))
+            else:
+                data = b"".join([table[row.get(name)] for row in rows])
+            chunks.append(_field(_RAW_INPUT_CONTENTS, data))
+        return b"".join(chunks)
 
 
 def encode_batch(
     manifest: Manifest, rows: Sequence[Mapping[str, FeatureScalar]], request_id: str = ""
 ) -> bytes:
     """A ModelInferRequest with one [N, 1] tensor per feature (rows passed the validator)."""
-    inputs = []
-    for f in manifest.features:
-        values = [row.get(f.name) for row in rows]
-        if isinstance(f, CategoryFeature):
-            datatype = "BYTES"
-            contents = pb.InferTensorContents(
-                bytes_contents=[b"" if v is None else str(v).encode() for v in values]
-            )
-        else:
-            datatype = "FP32"
-            contents = pb.InferTensorContents(
-                fp32_contents=[math.nan if v is None else float(v) for v in values]
-            )
-        inputs.append(
-            pb.ModelInferRequest.InferInputTensor(
-                name=f.name, datatype=datatype, shape=[len(rows), 1], contents=contents
-            )
-        )
-    request = pb.ModelInferRequest(model_name=manifest.served_name, id=request_id, inputs=inputs)
-    return bytes(request.SerializeToString())
+    return BatchEncoder(manifest).encode(rows, request_id)
 
 
 class _Route:
     """A model version's encoder and the ModelInfer callables of its endpoints, in turn."""
 
-    __slots__ = ("by_endpoint", "calls", "encoder", "next_index")
+    __slots__ = ("batch_encoder", "by_endpoint", "calls", "encoder", "next_index")
 
-    def __init__(self, encoder: RequestEncoder, calls: list[tuple[str, Any]]) -> None:
-        self.encoder = encoder
+    def __init__(self, manifest: Manifest, calls: list[tuple[str, Any]]) -> None:
+        self.encoder = RequestEncoder(manifest)
+        self.batch_encoder = BatchEncoder(manifest)
         self.calls = calls
         self.by_endpoint = dict(calls)
         self.next_index = itertools.cycle(range(len(calls))).__next__
@@ -254,7 +313,7 @@ class OipModelClient:
             # No serializers: the request is already bytes, and the reply is parsed (and its
             # errors classified) in parse_answer.
             calls.append((endpoint, channel.unary_unary(MODEL_INFER)))
-        route = _Route(RequestEncoder(target.manifest), calls)
+        route = _Route(target.manifest, calls)
         self._routes[(target.model, target.version)] = route
         return route
 
@@ -295,7 +354,7 @@ class OipModelClient:
             endpoint, call = route.calls[route.next_index()]
         else:
             call = route.by_endpoint[endpoint]
-        payload = encode_batch(target.manifest, rows, request_id)
+        payload = route.batch_encoder.encode(rows, request_id)
         try:
             data = await call(payload, timeout=timeout_s)
         except grpc.aio.AioRpcError as e:

@@ -37,6 +37,8 @@ from scoring.v1 import scoring_pb2, scoring_pb2_grpc
 
 if TYPE_CHECKING:
     from gateway.inference import ModelClient
+    from gateway.outbox import Outbox
+    from gateway.sinks import DecisionSink
 
 log = logging.getLogger("gateway")
 
@@ -49,14 +51,23 @@ def gateway_instance() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def tracing_endpoint(settings: GatewaySettings) -> str:
+    """Where spans are exported. Not to the lineage store once the outbox delivers records
+    there: it would reject the (redacted) decision spans, which carry no record."""
+    if settings.outbox_dir is not None and settings.otlp_endpoint == settings.lineage_endpoint:
+        return ""
+    return settings.otlp_endpoint
+
+
 def tracer_provider(settings: GatewaySettings, instance: str) -> TracerProvider:
     provider = TracerProvider(
         resource=Resource.create({"service.name": SERVICE_NAME, "service.instance.id": instance})
     )
-    if settings.otlp_endpoint:
+    endpoint = tracing_endpoint(settings)
+    if endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True)
+        exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True)
         provider.add_span_processor(
             BatchSpanProcessor(exporter, schedule_delay_millis=settings.otlp_schedule_delay_ms)
         )
@@ -71,6 +82,34 @@ def write_ready_file(path: Path, info: dict[str, object]) -> None:
 
 def load_config(settings: GatewaySettings) -> Routes:
     return load_routes(settings.routes, load_manifests(settings.model_dir))
+
+
+async def open_sink(
+    settings: GatewaySettings, metrics: GatewayMetrics, instance: str
+) -> tuple[DecisionSink, Outbox | None]:
+    """The durable outbox's sink when ``outbox_dir`` is set, else the span-attribute sink."""
+    from gateway.sinks import SpanAttributeSink
+
+    if settings.outbox_dir is None:
+        return SpanAttributeSink(), None
+    from gateway.outbox import Outbox, OutboxConfig, OutboxMetrics, OutboxSink
+
+    config = OutboxConfig(
+        settings.outbox_dir,
+        endpoint=settings.lineage_endpoint,
+        max_unacked_bytes=settings.outbox_max_bytes,
+        max_unacked_records=settings.outbox_max_records,
+        segment_bytes=settings.outbox_segment_bytes,
+        instance=instance,
+    )
+    outbox = await Outbox.open(config, OutboxMetrics(metrics.registry))
+    log.info(
+        "decision records go through the outbox %s to %s (%d waiting from before)",
+        settings.outbox_dir,
+        config.endpoint or "nowhere (no lineage endpoint: kept, not sent)",
+        outbox.unacked_records,
+    )
+    return OutboxSink(outbox), outbox
 
 
 def start_metrics_server(settings: GatewaySettings, metrics: GatewayMetrics) -> Any | None:
@@ -93,17 +132,17 @@ async def serve(settings: GatewaySettings, routes: Routes) -> int:
     from gateway.route_events import LoggingRouteChangeSink, RouteChangeSink
     from gateway.service import DecisionService
     from gateway.servicer import ScoringServicer
-    from gateway.sinks import SpanAttributeSink
 
     instance = gateway_instance()
     provider = tracer_provider(settings, instance)
     client: ModelClient = OipModelClient(routes.targets)
     metrics = GatewayMetrics()
+    sink, outbox = await open_sink(settings, metrics, instance)
     service = DecisionService(
         routes,
         client,
         provider.get_tracer("scoregate.gateway"),
-        SpanAttributeSink(),
+        sink,
         instance,
         metrics=metrics,
         max_in_flight=settings.max_in_flight,
@@ -169,6 +208,9 @@ async def serve(settings: GatewaySettings, routes: Routes) -> int:
             reloading.cancel()
         await server.stop(None)
         await service.close()
+        if outbox is not None:
+            # The server has stopped: every answered decision's record is already durable.
+            await outbox.close(settings.outbox_drain_s)
         await client.close()
         if lineage_sink is not None:
             await lineage_sink.close()

@@ -189,6 +189,7 @@ class DecisionService:
                 "retry with back-off or on another gateway"
             )
         try:
+            self._sink.check_capacity()
             record = await self._score(request, received_ns, started, time_remaining_s)
         except GatewayError as e:
             point = request.decision_point
@@ -252,7 +253,7 @@ class DecisionService:
             return await self._fall_back(
                 point, request, target, snapshot, e, tally, deadline, received_ns, decision_id
             )
-        return self._record(
+        return await self._record(
             point, request, target, arm, _Answer.of_model(answer), snapshot, tally.attempts,
             received_ns, decision_id, routes.config_version,
         )  # fmt: skip
@@ -294,7 +295,7 @@ class DecisionService:
                 "fallback_from": failed.served_name,
                 "fallback_error": errors[0][:_MAX_ERROR_CHARS],
             }
-            return self._record(
+            return await self._record(
                 point, request, failed, ARM_FALLBACK, answer, snapshot, tally.attempts,
                 received_ns, decision_id, config_version, reason=reason, extra=extra,
             )  # fmt: skip
@@ -340,13 +341,13 @@ class DecisionService:
             log.debug("shadow %s for %s failed: %s", target.served_name, parent_id, e)
             return
         self.metrics.shadows.labels(point.name, target.version, "scored").inc()
-        self._record(
+        await self._record(
             point, request, target, ARM_SHADOW, _Answer.of_model(answer), snapshot,
             tally.attempts, received_ns, decision_id, config_version,
             extra={PARENT_DECISION_ID: parent_id},
         )  # fmt: skip
 
-    def _record(
+    async def _record(
         self,
         point: DecisionPoint,
         request: ScoreInput,
@@ -419,7 +420,7 @@ class DecisionService:
         )
         if PARENT_DECISION_ID in extra:
             span.set_attribute("scoregate.parent_decision_id", extra[PARENT_DECISION_ID])
-        self._sink.emit(record, span)
+        await self._sink.emit(record, span)
         span.end(end_time=decided_ns)
         return record
 
@@ -568,11 +569,23 @@ class DecisionService:
                     return
                 arm = ARM_FALLBACK
                 self.metrics.fallbacks.labels(point.name, reason).inc(len(members))
-            for (i, row, snapshot), answer, decision_id in zip(members, answers, ids, strict=True):
-                results[i] = self._record(
-                    point, row, target, arm, answer, snapshot, tally.attempts, received_ns,
-                    decision_id, config_version, reason=reason, extra=extra,
-                )  # fmt: skip
+            # Recorded together: the batch's records share one outbox fsync, not one each.
+            recorded = await asyncio.gather(
+                *(
+                    self._record(
+                        point, row, target, arm, answer, snapshot, tally.attempts, received_ns,
+                        decision_id, config_version, reason=reason, extra=extra,
+                    )
+                    for (_, row, snapshot), answer, decision_id in zip(
+                        members, answers, ids, strict=True
+                    )
+                ),
+                return_exceptions=True,
+            )  # fmt: skip
+            for (i, _, _), outcome in zip(members, recorded, strict=True):
+                if not isinstance(outcome, DecisionRecord | GatewayError):
+                    raise outcome
+                results[i] = outcome
 
         await asyncio.gather(*(score_group(t, a, m) for (_, a), (t, m) in groups.items()))
         assert all(r is not None for r in results)

@@ -44,6 +44,35 @@ class GatewaySettings(BaseSettings):
     otlp_schedule_delay_ms: int = Field(
         default=200, ge=1, description="Longest a decision span waits before it is exported."
     )
+    outbox_dir: Path | None = Field(
+        default=None,
+        description="Durable outbox for decision records: a decision is answered only once its "
+        "record is fsync'd here, and the outbox's sender delivers it to lineage_endpoint as "
+        "OTLP until acknowledged. Unset: records ride on the decision span (can be dropped).",
+    )
+    outbox_max_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=1,
+        description="Bytes of records not yet acknowledged by the lineage store before new "
+        "decisions are shed with RESOURCE_EXHAUSTED (records are never dropped).",
+    )
+    outbox_max_records: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Records not yet acknowledged by the lineage store before new decisions "
+        "are shed with RESOURCE_EXHAUSTED.",
+    )
+    outbox_segment_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=4096,
+        description="Outbox segment file size; a fully acknowledged segment is deleted.",
+    )
+    outbox_drain_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="On stop, seconds the outbox's sender gets to deliver its backlog (the "
+        "rest is resent at the next start).",
+    )
     ready_file: Path | None = Field(
         default=None,
         description="Written (atomically, one JSON line) once the gateway is serving and healthy.",

@@ -1,7 +1,8 @@
 """Where decision records go once decided.
 
-Today the record rides on the decision span as one JSON attribute and leaves with the span
-(OTLP, batched). A durable outbox will replace this sink without touching the core.
+``SpanAttributeSink`` puts the record on the decision span as one JSON attribute and it leaves
+with the span (OTLP, batched: it can be dropped). ``gateway.outbox.OutboxSink`` keeps it in the
+durable outbox first; ``emit`` is async so the service answers only once the sink is done.
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ from governance.record import RECORD_ATTRIBUTE, DecisionRecord
 
 
 class DecisionSink(Protocol):
-    def emit(self, record: DecisionRecord, span: Span) -> None:
+    def check_capacity(self) -> None:
+        """Raises a GatewayError (e.g. OutboxFull) if a new record could not be taken now."""
+        ...
+
+    async def emit(self, record: DecisionRecord, span: Span) -> None:
         """Takes charge of ``record``; ``span`` is its (still open) decision span."""
         ...
 
@@ -32,5 +37,8 @@ def record_json(record: DecisionRecord) -> str:
 class SpanAttributeSink:
     """Puts the record's JSON on the decision span; the span's exporter delivers it."""
 
-    def emit(self, record: DecisionRecord, span: Span) -> None:
+    def check_capacity(self) -> None:
+        return None
+
+    async def emit(self, record: DecisionRecord, span: Span) -> None:
         span.set_attribute(RECORD_ATTRIBUTE, record_json(record))

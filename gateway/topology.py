@@ -156,7 +156,10 @@ def start_gateway(
     otlp_endpoint: str = "",
     name: str = "gateway",
     extra_args: list[str] | None = None,
+    lineage_endpoint: str = "",
+    outbox_dir: Path | None = None,
 ) -> ManagedProcess:
+    """With ``outbox_dir``, decisions go through the durable outbox to ``lineage_endpoint``."""
     argv = [
         *entry_point("scoregate-gateway"),
         "--routes", str(routes),
@@ -164,6 +167,8 @@ def start_gateway(
         "--host", "127.0.0.1",
         "--port", "0",
         "--otlp-endpoint", otlp_endpoint,
+        "--lineage-endpoint", lineage_endpoint,
+        *(["--outbox-dir", str(outbox_dir)] if outbox_dir is not None else []),
         *(extra_args or []),
     ]  # fmt: skip
     return start_process(name, argv, workdir)
@@ -229,7 +234,13 @@ class Topology:
             self.processes.append(lineage)
             routes = self.workdir / "routes.yaml"
             routes.write_text(yaml.safe_dump(demo_routes(manifests, runtime.address)))
-            gateway = start_gateway(routes, self.model_dir, self.workdir, lineage.address)
+            gateway = start_gateway(
+                routes,
+                self.model_dir,
+                self.workdir,
+                lineage_endpoint=lineage.address,
+                outbox_dir=self.workdir / "outbox",
+            )
             self.processes.append(gateway)
         except BaseException:
             self.stop()

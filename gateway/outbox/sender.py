@@ -1,0 +1,218 @@
+"""Ships durable records to the lineage store as OTLP spans until each is acknowledged.
+
+One batch in flight at a time, in log order, so the acknowledgement cursor only moves forward.
+An Export that answers OK is the store's acknowledgement: it answers only after its commit.
+
+- Transient failures (UNAVAILABLE, DEADLINE_EXCEEDED, ... and any status that says the endpoint
+  or its configuration is wrong) are retried for as long as it takes, with jittered exponential
+  backoff: a store that is down for minutes loses nothing, the outbox just grows.
+- ``partial_success`` rejections are acknowledged-but-rejected: the rejected records go to the
+  dead-letter file (logged at ERROR) and are not retried. The store names up to a few rejected
+  ids per answer; when it names fewer than it rejected, the unnamed records are resent one by one
+  (the store is idempotent) so that each rejection is pinned on its record.
+- A status that may be caused by one record (INVALID_ARGUMENT, INTERNAL, UNKNOWN, ...) repeated
+  ``poison_attempts`` times splits the batch; a lone record that still gets it is dead-lettered,
+  so a poison record never blocks the ones behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import orjson
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+from gateway.outbox.config import OutboxConfig
+from gateway.outbox.metrics import OutboxMetrics
+from gateway.outbox.otlp import OutgoingRecord, export_request, outgoing
+from gateway.outbox.outbox import Outbox
+from gateway.outbox.segments import Entry
+
+log = logging.getLogger(__name__)
+
+# Statuses a single malformed or poisonous record can cause; everything else is the store's or
+# the network's state, retried without limit.
+RECORD_SPECIFIC = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DATA_LOSS,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.FAILED_PRECONDITION,
+    }
+)
+
+CHANNEL_OPTIONS = (
+    # A store coming back after an outage is found again within a second or two, not after
+    # gRPC's default reconnect backoff (up to 120 s).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.max_send_message_length", 8 * 1024 * 1024),
+)
+
+
+class _Refused(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+
+
+class Sender:
+    def __init__(self, outbox: Outbox, config: OutboxConfig, metrics: OutboxMetrics) -> None:
+        self._outbox = outbox
+        self._config = config
+        self._metrics = metrics
+        self._stub: Any = None
+        self._failing_since: float | None = None
+        self._failures = 0
+
+    async def run(self) -> None:
+        async with grpc.aio.insecure_channel(
+            self._config.endpoint, options=CHANNEL_OPTIONS
+        ) as channel:
+            self._stub = trace_service_pb2_grpc.TraceServiceStub(channel)  # type: ignore[no-untyped-call]
+            while True:
+                try:
+                    await self._send_next()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # Never silently: the backlog grows (and sheds) until this is fixed.
+                    log.exception("outbox sender failed; retrying from the cursor")
+                    await asyncio.sleep(self._config.backoff_max_s)
+
+    async def _send_next(self) -> None:
+        config = self._config
+        entries = await self._outbox.next_batch(config.batch_records, config.batch_bytes)
+        records: list[OutgoingRecord] = []
+        unreadable: list[bytes] = []
+        for entry in entries:
+            try:
+                records.append(outgoing(entry.payload))
+            except ValueError as e:
+                unreadable.append(_dead_letter_line(entry.payload, f"unreadable payload: {e}"))
+        if unreadable:
+            log.error(
+                "outbox: %d unreadable payloads moved to the dead-letter file", len(unreadable)
+            )
+            await self._outbox.dead_letter(unreadable)
+        if records:
+            await self._deliver(records)
+        await self._acknowledge(entries)
+
+    async def _acknowledge(self, entries: Sequence[Entry]) -> None:
+        size = sum(e.size for e in entries)
+        await self._outbox.acknowledge(entries[-1].end, len(entries), size)
+
+    async def _deliver(self, records: Sequence[OutgoingRecord]) -> None:
+        try:
+            response = await self._export(records)
+        except _Refused as e:
+            if len(records) == 1:
+                await self._dead_letter(records, f"refused by the lineage store: {e}")
+                return
+            log.warning("outbox: batch of %d refused (%s); sending one by one", len(records), e)
+            for record in records:
+                await self._deliver([record])
+            return
+        rejected = response.partial_success.rejected_spans
+        if rejected <= 0:
+            return
+        message = response.partial_success.error_message
+        named = [r for r in records if f"{r.decision_id}:" in message]
+        if len(records) == 1 or len(named) >= rejected:
+            await self._dead_letter(named or records, message)
+            return
+        # Fewer named than rejected: pin each rejection on its record by sending alone.
+        for record in records:
+            if record not in named:
+                await self._deliver([record])
+        if named:
+            await self._dead_letter(named, message)
+
+    async def _export(self, records: Sequence[OutgoingRecord]) -> Any:
+        config = self._config
+        request = export_request(records, config.instance)
+        delay = config.backoff_initial_s
+        suspicious = 0
+        while True:
+            try:
+                response = await self._stub.Export(request, timeout=config.export_timeout_s)
+            except grpc.aio.AioRpcError as e:
+                code = e.code()
+                self._metrics.send_failures.labels(code.name).inc()
+                self._note_failure(code, e.details() or "")
+                if code in RECORD_SPECIFIC:
+                    suspicious += 1
+                    if suspicious >= config.poison_attempts:
+                        raise _Refused(code, e.details() or "") from None
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, config.backoff_max_s)
+                continue
+            self._note_success()
+            return response
+
+    def _note_failure(self, code: grpc.StatusCode, details: str) -> None:
+        self._failures += 1
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            log.warning(
+                "lineage store at %s: Export failed (%s: %s); retrying with backoff, "
+                "records stay in the outbox",
+                self._config.endpoint,
+                code.name,
+                details,
+            )
+        elif self._failures % 100 == 0:
+            log.warning(
+                "lineage store at %s still failing after %d attempts (%s); %d records waiting",
+                self._config.endpoint,
+                self._failures,
+                code.name,
+                self._outbox.unacked_records,
+            )
+
+    def _note_success(self) -> None:
+        if self._failing_since is not None:
+            log.warning(
+                "lineage store at %s acknowledging again after %.1f s and %d failed attempts",
+                self._config.endpoint,
+                time.monotonic() - self._failing_since,
+                self._failures,
+            )
+        self._failing_since = None
+        self._failures = 0
+
+    async def _dead_letter(self, records: Sequence[OutgoingRecord], reason: str) -> None:
+        for record in records:
+            log.error(
+                "lineage store rejected decision %s, moved to %s: %s",
+                record.decision_id,
+                self._outbox.directory / "dead-letter.jsonl",
+                reason,
+            )
+        await self._outbox.dead_letter(
+            [_dead_letter_line(r.json.encode(), reason, r.decision_id) for r in records]
+        )
+
+
+def _dead_letter_line(payload: bytes, reason: str, decision_id: str = "") -> bytes:
+    try:
+        record: Any = orjson.Fragment(orjson.dumps(orjson.loads(payload)))
+    except ValueError:
+        record = payload.decode(errors="replace")
+    return orjson.dumps(
+        {
+            "dead_lettered_at_us": time.time_ns() // 1000,
+            "decision_id": decision_id,
+            "reason": reason,
+            "record": record,
+        }
+    )

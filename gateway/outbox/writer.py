@@ -1,0 +1,143 @@
+"""Group commit: one thread writes and fdatasyncs whatever the event loop appended meanwhile.
+
+The event loop hands each framed record over with a future and goes on; the thread takes
+everything pending, writes it in one go, calls fdatasync once, then releases every waiter of that
+group with a single call into the loop. While one fdatasync runs the next group builds up, so
+under load the cost of a sync is shared by all the records that arrived during the previous one.
+After an I/O error the writer refuses everything (what reached the disk is unknown once a sync
+has failed), and the gateway sheds until it is restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway.outbox.framing import SEGMENT_MAGIC
+from gateway.outbox.segments import Position, fsync_directory, segment_path
+
+Waiters = list["asyncio.Future[None]"]
+Published = Callable[[Position, Waiters, int], None]
+Failed = Callable[[BaseException, Waiters], None]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class GroupWriter:
+    """Appends to ``<segment>.seg`` files from ``first_segment`` on, rolling at ``segment_bytes``.
+
+    ``published(position, waiters, records)`` and ``failed(error, waiters)`` run on ``loop``.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        first_segment: int,
+        segment_bytes: int,
+        loop: asyncio.AbstractEventLoop,
+        published: Published,
+        failed: Failed,
+    ) -> None:
+        self._directory = directory
+        self._segment_bytes = segment_bytes
+        self._loop = loop
+        self._published = published
+        self._failed = failed
+        self._cond = threading.Condition()
+        self._frames: list[bytes] = []
+        self._waiters: Waiters = []
+        self._stopping = False
+        self._error: BaseException | None = None
+        self.fsyncs = 0
+        self._index = first_segment
+        self._fd = self._create(first_segment)
+        self._size = len(SEGMENT_MAGIC)
+        self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
+
+    @property
+    def position(self) -> Position:
+        return Position(self._index, self._size)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, data: bytes, waiter: asyncio.Future[None]) -> None:
+        with self._cond:
+            self._frames.append(data)
+            self._waiters.append(waiter)
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Writes what is pending, then stops the thread (blocking: call it off the loop)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join()
+        os.close(self._fd)
+
+    def _create(self, index: int) -> int:
+        fd = os.open(
+            segment_path(self._directory, index),
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND,
+            0o600,
+        )
+        _write_all(fd, SEGMENT_MAGIC)
+        os.fdatasync(fd)
+        fsync_directory(self._directory)
+        self.fsyncs += 2
+        return fd
+
+    def _roll(self) -> None:
+        os.fdatasync(self._fd)
+        self.fsyncs += 1
+        os.close(self._fd)
+        self._index += 1
+        self._fd = self._create(self._index)
+        self._size = len(SEGMENT_MAGIC)
+
+    def _write(self, frames: list[bytes]) -> None:
+        chunk: list[bytes] = []
+        chunk_size = 0
+        for data in frames:
+            if self._size + chunk_size + len(data) > self._segment_bytes and (
+                chunk or self._size > len(SEGMENT_MAGIC)
+            ):
+                _write_all(self._fd, b"".join(chunk))
+                self._size += chunk_size
+                chunk, chunk_size = [], 0
+                self._roll()
+            chunk.append(data)
+            chunk_size += len(data)
+        _write_all(self._fd, b"".join(chunk))
+        self._size += chunk_size
+        os.fdatasync(self._fd)
+        self.fsyncs += 1
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._frames and not self._stopping:
+                    self._cond.wait()
+                if not self._frames:
+                    return
+                frames, waiters = self._frames, self._waiters
+                self._frames, self._waiters = [], []
+            if self._error is None:
+                try:
+                    self._write(frames)
+                except OSError as e:
+                    self._error = e
+            if self._error is not None:
+                self._loop.call_soon_threadsafe(self._failed, self._error, waiters)
+            else:
+                self._loop.call_soon_threadsafe(
+                    self._published, self.position, waiters, len(frames)
+                )

@@ -1,0 +1,111 @@
+"""Appending: durable before it returns, fsyncs shared by concurrent appends, bounded."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from outbox_support import make_record
+
+from gateway.errors import status_for
+from gateway.outbox import (
+    Outbox,
+    OutboxClosed,
+    OutboxConfig,
+    OutboxFull,
+    OutboxMetrics,
+    OutboxSink,
+    canonical_json,
+)
+from governance.record import RECORD_ATTRIBUTE
+
+
+async def test_concurrent_appends_share_fsyncs(tmp_path: Path) -> None:
+    metrics = OutboxMetrics()
+    outbox = await Outbox.open(OutboxConfig(tmp_path), metrics)
+    try:
+        before = outbox.fsyncs
+        records = [make_record() for _ in range(2000)]
+        await asyncio.gather(*(outbox.append(r) for r in records))
+        fsyncs = outbox.fsyncs - before
+        assert outbox.unacked_records == 2000
+        assert fsyncs <= 2000 / 10, f"{fsyncs} fsyncs for 2000 concurrent appends"
+        assert metrics.registry.get_sample_value("scoregate_outbox_appends_total") == 2000
+        assert metrics.registry.get_sample_value("scoregate_outbox_fsyncs_total") >= fsyncs
+        assert metrics.registry.get_sample_value("scoregate_outbox_depth_records") == 2000
+
+        one_at_a_time = outbox.fsyncs
+        for record in records[:20]:
+            await outbox.append(record)
+        assert outbox.fsyncs - one_at_a_time == 20  # alone, each append pays its own sync
+    finally:
+        await outbox.close()
+    reopened = await Outbox.open(OutboxConfig(tmp_path))
+    try:
+        entries = await reopened.next_batch(5000, 16 << 20)
+        assert {e.payload for e in entries} == {canonical_json(r) for r in records}
+        assert len(entries) == 2020
+    finally:
+        await reopened.close()
+
+
+async def test_full_outbox_sheds_with_resource_exhausted(tmp_path: Path) -> None:
+    metrics = OutboxMetrics()
+    outbox = await Outbox.open(OutboxConfig(tmp_path, max_unacked_records=5), metrics)
+    try:
+        await asyncio.gather(*(outbox.append(make_record()) for _ in range(5)))
+        with pytest.raises(OutboxFull) as refused:
+            await outbox.append(make_record())
+        assert status_for(refused.value).code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "5 records" in str(refused.value)
+        assert outbox.unacked_records == 5  # nothing accepted was dropped to make room
+        assert metrics.registry.get_sample_value("scoregate_outbox_shed_total") == 1
+    finally:
+        await outbox.close()
+    small = await Outbox.open(OutboxConfig(tmp_path / "bytes", max_unacked_bytes=4000))
+    try:
+        with pytest.raises(OutboxFull):
+            for _ in range(10):
+                await small.append(make_record())
+        assert 0 < small.unacked_bytes <= 4000
+    finally:
+        await small.close()
+
+
+async def test_a_directory_has_one_owner(tmp_path: Path) -> None:
+    outbox = await Outbox.open(OutboxConfig(tmp_path))
+    try:
+        with pytest.raises(OutboxClosed, match="in use"):
+            await Outbox.open(OutboxConfig(tmp_path))
+    finally:
+        await outbox.close()
+    with pytest.raises(OutboxClosed):
+        await outbox.append(make_record())
+
+
+async def test_sink_keeps_the_record_and_redacts_the_span(tmp_path: Path) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    outbox = await Outbox.open(OutboxConfig(tmp_path))
+    try:
+        record = make_record()
+        span = provider.get_tracer("test").start_span("scoregate.decision")
+        await OutboxSink(outbox).emit(record, span)
+        span.end()
+        assert outbox.unacked_records == 1
+    finally:
+        await outbox.close()
+    (exported,) = exporter.get_finished_spans()
+    attributes = dict(exported.attributes or {})
+    assert attributes["scoregate.decision.id"] == record.decision_id
+    assert attributes["scoregate.features_sha256"] == record.features_sha256
+    assert RECORD_ATTRIBUTE not in attributes
+    values = {str(v) for v in attributes.values()}
+    assert record.entity_key not in values
+    assert not values & {str(v) for v in record.features.values()}
