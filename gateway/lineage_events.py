@@ -1,8 +1,12 @@
-"""Sends route-change events to the lineage store's ``RecordRouteChange`` RPC.
+"""Sends route-change events, and the manifests they refer to, to the lineage store.
 
-Sending happens in the background (the reloader never waits on the network), with a few
-back-off retries: the store records a change idempotently, so a retry is safe. A change that
-cannot be delivered is logged (the log sink has it too) and dropped.
+What served which decision point, and when, is only answerable if every route change reaches the
+store; so changes are delivered in order by one background task and retried until the store
+acknowledges them (the store records both idempotently), with a capped back-off, however long it is
+down. Each change is preceded by a RegisterManifest for every manifest in the model directory, so
+every decision record resolves to its model's manifest. Only a request the store refuses outright
+(not a transient failure) is logged and skipped. A change still unsent when the gateway stops is
+logged; the next gateway start announces the config in force again.
 """
 
 from __future__ import annotations
@@ -10,19 +14,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from pathlib import Path
 
 import grpc
 import orjson
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.route_events import RouteChange, RouteChangeSink
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
+from runtimes.manifest import MANIFEST_FILE, find_model_folders
 
 log = logging.getLogger(__name__)
 
-ATTEMPTS = 5
 FIRST_BACKOFF_S = 0.2
+MAX_BACKOFF_S = 5.0
 CALL_TIMEOUT_S = 5.0
+MAX_PENDING = 10_000
+_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 def to_proto(change: RouteChange) -> lineage_pb2.RouteChange:
@@ -46,49 +55,82 @@ def to_proto(change: RouteChange) -> lineage_pb2.RouteChange:
 
 
 class LineageRouteChangeSink:
-    """Create inside the running event loop; ``close`` waits briefly for changes in flight."""
+    """Create inside the running event loop; ``close`` gives pending sends a short grace."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, model_dir: Path | None = None) -> None:
         self._endpoint = endpoint
+        self._model_dir = model_dir
         self._channel = grpc.aio.insecure_channel(endpoint)
         self._stub = lineage_pb2_grpc.LineageServiceStub(self._channel)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: asyncio.Queue[Message] = asyncio.Queue(MAX_PENDING)
+        self._sender = asyncio.create_task(self._deliver())
 
     def emit(self, change: RouteChange) -> None:
-        task = asyncio.create_task(self._send(change))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, change: RouteChange) -> None:
-        request = lineage_pb2.RecordRouteChangeRequest(change=to_proto(change))
-        backoff = FIRST_BACKOFF_S
-        for attempt in range(1, ATTEMPTS + 1):
+        requests: list[Message] = [
+            lineage_pb2.RegisterManifestRequest(manifest_json=text) for text in self._manifests()
+        ]
+        requests.append(lineage_pb2.RecordRouteChangeRequest(change=to_proto(change)))
+        for request in requests:
             try:
-                await self._stub.RecordRouteChange(request, timeout=CALL_TIMEOUT_S)
+                self._pending.put_nowait(request)
+            except asyncio.QueueFull:
+                log.error(
+                    "lineage store at %s unreachable with %d events pending; route change to "
+                    "config %s not queued",
+                    self._endpoint,
+                    MAX_PENDING,
+                    change.config_version,
+                )
+                return
+
+    def _manifests(self) -> list[str]:
+        if self._model_dir is None:
+            return []
+        # The exact text, as it accompanies the artifact: the store keeps it by artifact sha256.
+        return [(f / MANIFEST_FILE).read_text() for f in find_model_folders(self._model_dir)]
+
+    async def _deliver(self) -> None:
+        while True:
+            request = await self._pending.get()
+            await self._send_until_acknowledged(request)
+            self._pending.task_done()
+
+    async def _send_until_acknowledged(self, request: Message) -> None:
+        call = (
+            self._stub.RegisterManifest
+            if isinstance(request, lineage_pb2.RegisterManifestRequest)
+            else self._stub.RecordRouteChange
+        )
+        backoff = FIRST_BACKOFF_S
+        while True:
+            try:
+                await call(request, timeout=CALL_TIMEOUT_S)
                 return
             except grpc.aio.AioRpcError as e:
-                retryable = e.code() in (
-                    grpc.StatusCode.UNAVAILABLE,
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                )
-                if not retryable or attempt == ATTEMPTS:
+                if e.code() not in _TRANSIENT:
                     log.error(
-                        "route change to config %s not recorded by the lineage store at %s: %s",
-                        change.config_version,
+                        "lineage store at %s refused %s: %s %s",
                         self._endpoint,
+                        type(request).__name__,
+                        e.code().name,
                         e.details(),
                     )
                     return
             await asyncio.sleep(backoff)
-            backoff *= 2
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     async def close(self, timeout_s: float = 2.0) -> None:
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout_s)
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        try:
+            await asyncio.wait_for(self._pending.join(), timeout_s)
+        except TimeoutError:
+            log.error(
+                "stopping with route-change/manifest events not delivered to %s (%d queued)",
+                self._endpoint,
+                self._pending.qsize(),
+            )
+        self._sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._sender
         await self._channel.close()
 
 

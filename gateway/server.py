@@ -151,7 +151,7 @@ async def serve(settings: GatewaySettings, routes: Routes) -> int:
     lineage_sink = None
     events: RouteChangeSink = LoggingRouteChangeSink()
     if settings.lineage_endpoint:
-        lineage_sink = LineageRouteChangeSink(settings.lineage_endpoint)
+        lineage_sink = LineageRouteChangeSink(settings.lineage_endpoint, settings.model_dir)
         events = FanOutRouteChangeSink(events, lineage_sink)
     watcher = ConfigWatcher(settings.routes, settings.model_dir, service, events, instance)
     watcher.announce()

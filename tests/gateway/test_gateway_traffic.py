@@ -222,12 +222,10 @@ async def test_a_hanging_runtime_is_answered_within_the_callers_100ms_deadline_f
     proxy.set("hang")
     try:
         for seed in range(3):
-            started = time.monotonic()
-            reply = await scoring.Score(_request(seed), timeout=0.1)  # raises if it is late
-            elapsed = time.monotonic() - started
+            # gRPC enforces the caller's deadline: a late answer raises DEADLINE_EXCEEDED here.
+            reply = await scoring.Score(_request(seed), timeout=0.1)
             assert (reply.arm, reply.fallback_reason) == ("fallback", "timeout")
             assert reply.model_name == "card-fraud-rules"
-            assert elapsed < 0.1
     finally:
         proxy.set("pass")
     text = _metrics(gateway)
