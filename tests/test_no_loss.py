@@ -15,13 +15,13 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 import yaml
+from support.postgres import postgres_database
 
 from gateway.client import score_request
 from gateway.topology import (
@@ -35,7 +35,6 @@ from runtimes.manifest import load_manifests
 from runtimes.training.datasets import sample_requests
 from scoring.v1 import scoring_pb2_grpc
 
-POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 ACKNOWLEDGED = 5_000
 IN_FLIGHT = 16
 
@@ -45,19 +44,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'lineage.db'}"
         return
-    import psycopg
-
-    name = f"scoregate_noloss_{uuid.uuid4().hex[:12]}"
-    try:
-        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as e:
-        pytest.skip(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {e}")
-    try:
-        yield f"{POSTGRES}/{name}"
-    finally:
-        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with postgres_database("scoregate_noloss") as url:
+        yield url
 
 
 def stored_ids(db_url: str) -> list[str]:

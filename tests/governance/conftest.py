@@ -3,71 +3,27 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from lineage_support import MakeRecord, postgres_database, sqlite_url, start_lineage_at, uuid7
-
-from gateway.topology import ManagedProcess
-from governance.record import (
-    DecisionRecord,
-    ReasonEntry,
-    features_sha256,
+from lineage_support import (
+    MakeRecord,
+    postgres_database,
+    sqlite_url,
+    start_lineage,
+)
+from lineage_support import (
+    make_record as build_record,
 )
 
-
-def _make_record(**overrides: Any) -> DecisionRecord:
-    features: dict[str, float | str | bool] = {
-        "amount": 1234.56,
-        "merchant_category": "electronics",
-        "channel": "ecommerce",
-        "hour_of_day": 3.0,
-        "distance_from_home_km": 812.25,
-        "txn_count_24h": 7.0,
-        "card_present": False,
-        "account_age_days": 41.0,
-    }
-    features = overrides.pop("features", features)
-    received = 1_763_900_000_123_457 + int.from_bytes(os.urandom(2), "big")
-    fields: dict[str, Any] = {
-        "decision_id": uuid7(),
-        "request_id": f"req-{uuid.uuid4().hex[:12]}",
-        "decision_point": "card-fraud",
-        "entity_key": "acct-00042",
-        "received_at_us": received,
-        "decided_at_us": received + 1_871,
-        "model_name": "card-fraud",
-        "model_version": "2",
-        "model_sha256": "9f" * 32,
-        "runtime_instance": "127.0.0.1:9001/pid-4242",
-        "arm": "primary",
-        "config_version": "cfg-3b1c",
-        "fallback_reason": "",
-        "attempts": 1,
-        "features": features,
-        "features_sha256": features_sha256(features),
-        "feature_schema_version": "fs-77aa",
-        "score": 0.8731942736011553,
-        "decision": "decline",
-        "policy_version": "card-fraud-policy-1",
-        "trace_id": uuid.uuid4().hex,
-        "span_id": uuid.uuid4().hex[:16],
-        "gateway_instance": "gw-1",
-        "reasons": (ReasonEntry("R12", "unusual distance from home", 1),),
-        "reason_catalogue_version": "rc-1",
-    }
-    fields.update(overrides)
-    return DecisionRecord(**fields)
+from gateway.topology import ManagedProcess
 
 
 @pytest.fixture
 def make_record() -> MakeRecord:
     """Builds a valid, realistic record; keyword arguments override fields."""
-    return _make_record
+    return build_record
 
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -97,7 +53,7 @@ def lineage(
     """A real lineage store process on 127.0.0.1, port 0, with its own database, per backend."""
     workdir = tmp_path_factory.mktemp("lineage")
     with database(request.param, workdir) as url:
-        proc = start_lineage_at(url, workdir)
+        proc = start_lineage(url, workdir)
         try:
             yield proc
         finally:

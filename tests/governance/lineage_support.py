@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from gateway.topology import ManagedProcess, entry_point, start_process
+# Shared with the other test folders; re-exported for the lineage tests.
+from support.postgres import postgres_database as postgres_database
+from support.records import make_record as make_record
+from support.records import uuid7 as uuid7
+
+from gateway.topology import ManagedProcess
+from gateway.topology import start_lineage as start_lineage
 from governance.record import (
     DECISION_ID_ATTRIBUTE,
     RECORD_ATTRIBUTE,
@@ -28,49 +32,9 @@ from lineage.v1 import lineage_pb2, lineage_pb2_grpc
 
 MakeRecord = Callable[..., DecisionRecord]
 
-# The machine's PostgreSQL server (trust auth); each test run makes and drops its own databases.
-POSTGRES_SERVER = os.environ.get("SCOREGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
-
-
-@contextlib.contextmanager
-def postgres_database(prefix: str = "scoregate_test") -> Iterator[str]:
-    """A new, uniquely named PostgreSQL database for one test or module; dropped afterwards."""
-    import psycopg
-
-    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{POSTGRES_SERVER}/{name}"
-    finally:
-        with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
-
-
-def start_lineage_at(
-    db_url: str, workdir: Path, name: str = "lineage", extra: list[str] | None = None
-) -> ManagedProcess:
-    """The real lineage process on 127.0.0.1, port 0, for any database URL."""
-    argv = [
-        *entry_point("scoregate-lineage"),
-        "--db-url", db_url,
-        "--host", "127.0.0.1",
-        "--port", "0",
-        *(extra or []),
-    ]  # fmt: skip
-    return start_process(name, argv, workdir)
-
-
-def uuid7() -> str:
-    """A UUIDv7 as the gateway makes them: 48-bit Unix milliseconds, version 7, random bits."""
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms << 80) | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64 | (0b10 << 62)
-    return str(uuid.UUID(int=value | (rand & ((1 << 62) - 1))))
 
 
 def send_with_otel_sdk(address: str, records: list[DecisionRecord], other_spans: int = 0) -> None:

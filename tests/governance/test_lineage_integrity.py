@@ -11,7 +11,7 @@ from lineage_support import (
     MakeRecord,
     raw_database,
     send_with_otel_sdk,
-    start_lineage_at,
+    start_lineage,
     wait_for_decision,
 )
 from test_lineage_cli import lineage_cli
@@ -30,7 +30,7 @@ def test_exported_checkpoints_let_verify_catch_a_deletion(
 ) -> None:
     checkpoints = tmp_path / "checkpoints.jsonl"
     extra = ["--checkpoint-file", str(checkpoints), "--checkpoint-interval", "0.2"]
-    lineage = start_lineage_at(db_url, tmp_path, extra=extra)
+    lineage = start_lineage(db_url, tmp_path, extra_args=extra)
     records = [make_record() for _ in range(30)]
     try:
         send_with_otel_sdk(lineage.address, records)

@@ -11,9 +11,10 @@ import asyncio
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Run as a script: it finds the shared test helpers (tests/support) itself.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from outbox_support import make_record
+from support.records import make_record
 
 from gateway.outbox import Outbox, OutboxConfig
 
