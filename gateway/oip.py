@@ -222,8 +222,10 @@ class BatchEncoder:
         features: list[tuple[str, dict[Any, bytes] | None]] = []
         for f in manifest.features:
             if isinstance(f, CategoryFeature):
-                table = {c: struct.pack("<I", len(c.encode())) + c.encode() for c in f.categories}
-                table[None] = struct.pack("<I", 0)
+                table: dict[Any, bytes] = {
+                    c: struct.pack("<I", len(c.encode())) + c.encode() for c in f.categories
+                }
+                table[None] = struct.pack("<I", 0)  # an absent optional category
                 features.append((f.name, table))
             else:
                 features.append((f.name, None))

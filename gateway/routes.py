@@ -75,6 +75,11 @@ class ModelTarget:
     endpoints: tuple[str, ...]
     manifest: Manifest
     validator: FeatureValidator
+    feature_schema_version: str = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Hashing the schema costs ~20 µs: once per config load, not once per decision.
+        object.__setattr__(self, "feature_schema_version", self.manifest.feature_schema_version)
 
     @property
     def served_name(self) -> str:

@@ -63,6 +63,8 @@ ARM_FALLBACK = "fallback"
 RULES_MODEL_NAME = "rules"
 PARENT_DECISION_ID = "parent_decision_id"
 """Key in a shadow record's ``extra``: the decision the caller got."""
+BATCH_SIZE = "batch_size"
+"""Key in a model answer's ``extra``: rows in the runtime call that scored it."""
 DEFAULT_SHADOW_MAX_IN_FLIGHT = 64
 MAX_BATCH_ROWS = 1000
 _MAX_ERROR_CHARS = 300
@@ -94,6 +96,7 @@ class _Answer:
     runtime_instance: str
     reasons: RulesAnswer | None = None
     endpoint: str = ""
+    batch_size: int = 1
 
     @classmethod
     def of_model(cls, answer: ModelAnswer) -> _Answer:
@@ -104,6 +107,7 @@ class _Answer:
             answer.artifact_sha256,
             answer.runtime_instance,
             endpoint=answer.endpoint,
+            batch_size=answer.batch_size,
         )
 
     @classmethod
@@ -370,6 +374,8 @@ class DecisionService:
         extra = dict(extra or {})
         if answer.endpoint:
             extra["endpoint"] = answer.endpoint
+            # Rows in the runtime call that scored this one (micro-batching, ScoreBatch).
+            extra[BATCH_SIZE] = str(answer.batch_size)
         rules = answer.reasons
         record = DecisionRecord(
             decision_id=decision_id,
@@ -388,7 +394,7 @@ class DecisionService:
             attempts=attempts,
             features=snapshot,
             features_sha256=features_sha256(snapshot),
-            feature_schema_version=target.manifest.feature_schema_version,
+            feature_schema_version=target.feature_schema_version,
             score=answer.score,
             decision=decision,
             policy_version=point.policy.version,

@@ -111,6 +111,22 @@ class GatewaySettings(BaseSettings):
         description="On SIGTERM, seconds the gateway keeps accepting calls while health says "
         "NOT_SERVING, so load balancers stop sending before the listener closes.",
     )
+    batching: bool = Field(
+        default=True,
+        description="Micro-batching: Score calls in flight for the same model version and "
+        "endpoint go to the runtime as one OIP v2 call with a batch dimension; a call with "
+        "nothing else in flight is sent at once, alone.",
+    )
+    batch_max_size: int = Field(
+        default=64, ge=1, le=1000, description="Most rows one micro-batched runtime call carries."
+    )
+    batch_max_wait_us: int = Field(
+        default=500,
+        ge=0,
+        le=100_000,
+        description="Longest a Score call waits (microseconds) for the runtime call ahead of it "
+        "before its batch is sent anyway (the event loop's timers round up to about 1 ms).",
+    )
     max_concurrent_rpcs: int | None = Field(
         default=None,
         ge=1,

@@ -30,6 +30,9 @@ SIZES: dict[str, tuple[int, int, float, int, float, int, float]] = {
 }
 
 
+SHED = "gateway-shedding"
+
+
 @dataclass(frozen=True)
 class Job:
     key: str
@@ -40,6 +43,7 @@ class Job:
     server_pids: list[int]
     rows_per_call: int = 1
     concurrency: int = 32
+    overload_rate: float = 0.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +76,8 @@ def run_loadgen(job: Job, size: tuple[Any, ...], workdir: Path) -> dict[str, Any
         "--sequential-seconds", str(seq_s),
         "--saturation-calls", str(sat_calls),
         "--saturation-seconds", str(sat_s),
+        "--overload-rate", str(job.overload_rate),
+        "--overload-seconds", str(sat_s),
         "--out", str(out),
     ]  # fmt: skip
     subprocess.run(argv, check=True, timeout=120 + seq_s + sat_s)
@@ -114,7 +120,7 @@ class Servers:
                 proc.stop()
 
 
-def start_servers(model_dir: Path, workdir: Path) -> Servers:
+def start_servers(model_dir: Path, workdir: Path, max_in_flight: int) -> Servers:
     import yaml
 
     from gateway.topology import (
@@ -143,6 +149,11 @@ def start_servers(model_dir: Path, workdir: Path) -> Servers:
         routes.write_text(yaml.safe_dump(demo_routes(load_manifests(model_dir), runtime.address)))
         for name, otlp in (("gateway-lineage-off", ""), ("gateway-lineage-on", lineage.address)):
             servers.processes.append(start_gateway(routes, model_dir, workdir, otlp, name=name))
+        # Sheds beyond the saturation concurrency; loaded at twice the saturation rate.
+        shedding = ["--max-in-flight", str(max_in_flight)]
+        servers.processes.append(
+            start_gateway(routes, model_dir, workdir, name=SHED, extra_args=shedding)
+        )
     except BaseException:
         servers.stop()
         raise
@@ -197,7 +208,7 @@ def plan(servers: Servers, files: dict[str, Path], concurrency: int, batch: int)
             Job(
                 "score-batch",
                 servers.address(on),
-                batch_method[0],
+                batch_method,
                 files["batch"],
                 0,
                 servers.pids(on, "runtime", "lineage"),
@@ -240,13 +251,25 @@ def main(argv: list[str] | None = None) -> int:
     for name, data in encoded.items():
         write_payloads(files[name], data)
 
-    servers = start_servers(model_dir, workdir)
+    servers = start_servers(model_dir, workdir, args.concurrency)
     try:
         gateways = [servers.address("gateway-lineage-off"), servers.address("gateway-lineage-on")]
         smoke(servers.address("runtime"), gateways, encoded["infer"][0], encoded["score"][0])
         for job in plan(servers, files, args.concurrency, args.batch):
             print(f"bench ({args.size}): {job.key} ...", flush=True)
             results[job.key] = run_loadgen(job, size, workdir)
+        saturated = results["gateway-lineage-off"]["saturation"]["calls_per_s"]
+        print(f"bench ({args.size}): {SHED} at 2 x {saturated:,.0f} calls/s ...", flush=True)
+        shed = Job(
+            SHED,
+            servers.address(SHED),
+            payloads.SCORE_METHOD,
+            files["score"],
+            payloads.SCORE_REQUEST_ID_FIELD,
+            servers.pids(SHED, "runtime"),
+            overload_rate=2 * saturated,
+        )
+        overload = run_loadgen(shed, size, workdir)
     finally:
         servers.stop()
 
@@ -254,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     table_rows = [
         report.row_from_result(p, results.get(p.key), notes.get(p.key, "")) for p in report.PATHS
     ]
-    found = report.targets(table_rows)
+    found = report.targets(table_rows, overload)
     print(f"\n{report.table(table_rows)}\n\n{report.verdicts(found)}")
     meta = {
         "size": args.size,
@@ -268,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     latencies = {k: r.pop("sequential_latencies_us") for k, r in results.items()}
-    report.write_json(workdir / "bench.json", table_rows, found, meta, list(results.values()))
+    raw = [*results.values(), overload]
+    report.write_json(workdir / "bench.json", table_rows, found, meta, raw)
     pngs = report.plot(workdir, table_rows, latencies)
     print(f"\nbench: wrote {workdir / 'bench.json'}, {', '.join(p.name for p in pngs)}")
     missed = [t for t in found if t.ok is False]

@@ -2,8 +2,10 @@
 
 Phase 1 sends calls one at a time (latency without queueing); phase 2 keeps ``--concurrency``
 calls in flight (throughput at saturation, with its latency) while reading the server processes'
-CPU time before and after. Both phases are bounded in calls and seconds, and only loopback
-addresses are accepted. The result is one JSON object on ``--out``.
+CPU time before and after. With ``--overload-rate`` the run is instead an open loop at that
+rate (calls started on schedule whatever the answers), to see how a server sheds overload.
+Every phase is bounded in calls or seconds, and only loopback addresses are accepted. The result
+is one JSON object on ``--out``.
 
 Requests are length-prefixed byte strings in ``--payloads``, sent in turn to ``--method`` with
 no protobuf work here. ``--unique-field N`` appends string field N with a fresh value to every
@@ -152,6 +154,42 @@ async def run_phase(
     return phase
 
 
+async def run_open_loop(
+    call: Any, source: Iterator[bytes], rate: float, max_seconds: float, call_timeout: float
+) -> Phase:
+    """Calls started at ``rate`` per second whatever the answers (an open loop, as when many
+    independent callers arrive), so an overloaded server faces the full offered load."""
+    phase = Phase()
+    clock = time.perf_counter
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(request: bytes) -> None:
+        start = clock()
+        try:
+            await call(request, timeout=call_timeout)
+        except grpc.aio.AioRpcError as e:
+            phase.errors[e.code().name] += 1
+            phase.error_latencies_us.append((clock() - start) * 1e6)
+            return
+        phase.latencies_us.append((clock() - start) * 1e6)
+
+    start = clock()
+    sent = 0
+    while (now := clock()) < start + max_seconds:
+        # Every call due by now (timers are ~1 ms coarse: calls leave in small bursts).
+        due = int((now - start) * rate) + 1
+        for _ in range(due - sent):
+            task = asyncio.create_task(one(next(source)))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+        sent = due
+        await asyncio.sleep(max(0.0, start + due / rate - clock()))
+    if pending:
+        await asyncio.wait(pending)
+    phase.seconds = clock() - start
+    return phase
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     payloads = read_payloads(args.payloads)
     source = requests(payloads, args.unique_field, f"bench-{args.label}")
@@ -162,6 +200,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await run_phase(
             call, source, args.concurrency, args.warmup_calls, args.warmup_seconds, args.timeout
         )
+        if args.overload_rate > 0:
+            overload = await run_open_loop(
+                call, source, args.overload_rate, args.overload_seconds, args.timeout
+            )
+            return {
+                "label": args.label,
+                "target": args.target,
+                "method": args.method,
+                "rows_per_call": args.rows_per_call,
+                "rate": args.overload_rate,
+                "overload": overload.summary(args.rows_per_call),
+            }
         sequential = await run_phase(
             call, source, 1, args.sequential_calls, args.sequential_seconds, args.timeout
         )
@@ -204,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sequential-seconds", type=float, default=5.0)
     parser.add_argument("--saturation-calls", type=int, default=200_000)
     parser.add_argument("--saturation-seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--overload-rate",
+        type=float,
+        default=0.0,
+        help="calls/s offered in an open loop after the warm-up, instead of phases 1 and 2",
+    )
+    parser.add_argument("--overload-seconds", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline per call, seconds")
     parser.add_argument("--out", type=Path, required=True)
     return parser

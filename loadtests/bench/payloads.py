@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import message_factory
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as oip
 
-from gateway.client import score_request
+from gateway.client import score_batch_request, score_request
 from runtimes.manifest import BooleanFeature, CategoryFeature, Manifest, read_manifest
 from runtimes.training.datasets import sample_requests
 from scoring.v1 import scoring_pb2
@@ -60,42 +59,22 @@ def model_infer_payloads(manifest: Manifest, rows: list[dict[str, Any]]) -> list
     return payloads
 
 
-def score_batch_method() -> tuple[str, Any, str] | None:
-    """ScoreBatch's path, request class and the field holding its ScoreRequests; None if absent.
-
-    Found through the descriptor, so the bench follows the proto as it lands without edits.
-    """
+def score_batch_method() -> str | None:
+    """ScoreBatch's path; None if the proto has no such RPC (found through the descriptor)."""
     service = scoring_pb2.DESCRIPTOR.services_by_name["ScoringService"]
     method = service.methods_by_name.get("ScoreBatch")
-    if method is None:
-        return None
-    request_type = method.input_type
-    field = next(
-        (
-            f
-            for f in request_type.fields
-            if f.message_type is not None
-            and f.message_type.full_name == scoring_pb2.ScoreRequest.DESCRIPTOR.full_name
-        ),
-        None,
-    )
-    if field is None:
-        return None
-    path = f"/{service.full_name}/{method.name}"
-    return path, message_factory.GetMessageClass(request_type), field.name
+    return None if method is None else f"/{service.full_name}/{method.name}"
 
 
 def score_batch_payloads(rows: list[dict[str, Any]], batch: int, count: int) -> list[bytes]:
-    found = score_batch_method()
-    if found is None:
+    if score_batch_method() is None:
         return []
-    _, request_class, field = found
     payloads = []
     for b in range(count):
-        request = request_class()
-        items = getattr(request, field)
-        for i in range(batch):
-            n = (b * batch + i) % len(rows)
-            items.append(score_request(f"bench-b{b}-{i}", DECISION_POINT, f"cust-{n}", rows[n]))
+        picked = [(b * batch + i) % len(rows) for i in range(batch)]
+        request = score_batch_request(
+            DECISION_POINT,
+            [(f"bench-b{b}-{i}", f"cust-{n}", rows[n]) for i, n in enumerate(picked)],
+        )
         payloads.append(request.SerializeToString())
     return payloads

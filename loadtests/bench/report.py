@@ -99,8 +99,10 @@ class Target:
     detail: str
 
 
-def targets(rows: list[Row]) -> list[Target]:
-    """The issue's targets, each a ratio within this run."""
+def targets(rows: list[Row], overload: dict[str, Any] | None = None) -> list[Target]:
+    """The issue's targets, each a ratio within this run; ``overload`` is the open-loop run at
+    twice the lineage-off gateway's saturation rate against a gateway shedding beyond the
+    saturation concurrency."""
     by = {r.key: r for r in rows if r.available}
     direct, off, on = by.get("direct"), by.get("gateway-lineage-off"), by.get("gateway-lineage-on")
     out: list[Target] = []
@@ -152,14 +154,36 @@ def targets(rows: list[Row]) -> list[Target]:
         out.append(
             Target("ScoreBatch >= 20,000 decisions/s", None, "not available: no ScoreBatch RPC")
         )
-    out.append(
-        Target(
-            "shed at 2 x saturation: < 10 ms, admitted p99 <= 2 x",
-            None,
-            "not available: the gateway has no load shedding yet",
-        )
-    )
+    out.append(_shedding(off, overload))
     return out
+
+
+# Refusals: the in-flight gate's RESOURCE_EXHAUSTED, and gRPC core's CANCELLED for calls beyond
+# its pending-request bound (refused before any Python runs for them).
+_SHED_CODES = ("RESOURCE_EXHAUSTED", "CANCELLED")
+
+
+def _shedding(off: Row | None, overload: dict[str, Any] | None) -> Target:
+    name = "shed at 2 x saturation: < 10 ms, admitted p99 <= 2 x"
+    if overload is None or off is None or not off.saturation_p99_us:
+        return Target(name, None, "not measured")
+    o = overload["overload"]
+    errors: dict[str, int] = o["errors"]
+    shed = sum(errors.get(code, 0) for code in _SHED_CODES)
+    other = {k: v for k, v in errors.items() if k not in _SHED_CODES}
+    shed_p99, admitted_p99 = o["error_p99_us"] / 1e3, o["p99_us"] / 1e3
+    bound = 2 * off.saturation_p99_us / 1e3
+    ok = shed > 0 and not other and shed_p99 < 10.0 and admitted_p99 <= bound
+    codes = ", ".join(f"{k} {errors[k]:,}" for k in _SHED_CODES if k in errors)
+    detail = (
+        f"offered {overload['rate']:,.0f}/s: {o['calls']:,} admitted (p99 {admitted_p99:.2f} ms, "
+        f"bound {bound:.2f} ms), {shed:,} shed (p99 {shed_p99:.2f} ms; {codes or 'none'})"
+    )
+    if other:
+        detail += f"; other errors {other}"
+    elif not shed:
+        detail += "; nothing was shed (not overloaded?)"
+    return Target(name, ok, detail)
 
 
 def verdicts(found: list[Target]) -> str:

@@ -1,0 +1,198 @@
+"""Micro-batching against the real runtime: same scores as one at a time, bit for bit; a lone
+request goes alone; a batch's failure reaches every row; every row keeps its own deadline.
+
+Batches are made deterministic by a fault proxy that slows or holds the runtime: while one call
+is outstanding, the calls behind it queue, and the counters say what went in which call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fault_proxy import FaultProxy
+from opentelemetry.sdk.trace import TracerProvider
+
+from gateway.batching import BatchingModelClient, BatchingPolicy
+from gateway.errors import ModelRuntimeError, RuntimeDeadlineExceeded, RuntimeUnavailable
+from gateway.oip import OipModelClient
+from gateway.routes import ModelTarget, Routes, load_routes
+from gateway.service import BATCH_SIZE, DecisionService, ScoreInput
+from gateway.sinks import SpanAttributeSink
+from gateway.topology import ManagedProcess
+from governance.record import FeatureScalar
+from runtimes.manifest import Manifest
+from runtimes.training.datasets import sample_requests
+
+Config = dict[str, Any]
+ROWS = 48
+
+
+@pytest.fixture
+def proxy(runtime: ManagedProcess) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(runtime.address).start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def routes(
+    proxy: FaultProxy,
+    manifests: dict[tuple[str, str], Manifest],
+    demo_config: Callable[[str], Config],
+    write_routes: Callable[[Path, Config], Path],
+    tmp_path: Path,
+) -> Routes:
+    return load_routes(
+        write_routes(tmp_path / "routes.yaml", demo_config(proxy.address)), manifests
+    )
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Callable[..., BatchingModelClient]]:
+    made: list[BatchingModelClient] = []
+
+    def make(routes: Routes, **policy: Any) -> BatchingModelClient:
+        # A long max wait: batches form only behind an outstanding call or at max_size.
+        client = BatchingModelClient(
+            OipModelClient(routes.targets), BatchingPolicy(**{"max_wait_s": 30.0, **policy})
+        )
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await client.close()
+
+
+def _service(routes: Routes, client: BatchingModelClient) -> DecisionService:
+    tracer = TracerProvider().get_tracer("t")
+    return DecisionService(routes, client, tracer, SpanAttributeSink(), "test:1")
+
+
+def _inputs(n: int) -> list[ScoreInput]:
+    return [
+        ScoreInput(f"req-{i}", "card-fraud", f"cust-{i}", features)
+        for i, features in enumerate(sample_requests("card-fraud", n, seed=11))
+    ]
+
+
+def _snapshot(row: ScoreInput) -> dict[str, FeatureScalar]:
+    return {k: float(v) if type(v) is int else v for k, v in row.features.items()}  # type: ignore[misc]
+
+
+def _card_fraud(routes: Routes) -> ModelTarget:
+    return routes.decision_points["card-fraud"].primary
+
+
+async def test_concurrent_requests_get_the_scores_sequential_ones_get_bit_for_bit(
+    routes: Routes, clients: Callable[..., BatchingModelClient], proxy: FaultProxy
+) -> None:
+    rows = _inputs(ROWS)
+    sequential_client = clients(routes)
+    alone_service = _service(routes, sequential_client)
+    sequential = [await alone_service.score(r) for r in rows]
+    assert sequential_client.batch_sizes == Counter({1: ROWS})  # one at a time: all alone
+
+    proxy.set("pass", delay_s=0.05)  # the first call stays outstanding while the rest queue
+    concurrent_client = clients(routes)
+    service = _service(routes, concurrent_client)
+    concurrent = await asyncio.gather(*(service.score(r) for r in rows))
+    assert concurrent_client.batch_sizes == Counter({1: 1, ROWS - 1: 1})
+
+    for row, alone, batched in zip(rows, sequential, concurrent, strict=True):
+        assert batched.request_id == alone.request_id == row.request_id
+        assert batched.entity_key == row.entity_key
+        assert batched.features == alone.features == _snapshot(row)
+        assert batched.score == alone.score  # exact float equality, row by row
+        assert batched.decision == alone.decision
+        assert (batched.model_name, batched.model_version) == ("card-fraud", "1")
+        assert batched.model_sha256 == alone.model_sha256
+        assert alone.extra[BATCH_SIZE] == "1"
+    assert Counter(r.extra[BATCH_SIZE] for r in concurrent) == {"1": 1, str(ROWS - 1): ROWS - 1}
+    assert len({r.decision_id for r in concurrent}) == ROWS
+
+
+async def test_a_lone_request_is_sent_alone_at_once(
+    routes: Routes, clients: Callable[..., BatchingModelClient]
+) -> None:
+    client = clients(routes)  # max_wait 30 s: any waiting would show as a timeout here
+    target = _card_fraud(routes)
+    snapshot = _snapshot(_inputs(1)[0])
+    answer = await asyncio.wait_for(
+        client.infer(target, snapshot, 5.0, "lone", target.endpoints[0]), 5.0
+    )
+    assert answer.batch_size == 1
+    assert client.batch_sizes == Counter({1: 1})
+
+
+async def test_max_size_sends_a_full_batch_without_waiting_for_the_outstanding_call(
+    routes: Routes, clients: Callable[..., BatchingModelClient], proxy: FaultProxy
+) -> None:
+    client = clients(routes, max_size=4)
+    target = _card_fraud(routes)
+    proxy.set("pass", delay_s=0.05)
+    rows = [_snapshot(r) for r in _inputs(9)]
+    answers = await asyncio.gather(
+        *(client.infer(target, r, 5.0, f"r{i}", target.endpoints[0]) for i, r in enumerate(rows))
+    )
+    assert client.batch_sizes == Counter({1: 1, 4: 2})
+    assert [a.batch_size for a in answers] == [1, 4, 4, 4, 4, 4, 4, 4, 4]
+
+
+async def test_a_failed_batch_call_fails_every_row_in_it(
+    routes: Routes, clients: Callable[..., BatchingModelClient], proxy: FaultProxy
+) -> None:
+    client = clients(routes, max_size=4)
+    target = _card_fraud(routes)
+    rows = [_snapshot(r) for r in _inputs(5)]
+    proxy.set("hang")
+    calls = [
+        asyncio.create_task(client.infer(target, r, 10.0, f"r{i}", target.endpoints[0]))
+        for i, r in enumerate(rows)
+    ]
+    await asyncio.sleep(0.3)  # the lone call and the batch of 4 are both held by the proxy
+    assert client.batch_sizes == Counter({1: 1, 4: 1})
+    proxy.set("down")
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(r, RuntimeUnavailable) for r in results), results
+    assert len({id(r) for r in results}) == len(results)  # each row its own error object
+
+
+async def test_each_row_keeps_its_own_deadline_in_a_batch(
+    routes: Routes, clients: Callable[..., BatchingModelClient], proxy: FaultProxy
+) -> None:
+    client = clients(routes, max_size=2)
+    target = _card_fraud(routes)
+    first, short, long = (_snapshot(r) for r in _inputs(3))
+    endpoint = target.endpoints[0]
+    proxy.set("pass", delay_s=0.4)
+
+    async def timed(row: dict[str, FeatureScalar], timeout_s: float) -> tuple[Any, float]:
+        started = time.monotonic()
+        try:
+            result: Any = await client.infer(target, row, timeout_s, "", endpoint)
+        except ModelRuntimeError as e:
+            result = e
+        return result, time.monotonic() - started
+
+    lone = asyncio.create_task(timed(first, 5.0))
+    await asyncio.sleep(0.05)  # the first call is outstanding: the next two form a batch of 2
+    (short_result, short_s), (long_result, _) = await asyncio.gather(
+        timed(short, 0.1), timed(long, 5.0)
+    )
+    await lone
+    assert client.batch_sizes == Counter({1: 1, 2: 1})
+    # The short row left at its deadline; the slow call it rode in answered the other row.
+    assert isinstance(short_result, RuntimeDeadlineExceeded)
+    assert short_s < 0.3
+    assert not isinstance(long_result, Exception) and long_result.batch_size == 2
+
+    proxy.set("pass")
+    alone = await client.infer(target, long, 5.0, "", endpoint)
+    assert alone.score == long_result.score
