@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,9 @@ class Topology:
     workdir: Path
     model_dir: Path
     processes: list[ManagedProcess] = field(default_factory=list)
+    routes: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    """Edits ``demo_routes`` before the gateway loads them (a canary, a fallback chain...): a
+    function, since the runtime's address is known only once it has started."""
 
     @property
     def runtime(self) -> ManagedProcess:
@@ -233,7 +237,10 @@ class Topology:
             lineage = start_lineage(self.workdir / "lineage.db", self.workdir)
             self.processes.append(lineage)
             routes = self.workdir / "routes.yaml"
-            routes.write_text(yaml.safe_dump(demo_routes(manifests, runtime.address)))
+            config = demo_routes(manifests, runtime.address)
+            if self.routes is not None:
+                config = self.routes(config)
+            routes.write_text(yaml.safe_dump(config))
             gateway = start_gateway(
                 routes,
                 self.model_dir,

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--fault-command",
         default="",
-        help="fallback: command stopping the runtime (with --local: SIGTERM to the local one)",
+        help="fallback: command stopping the runtime (with --local: SIGKILL to the local one)",
     )
     return parser
 
@@ -119,14 +119,16 @@ def run_locust(args: argparse.Namespace, host: str, out: Path, extra: list[str])
 def run_local(args: argparse.Namespace, out: Path, extra: list[str]) -> int:
     from gateway.demo import ensure_models
     from gateway.topology import Topology
+    from loadtests.local_routes import for_scenario
 
     workdir: Path = args.workdir.resolve()
     model_dir: Path = (args.model_dir or workdir / "models").resolve()
     ensure_models(model_dir)
-    topology = Topology(workdir / "topology", model_dir).start()
+    routes = for_scenario(args.scenario, args.canary_weight)
+    topology = Topology(workdir / "topology", model_dir, routes=routes).start()
     try:
         if args.scenario == "fallback" and not args.fault_command:
-            args.fault_command = f"kill -TERM {topology.runtime.popen.pid}"
+            args.fault_command = f"kill -KILL {topology.runtime.popen.pid}"
         return run_locust(args, topology.gateway.address, out, extra)
     finally:
         topology.stop()

@@ -7,7 +7,9 @@ once the runtime is gone; the fallback share is reported.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
+import signal
 import subprocess
 from typing import Any
 
@@ -35,7 +37,16 @@ class FallbackUser(ScoringUser):
 
 def _inject_fault(command: str) -> None:
     logger.info("fault: running %s", command)
-    result = subprocess.run(shlex.split(command), check=False, capture_output=True, timeout=60)
+    argv = shlex.split(command)
+    if len(argv) == 3 and argv[0] == "kill" and argv[1].startswith("-") and argv[2].isdigit():
+        # Signalled directly: forking a process that runs gRPC's threads (Locust's) can hang the
+        # child before it execs, and then the fault never happens.
+        name = argv[1][1:]
+        signum = int(name) if name.isdigit() else signal.Signals["SIG" + name.removeprefix("SIG")]
+        os.kill(int(argv[2]), signum)
+        logger.info("fault: sent %s to %s", argv[1], argv[2])
+        return
+    result = subprocess.run(argv, check=False, capture_output=True, timeout=60)
     logger.info("fault: exit code %d %s", result.returncode, result.stderr.decode().strip())
 
 

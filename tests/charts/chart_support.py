@@ -6,14 +6,18 @@ coalescing and values.schema.json validation are Helm's, offline (no cluster, ``
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,6 +61,17 @@ class Rendered:
 
     def routes_yaml(self) -> str:
         return str(self.component("ConfigMap", "gateway")["data"]["routes.yaml"])
+
+    def routes_files(self) -> dict[str, str]:
+        """The routes ConfigMap's data: routes.yaml and the rules files beside it."""
+        return dict(self.component("ConfigMap", "gateway")["data"])
+
+    def write_routes(self, folder: Path) -> Path:
+        """The ConfigMap as the gateway's volume mount holds it; returns routes.yaml's path."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in self.routes_files().items():
+            (folder / name).write_text(text)
+        return folder / "routes.yaml"
 
 
 def scenario_files() -> dict[str, Path | None]:
@@ -104,6 +119,9 @@ def pod_templates(rendered: Rendered) -> Iterator[tuple[str, Obj, list[Obj]]]:
         kind, name = obj["kind"], obj["metadata"]["name"]
         if kind in WORKLOAD_KINDS:
             spec = obj["spec"]["template"]["spec"]
+            yield f"{kind}/{name}", spec, spec.get("initContainers", []) + spec["containers"]
+        elif kind == "CronJob":
+            spec = obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
             yield f"{kind}/{name}", spec, spec.get("initContainers", []) + spec["containers"]
         elif kind == "Pod":
             spec = obj["spec"]
@@ -180,3 +198,27 @@ def crd_schemas(crd_dir: Path) -> dict[tuple[str, str], Obj]:
 
 # The scenarios the issue asks for, so that a deleted ci/ file is noticed.
 SCENARIOS_EXPECTED = {"default", "minimal", "production", "canary-in-progress"}
+
+
+# The machine's PostgreSQL server (trust auth); each test run makes and drops its own database.
+POSTGRES_SERVER = os.environ.get("SCOREGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+
+
+@contextlib.contextmanager
+def postgres_database(prefix: str = "scoregate_chart") -> Iterator[str]:
+    """A new, uniquely named database on the local PostgreSQL, dropped afterwards; skips the
+    test (saying why) only when the server cannot be reached."""
+    import psycopg
+
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    admin_url = f"{POSTGRES_SERVER}/postgres"
+    try:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as e:
+        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_SERVER} (SCOREGATE_TEST_POSTGRES): {e}")
+    try:
+        yield f"{POSTGRES_SERVER}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -4,10 +4,18 @@ Each server is launched from exactly the rendered ``command`` + ``args``; only w
 a laptop is remapped (listen ports to free ones, in-cluster paths to temporary ones, Service names
 to the local processes). Every remapped flag must be present in the rendered args, and everything
 else is passed through untouched, so a flag the entry point does not know fails the test.
+
+The lineage store runs on the database its scenario implies: a SQLite file where the chart uses the
+PVC, and where it reads a URL from a Secret, a real PostgreSQL database created for the run on the
+machine's server (the test skips, saying so, only when that server is unreachable). The purge
+CronJob's command and the auditor's `verify` then run against the same database.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,13 +24,15 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from chart_support import Obj, Rendered, container
-from google.protobuf import json_format
+from chart_support import Obj, Rendered, container, postgres_database
+from google.protobuf import json_format, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as oip
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as oip_grpc
 
 from gateway.topology import ManagedProcess, entry_point, free_port, start_process
+from governance.chain import read_checkpoints
+from lineage.v1 import lineage_pb2, lineage_pb2_grpc
 from scoring.v1 import scoring_pb2, scoring_pb2_grpc
 
 Remap = dict[str, Callable[[str], str]]
@@ -69,20 +79,58 @@ def _runtime_container(rendered: Rendered) -> Obj:
     return next(c for c in runtimes[0]["spec"]["containers"] if c["name"] == "kserve-container")
 
 
-def _lineage_env(c: Obj, db_url: str) -> dict[str, str]:
-    """The Secret-backed database URL, stood in for by a local SQLite file."""
+def _container_env(c: Obj, values: dict[str, str]) -> dict[str, str]:
+    """The container's environment with in-cluster values replaced by ``values``; a variable
+    read from a Secret must be among them (the database URL, which never appears in values)."""
     env: dict[str, str] = {}
     for var in c.get("env", []):
         if "valueFrom" in var:
-            assert var["name"] == "SCOREGATE_LINEAGE_DB_URL", var
-            env[var["name"]] = db_url
-        else:
-            env[var["name"]] = var["value"]
+            assert var["name"] in values, f"{var['name']} comes from a Secret: give a local value"
+        env[var["name"]] = values.get(var["name"], var.get("value", ""))
     return env
 
 
+@pytest.fixture
+def lineage_db(rendered: Rendered, tmp_path: Path) -> Iterator[str]:
+    """The database behind the scenario's lineage store: a SQLite file where the chart uses its
+    PVC, a new database on the local PostgreSQL (dropped afterwards) where it reads the URL from
+    the Secret."""
+    args = container(rendered, "StatefulSet", "lineage", "lineage")["args"]
+    if "--db-url" in args:
+        yield f"sqlite:///{tmp_path / 'lineage.db'}"
+        return
+    with postgres_database() as url:
+        yield url
+
+
+def _serving_at(lineage: str, point: str) -> lineage_pb2.GetServingAtResponse:
+    """What the lineage store says serves ``point`` now, once the gateway's start-up route
+    change has arrived (it is sent in the background)."""
+    deadline = time.monotonic() + 15
+    with grpc.insecure_channel(lineage) as channel:
+        stub = lineage_pb2_grpc.LineageServiceStub(channel)
+        while True:
+            at = timestamp_pb2.Timestamp()
+            at.GetCurrentTime()
+            request = lineage_pb2.GetServingAtRequest(decision_point=point, at=at)
+            reply = stub.GetServingAt(request, timeout=5)
+            if reply.HasField("in_force") or time.monotonic() > deadline:
+                return reply
+            time.sleep(0.2)
+
+
+def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
 def test_chart_commands_start_the_real_servers(
-    rendered: Rendered, model_dir: Path, tmp_path: Path, started: list[ManagedProcess]
+    rendered: Rendered,
+    model_dir: Path,
+    tmp_path: Path,
+    lineage_db: str,
+    started: list[ManagedProcess],
 ) -> None:
     # Runtime: the whole demo repository in one process stands in for one pod per version.
     runtime_argv = remapped_argv(
@@ -102,27 +150,38 @@ def test_chart_commands_start_the_real_servers(
         )
     assert ready.ready
 
-    # Lineage store: the PVC path (or the Secret's URL) becomes a temporary SQLite file.
+    # Lineage store: the PVC's SQLite file, or the Secret's URL, becomes a local database (real
+    # PostgreSQL for the production scenario); the checkpoints PVC a temporary folder.
     lineage_c = container(rendered, "StatefulSet", "lineage", "lineage")
-    db_url = f"sqlite:///{tmp_path / 'lineage.db'}"
+    checkpoints = tmp_path / "checkpoints" / "checkpoints.jsonl"
     lineage_remap: Remap = {"--host": lambda _: "127.0.0.1", "--port": lambda _: "0"}
+    exports_checkpoints = "--checkpoint-file" in lineage_c["args"]
+    if exports_checkpoints:
+        lineage_remap["--checkpoint-file"] = lambda _: str(checkpoints)
     if "--db-url" in lineage_c["args"]:
-        lineage_remap["--db-url"] = lambda _: db_url
+        lineage_remap["--db-url"] = lambda _: lineage_db
+    lineage_env = _container_env(
+        lineage_c,
+        {
+            "SCOREGATE_LINEAGE_DB_URL": lineage_db,
+            "SCOREGATE_LINEAGE_CHECKPOINT_FILE": str(checkpoints),
+        },
+    )
     lineage = start_process(
-        "lineage",
-        remapped_argv(lineage_c, lineage_remap),
-        tmp_path,
-        env=_lineage_env(lineage_c, db_url),
+        "lineage", remapped_argv(lineage_c, lineage_remap), tmp_path, env=lineage_env
     )
     started.append(lineage)
     assert _health(lineage.address) == health_pb2.HealthCheckResponse.SERVING
+    # Serving from that database (a PostgreSQL one by its per-run name).
+    assert lineage_db.rsplit("/", 1)[-1] in lineage.log_tail()
 
-    # Gateway: the rendered routes, every Service endpoint pointed at the local runtime.
-    routes: dict[str, Any] = yaml.safe_load(rendered.routes_yaml())
+    # Gateway: the rendered routes ConfigMap (rules files beside routes.yaml), every Service
+    # endpoint pointed at the local runtime.
+    routes_path = rendered.write_routes(tmp_path / "routes")
+    routes: dict[str, Any] = yaml.safe_load(routes_path.read_text())
     for model in routes["models"].values():
         for version in model["versions"].values():
             version["endpoints"] = [runtime.address]
-    routes_path = tmp_path / "routes.yaml"
     routes_path.write_text(yaml.safe_dump(routes))
     gateway_c = container(rendered, "Deployment", "gateway", "gateway")
     metrics_port = free_port()
@@ -134,6 +193,7 @@ def test_chart_commands_start_the_real_servers(
             "--host": lambda _: "127.0.0.1",
             "--port": lambda _: "0",
             "--otlp-endpoint": lambda _: lineage.address,
+            "--lineage-endpoint": lambda _: lineage.address,
             "--metrics-port": lambda _: str(metrics_port),
         },
     )
@@ -152,6 +212,41 @@ def test_chart_commands_start_the_real_servers(
     # The port the ServiceMonitor scrapes serves Prometheus text, this decision counted.
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as reply:
         assert "scoregate" in reply.read().decode()
+
+    # The gateway recorded the routing it started with in the lineage store (--lineage-endpoint).
+    serving = _serving_at(lineage.address, request.decision_point)
+    assert serving.HasField("in_force"), "no route change reached the lineage store"
+    assert serving.in_force.config_version
+    arms = {(t.arm, t.model_name, t.model_version) for t in serving.targets}
+    assert ("primary", answer.model_name, answer.model_version) in arms, arms
+    # ...including its rules fallback, by rules name and the version in the rendered file.
+    last_step = routes["decision_points"][request.decision_point]["fallback"]["chain"][-1]
+    rules_file = rendered.routes_files()[routes["rules"][last_step["rules"]]["file"]]
+    assert ("fallback", last_step["rules"], yaml.safe_load(rules_file)["version"]) in arms, arms
+
+    # Stopped in order, the lineage store leaves its last checkpoint in the checkpoints folder.
+    assert gateway.stop() == 0 and lineage.stop() == 0
+    assert not exports_checkpoints or read_checkpoints(checkpoints), "no checkpoint exported"
+
+    # The purge CronJob's command (PostgreSQL scenarios) against the same database.
+    for cronjob in rendered.of_kind("CronJob"):
+        pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        (purge_c,) = pod["containers"]
+        purged = _run(
+            remapped_argv(purge_c, {}),
+            _container_env(purge_c, {"SCOREGATE_LINEAGE_DB_URL": lineage_db}),
+        )
+        assert purged.returncode == 0, purged.stderr
+        assert "recorded as" in purged.stdout, purged.stdout
+
+    # What an auditor runs in the lineage container: the store matches its chain and checkpoints.
+    verified = _run(
+        [*entry_point("scoregate"), "lineage", "verify"],
+        lineage_env | {"SCOREGATE_LINEAGE_DB_URL": lineage_db},
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "OK: the store matches its hash chain" in verified.stdout
+    assert exports_checkpoints == ("and checkpoints" in verified.stdout), verified.stdout
 
 
 def helm_test_payload(rendered: Rendered) -> str:

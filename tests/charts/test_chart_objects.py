@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+import helm_python as helm
+import pytest
 import yaml
 from chart_support import NAMESPACE, RELEASE, Obj, Rendered, container, render
 
@@ -60,16 +62,68 @@ def test_lineage_probes_and_storage(rendered: Rendered) -> None:
     port = int(c["args"][c["args"].index("--port") + 1])
     assert c["readinessProbe"]["grpc"]["port"] == port
     database = ((rendered.values.get("lineage") or {}).get("database") or {}).get("type", "sqlite")
+    claims = [t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates", [])]
+    assert sts["spec"]["replicas"] == 1
     if database == "sqlite":
         assert "sqlite:////var/lib/scoregate/lineage.db" in c["args"]
-        assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
-        assert sts["spec"]["replicas"] == 1
+        assert claims[0] == "data"
     else:
         assert "--db-url" not in c["args"]
-        (env,) = c["env"]
-        assert env["name"] == "SCOREGATE_LINEAGE_DB_URL"
-        assert env["valueFrom"]["secretKeyRef"]["name"]
-        assert "volumeClaimTemplates" not in sts["spec"]
+        (url,) = [e for e in c["env"] if e["name"] == "SCOREGATE_LINEAGE_DB_URL"]
+        assert url["valueFrom"]["secretKeyRef"]["name"]
+        assert "data" not in claims
+        assert all("valueFrom" not in e for e in c["env"] if e is not url)
+
+
+def test_checkpoints_go_to_their_own_volume_and_retention_to_the_store(
+    rendered: Rendered,
+) -> None:
+    sts = rendered.component("StatefulSet", "lineage")
+    c = container(rendered, "StatefulSet", "lineage", "lineage")
+    path = c["args"][c["args"].index("--checkpoint-file") + 1]
+    (mount,) = [m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+    assert mount["name"] == "checkpoints" and not mount.get("readOnly")
+    claims = {t["metadata"]["name"]: t for t in sts["spec"]["volumeClaimTemplates"]}
+    assert "checkpoints" in claims
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["SCOREGATE_LINEAGE_CHECKPOINT_FILE"] == path
+    lineage = rendered.values.get("lineage") or {}
+    months = (lineage.get("retention") or {}).get("months", 25)
+    assert env["SCOREGATE_LINEAGE_RETENTION_MONTHS"] == str(months)
+    interval = c["args"][c["args"].index("--checkpoint-interval") + 1]
+    assert float(interval) > 0
+
+
+def test_the_gateway_records_route_changes_in_the_lineage_store(rendered: Rendered) -> None:
+    c = container(rendered, "Deployment", "gateway", "gateway")
+    endpoint = c["args"][c["args"].index("--lineage-endpoint") + 1]
+    service = rendered.component("Service", "lineage")
+    port = service["spec"]["ports"][0]["port"]
+    assert endpoint == f"{RELEASE}-lineage.{NAMESPACE}.svc.cluster.local:{port}"
+
+
+def test_purge_cronjob_runs_against_postgresql_only(renders: dict[str, Rendered]) -> None:
+    prod = renders["production"]
+    (cronjob,) = prod.of_kind("CronJob")
+    spec = cronjob["spec"]
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["schedule"] == prod.values["lineage"]["retention"]["purge"]["schedule"]
+    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    (c,) = pod["containers"]
+    assert c["command"] == ["scoregate"] and c["args"][:2] == ["lineage", "purge"]
+    months = c["args"][c["args"].index("--retention-months") + 1]
+    assert months == str(prod.values["lineage"]["retention"]["months"])
+    (url,) = c["env"]
+    assert url["valueFrom"]["secretKeyRef"]["name"] == "scoregate-lineage-db"
+    # Its pod reaches PostgreSQL and nothing else.
+    egress = _policy(prod, "purge")["spec"]["egress"]
+    assert [p["port"] for r in egress for p in r["ports"]] == [5432]
+    for name, r in renders.items():
+        if name != "production":
+            assert not r.of_kind("CronJob"), name
+    with pytest.raises(helm.HelmError, match=r"needs lineage\.database\.type postgresql"):
+        render({"lineage": {"retention": {"purge": {"enabled": True}}}})
 
 
 def test_production_scales_and_survives_disruption(renders: dict[str, Rendered]) -> None:
@@ -109,15 +163,18 @@ def test_network_policies_deny_by_default_and_allow_the_flows(rendered: Rendered
 
     gateway = _policy(rendered, "gateway")["spec"]
     assert any(_selects(peer, "runtime") for r in gateway["egress"] for peer in r.get("to", []))
-    sink = "collector" if collector else "lineage"
-    assert any(_selects(peer, sink) for r in gateway["egress"] for peer in r.get("to", []))
+    # Route changes always go to the lineage store; decision spans to the collector if any.
+    sinks = {"lineage", "collector"} if collector else {"lineage"}
+    for sink in sinks:
+        assert any(_selects(peer, sink) for r in gateway["egress"] for peer in r.get("to", []))
 
     runtime = _policy(rendered, "runtime")["spec"]
     assert any(_selects(peer, "gateway") for r in runtime["ingress"] for peer in r["from"])
 
     lineage = _policy(rendered, "lineage")["spec"]
     (rule,) = lineage["ingress"]
-    assert _selects(rule["from"][0], "collector" if collector else "gateway")
+    assert _selects(rule["from"][0], "gateway")
+    assert collector == any(_selects(peer, "collector") for peer in rule["from"])
     assert not any(_selects(peer, "runtime") for peer in rule["from"])
 
 

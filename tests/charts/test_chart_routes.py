@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import helm_python as helm
+import pytest
 import yaml
-from chart_support import CI_DIR, NAMESPACE, Rendered, render
+from chart_support import CHART_DIR, CI_DIR, NAMESPACE, Rendered, render
 
+from gateway.demo_rules import DEMO_RULES
 from gateway.routes import DecisionPoint, load_routes
+from gateway.rules import RulesScorer
 from runtimes.manifest import load_manifests
 
 
 def test_rendered_routes_load_in_the_gateway(
     rendered: Rendered, model_dir: Path, tmp_path: Path
 ) -> None:
-    path = tmp_path / "routes.yaml"
-    path.write_text(rendered.routes_yaml())
-    routes = load_routes(path, load_manifests(model_dir))
+    routes = load_routes(rendered.write_routes(tmp_path), load_manifests(model_dir))
     expected_points = set(rendered.values.get("routes", {}).get("decision_points", {})) or {
         "card-fraud",
         "credit-risk",
@@ -31,19 +33,63 @@ def test_rendered_routes_load_in_the_gateway(
     assert endpoints == {f"{n}-predictor.{NAMESPACE}.svc.cluster.local:80" for n in isvcs}
 
 
+def test_fallback_chains_end_in_the_rendered_rules_files(
+    rendered: Rendered, model_dir: Path, tmp_path: Path
+) -> None:
+    """Each `{rules: NAME}` step is the rules file rendered beside routes.yaml, compiled by the
+    gateway against the decision point's manifest, at the version values gave it."""
+    files = rendered.routes_files()
+    config = yaml.safe_load(files["routes.yaml"])
+    routes = load_routes(rendered.write_routes(tmp_path), load_manifests(model_dir))
+    ending_in_rules = 0
+    for name, point in routes.decision_points.items():
+        chain = config["decision_points"][name].get("fallback", {}).get("chain", [])
+        if not chain or "rules" not in chain[-1]:
+            continue
+        assert point.fallback is not None
+        scorer = point.fallback.chain[-1]
+        assert isinstance(scorer, RulesScorer), (rendered.scenario, name)
+        content = yaml.safe_load(files[config["rules"][chain[-1]["rules"]]["file"]])
+        assert scorer.version == content["version"]
+        ending_in_rules += 1
+    # Every scenario keeps card-fraud answering from rules when no model can.
+    assert ending_in_rules >= 1, rendered.scenario
+    # Only what routes.yaml names is rendered: no stray rules file in the ConfigMap.
+    assert set(files) == {"routes.yaml"} | {r["file"] for r in config.get("rules", {}).values()}
+
+
+def test_the_default_rules_are_the_demo_rules() -> None:
+    """values.yaml carries gateway/demo_rules/ verbatim (as data): edit both or neither."""
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    rules = values["routes"]["rules"]
+    assert set(rules) == {f"{model}-rules" for model in DEMO_RULES}
+    for model, path in DEMO_RULES.items():
+        assert rules[f"{model}-rules"] == yaml.safe_load(path.read_text()), path.name
+
+
+def test_a_fallback_to_unknown_rules_fails_the_render() -> None:
+    chain = [{"rules": "card-fraud-rules-2"}]
+    values = {"routes": {"decision_points": {"card-fraud": {"fallback": {"chain": chain}}}}}
+    with pytest.raises(helm.HelmError, match=r"chain\[0\]: rules \"card-fraud-rules-2\" is not in"):
+        render(values)
+
+
+def test_a_rules_change_rolls_the_gateways() -> None:
+    values = {"routes": {"rules": {"card-fraud-rules": {"default_score": 0.06}}}}
+    assert _checksum(render(values)) != _checksum(render({}))
+
+
 def test_canary_scenario_routes_champion_and_challenger(
     renders: dict[str, Rendered], model_dir: Path, tmp_path: Path
 ) -> None:
-    path = tmp_path / "routes.yaml"
-    path.write_text(renders["canary-in-progress"].routes_yaml())
+    path = renders["canary-in-progress"].write_routes(tmp_path)
     point = load_routes(path, load_manifests(model_dir)).decision_points["card-fraud"]
     assert point.primary.version == "1"
     assert set(point.versions) == {"1", "2"}
 
 
 def _card_fraud(rendered: Rendered, model_dir: Path, tmp_path: Path) -> DecisionPoint:
-    path = tmp_path / f"{len(list(tmp_path.iterdir()))}-routes.yaml"
-    path.write_text(rendered.routes_yaml())
+    path = rendered.write_routes(tmp_path / str(len(list(tmp_path.iterdir()))))
     return load_routes(path, load_manifests(model_dir)).decision_points["card-fraud"]
 
 

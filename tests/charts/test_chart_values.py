@@ -12,6 +12,7 @@ import yaml
 from chart_support import CHART_DIR, render
 
 from gateway.route_config import DecisionPointConfig, RoutesConfig
+from gateway.rules import RulesFileConfig
 
 SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text())
 
@@ -24,8 +25,16 @@ SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text())
                                   "minReplicas": 1, "maxReplicas": 1, "gpu": True}]}}, "gpu"),
         ({"routes": {"decision_points": {"card-fraud": {"canary_weight": 5}}}}, "canary_weight"),
         ({"colour": "red"}, "colour"),
+        ({"routes": {"rules": {"card-fraud-rules": {"colour": "red"}}}}, "colour"),
+        ({"routes": {"rules": {"card-fraud-rules": {"rules": [
+            {"code": "X", "description": "x", "when": {"amount": {"gte": 1}}, "score": 0.5,
+             "weight": 2}]}}}}, "weight"),
+        ({"routes": {"rules": {"card-fraud-rules": {"rules": [
+            {"code": "X", "description": "x", "when": {"amount": {"above": 1}}, "score": 0.5}]}}}},
+         "above"),
     ],
-    ids=["gateway-key", "model-entry-key", "decision-point-key", "top-level-key"],
+    ids=["gateway-key", "model-entry-key", "decision-point-key", "top-level-key",
+         "rules-file-key", "rule-key", "condition-key"],
 )  # fmt: skip
 def test_an_unknown_key_fails_the_render(values: dict[str, Any], named: str) -> None:
     with pytest.raises(helm.HelmError, match=named):
@@ -42,8 +51,14 @@ def test_an_unknown_key_fails_the_render(values: dict[str, Any], named: str) -> 
         ({"runtime": {"deploymentMode": "Knative"}}, "deploymentMode"),
         ({"routes": {"decision_points": {"card-fraud": {"timeout_ms": 0}}}}, "timeout_ms"),
         ({"podSecurity": {"runAsUser": 0}}, "runAsUser"),
+        ({"routes": {"rules": {"card-fraud-rules": {"default_score": 1.5}}}}, "default_score"),
+        ({"routes": {"rules": {"routes": {"version": "r", "default_score": 0.1}}}},
+         "propertyName 'routes'"),
+        ({"routes": {"decision_points": {"card-fraud": {"fallback": {"chain": [
+            {"rules": "card-fraud-rules", "model": "card-fraud"}]}}}}}, "fallback/chain/0"),
     ],
-    ids=["port-string", "bool-string", "version-int", "mode-enum", "timeout-zero", "root-uid"],
+    ids=["port-string", "bool-string", "version-int", "mode-enum", "timeout-zero", "root-uid",
+         "score-range", "rules-name-routes", "step-both-kinds"],
 )  # fmt: skip
 def test_a_wrongly_typed_value_fails_the_render(values: dict[str, Any], named: str) -> None:
     with pytest.raises(helm.HelmError, match=named):
@@ -167,10 +182,32 @@ def test_decision_point_schema_follows_the_gateway() -> None:
 def test_routes_top_level_follows_the_gateway() -> None:
     theirs = RoutesConfig.model_json_schema()
     ours = SCHEMA["properties"]["routes"]["properties"]
-    # models come from runtime.models; rules files are not rendered by the chart (yet).
-    assert set(theirs["properties"]) - {"models", "rules"} == set(ours) - {"aliases"}
+    # models come from runtime.models (aliases beside them); rules: see the next test.
+    assert set(theirs["properties"]) - {"models"} == set(ours) - {"aliases"}
     breaker = _resolve(theirs["properties"]["circuit_breaker"], theirs["$defs"])
     assert breaker is not None
     assert not list(
         _mismatches(ours["circuit_breaker"], breaker, theirs["$defs"], "circuit_breaker")
     )
+
+
+def test_rules_file_schema_follows_the_gateway() -> None:
+    """routes.rules holds each rules file's content (the chart writes the `file:` entries), so its
+    schema must be the gateway's rules-file format, down to each condition's keys."""
+    theirs = RulesFileConfig.model_json_schema()
+    defs = theirs["$defs"]
+    ours = SCHEMA["properties"]["routes"]["properties"]["rules"]["additionalProperties"]
+    assert not list(_mismatches(ours, theirs, defs, "rules.*"))
+    when = ours["properties"]["rules"]["items"]["properties"]["when"]["additionalProperties"]
+    ours_conditions = {
+        tuple(sorted(o["properties"])): o for o in when["anyOf"] if o["type"] == "object"
+    }
+    for name in ("NumberCondition", "CategoryCondition"):
+        keys = tuple(sorted(defs[name]["properties"]))
+        assert keys in ours_conditions, f"{name}: chart lacks a condition with keys {keys}"
+        ours_condition = ours_conditions.pop(keys)
+        assert not list(_mismatches(ours_condition, defs[name], defs, f"when.{name}"))
+    assert not ours_conditions, f"conditions the gateway does not read: {list(ours_conditions)}"
+    scalars = {o["type"] for o in when["anyOf"] if o["type"] != "object"}
+    theirs_when = defs["RuleConfig"]["properties"]["when"]["additionalProperties"]["anyOf"]
+    assert scalars == {o["type"] for o in theirs_when if "type" in o}

@@ -91,8 +91,22 @@ Call with (list $ $model).
 {{- if .Values.collector.enabled }}
 {{- printf "%s.%s.svc.cluster.local:%d" (include "scoregate.componentName" (list . "collector")) .Release.Namespace (int .Values.collector.port) }}
 {{- else }}
+{{- include "scoregate.lineageEndpoint" . }}
+{{- end }}
+{{- end }}
+
+{{/* The lineage store's gRPC address (LineageService, OTLP) inside the cluster. */}}
+{{- define "scoregate.lineageEndpoint" -}}
 {{- printf "%s.%s.svc.cluster.local:%d" (include "scoregate.componentName" (list . "lineage")) .Release.Namespace (int .Values.lineage.port) }}
 {{- end }}
+
+{{/* Where the lineage store appends its chain checkpoints: the checkpoints PVC. */}}
+{{- define "scoregate.checkpointDir" -}}
+/var/lib/scoregate-checkpoints
+{{- end }}
+
+{{- define "scoregate.checkpointFile" -}}
+{{ include "scoregate.checkpointDir" . }}/checkpoints.jsonl
 {{- end }}
 
 {{/* The routing config the gateway loads (docs/routing.md), rendered from values. */}}
@@ -116,17 +130,52 @@ Call with (list $ $model).
 {{- end }}
 {{- end }}
 {{- end }}
+{{- $rules := dict }}
+{{- range $name, $content := .Values.routes.rules }}
+{{- if $content }}
+{{- $_ := set $rules $name (dict "file" (printf "%s.yaml" $name)) }}
+{{- end }}
+{{- end }}
 {{- $points := dict }}
 {{- range $name, $point := .Values.routes.decision_points }}
 {{- if $point }}
 {{- $_ := set $points $name $point }}
+{{- range $i, $step := ($point.fallback | default dict).chain }}
+{{- if and $step.rules (not (hasKey $rules $step.rules)) }}
+{{- fail (printf "routes.decision_points.%s.fallback.chain[%d]: rules %q is not in routes.rules" $name $i $step.rules) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- $routes := dict "models" $models "decision_points" $points }}
+{{- with $rules }}
+{{- $_ := set $routes "rules" . }}
+{{- end }}
 {{- with .Values.routes.circuit_breaker }}
 {{- $_ := set $routes "circuit_breaker" . }}
 {{- end }}
 {{- toYaml $routes }}
+{{- end }}
+
+{{/*
+The rules files routes.yaml names, as ConfigMap data: "NAME.yaml" -> the file's YAML. Mounted with
+routes.yaml in one folder, where its relative `file:` paths point.
+*/}}
+{{- define "scoregate.rulesFiles" -}}
+{{- $files := dict }}
+{{- range $name, $content := .Values.routes.rules }}
+{{- if $content }}
+{{- $_ := set $files (printf "%s.yaml" $name) (toYaml $content) }}
+{{- end }}
+{{- end }}
+{{- with $files }}
+{{- toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Checksum of everything the gateway reads from the routes ConfigMap: any change rolls it. */}}
+{{- define "scoregate.routesChecksum" -}}
+{{- print (include "scoregate.routes" .) "\n---\n" (include "scoregate.rulesFiles" .) | sha256sum }}
 {{- end }}
 
 {{/* Pod-level security context: the restricted Pod Security Standard. */}}
