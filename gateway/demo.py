@@ -219,8 +219,14 @@ def demo_main(argv: list[str]) -> int:
         print(f"\nwhich model made decision {sample}, and when?\n")
         from governance.cli import lineage_main
 
-        if lineage_main(["show", sample, "--lineage", topology.lineage.address]) != 0:
+        lineage = topology.lineage.address
+        if lineage_main(["show", sample, "--lineage", lineage]) != 0:
             raise DemoError(f"lineage show {sample} failed")
+        replayed = [r.response.decision_id for r in results[:20]]
+        print(f"\nreplaying {len(replayed)} decisions with their exact artifacts ...\n")
+        replay = ["replay", *replayed, "--lineage", lineage, "--model-dir", str(model_dir)]
+        if lineage_main(replay) != 0:
+            raise DemoError("replay did not reproduce the scores bit for bit")
     except Exception as e:
         print(f"scoregate demo: FAILED: {e}", file=sys.stderr)
         failed = True
