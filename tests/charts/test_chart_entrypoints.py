@@ -119,6 +119,22 @@ def _serving_at(lineage: str, point: str) -> lineage_pb2.GetServingAtResponse:
             time.sleep(0.2)
 
 
+def _stored_decision(lineage: str, decision_id: str) -> lineage_pb2.DecisionRecord:
+    """The lineage store's record of ``decision_id``, once it has arrived (the outbox's sender,
+    or the span exporter, delivers it in the background)."""
+    deadline = time.monotonic() + 15
+    with grpc.insecure_channel(lineage) as channel:
+        stub = lineage_pb2_grpc.LineageServiceStub(channel)
+        request = lineage_pb2.GetDecisionRequest(decision_id=decision_id)
+        while True:
+            try:
+                return stub.GetDecision(request, timeout=5)
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
+
+
 def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=60, check=False
@@ -185,18 +201,23 @@ def test_chart_commands_start_the_real_servers(
     routes_path.write_text(yaml.safe_dump(routes))
     gateway_c = container(rendered, "Deployment", "gateway", "gateway")
     metrics_port = free_port()
-    gateway_argv = remapped_argv(
-        gateway_c,
-        {
-            "--routes": lambda _: str(routes_path),
-            "--model-dir": lambda _: str(model_dir),
-            "--host": lambda _: "127.0.0.1",
-            "--port": lambda _: "0",
-            "--otlp-endpoint": lambda _: lineage.address,
-            "--lineage-endpoint": lambda _: lineage.address,
-            "--metrics-port": lambda _: str(metrics_port),
-        },
-    )
+    # With the outbox (--outbox-dir, its volume a temporary folder) the spans go to the
+    # collector's tracing only, so none is exported here: the record can reach the lineage store
+    # through the outbox alone. Without it, the spans carry the records to the lineage store.
+    outbox = "--outbox-dir" in gateway_c["args"]
+    outbox_dir = tmp_path / "outbox"
+    gateway_remap: Remap = {
+        "--routes": lambda _: str(routes_path),
+        "--model-dir": lambda _: str(model_dir),
+        "--host": lambda _: "127.0.0.1",
+        "--port": lambda _: "0",
+        "--otlp-endpoint": lambda _: "" if outbox else lineage.address,
+        "--lineage-endpoint": lambda _: lineage.address,
+        "--metrics-port": lambda _: str(metrics_port),
+    }
+    if outbox:
+        gateway_remap["--outbox-dir"] = lambda _: str(outbox_dir)
+    gateway_argv = remapped_argv(gateway_c, gateway_remap)
     gateway = start_process("gateway", gateway_argv, tmp_path)
     started.append(gateway)
     assert _health(gateway.address) == health_pb2.HealthCheckResponse.SERVING
@@ -211,7 +232,18 @@ def test_chart_commands_start_the_real_servers(
 
     # The port the ServiceMonitor scrapes serves Prometheus text, this decision counted.
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as reply:
-        assert "scoregate" in reply.read().decode()
+        exposition = reply.read().decode()
+    assert "scoregate" in exposition
+    if outbox:
+        # Answered only once durable: the record was appended to the outbox on the volume.
+        assert any(outbox_dir.glob("*.seg")), sorted(p.name for p in outbox_dir.iterdir())
+        assert "scoregate_outbox_appends_total 1.0" in exposition
+
+    # The decision itself reached the lineage store (the outbox's sender, or the spans).
+    stored = _stored_decision(lineage.address, answer.decision_id)
+    assert stored.decision_id == answer.decision_id
+    assert stored.request_id == request.request_id
+    assert (stored.model.name, stored.model.version) == (answer.model_name, answer.model_version)
 
     # The gateway recorded the routing it started with in the lineage store (--lineage-endpoint).
     serving = _serving_at(lineage.address, request.decision_point)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 
@@ -41,13 +42,21 @@ def test_one_inferenceservice_per_model_version(rendered: Rendered) -> None:
         assert model["storageUri"]
 
 
+def _arg(c: Obj, flag: str, default: float) -> float:
+    args = c["args"]
+    return float(args[args.index(flag) + 1]) if flag in args else default
+
+
 def test_gateway_drains_before_it_is_killed(rendered: Rendered) -> None:
     deployment = rendered.component("Deployment", "gateway")
     pod = deployment["spec"]["template"]["spec"]
     c = container(rendered, "Deployment", "gateway", "gateway")
     drain = float(c["args"][c["args"].index("--grace-s") + 1])
     sleep = c["lifecycle"]["preStop"]["sleep"]["seconds"]
-    assert pod["terminationGracePeriodSeconds"] > sleep + drain
+    # The outbox delivers its backlog after the calls have drained, before the process exits.
+    outbox_drain = _arg(c, "--outbox-drain-s", 0.0)
+    assert "--outbox-dir" not in c["args"] or "--outbox-drain-s" in c["args"]
+    assert pod["terminationGracePeriodSeconds"] > sleep + drain + outbox_drain
     port = int(c["args"][c["args"].index("--port") + 1])
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["grpc"]["port"] == port, probe
@@ -174,7 +183,15 @@ def test_network_policies_deny_by_default_and_allow_the_flows(rendered: Rendered
     lineage = _policy(rendered, "lineage")["spec"]
     (rule,) = lineage["ingress"]
     assert _selects(rule["from"][0], "gateway")
-    assert collector == any(_selects(peer, "collector") for peer in rule["from"])
+    # The collector forwards decision spans only when the gateway has no outbox (which then
+    # delivers the records to the lineage store itself).
+    outbox = "--outbox-dir" in container(rendered, "Deployment", "gateway", "gateway")["args"]
+    forwards = collector and not outbox
+    assert forwards == any(_selects(peer, "collector") for peer in rule["from"])
+    if collector:
+        egress = _policy(rendered, "collector")["spec"]["egress"]
+        peers = [peer for r in egress for peer in r.get("to", [])]
+        assert forwards == any(_selects(peer, "lineage") for peer in peers)
     assert not any(_selects(peer, "runtime") for peer in rule["from"])
 
 
@@ -189,8 +206,45 @@ def test_production_restricts_callers(renders: dict[str, Rendered]) -> None:
     )
 
 
-def test_collector_keeps_decisions_and_redacts_traces(renders: dict[str, Rendered]) -> None:
+def _redacted_keys(config: Obj) -> set[str]:
+    return {
+        a["key"]
+        for p in config["service"]["pipelines"]["traces/redacted"]["processors"]
+        for a in config["processors"][p].get("actions", [])
+        if a["action"] == "delete"
+    }
+
+
+def test_with_the_outbox_the_collector_carries_only_redacted_tracing(
+    renders: dict[str, Rendered],
+) -> None:
+    """Production runs the outbox: decision records go from the gateway's outbox to the lineage
+    store, and the collector has no path to it (its spans carry no record)."""
     prod = renders["production"]
+    c = container(prod, "Deployment", "gateway", "gateway")
+    assert "--outbox-dir" in c["args"]
+    assert c["args"][c["args"].index("--otlp-endpoint") + 1].startswith(f"{RELEASE}-collector.")
+    config = yaml.safe_load(prod.component("ConfigMap", "collector")["data"]["config.yaml"])
+    assert set(config["service"]["pipelines"]) == {"traces/redacted"}
+    assert set(config["exporters"]) == {"otlp/tracing"}
+    assert config["service"]["extensions"] == ["health_check"]  # no lineage sending queue
+    collector = prod.component("Deployment", "collector")["spec"]["template"]["spec"]
+    assert [v["name"] for v in collector["volumes"]] == ["config"]
+    assert "scoregate.decision.record" in _redacted_keys(config)
+
+
+def test_with_the_outbox_a_collector_needs_a_tracing_endpoint() -> None:
+    values = {"collector": {"enabled": True}}
+    with pytest.raises(helm.HelmError, match=r"collector\.tracing\.endpoint"):
+        render(values)
+    render({**values, "gateway": {"outbox": {"enabled": False}}})
+
+
+def test_collector_keeps_decisions_and_redacts_traces(renders: dict[str, Rendered]) -> None:
+    """Without the outbox the collector forwards every decision span to the lineage store."""
+    values = copy.deepcopy(renders["production"].values)
+    values["gateway"]["outbox"] = {"enabled": False}
+    prod = render(values)
     config = yaml.safe_load(prod.component("ConfigMap", "collector")["data"]["config.yaml"])
     pipelines = config["service"]["pipelines"]
     lineage = pipelines["traces/lineage"]
@@ -198,14 +252,8 @@ def test_collector_keeps_decisions_and_redacts_traces(renders: dict[str, Rendere
     exporter = config["exporters"][lineage["exporters"][0]]
     assert exporter["endpoint"] == f"{RELEASE}-lineage.{NAMESPACE}.svc.cluster.local:4317"
     assert exporter["sending_queue"]["storage"] in config["service"]["extensions"]
-    redacted = pipelines["traces/redacted"]
-    deleted = {
-        a["key"]
-        for p in redacted["processors"]
-        for a in config["processors"][p].get("actions", [])
-        if a["action"] == "delete"
-    }
-    assert "scoregate.decision.record" in deleted  # holds the features and the entity key
+    # The record attribute holds the features and the entity key.
+    assert "scoregate.decision.record" in _redacted_keys(config)
     c = container(prod, "Deployment", "gateway", "gateway")
     assert c["args"][c["args"].index("--otlp-endpoint") + 1].startswith(f"{RELEASE}-collector.")
 
@@ -242,6 +290,15 @@ def test_notes_name_the_gateway_port_from_values() -> None:
     assert "localhost:9443 scoring.v1.ScoringService/Score" in rendered.notes
     c = container(rendered, "Deployment", "gateway", "gateway")
     assert c["ports"][0]["containerPort"] == 9443
+    assert "no spans are exported" in rendered.notes  # outbox on, no collector
+
+
+def test_notes_say_where_decisions_go() -> None:
+    off = render({"gateway": {"outbox": {"enabled": False}}}).notes
+    assert f"(with the records) go to {RELEASE}-lineage.{NAMESPACE}.svc.cluster.local:4317" in off
+    on = render({"collector": {"enabled": True, "tracing": {"endpoint": "tempo:4317"}}}).notes
+    assert "outbox (/var/lib/scoregate-outbox) to the lineage store" in on
+    assert f"redacted spans go to {RELEASE}-collector.{NAMESPACE}.svc.cluster.local:4317" in on
 
 
 def test_dashboard_queries_only_metrics_the_gateway_exports(renders: dict[str, Rendered]) -> None:

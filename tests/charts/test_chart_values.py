@@ -32,9 +32,10 @@ SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text())
         ({"routes": {"rules": {"card-fraud-rules": {"rules": [
             {"code": "X", "description": "x", "when": {"amount": {"above": 1}}, "score": 0.5}]}}}},
          "above"),
+        ({"gateway": {"outbox": {"sizeLimit": "1Gi"}}}, "sizeLimit"),
     ],
     ids=["gateway-key", "model-entry-key", "decision-point-key", "top-level-key",
-         "rules-file-key", "rule-key", "condition-key"],
+         "rules-file-key", "rule-key", "condition-key", "outbox-key"],
 )  # fmt: skip
 def test_an_unknown_key_fails_the_render(values: dict[str, Any], named: str) -> None:
     with pytest.raises(helm.HelmError, match=named):
@@ -56,9 +57,13 @@ def test_an_unknown_key_fails_the_render(values: dict[str, Any], named: str) -> 
          "propertyName 'routes'"),
         ({"routes": {"decision_points": {"card-fraud": {"fallback": {"chain": [
             {"rules": "card-fraud-rules", "model": "card-fraud"}]}}}}}, "fallback/chain/0"),
+        ({"gateway": {"outbox": {"volume": {"type": "hostPath"}}}}, "volume/type"),
+        ({"gateway": {"outbox": {"segmentBytes": 1024}}}, "segmentBytes"),
+        ({"gateway": {"batching": {"maxSize": 5000}}}, "maxSize"),
     ],
     ids=["port-string", "bool-string", "version-int", "mode-enum", "timeout-zero", "root-uid",
-         "score-range", "rules-name-routes", "step-both-kinds"],
+         "score-range", "rules-name-routes", "step-both-kinds", "outbox-volume-type",
+         "outbox-segment-small", "batch-too-big"],
 )  # fmt: skip
 def test_a_wrongly_typed_value_fails_the_render(values: dict[str, Any], named: str) -> None:
     with pytest.raises(helm.HelmError, match=named):

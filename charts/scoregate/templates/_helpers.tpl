@@ -86,13 +86,27 @@ Call with (list $ $model).
 {{- printf "%s-predictor.%s.svc.cluster.local:80" (include "scoregate.isvcName" .) $root.Release.Namespace }}
 {{- end }}
 
-{{/* Where the gateway sends decision spans: the collector when enabled, else the lineage store. */}}
+{{/*
+Where the gateway exports its spans: the collector when enabled, else (outbox off) the lineage
+store. With the outbox on the spans are redacted tracing only, never sent to the lineage store
+(the outbox delivers the records there): the collector's tracing pipeline, or nowhere.
+*/}}
 {{- define "scoregate.otlpEndpoint" -}}
 {{- if .Values.collector.enabled }}
 {{- printf "%s.%s.svc.cluster.local:%d" (include "scoregate.componentName" (list . "collector")) .Release.Namespace (int .Values.collector.port) }}
-{{- else }}
+{{- else if not .Values.gateway.outbox.enabled }}
 {{- include "scoregate.lineageEndpoint" . }}
 {{- end }}
+{{- end }}
+
+{{/* Where the gateway keeps its durable decision outbox: the outbox volume. */}}
+{{- define "scoregate.outboxDir" -}}
+/var/lib/scoregate-outbox
+{{- end }}
+
+{{/* Whether the collector forwards decision spans to the lineage store (only without the outbox). */}}
+{{- define "scoregate.collectorToLineage" -}}
+{{- if and .Values.collector.enabled (not .Values.gateway.outbox.enabled) }}true{{ end }}
 {{- end }}
 
 {{/* The lineage store's gRPC address (LineageService, OTLP) inside the cluster. */}}
