@@ -160,7 +160,8 @@ async def serve(settings: GatewaySettings, routes: Routes) -> int:
     service = DecisionService(
         routes,
         client,
-        provider.get_tracer("scoregate.gateway"),
+        # No tracing backend: no SDK span per decision (the record's ids are drawn cheaply).
+        provider.get_tracer("scoregate.gateway") if tracing_endpoint(settings) else None,
         sink,
         instance,
         metrics=metrics,

@@ -5,8 +5,11 @@ decision record; it raises only GatewayError subclasses for anything a caller di
 did. Routing per request: a pinned version answers alone (no canary, shadow or fallback: a replay
 is that model or nothing); otherwise the entity's sticky bucket picks primary or canary, shadows
 are started beside it, and when the routed model cannot answer the fallback chain does, flagged
-with the reason. Each decision gets one span (``SPAN_NAME``) whose ids go into the record, and the
-record goes to the DecisionSink before the span ends.
+with the reason. With a tracer, each decision gets one span (``SPAN_NAME``) whose ids go into the
+record, and the record goes to the DecisionSink before the span ends; without one (no tracing
+backend configured) no SDK span is built at all: the record and the response still get W3C-valid
+trace and span ids, drawn at random. A ScoreBatch call gets one span for the batch, not one per row
+(unless the sink carries records on the decision spans themselves).
 
 One deadline budget: the caller's deadline or the route's timeout, whichever is sooner, less the
 fallback's reserve when there is a fallback; every runtime attempt gets what is left of it.
@@ -16,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from opentelemetry.trace import Tracer
+from opentelemetry.trace import INVALID_SPAN, Span, Tracer
 
 from gateway import canary as split
 from gateway.admission import AdmissionGate
@@ -67,7 +72,18 @@ BATCH_SIZE = "batch_size"
 """Key in a model answer's ``extra``: rows in the runtime call that scored it."""
 DEFAULT_SHADOW_MAX_IN_FLIGHT = 64
 MAX_BATCH_ROWS = 1000
+BATCH_SPAN_NAME = "scoregate.decision_batch"
 _MAX_ERROR_CHARS = 300
+
+
+def _random_trace_id() -> str:
+    """A W3C-valid trace id (32 hex digits, not all zero) for a decision with no SDK span."""
+    return f"{random.getrandbits(128) or 1:032x}"
+
+
+def _random_span_id() -> str:
+    """A W3C-valid span id (16 hex digits, not all zero)."""
+    return f"{random.getrandbits(64) or 1:016x}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +138,7 @@ class DecisionService:
         self,
         routes: Routes,
         client: ModelClient,
-        tracer: Tracer,
+        tracer: Tracer | None,
         sink: DecisionSink,
         instance: str,
         *,
@@ -351,7 +367,7 @@ class DecisionService:
             extra={PARENT_DECISION_ID: parent_id},
         )  # fmt: skip
 
-    async def _record(
+    def _make_record(
         self,
         point: DecisionPoint,
         request: ScoreInput,
@@ -361,23 +377,21 @@ class DecisionService:
         snapshot: dict[str, FeatureScalar],
         attempts: int,
         received_ns: int,
+        decided_ns: int,
         decision_id: str,
         config_version: str,
-        *,
-        reason: str = "",
-        extra: dict[str, str] | None = None,
+        trace_id: str,
+        span_id: str,
+        reason: str,
+        extra: dict[str, str] | None,
     ) -> DecisionRecord:
-        decision = point.policy.decide(answer.score)
-        decided_ns = time.time_ns()
-        span = self._tracer.start_span(SPAN_NAME, start_time=received_ns)
-        context = span.get_span_context()
-        extra = dict(extra or {})
+        extra = dict(extra) if extra else {}
         if answer.endpoint:
             extra["endpoint"] = answer.endpoint
             # Rows in the runtime call that scored this one (micro-batching, ScoreBatch).
             extra[BATCH_SIZE] = str(answer.batch_size)
         rules = answer.reasons
-        record = DecisionRecord(
+        return DecisionRecord(
             decision_id=decision_id,
             request_id=request.request_id,
             decision_point=point.name,
@@ -396,36 +410,48 @@ class DecisionService:
             features_sha256=features_sha256(snapshot),
             feature_schema_version=target.feature_schema_version,
             score=answer.score,
-            decision=decision,
+            decision=point.policy.decide(answer.score),
             policy_version=point.policy.version,
-            trace_id=f"{context.trace_id:032x}",
-            span_id=f"{context.span_id:016x}",
+            trace_id=trace_id,
+            span_id=span_id,
             gateway_instance=self._instance,
             reasons=rules.reasons if rules is not None else (),
             reason_catalogue_version=answer.model_version if rules is not None else "",
             extra=extra,
         )
-        # Ids and outcome only: feature values and the entity key stay inside the record.
-        span.set_attributes(
-            {
-                DECISION_ID_ATTRIBUTE: decision_id,
-                "scoregate.request_id": record.request_id,
-                "scoregate.decision_point": record.decision_point,
-                "scoregate.model.name": record.model_name,
-                "scoregate.model.version": record.model_version,
-                "scoregate.model.sha256": record.model_sha256,
-                "scoregate.arm": arm,
-                "scoregate.score": record.score,
-                "scoregate.decision": decision,
-                "scoregate.policy_version": record.policy_version,
-                "scoregate.config_version": record.config_version,
-                "scoregate.features_sha256": record.features_sha256,
-                "scoregate.fallback_reason": reason,
-                "scoregate.attempts": attempts,
-            }
-        )
-        if PARENT_DECISION_ID in extra:
-            span.set_attribute("scoregate.parent_decision_id", extra[PARENT_DECISION_ID])
+
+    async def _record(
+        self,
+        point: DecisionPoint,
+        request: ScoreInput,
+        target: ModelTarget,
+        arm: str,
+        answer: _Answer,
+        snapshot: dict[str, FeatureScalar],
+        attempts: int,
+        received_ns: int,
+        decision_id: str,
+        config_version: str,
+        *,
+        reason: str = "",
+        extra: dict[str, str] | None = None,
+    ) -> DecisionRecord:
+        decided_ns = time.time_ns()
+        tracer = self._tracer
+        span: Span
+        if tracer is None:
+            span = INVALID_SPAN
+            trace_id, span_id = _random_trace_id(), _random_span_id()
+        else:
+            span = tracer.start_span(SPAN_NAME, start_time=received_ns)
+            context = span.get_span_context()
+            trace_id, span_id = f"{context.trace_id:032x}", f"{context.span_id:016x}"
+        record = self._make_record(
+            point, request, target, arm, answer, snapshot, attempts, received_ns, decided_ns,
+            decision_id, config_version, trace_id, span_id, reason, extra,
+        )  # fmt: skip
+        if span.is_recording():
+            _set_span_attributes(span, record)
         await self._sink.emit(record, span)
         span.end(end_time=decided_ns)
         return record
@@ -471,16 +497,19 @@ class DecisionService:
         finally:
             self.admission.leave()
         elapsed = time.monotonic() - started
+        # Counted per label set, not per row: a labels() lookup costs more than the increment.
+        outcomes: Counter[tuple[str, str, str]] = Counter()
         for result in results:
             if isinstance(result, DecisionRecord):
-                self.metrics.requests.labels(
-                    point.name, result.arm, result.model_version, result.decision
-                ).inc()
-                self.metrics.latency.labels(point.name, result.arm, result.model_version).observe(
-                    elapsed
-                )
+                outcomes[(result.arm, result.model_version, result.decision)] += 1
             else:
-                self.metrics.requests.labels(point.name, "", "", result.code.name).inc()
+                outcomes[("", "", result.code.name)] += 1
+        for (arm, version, outcome), count in outcomes.items():
+            self.metrics.requests.labels(point.name, arm, version, outcome).inc(count)
+            if arm:
+                latency = self.metrics.latency.labels(point.name, arm, version)
+                for _ in range(count):
+                    latency.observe(elapsed)
         return results
 
     async def _score_batch(
@@ -575,28 +604,121 @@ class DecisionService:
                     return
                 arm = ARM_FALLBACK
                 self.metrics.fallbacks.labels(point.name, reason).inc(len(members))
-            # Recorded together: the batch's records share one outbox fsync, not one each.
-            recorded = await asyncio.gather(
-                *(
-                    self._record(
-                        point, row, target, arm, answer, snapshot, tally.attempts, received_ns,
-                        decision_id, config_version, reason=reason, extra=extra,
-                    )
-                    for (_, row, snapshot), answer, decision_id in zip(
-                        members, answers, ids, strict=True
-                    )
-                ),
-                return_exceptions=True,
-            )  # fmt: skip
-            for (i, _, _), outcome in zip(members, recorded, strict=True):
-                if not isinstance(outcome, DecisionRecord | GatewayError):
-                    raise outcome
-                results[i] = outcome
+            if self._tracer is not None and self._sink.records_on_spans:
+                # Records ride on their own decision spans: one span (and record) per row.
+                recorded = await asyncio.gather(
+                    *(
+                        self._record(
+                            point, row, target, arm, answer, snapshot, tally.attempts,
+                            received_ns, decision_id, config_version, reason=reason, extra=extra,
+                        )
+                        for (_, row, snapshot), answer, decision_id in zip(
+                            members, answers, ids, strict=True
+                        )
+                    ),
+                    return_exceptions=True,
+                )  # fmt: skip
+                for (i, _, _), outcome in zip(members, recorded, strict=True):
+                    if not isinstance(outcome, DecisionRecord | GatewayError):
+                        raise outcome
+                    results[i] = outcome
+                return
+            try:
+                records = await self._record_batch(
+                    point, target, arm, members, answers, ids, tally.attempts, received_ns,
+                    config_version, reason, extra,
+                )  # fmt: skip
+            except GatewayError as e:
+                for i, _, _ in members:
+                    results[i] = e
+                return
+            for (i, _, _), record in zip(members, records, strict=True):
+                results[i] = record
 
         await asyncio.gather(*(score_group(t, a, m) for (_, a), (t, m) in groups.items()))
         assert all(r is not None for r in results)
         return [r for r in results if r is not None]
 
+    async def _record_batch(
+        self,
+        point: DecisionPoint,
+        target: ModelTarget,
+        arm: str,
+        members: list[_Member],
+        answers: list[_Answer],
+        ids: list[str],
+        attempts: int,
+        received_ns: int,
+        config_version: str,
+        reason: str,
+        extra: dict[str, str] | None,
+    ) -> list[DecisionRecord]:
+        """A batch group's records, handed to the sink at once (one outbox group commit), under
+        one span for the batch when tracing: the records share its trace id, each with its own
+        span id (the span the outbox exports it as)."""
+        decided_ns = time.time_ns()
+        tracer = self._tracer
+        span: Span = INVALID_SPAN
+        if tracer is None:
+            trace_id = _random_trace_id()
+        else:
+            span = tracer.start_span(BATCH_SPAN_NAME, start_time=received_ns)
+            trace_id = f"{span.get_span_context().trace_id:032x}"
+        make = self._make_record
+        records = [
+            make(
+                point, row, target, arm, answer, snapshot, attempts, received_ns, decided_ns,
+                decision_id, config_version, trace_id, _random_span_id(), reason, extra,
+            )
+            for (_, row, snapshot), answer, decision_id in zip(members, answers, ids, strict=True)
+        ]  # fmt: skip
+        try:
+            if span.is_recording():
+                # What general tracing may see of a batch: no row's features or entity key.
+                span.set_attributes(
+                    {
+                        "scoregate.decision_point": point.name,
+                        "scoregate.model.name": records[0].model_name,
+                        "scoregate.model.version": records[0].model_version,
+                        "scoregate.model.sha256": records[0].model_sha256,
+                        "scoregate.arm": arm,
+                        "scoregate.config_version": config_version,
+                        "scoregate.fallback_reason": reason,
+                        "scoregate.attempts": attempts,
+                        "scoregate.batch.rows": len(records),
+                        "scoregate.batch.first_decision_id": ids[0],
+                    }
+                )
+            await self._sink.emit_batch(records, span)
+        finally:
+            span.end(end_time=decided_ns)
+        return records
+
     async def close(self, grace_s: float = 1.0) -> None:
         """Lets shadow calls finish (bounded), before the client closes."""
         await self.shadows.drain(grace_s)
+
+
+def _set_span_attributes(span: Span, record: DecisionRecord) -> None:
+    """Ids and outcome only: feature values and the entity key stay inside the record."""
+    span.set_attributes(
+        {
+            DECISION_ID_ATTRIBUTE: record.decision_id,
+            "scoregate.request_id": record.request_id,
+            "scoregate.decision_point": record.decision_point,
+            "scoregate.model.name": record.model_name,
+            "scoregate.model.version": record.model_version,
+            "scoregate.model.sha256": record.model_sha256,
+            "scoregate.arm": record.arm,
+            "scoregate.score": record.score,
+            "scoregate.decision": record.decision,
+            "scoregate.policy_version": record.policy_version,
+            "scoregate.config_version": record.config_version,
+            "scoregate.features_sha256": record.features_sha256,
+            "scoregate.fallback_reason": record.fallback_reason,
+            "scoregate.attempts": record.attempts,
+        }
+    )
+    parent = record.extra.get(PARENT_DECISION_ID)
+    if parent is not None:
+        span.set_attribute("scoregate.parent_decision_id", parent)

@@ -6,7 +6,6 @@ import logging
 from collections.abc import Mapping
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.errors import GatewayError, status_for
 from gateway.service import DecisionService, ScoreInput
@@ -36,27 +35,35 @@ def to_input(request: scoring_pb2.ScoreRequest) -> ScoreInput:
     )
 
 
-def to_response(record: DecisionRecord) -> scoring_pb2.ScoreResponse:
+def fill_response(response: scoring_pb2.ScoreResponse, record: DecisionRecord) -> None:
+    """Sets ``response`` (empty) from ``record``, field by field: ~3x cheaper than building the
+    message from keyword arguments, and in place, so a batch's results are not copied."""
+    response.decision_id = record.decision_id
+    response.request_id = record.request_id
+    response.decision_point = record.decision_point
+    response.score = record.score
+    response.decision = record.decision
+    response.model_name = record.model_name
+    response.model_version = record.model_version
+    response.model_sha256 = record.model_sha256
+    response.arm = record.arm
+    response.fallback_reason = record.fallback_reason
+    if record.reasons:
+        add = response.reason_codes.add
+        for r in record.reasons:
+            add(code=r.code, description=r.description, rank=r.rank)
+    response.trace_id = record.trace_id
+    response.policy_version = record.policy_version
     seconds, micros = divmod(record.decided_at_us, 1_000_000)
-    return scoring_pb2.ScoreResponse(
-        decision_id=record.decision_id,
-        request_id=record.request_id,
-        decision_point=record.decision_point,
-        score=record.score,
-        decision=record.decision,
-        model_name=record.model_name,
-        model_version=record.model_version,
-        model_sha256=record.model_sha256,
-        arm=record.arm,
-        fallback_reason=record.fallback_reason,
-        reason_codes=[
-            scoring_pb2.ReasonCode(code=r.code, description=r.description, rank=r.rank)
-            for r in record.reasons
-        ],
-        trace_id=record.trace_id,
-        policy_version=record.policy_version,
-        decided_at=Timestamp(seconds=seconds, nanos=micros * 1000),
-    )
+    decided_at = response.decided_at
+    decided_at.seconds = seconds
+    decided_at.nanos = micros * 1000
+
+
+def to_response(record: DecisionRecord) -> scoring_pb2.ScoreResponse:
+    response = scoring_pb2.ScoreResponse()
+    fill_response(response, record)
+    return response
 
 
 class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
@@ -102,13 +109,13 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
             else:
                 log.exception("ScoreBatch failed unexpectedly")
             await context.abort_with_status(status_for(e))
-        return scoring_pb2.ScoreBatchResponse(
-            results=[
-                scoring_pb2.ScoreBatchResult(decision=to_response(r))
-                if isinstance(r, DecisionRecord)
-                else scoring_pb2.ScoreBatchResult(
-                    error=scoring_pb2.RowError(code=r.code.name, message=r.message)
-                )
-                for r in results
-            ]
-        )
+        response = scoring_pb2.ScoreBatchResponse()
+        add = response.results.add
+        for r in results:
+            if isinstance(r, DecisionRecord):
+                fill_response(add().decision, r)
+            else:
+                error = add().error
+                error.code = r.code.name
+                error.message = r.message
+        return response

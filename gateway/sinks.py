@@ -3,10 +3,12 @@
 ``SpanAttributeSink`` puts the record on the decision span as one JSON attribute and it leaves
 with the span (OTLP, batched: it can be dropped). ``gateway.outbox.OutboxSink`` keeps it in the
 durable outbox first; ``emit`` is async so the service answers only once the sink is done.
+``emit_batch`` takes a ScoreBatch call's records at once, with the batch's one span.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import orjson
@@ -16,12 +18,20 @@ from governance.record import RECORD_ATTRIBUTE, DecisionRecord
 
 
 class DecisionSink(Protocol):
+    records_on_spans: bool
+    """True when records travel on their decision spans: the service then gives each record
+    its own span, batches included (when it traces at all)."""
+
     def check_capacity(self) -> None:
         """Raises a GatewayError (e.g. OutboxFull) if a new record could not be taken now."""
         ...
 
     async def emit(self, record: DecisionRecord, span: Span) -> None:
         """Takes charge of ``record``; ``span`` is its (still open) decision span."""
+        ...
+
+    async def emit_batch(self, records: Sequence[DecisionRecord], span: Span) -> None:
+        """Takes charge of a batch's records at once; ``span`` is the batch's (open) span."""
         ...
 
 
@@ -35,10 +45,21 @@ def record_json(record: DecisionRecord) -> str:
 
 
 class SpanAttributeSink:
-    """Puts the record's JSON on the decision span; the span's exporter delivers it."""
+    """Puts the record's JSON on the decision span; the span's exporter delivers it.
+
+    With no recording span (no tracing configured) the record goes nowhere and costs nothing.
+    """
+
+    records_on_spans = True
 
     def check_capacity(self) -> None:
         return None
 
     async def emit(self, record: DecisionRecord, span: Span) -> None:
-        span.set_attribute(RECORD_ATTRIBUTE, record_json(record))
+        if span.is_recording():
+            span.set_attribute(RECORD_ATTRIBUTE, record_json(record))
+
+    async def emit_batch(self, records: Sequence[DecisionRecord], span: Span) -> None:
+        """Only ever given a non-recording span (see ``records_on_spans``): nothing to do."""
+        if span.is_recording():
+            raise ValueError("records ride on their own decision spans, not a batch span")

@@ -1,4 +1,9 @@
-"""Outbox records as an OTLP ExportTraceServiceRequest, built from the protobuf messages.
+"""Outbox records as an OTLP ExportTraceServiceRequest.
+
+``encode_export`` writes the request's bytes directly (what the sender sends): the resource and
+scope are encoded once, and each span is a join of its fields' encodings around the stored JSON,
+~5x cheaper than building protobuf messages. ``export_request`` builds the same request from the
+protobuf messages; a test holds the two byte-for-byte equal.
 
 One span per record, named ``SPAN_NAME``, carrying the record's JSON (``RECORD_ATTRIBUTE``) and its
 decision id, with the trace and span ids and the times the record itself holds: the lineage
@@ -7,7 +12,9 @@ store's receiver reads exactly what the gateway's span would have carried.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import struct
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,3 +98,88 @@ def export_request(records: Sequence[OutgoingRecord], instance: str) -> Any:
     return ExportTraceServiceRequest(
         resource_spans=[ResourceSpans(resource=resource, scope_spans=[scope])]
     )
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _len_field(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited field whose tag byte is ``tag``."""
+    return tag + _varint(len(payload)) + payload
+
+
+def _attribute_parts(key: bytes, value: bytes) -> list[bytes]:
+    """Span.attributes (9) entry: KeyValue{key: 1, value: 2 AnyValue{string_value: 1}}, as
+    pieces to join (the value is not copied into intermediate buffers)."""
+    value_len = _varint(len(value))
+    any_len = 1 + len(value_len) + len(value)
+    any_prefix = _varint(any_len)
+    kv_len = len(key) + 1 + len(any_prefix) + any_len
+    return [b"\x4a", _varint(kv_len), key, b"\x12", any_prefix, b"\x0a", value_len, value]
+
+
+# Span fields, in field-number order (the order protobuf serialises them in).
+_TRACE_ID = b"\x0a\x10"  # 1: bytes, 16 long
+_SPAN_ID = b"\x12\x08"  # 2: bytes, 8 long
+_NAME_AND_KIND = (
+    _len_field(b"\x2a", SPAN_NAME.encode()) + b"\x30" + _varint(Span.SpanKind.SPAN_KIND_INTERNAL)
+)  # 5: name, 6: kind
+_START = b"\x39"  # 7: fixed64
+_END = b"\x41"  # 8: fixed64
+_RECORD_KEY = _len_field(b"\x0a", RECORD_ATTRIBUTE.encode())
+_DECISION_ID_KEY = _len_field(b"\x0a", DECISION_ID_ATTRIBUTE.encode())
+_U64 = struct.Struct("<Q")
+
+
+def _span_bytes(r: OutgoingRecord) -> bytes:
+    if len(r.trace_id) != 16 or len(r.span_id) != 8:
+        return bytes(
+            Span(
+                trace_id=r.trace_id,
+                span_id=r.span_id,
+                name=SPAN_NAME,
+                kind=Span.SpanKind.SPAN_KIND_INTERNAL,
+                start_time_unix_nano=r.start_ns,
+                end_time_unix_nano=r.end_ns,
+                attributes=[
+                    _attribute(RECORD_ATTRIBUTE, r.json),
+                    _attribute(DECISION_ID_ATTRIBUTE, r.decision_id),
+                ],
+            ).SerializeToString()
+        )
+    parts = [_TRACE_ID, r.trace_id, _SPAN_ID, r.span_id, _NAME_AND_KIND]
+    if r.start_ns:
+        parts += (_START, _U64.pack(r.start_ns))
+    if r.end_ns:
+        parts += (_END, _U64.pack(r.end_ns))
+    parts += _attribute_parts(_RECORD_KEY, r.json.encode())
+    parts += _attribute_parts(_DECISION_ID_KEY, r.decision_id.encode())
+    return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=8)
+def _resource_and_scope(instance: str) -> tuple[bytes, bytes]:
+    request = export_request([], instance)
+    resource_spans = request.resource_spans[0]
+    return (
+        bytes(resource_spans.resource.SerializeToString()),
+        bytes(resource_spans.scope_spans[0].scope.SerializeToString()),
+    )
+
+
+def encode_export(records: Sequence[OutgoingRecord], instance: str) -> bytes:
+    """``export_request(records, instance).SerializeToString()``, written directly."""
+    resource, scope = _resource_and_scope(instance)
+    spans = [_len_field(b"\x12", _span_bytes(r)) for r in records]  # ScopeSpans.spans = 2
+    scope_spans = _len_field(b"\x0a", scope) + b"".join(spans)  # ScopeSpans.scope = 1
+    # ResourceSpans: resource = 1, scope_spans = 2; the request: resource_spans = 1.
+    resource_spans = _len_field(b"\x0a", resource) + _len_field(b"\x12", scope_spans)
+    return _len_field(b"\x0a", resource_spans)

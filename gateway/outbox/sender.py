@@ -26,11 +26,13 @@ from typing import Any
 
 import grpc
 import orjson
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceResponse,
+)
 
 from gateway.outbox.config import OutboxConfig
 from gateway.outbox.metrics import OutboxMetrics
-from gateway.outbox.otlp import OutgoingRecord, export_request, outgoing
+from gateway.outbox.otlp import OutgoingRecord, encode_export, outgoing
 from gateway.outbox.outbox import Outbox
 from gateway.outbox.segments import Entry
 
@@ -48,6 +50,8 @@ RECORD_SPECIFIC = frozenset(
         grpc.StatusCode.FAILED_PRECONDITION,
     }
 )
+
+EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 CHANNEL_OPTIONS = (
     # A store coming back after an outage is found again within a second or two, not after
@@ -69,7 +73,7 @@ class Sender:
         self._outbox = outbox
         self._config = config
         self._metrics = metrics
-        self._stub: Any = None
+        self._export_call: Any = None
         self._failing_since: float | None = None
         self._failures = 0
 
@@ -77,7 +81,10 @@ class Sender:
         async with grpc.aio.insecure_channel(
             self._config.endpoint, options=CHANNEL_OPTIONS
         ) as channel:
-            self._stub = trace_service_pb2_grpc.TraceServiceStub(channel)  # type: ignore[no-untyped-call]
+            # The request goes as bytes, already encoded (``encode_export``).
+            self._export_call = channel.unary_unary(
+                EXPORT_METHOD, response_deserializer=ExportTraceServiceResponse.FromString
+            )
             while True:
                 try:
                     await self._send_next()
@@ -91,6 +98,11 @@ class Sender:
     async def _send_next(self) -> None:
         config = self._config
         entries = await self._outbox.next_batch(config.batch_records, config.batch_bytes)
+        if config.linger_s > 0 and len(entries) < config.batch_records:
+            # A partial batch: let it grow a little (the records are durable meanwhile), then
+            # read again from the cursor.
+            await asyncio.sleep(config.linger_s)
+            entries = await self._outbox.next_batch(config.batch_records, config.batch_bytes)
         records: list[OutgoingRecord] = []
         unreadable: list[bytes] = []
         for entry in entries:
@@ -139,12 +151,12 @@ class Sender:
 
     async def _export(self, records: Sequence[OutgoingRecord]) -> Any:
         config = self._config
-        request = export_request(records, config.instance)
+        request = encode_export(records, config.instance)
         delay = config.backoff_initial_s
         suspicious = 0
         while True:
             try:
-                response = await self._stub.Export(request, timeout=config.export_timeout_s)
+                response = await self._export_call(request, timeout=config.export_timeout_s)
             except grpc.aio.AioRpcError as e:
                 code = e.code()
                 self._metrics.send_failures.labels(code.name).inc()

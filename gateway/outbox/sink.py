@@ -7,6 +7,8 @@ never the feature values or the entity key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
 
@@ -42,6 +44,8 @@ def set_redacted_attributes(span: Span, record: DecisionRecord) -> None:
 class OutboxSink:
     """``DecisionSink`` (async variant): the record goes to the durable outbox, not the span."""
 
+    records_on_spans = False
+
     def __init__(self, outbox: Outbox) -> None:
         self._outbox = outbox
 
@@ -50,5 +54,10 @@ class OutboxSink:
         self._outbox.check_capacity()
 
     async def emit(self, record: DecisionRecord, span: Span) -> None:
-        set_redacted_attributes(span, record)
+        if span.is_recording():
+            set_redacted_attributes(span, record)
         await self._outbox.append(record)
+
+    async def emit_batch(self, records: Sequence[DecisionRecord], span: Span) -> None:
+        """One append group for the batch: every record framed and queued, one wait."""
+        await self._outbox.append_many(records)

@@ -74,6 +74,13 @@ class GroupWriter:
             self._waiters.append(waiter)
             self._cond.notify()
 
+    def submit_many(self, frames: list[bytes], waiter: asyncio.Future[None]) -> None:
+        """Several records, one waiter: released when the group holding the last is durable."""
+        with self._cond:
+            self._frames.extend(frames)
+            self._waiters.append(waiter)
+            self._cond.notify()
+
     def close(self) -> None:
         """Writes what is pending, then stops the thread (blocking: call it off the loop)."""
         with self._cond:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -147,8 +148,23 @@ def start_servers(model_dir: Path, workdir: Path, max_in_flight: int) -> Servers
         servers.processes.append(lineage)
         routes = workdir / "routes.yaml"
         routes.write_text(yaml.safe_dump(demo_routes(load_manifests(model_dir), runtime.address)))
-        for name, otlp in (("gateway-lineage-off", ""), ("gateway-lineage-on", lineage.address)):
-            servers.processes.append(start_gateway(routes, model_dir, workdir, otlp, name=name))
+        servers.processes.append(
+            start_gateway(routes, model_dir, workdir, name="gateway-lineage-off")
+        )
+        # The production lineage path: records go through the durable outbox to the store (no
+        # OTLP span export to it, no general tracing).
+        outbox = workdir / "outbox-lineage-on"
+        shutil.rmtree(outbox, ignore_errors=True)
+        servers.processes.append(
+            start_gateway(
+                routes,
+                model_dir,
+                workdir,
+                name="gateway-lineage-on",
+                lineage_endpoint=lineage.address,
+                outbox_dir=outbox,
+            )
+        )
         # Sheds beyond the saturation concurrency; loaded at twice the saturation rate.
         shedding = ["--max-in-flight", str(max_in_flight)]
         servers.processes.append(

@@ -196,3 +196,51 @@ async def test_each_row_keeps_its_own_deadline_in_a_batch(
     proxy.set("pass")
     alone = await client.infer(target, long, 5.0, "", endpoint)
     assert alone.score == long_result.score
+
+
+async def test_score_batch_through_the_outbox_is_one_group_commit_under_one_span(
+    routes: Routes, clients: Callable[..., BatchingModelClient], tmp_path: Path
+) -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from gateway.outbox import Outbox, OutboxConfig, OutboxSink, canonical_json
+    from gateway.service import BATCH_SPAN_NAME
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    outbox = await Outbox.open(OutboxConfig(tmp_path / "outbox"))
+    try:
+        service = DecisionService(
+            routes, clients(routes), provider.get_tracer("t"), OutboxSink(outbox), "test:1"
+        )
+        rows = _inputs(ROWS)
+        fsyncs = outbox.fsyncs
+        results = await service.score_batch("card-fraud", rows)
+        assert outbox.fsyncs - fsyncs == 1
+        records = [r for r in results if not isinstance(r, Exception)]
+        assert len(records) == ROWS
+        (span,) = exporter.get_finished_spans()
+        assert span.name == BATCH_SPAN_NAME
+        assert span.attributes is not None and span.attributes["scoregate.batch.rows"] == ROWS
+        assert not any("cust-" in str(v) for v in span.attributes.values())
+        assert {r.trace_id for r in records} == {f"{span.context.trace_id:032x}"}
+        assert len({r.span_id for r in records}) == ROWS
+        entries = await outbox.next_batch(1000, 16 << 20)
+        assert [e.payload for e in entries] == [canonical_json(r) for r in records]
+    finally:
+        await outbox.close()
+
+
+async def test_without_a_tracer_records_still_get_valid_trace_ids(
+    routes: Routes, clients: Callable[..., BatchingModelClient]
+) -> None:
+    service = DecisionService(routes, clients(routes), None, SpanAttributeSink(), "test:1")
+    row = _inputs(1)[0]
+    record = await service.score(row)
+    (batched,) = await service.score_batch("card-fraud", [row])
+    for r in (record, batched):
+        assert not isinstance(r, Exception)
+        assert len(r.trace_id) == 32 and int(r.trace_id, 16) != 0
+        assert len(r.span_id) == 16 and int(r.span_id, 16) != 0

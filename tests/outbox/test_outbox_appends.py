@@ -22,7 +22,7 @@ from gateway.outbox import (
     OutboxSink,
     canonical_json,
 )
-from governance.record import RECORD_ATTRIBUTE
+from governance.record import RECORD_ATTRIBUTE, ReasonEntry, canonical_record_json
 
 
 async def test_concurrent_appends_share_fsyncs(tmp_path: Path) -> None:
@@ -52,6 +52,43 @@ async def test_concurrent_appends_share_fsyncs(tmp_path: Path) -> None:
         assert len(entries) == 2020
     finally:
         await reopened.close()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"reasons": (ReasonEntry("R2", "second", 2), ReasonEntry("R1", "first", 1))},
+        {"extra": {"z": "1", "a": "2"}, "fallback_reason": "runtime_unavailable"},
+    ],
+)
+def test_canonical_json_is_the_store_canonical_form(overrides: dict[str, object]) -> None:
+    record = make_record(**overrides)
+    assert canonical_json(record) == canonical_record_json(record)
+
+
+async def test_append_many_is_one_group_commit(tmp_path: Path) -> None:
+    outbox = await Outbox.open(OutboxConfig(tmp_path))
+    try:
+        records = [make_record() for _ in range(100)]
+        before = outbox.fsyncs
+        await outbox.append_many(records)
+        assert outbox.fsyncs - before == 1
+        assert outbox.unacked_records == 100
+        entries = await outbox.next_batch(500, 16 << 20)
+        assert [e.payload for e in entries] == [canonical_json(r) for r in records]
+    finally:
+        await outbox.close()
+
+
+async def test_append_many_over_the_bound_queues_nothing(tmp_path: Path) -> None:
+    outbox = await Outbox.open(OutboxConfig(tmp_path, max_unacked_records=5))
+    try:
+        with pytest.raises(OutboxFull):
+            await outbox.append_many([make_record() for _ in range(6)])
+        assert outbox.unacked_records == 0
+    finally:
+        await outbox.close()
 
 
 async def test_full_outbox_sheds_with_resource_exhausted(tmp_path: Path) -> None:
@@ -109,3 +146,17 @@ async def test_sink_keeps_the_record_and_redacts_the_span(tmp_path: Path) -> Non
     values = {str(v) for v in attributes.values()}
     assert record.entity_key not in values
     assert not values & {str(v) for v in record.features.values()}
+
+
+def test_export_bytes_equal_the_protobuf_request() -> None:
+    from gateway.outbox.otlp import OutgoingRecord, encode_export, export_request, outgoing
+
+    records = [outgoing(canonical_json(make_record())) for _ in range(3)]
+    odd = [
+        OutgoingRecord("d-1", "{}", b"", b"", 0, 0),  # no usable ids: the protobuf path
+        OutgoingRecord("d-2", "x" * 300_000, b"\x02" * 16, b"\x01" * 8, 0, 5),
+    ]
+    for batch in (records, odd, []):
+        for instance in ("gw:1", ""):
+            expected = export_request(batch, instance).SerializeToString()
+            assert encode_export(batch, instance) == expected
