@@ -99,7 +99,7 @@ def _checksum(rendered: Rendered) -> str:
 
 
 def test_ramp_promotion_and_rollback_are_values_changes(model_dir: Path, tmp_path: Path) -> None:
-    """docs/helm.md's canary procedure, each step accepted by the gateway and rolling its pods."""
+    """docs/operations.md's canary procedure: each step accepted by the gateway, rolling pods."""
     values = yaml.safe_load((CI_DIR / "canary-in-progress-values.yaml").read_text())
     card_fraud = values["routes"]["decision_points"]["card-fraud"]
     steps: dict[str, Rendered] = {"5%": render(values)}

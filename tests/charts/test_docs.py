@@ -1,4 +1,4 @@
-"""docs/helm.md stays in step with the chart it documents."""
+"""docs/operations.md stays in step with the chart it documents."""
 
 from __future__ import annotations
 

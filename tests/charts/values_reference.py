@@ -1,4 +1,4 @@
-"""Generates the values reference in docs/helm.md from values.yaml's comments and defaults.
+"""Generates the values reference in docs/operations.md from values.yaml's comments and defaults.
 
     .venv/bin/python tests/charts/values_reference.py   # rewrites the section between the markers
 
@@ -17,7 +17,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 VALUES = REPO / "charts" / "scoregate" / "values.yaml"
 SCHEMA = REPO / "charts" / "scoregate" / "values.schema.json"
-DOC = REPO / "docs" / "helm.md"
+DOC = REPO / "docs" / "operations.md"
 BEGIN = "<!-- values-reference:begin (tests/charts/values_reference.py) -->"
 END = "<!-- values-reference:end -->"
 MAX_DEFAULT = 40
