@@ -23,7 +23,7 @@ from gateway.errors import ConfigError
 from gateway.route_events import RouteChange, RouteChangeSink, arm_targets, describe_changes
 from gateway.routes import ConfigFiles, Routes, compile_routes, read_config_files
 from gateway.service import DecisionService
-from runtimes.manifest import ManifestError, load_manifests
+from runtimes.manifest import MANIFEST_FILE, ManifestError, load_manifests
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class ConfigWatcher:
         self._instance = instance
         self._files = files
         self._refused = ""
+        self._fingerprint_seen = ""
 
     def announce(self) -> None:
         """Emits the start-up config as a route change from nothing."""
@@ -81,8 +82,35 @@ class ConfigWatcher:
         except OSError as e:
             return f"unreadable: {e}"
 
+    def _fingerprint(self) -> str:
+        """What the config depends on, cheaply: file bytes, and the manifests' names and mtimes.
+
+        Compiling loads and validates every manifest; doing that each poll held the GIL for
+        milliseconds every second, which showed in the gateway's tail latency.
+        """
+        digest = hashlib.sha256()
+        paths = [self._path]
+        config = self._service.routes.config
+        if config is not None:
+            paths += [self._path.parent / entry.file for entry in config.rules.values()]
+        for path in paths:
+            try:
+                digest.update(path.read_bytes())
+            except OSError as e:
+                digest.update(f"unreadable {path}: {e}".encode())
+        for manifest in sorted(self._model_dir.rglob(MANIFEST_FILE)):
+            stat = manifest.stat()
+            digest.update(f"{manifest}:{stat.st_mtime_ns}:{stat.st_size}".encode())
+        return digest.hexdigest()
+
     async def check(self) -> bool | None:
         """One poll: True applied, False refused, None unchanged (or already refused)."""
+        fingerprint = await asyncio.to_thread(self._fingerprint)
+        # While a version is refused, compile every poll: the fix may be in a rules file that only
+        # the refused version names, which the fingerprint does not cover.
+        if fingerprint == self._fingerprint_seen and not self._refused:
+            return None
+        self._fingerprint_seen = fingerprint
         metrics = self._service.metrics
         current = self._service.routes
         try:

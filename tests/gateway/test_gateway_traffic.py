@@ -179,6 +179,25 @@ async def test_a_valid_change_applies_through_a_configmap_symlink_swap(
     assert "decision_points.card-fraud.canary.weight: 0.0 -> 100.0" in gateway.log_tail(50)
 
 
+async def test_a_change_to_a_rules_file_alone_is_applied(
+    gateway: ManagedProcess, configmap: ConfigMapDir
+) -> None:
+    ok = 'scoregate_gateway_config_reloads_total{result="ok"}'
+    before = _sample(_metrics(gateway), ok)
+    rules = (
+        DEMO_RULES["card-fraud"]
+        .read_text()
+        .replace("version: card-fraud-rules-1", "version: card-fraud-rules-2")
+    )
+    configmap.publish({"card-fraud-rules.yaml": rules})  # routes.yaml itself is unchanged
+
+    async def applied() -> bool:
+        return _sample(_metrics(gateway), ok) == before + 1
+
+    await _until(applied)
+    assert "rules.card-fraud-rules: file content changed" in gateway.log_tail(50)
+
+
 async def test_an_invalid_change_is_refused_and_the_old_config_keeps_serving(
     gateway: ManagedProcess,
     scoring: scoring_pb2_grpc.ScoringServiceStub,
