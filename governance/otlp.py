@@ -6,6 +6,7 @@ store can sit behind a collector pipeline that also carries ordinary traces.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,24 @@ def _string_attributes(span: Any) -> dict[str, str]:
     }
 
 
+# A decision id already in canonical form (what uuid.UUID would print), checked without parsing.
+_CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _decision_attributes(span: Any) -> tuple[str | None, str | None]:
+    """The record and decision id string attributes (the last of each, as in
+    ``_string_attributes``), without building a dict of every attribute."""
+    payload = decision_id = None
+    for kv in span.attributes:
+        key = kv.key
+        if key == RECORD_ATTRIBUTE:
+            if kv.value.WhichOneof("value") == "string_value":
+                payload = kv.value.string_value
+        elif key == DECISION_ID_ATTRIBUTE and kv.value.WhichOneof("value") == "string_value":
+            decision_id = kv.value.string_value
+    return payload, decision_id
+
+
 def _validation_summary(error: pydantic.ValidationError, limit: int = 3) -> str:
     problems = [
         f"{'.'.join(str(part) for part in e['loc']) or 'record'}: {e['msg']}"
@@ -52,21 +71,22 @@ def _validation_summary(error: pydantic.ValidationError, limit: int = 3) -> str:
 
 def _record_from_span(span: Any) -> DecisionRecord:
     """The span's record; raises ValueError with a reason a sender can act on."""
-    attributes = _string_attributes(span)
-    payload = attributes.get(RECORD_ATTRIBUTE)
+    payload, span_decision_id = _decision_attributes(span)
     if payload is None:
         raise ValueError(f"decision span has no string attribute {RECORD_ATTRIBUTE!r}")
     try:
         record = record_from_json(payload)
     except pydantic.ValidationError as e:
         raise ValueError(_validation_summary(e)) from None
-    try:
-        canonical = canonical_decision_id(record.decision_id)
-    except InvalidDecisionId as e:
-        raise ValueError(str(e)) from None
-    if canonical != record.decision_id:
-        raise ValueError(f"decision_id {record.decision_id!r} is not in canonical lower-case form")
-    span_decision_id = attributes.get(DECISION_ID_ATTRIBUTE)
+    if _CANONICAL_ID.fullmatch(record.decision_id) is None:
+        try:
+            canonical = canonical_decision_id(record.decision_id)
+        except InvalidDecisionId as e:
+            raise ValueError(str(e)) from None
+        if canonical != record.decision_id:
+            raise ValueError(
+                f"decision_id {record.decision_id!r} is not in canonical lower-case form"
+            )
     if span_decision_id is not None and span_decision_id != record.decision_id:
         raise ValueError(
             f"span attribute {DECISION_ID_ATTRIBUTE} {span_decision_id!r} differs from the "

@@ -23,6 +23,7 @@ POSTGRES = Dialect(
     begin_snapshot="BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
     lock_suffix=" FOR UPDATE",
     errors=(psycopg.Error,),
+    conflict_errors=(psycopg.errors.UniqueViolation,),
     # Session-level, held while migrations run; the key is arbitrary but fixed.
     migration_lock="SELECT pg_advisory_lock(712400417)",
     migration_unlock="SELECT pg_advisory_unlock(712400417)",

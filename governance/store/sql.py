@@ -12,8 +12,11 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import dataclasses
 import functools
+import hashlib
 import logging
+import operator
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +27,7 @@ import orjson
 
 from governance.chain import GENESIS, Checkpoint, link, sha256_hex
 from governance.errors import DecisionNotFound, EntryConflict, MigrationError, StoreUnavailable
-from governance.record import DecisionRecord, record_from_json
+from governance.record import DecisionRecord, ReasonEntry, record_from_json
 from governance.store import verify as verify_chain
 from governance.store.base import (
     Conflict,
@@ -52,7 +55,6 @@ from governance.store.tables import (
     SEQ_TABLES,
     ChainedTable,
     Conn,
-    decision_row,
 )
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,37 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(DecisionRecord))
+_record_values = operator.attrgetter(*_RECORD_FIELDS)
+_CANONICAL = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_SORT_KEYS
+# The decisions columns copied from the record, in DECISION_COLUMNS order up to stored_at_us.
+_ROW_FIELDS = DECISION_COLUMNS[: DECISION_COLUMNS.index("stored_at_us")]
+_row_values = operator.attrgetter(*_ROW_FIELDS)
+assert DECISION_COLUMNS[len(_ROW_FIELDS) :] == ("stored_at_us", "record_sha256", "record_json")
+
+
+def _as_dict(obj: object) -> dict[str, object]:
+    # orjson writes dataclass fields in definition order even with OPT_SORT_KEYS; as dicts
+    # (passed through to here) their keys are sorted like every nested dict's.
+    if type(obj) is DecisionRecord:
+        return dict(zip(_RECORD_FIELDS, _record_values(obj), strict=True))
+    if type(obj) is ReasonEntry:
+        return {"code": obj.code, "description": obj.description, "rank": obj.rank}
+    raise TypeError(f"{type(obj).__name__} is not part of a decision record")
+
+
+def fast_decision_row(record: DecisionRecord, stored_at_us: int) -> list[object]:
+    """``tables.decision_row``'s exact row in one orjson pass, without ``asdict``'s deep copy
+    (a test holds the two equal; ``verify`` re-derives rows with ``decision_row``)."""
+    body = orjson.dumps(record, default=_as_dict, option=_CANONICAL)
+    return [
+        *_row_values(record),
+        stored_at_us,
+        hashlib.sha256(body).hexdigest(),
+        body.decode(),
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class Dialect:
     """What differs between the backends' SQL."""
@@ -83,6 +116,8 @@ class Dialect:
     errors: tuple[type[BaseException], ...]
     migration_lock: str = ""
     migration_unlock: str = ""
+    # What a unique-key violation raises; empty: inserts look up stored ids first.
+    conflict_errors: tuple[type[BaseException], ...] = ()
 
     def q(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
@@ -300,7 +335,7 @@ class SqlLineageStore(LineageStore):
         sha_index = DECISION_COLUMNS.index("record_sha256")
         batch: dict[str, list[object]] = {}
         for record in records:
-            row = decision_row(record, stored_at)
+            row = fast_decision_row(record, stored_at)
             earlier = batch.get(record.decision_id)
             if earlier is None:
                 batch[record.decision_id] = row
@@ -308,29 +343,54 @@ class SqlLineageStore(LineageStore):
                 _count_repeat(
                     result, record.decision_id, str(earlier[sha_index]), str(row[sha_index])
                 )
+        columns = (*DECISION_COLUMNS, "seq", "chain_sha256")
+        insert = self.dialect.q(
+            f"INSERT INTO decisions ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        )
         with self._transaction(conn, self.dialect.begin_write):
-            seq, chain = self._head(conn)
-            stored = self._stored_hashes(conn, list(batch))
-            new: list[list[object]] = []
-            for decision_id, row in batch.items():
-                if decision_id in stored:
-                    _count_repeat(result, decision_id, stored[decision_id], str(row[sha_index]))
-                    continue
-                seq += 1
-                chain = link(chain, str(row[sha_index]), seq)
-                new.append([*row, seq, chain])
+            head_seq, head_chain = self._head(conn)
+            new = self._insert_fresh(conn, insert, batch, head_seq, head_chain)
+            if new is None:
+                # Some ids are stored already: look them up and link only the others.
+                stored = self._stored_hashes(conn, list(batch))
+                new = []
+                seq, chain = head_seq, head_chain
+                for decision_id, row in batch.items():
+                    if decision_id in stored:
+                        _count_repeat(result, decision_id, stored[decision_id], str(row[sha_index]))
+                        continue
+                    seq += 1
+                    chain = link(chain, str(row[sha_index]), seq)
+                    new.append([*row, seq, chain])
+                if new:
+                    conn.cursor().executemany(insert, new)
             if new:
-                columns = (*DECISION_COLUMNS, "seq", "chain_sha256")
-                marks = ", ".join("?" * len(columns))
-                conn.cursor().executemany(
-                    self.dialect.q(
-                        f"INSERT INTO decisions ({', '.join(columns)}) VALUES ({marks})"
-                    ),
-                    new,
-                )
-                self._set_head(conn, seq, chain)
+                self._set_head(conn, head_seq + len(new), str(new[-1][-1]))
         result.inserted = len(new)
         return result
+
+    def _insert_fresh(
+        self, conn: Conn, insert: str, batch: dict[str, list[object]], seq: int, chain: str
+    ) -> list[list[object]] | None:
+        """The common case without a lookup: inserts every row of ``batch`` as new, linked after
+        (seq, chain). If any id is already stored, undoes that and returns None instead."""
+        if not self.dialect.conflict_errors:
+            return None
+        sha_index = DECISION_COLUMNS.index("record_sha256")
+        new: list[list[object]] = []
+        for row in batch.values():
+            seq += 1
+            chain = link(chain, str(row[sha_index]), seq)
+            new.append([*row, seq, chain])
+        conn.execute("SAVEPOINT insert_fresh")
+        try:
+            conn.cursor().executemany(insert, new)
+        except self.dialect.conflict_errors:
+            conn.execute("ROLLBACK TO SAVEPOINT insert_fresh")
+            conn.execute("RELEASE SAVEPOINT insert_fresh")
+            return None
+        conn.execute("RELEASE SAVEPOINT insert_fresh")
+        return new
 
     def _stored_hashes(self, conn: Conn, ids: list[str]) -> dict[str, str]:
         found: dict[str, str] = {}

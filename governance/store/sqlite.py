@@ -25,6 +25,7 @@ SQLITE = Dialect(
     begin_snapshot="BEGIN",
     lock_suffix="",
     errors=(sqlite3.Error,),
+    conflict_errors=(sqlite3.IntegrityError,),
 )
 
 
