@@ -126,6 +126,17 @@ async def open_sink(
     return OutboxSink(outbox), outbox
 
 
+async def leave_rotation_on_outbox_failure(
+    outbox: Outbox, health_servicer: health.aio.HealthServicer
+) -> None:
+    """A gateway whose outbox cannot write refuses every decision: reporting NOT_SERVING takes it
+    out of the load balancer's rotation, so callers reach a healthy replica instead."""
+    error = await outbox.wait_for_failure()
+    log.critical("outbox failed (%s): health NOT_SERVING", error)
+    for name in ("", SCORING_SERVICE):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
 def start_metrics_server(settings: GatewaySettings, metrics: GatewayMetrics) -> Any | None:
     """Serves /metrics on ``metrics_port`` (a thread of prometheus_client's); None when off."""
     if not settings.metrics_port:
@@ -196,6 +207,11 @@ async def serve(settings: GatewaySettings, routes: Routes) -> int:
     reloading = None
     if settings.reload_interval_s > 0:
         reloading = asyncio.create_task(watcher.run(settings.reload_interval_s))
+    outbox_health = None
+    if outbox is not None:
+        outbox_health = asyncio.create_task(
+            leave_rotation_on_outbox_failure(outbox, health_servicer)
+        )
     try:
         for name in ("", SCORING_SERVICE):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -226,6 +242,8 @@ async def serve(settings: GatewaySettings, routes: Routes) -> int:
     finally:
         if reloading is not None:
             reloading.cancel()
+        if outbox_health is not None:
+            outbox_health.cancel()
         await server.stop(None)
         await service.close()
         if outbox is not None:

@@ -89,6 +89,7 @@ class Outbox:
         self._acked_changed = asyncio.Event()
         self._closed = False
         self._broken: BaseException | None = None
+        self._broke = asyncio.Event()
         self._fsyncs_seen = 0
         self._sender: asyncio.Task[None] | None = None
 
@@ -157,6 +158,17 @@ class Outbox:
     @property
     def fsyncs(self) -> int:
         return self._writer.fsyncs
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The write error that broke the outbox (every later append is refused), if any."""
+        return self._broken
+
+    async def wait_for_failure(self) -> BaseException:
+        """Returns the write error once the outbox has broken; waits for ever if it never does."""
+        await self._broke.wait()
+        assert self._broken is not None
+        return self._broken
 
     def oldest_unacked_age(self) -> float:
         if not self._records or not self._groups:
@@ -229,6 +241,7 @@ class Outbox:
         if self._broken is None:
             log.critical("outbox write failed, refusing all further decisions: %s", error)
         self._broken = error
+        self._broke.set()
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_exception(OutboxClosed(f"decision record not made durable: {error}"))
