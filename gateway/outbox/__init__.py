@@ -8,8 +8,9 @@ docs/outbox.md for sizing, the policy when full, metrics and recovery.
 from gateway.outbox.config import OutboxConfig
 from gateway.outbox.errors import OutboxClosed, OutboxError, OutboxFull
 from gateway.outbox.metrics import OutboxMetrics
-from gateway.outbox.outbox import Outbox, canonical_json
+from gateway.outbox.outbox import Outbox
 from gateway.outbox.sink import OutboxSink, redacted_attributes, set_redacted_attributes
+from governance.record import canonical_json
 
 __all__ = [
     "Outbox",

@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import fcntl
 import logging
-import operator
 import os
 import time
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
-
-import orjson
 
 from gateway.outbox.config import OutboxConfig
 from gateway.outbox.errors import OutboxClosed, OutboxFull
@@ -41,33 +37,12 @@ from gateway.outbox.segments import (
     segment_path,
 )
 from gateway.outbox.writer import GroupWriter, Waiters
-from governance.record import DecisionRecord, ReasonEntry
+from governance.record import DecisionRecord, canonical_json
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "lock"
 DEAD_LETTER_FILE = "dead-letter.jsonl"
-
-
-_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(DecisionRecord))
-_record_values = operator.attrgetter(*_RECORD_FIELDS)
-_CANONICAL = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_SORT_KEYS
-
-
-def _as_dict(obj: object) -> dict[str, object]:
-    # orjson writes dataclass fields in definition order even with OPT_SORT_KEYS; as dicts
-    # (passed through to here) their keys are sorted like every nested dict's.
-    if type(obj) is DecisionRecord:
-        return dict(zip(_RECORD_FIELDS, _record_values(obj), strict=True))
-    if type(obj) is ReasonEntry:
-        return {"code": obj.code, "description": obj.description, "rank": obj.rank}
-    raise TypeError(f"{type(obj).__name__} is not part of a decision record")
-
-
-def canonical_json(record: DecisionRecord) -> bytes:
-    """``governance.record.canonical_record_json``'s exact bytes, ~15x faster: one orjson pass
-    (a test holds the two equal)."""
-    return orjson.dumps(record, default=_as_dict, option=_CANONICAL)
 
 
 class Outbox:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import hashlib
 import logging
@@ -27,7 +26,7 @@ import orjson
 
 from governance.chain import GENESIS, Checkpoint, link, sha256_hex
 from governance.errors import DecisionNotFound, EntryConflict, MigrationError, StoreUnavailable
-from governance.record import DecisionRecord, ReasonEntry, record_from_json
+from governance.record import DecisionRecord, canonical_json, record_from_json
 from governance.store import verify as verify_chain
 from governance.store.base import (
     Conflict,
@@ -73,29 +72,16 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(DecisionRecord))
-_record_values = operator.attrgetter(*_RECORD_FIELDS)
-_CANONICAL = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_SORT_KEYS
 # The decisions columns copied from the record, in DECISION_COLUMNS order up to stored_at_us.
 _ROW_FIELDS = DECISION_COLUMNS[: DECISION_COLUMNS.index("stored_at_us")]
 _row_values = operator.attrgetter(*_ROW_FIELDS)
 assert DECISION_COLUMNS[len(_ROW_FIELDS) :] == ("stored_at_us", "record_sha256", "record_json")
 
 
-def _as_dict(obj: object) -> dict[str, object]:
-    # orjson writes dataclass fields in definition order even with OPT_SORT_KEYS; as dicts
-    # (passed through to here) their keys are sorted like every nested dict's.
-    if type(obj) is DecisionRecord:
-        return dict(zip(_RECORD_FIELDS, _record_values(obj), strict=True))
-    if type(obj) is ReasonEntry:
-        return {"code": obj.code, "description": obj.description, "rank": obj.rank}
-    raise TypeError(f"{type(obj).__name__} is not part of a decision record")
-
-
 def fast_decision_row(record: DecisionRecord, stored_at_us: int) -> list[object]:
-    """``tables.decision_row``'s exact row in one orjson pass, without ``asdict``'s deep copy
-    (a test holds the two equal; ``verify`` re-derives rows with ``decision_row``)."""
-    body = orjson.dumps(record, default=_as_dict, option=_CANONICAL)
+    """``tables.decision_row``'s exact row in one native orjson pass, without ``asdict``'s deep
+    copy (a test holds the two equal; ``verify`` re-derives rows with ``decision_row``)."""
+    body = canonical_json(record)
     return [
         *_row_values(record),
         stored_at_us,

@@ -100,8 +100,17 @@ class Phase:
         self.latencies_us: list[float] = []
         self.errors: Counter[str] = Counter()
         self.error_latencies_us: list[float] = []
+        self.error_latencies_by_code: dict[str, list[float]] = {}
         self.seconds = 0.0
         self.cpu_s = 0.0
+        # The load generator's own CPU over the phase: near 1.0 core, its loop (not the server)
+        # may be what limits the phase and inflates the latencies it measures.
+        self.client_cpu_s = 0.0
+
+    def refused(self, code: str, latency_us: float) -> None:
+        self.errors[code] += 1
+        self.error_latencies_us.append(latency_us)
+        self.error_latencies_by_code.setdefault(code, []).append(latency_us)
 
     def summary(self, rows_per_call: int) -> dict[str, Any]:
         lat = sorted(self.latencies_us)
@@ -118,8 +127,13 @@ class Phase:
             "p90_us": percentile(lat, 0.90),
             "p99_us": percentile(lat, 0.99),
             "error_p99_us": percentile(err, 0.99),
+            "error_p99_us_by_code": {
+                code: percentile(sorted(values), 0.99)
+                for code, values in sorted(self.error_latencies_by_code.items())
+            },
             "server_cpu_s": self.cpu_s,
             "server_cpu_us_per_row": self.cpu_s * 1e6 / (calls * rows_per_call) if calls else None,
+            "client_cores": self.client_cpu_s / self.seconds if self.seconds else 0.0,
         }
 
 
@@ -143,14 +157,14 @@ async def run_phase(
             try:
                 await call(request, timeout=call_timeout)
             except grpc.aio.AioRpcError as e:
-                phase.errors[e.code().name] += 1
-                phase.error_latencies_us.append((clock() - start) * 1e6)
+                phase.refused(e.code().name, (clock() - start) * 1e6)
                 continue
             phase.latencies_us.append((clock() - start) * 1e6)
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     phase.seconds = time.perf_counter() - start
+    phase.client_cpu_s = time.process_time() - cpu
     return phase
 
 
@@ -168,12 +182,11 @@ async def run_open_loop(
         try:
             await call(request, timeout=call_timeout)
         except grpc.aio.AioRpcError as e:
-            phase.errors[e.code().name] += 1
-            phase.error_latencies_us.append((clock() - start) * 1e6)
+            phase.refused(e.code().name, (clock() - start) * 1e6)
             return
         phase.latencies_us.append((clock() - start) * 1e6)
 
-    start = clock()
+    start, cpu = clock(), time.process_time()
     sent = 0
     while (now := clock()) < start + max_seconds:
         # Every call due by now (timers are ~1 ms coarse: calls leave in small bursts).
@@ -187,6 +200,7 @@ async def run_open_loop(
     if pending:
         await asyncio.wait(pending)
     phase.seconds = clock() - start
+    phase.client_cpu_s = time.process_time() - cpu
     return phase
 
 
