@@ -74,17 +74,18 @@ def tracer_provider(settings: GatewaySettings, instance: str) -> TracerProvider:
     return provider
 
 
-def backlog_options(max_in_flight: int | None) -> tuple[tuple[str, int], ...]:
-    """With load shedding on, gRPC core also refuses calls queued for the event loop beyond the
-    bound (with CANCELLED: gRPC core's status for it): when Python falls behind, new calls are
-    refused before any Python runs for them, instead of waiting in a backlog that makes every
-    answer late. Measured at twice the saturation rate, this took the admitted p99 from ~2.8 s
-    to ~0.13 s (docs/performance.md)."""
+def backlog_options(max_in_flight: int | None, max_pending: int) -> tuple[tuple[str, int], ...]:
+    """With load shedding on, gRPC core also refuses calls waiting for the event loop beyond
+    ``max_pending`` (with CANCELLED: gRPC core's status for it; at random between it and twice
+    it, always beyond): when Python falls behind, new calls are refused before any Python runs
+    for them, instead of queueing where every answer, refusals included, gets late. Measured at
+    twice the saturation rate (docs/performance.md): with a backlog bound of 32-64 refusals took
+    34-100 ms at p99, with 2-4 they take ~7 ms and admitted calls keep their p99."""
     if max_in_flight is None:
         return ()
     return (
-        ("grpc.server.max_pending_requests", max_in_flight),
-        ("grpc.server.max_pending_requests_hard_limit", 2 * max_in_flight),
+        ("grpc.server.max_pending_requests", max_pending),
+        ("grpc.server.max_pending_requests_hard_limit", 2 * max_pending),
     )
 
 
@@ -188,7 +189,10 @@ async def serve(settings: GatewaySettings, routes: Routes) -> int:
     watcher.announce()
     server = grpc.aio.server(
         # No SO_REUSEPORT: a second gateway on a taken port must fail, not share it silently.
-        options=(("grpc.so_reuseport", 0), *backlog_options(settings.max_in_flight)),
+        options=(
+            ("grpc.so_reuseport", 0),
+            *backlog_options(settings.max_in_flight, settings.max_pending_calls),
+        ),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     scoring_pb2_grpc.add_ScoringServiceServicer_to_server(ScoringServicer(service), server)

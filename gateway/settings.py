@@ -87,6 +87,13 @@ class GatewaySettings(BaseSettings):
         description="Score requests in flight per process before new ones are shed with "
         "RESOURCE_EXHAUSTED (at once, not queued); unset: no bound.",
     )
+    max_pending_calls: int = Field(
+        default=2,
+        ge=1,
+        description="With --max-in-flight: calls gRPC core may hold for the event loop before it "
+        "refuses new ones itself (CANCELLED, before any Python runs; up to twice this many "
+        "under bursts). A healthy loop picks calls up at once; a backlog means it is behind.",
+    )
     shadow_max_in_flight: int = Field(
         default=64,
         ge=1,

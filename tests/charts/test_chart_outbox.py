@@ -119,3 +119,17 @@ def test_chart_defaults_are_the_gateways() -> None:
         "outbox_drain_s",
     ):
         assert getattr(ours, name) == fields[name].default, name
+
+
+def test_load_shedding_values_reach_the_gateway() -> None:
+    _, c = _gateway(render({"gateway": {"maxInFlight": 40}}))
+    s = _settings(c)
+    assert (s.max_in_flight, s.max_pending_calls) == (
+        40,
+        GatewaySettings.model_fields["max_pending_calls"].default,
+    )
+    _, c = _gateway(render({"gateway": {"maxInFlight": 40, "maxPendingCalls": 6}}))
+    assert (_settings(c).max_in_flight, _settings(c).max_pending_calls) == (40, 6)
+    _, c = _gateway(render())
+    assert _settings(c).max_in_flight is None
+    assert "--max-pending-calls" not in c["args"]
