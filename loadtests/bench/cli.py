@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -47,6 +48,13 @@ class Job:
     overload_rate: float = 0.0
 
 
+def _odd(text: str) -> int:
+    value = int(text)
+    if value < 1 or value % 2 == 0:
+        raise argparse.ArgumentTypeError(f"{value}: the rounds' median needs an odd count >= 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m loadtests.bench", description=__doc__)
     parser.add_argument("--workdir", type=Path, default=Path(".scoregate/bench"))
@@ -55,13 +63,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_const", const="quick", dest="size")
     parser.add_argument("--concurrency", type=int, default=32, help="calls in flight")
     parser.add_argument("--batch", type=int, default=100, help="rows per ScoreBatch call")
+    parser.add_argument(
+        "--rounds",
+        type=_odd,
+        default=None,
+        help="times every path is measured, in turn, each with 1/rounds of the phase time; "
+        "figures and ratios are the rounds' medians (default: 3, 1 for --size tiny)",
+    )
     parser.add_argument("--no-fail", action="store_true", help="exit 0 even if targets miss")
     return parser
 
 
-def run_loadgen(job: Job, size: tuple[Any, ...], workdir: Path) -> dict[str, Any]:
+def per_round(size: tuple[Any, ...], rounds: int) -> tuple[Any, ...]:
+    """A size whose measured phases (not the warm-up) are 1/rounds as long."""
+    warmup, seq_calls, seq_s, sat_calls, sat_s, *floor = size
+    return (
+        warmup,
+        max(1, seq_calls // rounds),
+        seq_s / rounds,
+        max(1, sat_calls // rounds),
+        sat_s / rounds,
+        *floor,
+    )
+
+
+def run_loadgen(
+    job: Job, size: tuple[Any, ...], workdir: Path, round_no: int = 0
+) -> dict[str, Any]:
     warmup, seq_calls, seq_s, sat_calls, sat_s, _, _ = size
-    out = workdir / f"{job.key}.result.json"
+    out = workdir / f"{job.key}.round{round_no}.result.json"
     argv = [
         sys.executable, "-m", "loadtests.bench.loadgen",
         "--label", job.key,
@@ -81,6 +111,9 @@ def run_loadgen(job: Job, size: tuple[Any, ...], workdir: Path) -> dict[str, Any
         "--overload-seconds", str(sat_s),
         "--out", str(out),
     ]  # fmt: skip
+    if round_no:
+        # Each round's calls carry their own request ids.
+        argv[argv.index("--label") + 1] = f"{job.key}-r{round_no}"
     subprocess.run(argv, check=True, timeout=120 + seq_s + sat_s)
     result: dict[str, Any] = json.loads(out.read_text())
     return result
@@ -267,14 +300,25 @@ def main(argv: list[str] | None = None) -> int:
     for name, data in encoded.items():
         write_payloads(files[name], data)
 
+    rounds = args.rounds or (1 if args.size == "tiny" else 3)
+    round_size = per_round(size, rounds)
+    measured: list[dict[str, dict[str, Any]]] = [{} for _ in range(rounds)]
     servers = start_servers(model_dir, workdir, args.concurrency)
     try:
         gateways = [servers.address("gateway-lineage-off"), servers.address("gateway-lineage-on")]
         smoke(servers.address("runtime"), gateways, encoded["infer"][0], encoded["score"][0])
-        for job in plan(servers, files, args.concurrency, args.batch):
-            print(f"bench ({args.size}): {job.key} ...", flush=True)
-            results[job.key] = run_loadgen(job, size, workdir)
-        saturated = results["gateway-lineage-off"]["saturation"]["calls_per_s"]
+        jobs = plan(servers, files, args.concurrency, args.batch)
+        # Every path once per round, in turn: a machine that speeds up or slows down during the
+        # run (as shared VMs do) shifts every path of a round alike, so ratios hold per round.
+        for round_no in range(rounds):
+            for job in jobs:
+                print(
+                    f"bench ({args.size}): round {round_no + 1}/{rounds}: {job.key} ...", flush=True
+                )
+                measured[round_no][job.key] = run_loadgen(job, round_size, workdir, round_no)
+        saturated = statistics.median(
+            m["gateway-lineage-off"]["saturation"]["calls_per_s"] for m in measured
+        )
         print(f"bench ({args.size}): {SHED} at 2 x {saturated:,.0f} calls/s ...", flush=True)
         shed = Job(
             SHED,
@@ -290,14 +334,23 @@ def main(argv: list[str] | None = None) -> int:
         servers.stop()
 
     notes = {"score-batch": "not available: scoring.v1 has no ScoreBatch RPC yet"}
-    table_rows = [
-        report.row_from_result(p, results.get(p.key), notes.get(p.key, "")) for p in report.PATHS
+    round_rows = [
+        [
+            report.row_from_result(p, {**results, **m}.get(p.key), notes.get(p.key, ""))
+            for p in report.PATHS
+        ]
+        for m in measured
     ]
-    found = report.targets(table_rows, overload)
+    table_rows = [report.median_row(list(same)) for same in zip(*round_rows, strict=True)]
+    found = report.combine_rounds([report.targets(rows) for rows in round_rows])
+    off = next(r for r in table_rows if r.key == "gateway-lineage-off")
+    found = [t for t in found if t.name != report.shedding(None, None).name]
+    found.append(report.shedding(off if off.available else None, overload))
     print(f"\n{report.table(table_rows)}\n\n{report.verdicts(found)}")
     meta = {
         "size": args.size,
         "concurrency": args.concurrency,
+        "rounds": rounds,
         "seconds": round(time.monotonic() - started, 1),
         "machine": {
             "cpus": os.cpu_count(),
@@ -306,8 +359,14 @@ def main(argv: list[str] | None = None) -> int:
         },
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    latencies = {k: r.pop("sequential_latencies_us") for k, r in results.items()}
-    raw = [*results.values(), overload]
+    # The CDF pools every round's one-at-a-time calls.
+    latencies: dict[str, list[float]] = {
+        k: r.pop("sequential_latencies_us") for k, r in results.items()
+    }
+    for m in measured:
+        for k, r in m.items():
+            latencies.setdefault(k, []).extend(r.pop("sequential_latencies_us"))
+    raw = [*results.values(), *(r for m in measured for r in m.values()), overload]
     report.write_json(workdir / "bench.json", table_rows, found, meta, raw)
     pngs = report.plot(workdir, table_rows, latencies)
     print(f"\nbench: wrote {workdir / 'bench.json'}, {', '.join(p.name for p in pngs)}")

@@ -1,0 +1,60 @@
+"""Several rounds per path: figures are the rounds' medians, each ratio is taken within a round
+and the verdict is the median round's, so drift between rounds moves no ratio."""
+
+from __future__ import annotations
+
+import pytest
+
+from loadtests.bench.cli import build_parser, per_round
+from loadtests.bench.report import Row, Target, combine_rounds, median_row, targets
+
+
+def _row(key: str, throughput: float, p50_us: float = 2_000.0, p99_us: float = 4_000.0) -> Row:
+    return Row(
+        key, key, True, p50_us=p50_us, p99_us=p99_us, throughput=throughput,
+        saturation_p99_us=50_000.0, concurrency=32, cpu_us_per_decision=1_000.0,
+    )  # fmt: skip
+
+
+def test_a_figure_is_the_median_of_its_rounds() -> None:
+    rows = [_row("direct", 900.0), _row("direct", 1_400.0), _row("direct", 1_000.0)]
+    rows[1].errors = {"UNAVAILABLE": 2}
+    merged = median_row(rows)
+    assert merged.throughput == 1_000.0
+    assert merged.errors == {"UNAVAILABLE": 2}
+
+
+def test_ratios_are_taken_within_rounds_when_the_machine_drifts() -> None:
+    """The machine halves its speed between rounds: every path slows alike, and the gateway's
+    ratio to direct is 1.1 in each round, though the median figures alone would say 0.55."""
+    per_round = [
+        [_row("direct", 1_000.0 * speed), _row("gateway-lineage-off", 1_100.0 * speed)]
+        for speed in (1.0, 0.5, 0.25)
+    ]
+    found = combine_rounds([targets(rows) for rows in per_round])
+    (throughput,) = [t for t in found if t.name == "gateway throughput >= 1.0 x direct"]
+    assert throughput.ok is True
+    assert throughput.rounds == pytest.approx((1.1, 1.1, 1.1))
+
+
+def test_the_verdict_is_the_median_rounds() -> None:
+    name = "lineage on >= 0.90 x lineage off"
+    rounds = [[Target(name, v >= 0.9, f"{v} x", v)] for v in (0.95, 0.70, 0.91)]
+    (combined,) = combine_rounds(rounds)
+    assert (combined.ok, combined.value) == (True, 0.91)
+    rounds = [[Target(name, v >= 0.9, f"{v} x", v)] for v in (0.95, 0.70, 0.85)]
+    (combined,) = combine_rounds(rounds)
+    assert (combined.ok, combined.value) == (False, 0.85)
+    assert "0.95, 0.70, 0.85" in combined.detail
+
+
+def test_a_round_has_its_share_of_the_phase_time() -> None:
+    assert per_round((300, 3000, 6.0, 300_000, 10.0, 20_000, 4.0), 3) == (
+        300, 1000, 2.0, 100_000, 10.0 / 3, 20_000, 4.0,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("rounds", ["0", "2", "-1"])
+def test_an_even_or_empty_round_count_is_refused(rounds: str) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--rounds", rounds])
