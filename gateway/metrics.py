@@ -77,6 +77,13 @@ class GatewayMetrics:
             "Requests refused with RESOURCE_EXHAUSTED at admission (in-flight bound reached).",
             registry=r,
         )
+        self.runtime_call_rows = Histogram(
+            "scoregate_gateway_runtime_call_rows",
+            "Rows carried by each micro-batched runtime call (1: a Score call that went alone). "
+            "Its mean is how much batching shares the runtime's per-call cost.",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256),
+            registry=r,
+        )
         self.config_reloads = Counter(
             "scoregate_gateway_config_reloads",
             "Routing config reloads by result (ok, failed).",

@@ -162,12 +162,12 @@ async def serve(settings: GatewaySettings, routes: Routes) -> int:
     instance = gateway_instance()
     provider = tracer_provider(settings, instance)
     client: ModelClient = OipModelClient(routes.targets)
+    metrics = GatewayMetrics()
     if settings.batching:
         from gateway.batching import BatchingModelClient, BatchingPolicy
 
         policy = BatchingPolicy(settings.batch_max_size, settings.batch_max_wait_us / 1e6)
-        client = BatchingModelClient(client, policy)
-    metrics = GatewayMetrics()
+        client = BatchingModelClient(client, policy, metrics.runtime_call_rows.observe)
     sink, outbox = await open_sink(settings, metrics, instance)
     service = DecisionService(
         routes,

@@ -128,7 +128,7 @@ class GatewaySettings(BaseSettings):
         default=64, ge=1, le=1000, description="Most rows one micro-batched runtime call carries."
     )
     batch_max_wait_us: int = Field(
-        default=500,
+        default=2000,
         ge=0,
         le=100_000,
         description="Longest a Score call waits (microseconds) for the runtime call ahead of it "

@@ -244,3 +244,31 @@ async def test_without_a_tracer_records_still_get_valid_trace_ids(
         assert not isinstance(r, Exception)
         assert len(r.trace_id) == 32 and int(r.trace_id, 16) != 0
         assert len(r.span_id) == 16 and int(r.span_id, 16) != 0
+
+
+async def test_every_runtime_call_is_reported_with_its_rows(
+    routes: Routes, proxy: FaultProxy
+) -> None:
+    """What scoregate_gateway_runtime_call_rows observes: one value per runtime call."""
+    from gateway.metrics import GatewayMetrics
+
+    metrics = GatewayMetrics()
+    observed: list[int] = []
+
+    def on_call(rows: int) -> None:
+        observed.append(rows)
+        metrics.runtime_call_rows.observe(rows)
+
+    client = BatchingModelClient(
+        OipModelClient(routes.targets), BatchingPolicy(max_wait_s=30.0), on_call
+    )
+    try:
+        service = _service(routes, client)
+        proxy.set("pass", delay_s=0.05)
+        await asyncio.gather(*(service.score(r) for r in _inputs(5)))
+    finally:
+        await client.close()
+    assert observed == [1, 4]
+    registry = metrics.registry
+    assert registry.get_sample_value("scoregate_gateway_runtime_call_rows_count") == 2
+    assert registry.get_sample_value("scoregate_gateway_runtime_call_rows_sum") == 5
