@@ -115,6 +115,7 @@ async def open_sink(
         max_unacked_bytes=settings.outbox_max_bytes,
         max_unacked_records=settings.outbox_max_records,
         segment_bytes=settings.outbox_segment_bytes,
+        sync=settings.outbox_sync,
         instance=instance,
     )
     outbox = await Outbox.open(config, OutboxMetrics(metrics.registry))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,6 +66,12 @@ class GatewaySettings(BaseSettings):
         default=64 * 1024 * 1024,
         ge=4096,
         description="Outbox segment file size; a fully acknowledged segment is deleted.",
+    )
+    outbox_sync: Literal["loop", "thread"] = Field(
+        default="loop",
+        description="Where outbox appends are written and fdatasync'd: on the event loop once per "
+        "pass (no thread hand-offs; lowest latency on local SSDs), or by a writer thread that "
+        "overlaps syncs with other work (for disks whose fdatasync takes milliseconds).",
     )
     outbox_drain_s: float = Field(
         default=5.0,

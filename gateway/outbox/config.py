@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 MIB = 1024 * 1024
 
@@ -20,6 +21,9 @@ class OutboxConfig:
     """Bound on records appended and not yet acknowledged by the store; beyond it, shed."""
     segment_bytes: int = 64 * MIB
     """Size at which the writer starts a new segment; a fully acknowledged one is deleted."""
+    sync: Literal["loop", "thread"] = "loop"
+    """Where appends are written and fdatasync'd (``gateway.outbox.writer``): on the event loop,
+    once per loop pass, or by a writer thread that overlaps slow syncs with the loop's work."""
     batch_records: int = 512
     """Most records in one Export call."""
     batch_bytes: int = 1 * MIB

@@ -36,7 +36,7 @@ from gateway.outbox.segments import (
     recover,
     segment_path,
 )
-from gateway.outbox.writer import GroupWriter, Waiters
+from gateway.outbox.writer import GroupWriter, LoopWriter, Waiters
 from governance.record import DecisionRecord, canonical_json
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,8 @@ class Outbox:
                 rec.start,
             )
         self._reader = SegmentReader(self.directory)
-        self._writer = GroupWriter(
+        writer = LoopWriter if self.config.sync == "loop" else GroupWriter
+        self._writer = writer(
             self.directory,
             rec.next_segment,
             self.config.segment_bytes,
@@ -307,8 +308,7 @@ class Outbox:
         if self._closed:
             return
         self._closed = True
-        await asyncio.to_thread(self._writer.close)
-        await asyncio.sleep(0)  # runs the writer's last _published callback
+        await self._writer.aclose()
         if self._sender is not None:
             if not self._sender.done() and not await self.drained(grace_s):
                 log.warning(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Literal
 
 import grpc
 import pytest
@@ -25,9 +26,12 @@ from gateway.outbox import (
 from governance.record import RECORD_ATTRIBUTE, ReasonEntry, canonical_record_json
 
 
-async def test_concurrent_appends_share_fsyncs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sync", ["loop", "thread"])
+async def test_concurrent_appends_share_fsyncs(
+    tmp_path: Path, sync: Literal["loop", "thread"]
+) -> None:
     metrics = OutboxMetrics()
-    outbox = await Outbox.open(OutboxConfig(tmp_path), metrics)
+    outbox = await Outbox.open(OutboxConfig(tmp_path, sync=sync), metrics)
     try:
         before = outbox.fsyncs
         records = [make_record() for _ in range(2000)]
@@ -160,3 +164,22 @@ def test_export_bytes_equal_the_protobuf_request() -> None:
         for instance in ("gw:1", ""):
             expected = export_request(batch, instance).SerializeToString()
             assert encode_export(batch, instance) == expected
+
+
+@pytest.mark.parametrize("sync", ["loop", "thread"])
+async def test_close_makes_pending_appends_durable(
+    tmp_path: Path, sync: Literal["loop", "thread"]
+) -> None:
+    """Appends handed to the writer but not yet synced when close begins are not lost."""
+    outbox = await Outbox.open(OutboxConfig(tmp_path, sync=sync))
+    records = [make_record() for _ in range(50)]
+    appends = [asyncio.ensure_future(outbox.append(r)) for r in records]
+    await asyncio.sleep(0)  # every append has run up to its wait for durability
+    await outbox.close(0.1)
+    await asyncio.gather(*appends)
+    reopened = await Outbox.open(OutboxConfig(tmp_path))
+    try:
+        entries = await reopened.next_batch(100, 16 << 20)
+        assert [e.payload for e in entries] == [canonical_json(r) for r in records]
+    finally:
+        await reopened.close()

@@ -6,6 +6,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal
 
 import grpc
 import pytest
@@ -40,11 +41,12 @@ async def health_stub() -> AsyncIterator[Health]:
     await server.stop(None)
 
 
+@pytest.mark.parametrize("sync", ["loop", "thread"])
 async def test_a_write_failure_refuses_decisions_and_reports_not_serving(
-    tmp_path: Path, health_stub: Health
+    tmp_path: Path, health_stub: Health, sync: Literal["loop", "thread"]
 ) -> None:
     servicer, stub = health_stub
-    outbox = await Outbox.open(OutboxConfig(tmp_path))
+    outbox = await Outbox.open(OutboxConfig(tmp_path, sync=sync))
     watcher = asyncio.create_task(leave_rotation_on_outbox_failure(outbox, servicer))
     try:
         await outbox.append(make_record())  # a healthy disk: durable
