@@ -106,6 +106,9 @@ class Phase:
         # The load generator's own CPU over the phase: near 1.0 core, its loop (not the server)
         # may be what limits the phase and inflates the latencies it measures.
         self.client_cpu_s = 0.0
+        # How late a 1 ms timer fired on the load generator's loop during the phase: part of
+        # every latency it measured (an answer waits for the loop as the timer does).
+        self.loop_lag_us: list[float] = []
 
     def refused(self, code: str, latency_us: float) -> None:
         self.errors[code] += 1
@@ -134,6 +137,7 @@ class Phase:
             "server_cpu_s": self.cpu_s,
             "server_cpu_us_per_row": self.cpu_s * 1e6 / (calls * rows_per_call) if calls else None,
             "client_cores": self.client_cpu_s / self.seconds if self.seconds else 0.0,
+            "client_loop_lag_p99_us": percentile(sorted(self.loop_lag_us), 0.99),
         }
 
 
@@ -188,6 +192,14 @@ async def run_open_loop(
 
     start, cpu = clock(), time.process_time()
     sent = 0
+
+    async def watch_lag() -> None:
+        while True:
+            before = clock()
+            await asyncio.sleep(0.001)
+            phase.loop_lag_us.append(max(0.0, (clock() - before - 0.001) * 1e6))
+
+    watcher = asyncio.create_task(watch_lag())
     while (now := clock()) < start + max_seconds:
         # Every call due by now (timers are ~1 ms coarse: calls leave in small bursts).
         due = int((now - start) * rate) + 1
@@ -199,6 +211,7 @@ async def run_open_loop(
         await asyncio.sleep(max(0.0, start + due / rate - clock()))
     if pending:
         await asyncio.wait(pending)
+    watcher.cancel()
     phase.seconds = clock() - start
     phase.client_cpu_s = time.process_time() - cpu
     return phase

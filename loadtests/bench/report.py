@@ -236,6 +236,11 @@ def shedding(off: Row | None, overload: dict[str, Any] | None) -> Target:
         f"offered {overload['rate']:,.0f}/s: {o['calls']:,} admitted (p99 {admitted_p99:.2f} ms, "
         f"bound {bound:.2f} ms), {shed:,} shed (p99 {shed_p99:.2f} ms; {codes or 'none'})"
     )
+    lag = o.get("client_loop_lag_p99_us")
+    if lag is not None:
+        # Part of every latency above: answers wait for the load generator's loop too.
+        detail += f"; load generator: {o.get('client_cores', 0.0):.2f} cores, loop lag p99 "
+        detail += f"{lag / 1e3:.2f} ms"
     if other:
         detail += f"; other errors {other}"
     elif not shed:
