@@ -115,6 +115,29 @@ class Phase:
         self.error_latencies_us.append(latency_us)
         self.error_latencies_by_code.setdefault(code, []).append(latency_us)
 
+    def raw(self) -> dict[str, Any]:
+        return {
+            "latencies_us": self.latencies_us,
+            "error_latencies_us": self.error_latencies_by_code,
+            "loop_lag_us": self.loop_lag_us,
+            "seconds": self.seconds,
+            "client_cpu_s": self.client_cpu_s,
+        }
+
+    @classmethod
+    def merged(cls, raws: list[dict[str, Any]]) -> Phase:
+        """One phase from several generators' concurrent runs of it (``raw`` of each)."""
+        phase = cls()
+        for raw in raws:
+            phase.latencies_us += raw["latencies_us"]
+            for code, values in raw["error_latencies_us"].items():
+                for value in values:
+                    phase.refused(code, value)
+            phase.loop_lag_us += raw["loop_lag_us"]
+            phase.seconds = max(phase.seconds, raw["seconds"])
+            phase.client_cpu_s += raw["client_cpu_s"]
+        return phase
+
     def summary(self, rows_per_call: int) -> dict[str, Any]:
         lat = sorted(self.latencies_us)
         calls = len(lat)
@@ -238,6 +261,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "rows_per_call": args.rows_per_call,
                 "rate": args.overload_rate,
                 "overload": overload.summary(args.rows_per_call),
+                # Every call's latency, so that several generators' runs merge exactly.
+                "raw": overload.raw(),
             }
         sequential = await run_phase(
             call, source, 1, args.sequential_calls, args.sequential_seconds, args.timeout

@@ -37,3 +37,23 @@ def test_loopback_targets_are_accepted(target: str) -> None:
 def test_other_targets_are_refused(target: str) -> None:
     with pytest.raises(SystemExit, match="loopback"):
         require_loopback(target)
+
+
+def test_generators_runs_merge_call_by_call() -> None:
+    """Two generators sharing an open loop: counts add up, percentiles are the merged calls'."""
+    from loadtests.bench.loadgen import Phase
+
+    first, second = Phase(), Phase()
+    first.latencies_us = [1_000.0] * 99
+    second.latencies_us = [50_000.0]
+    first.refused("CANCELLED", 2_000.0)
+    second.refused("RESOURCE_EXHAUSTED", 9_000.0)
+    first.seconds, second.seconds = 10.0, 10.2
+    first.client_cpu_s, second.client_cpu_s = 3.0, 4.0
+    merged = Phase.merged([first.raw(), second.raw()]).summary(1)
+    assert merged["calls"] == 100
+    assert merged["errors"] == {"CANCELLED": 1, "RESOURCE_EXHAUSTED": 1}
+    assert merged["p99_us"] == 1_000.0 and merged["p50_us"] == 1_000.0
+    assert merged["error_p99_us_by_code"] == {"CANCELLED": 2_000.0, "RESOURCE_EXHAUSTED": 9_000.0}
+    assert merged["seconds"] == 10.2
+    assert abs(merged["client_cores"] - 7.0 / 10.2) < 1e-9
