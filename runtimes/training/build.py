@@ -129,6 +129,12 @@ def export_onnx(pipeline: Pipeline, spec: ModelSpec) -> ModelProto:
         )
     if not isinstance(model, ModelProto):
         raise BuildError(f"{spec.name} v{spec.version}: skl2onnx returned {type(model)}")
+    # skl2onnx lists the opsets it used in set order, which follows Python's per-process string
+    # hashing: sorted, the same build gives the same bytes in every process and on every machine.
+    opsets = sorted((o.domain, o.version) for o in model.opset_import)
+    del model.opset_import[:]
+    for domain, version in opsets:
+        model.opset_import.add(domain=domain, version=version)
     return model
 
 

@@ -174,3 +174,24 @@ def _flip_byte(path: Path, offset: int = 200) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0x01
     path.write_bytes(bytes(data))
+
+
+def test_builds_in_other_processes_give_the_same_bytes(model_dir: Path, tmp_path: Path) -> None:
+    """A rebuild elsewhere must give the same artifact sha256s: Python's string hashing differs
+    per process (PYTHONHASHSEED), and orders anything built from a set. Before the opsets were
+    sorted, seeds 1 and 4 listed skl2onnx's opsets in opposite orders, changing two artifacts:
+    whatever seed built ``model_dir``, one of them differed."""
+    import os
+    import subprocess
+    import sys
+
+    for seed in ("1", "4"):
+        out = tmp_path / f"seed-{seed}"
+        subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "models", "build", "--out", str(out)],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            timeout=300,
+        )
+        assert _digests(out) == _digests(model_dir), f"PYTHONHASHSEED={seed}"
