@@ -36,7 +36,7 @@ from gateway.outbox.segments import (
     recover,
     segment_path,
 )
-from gateway.outbox.writer import GroupWriter, LoopWriter, Waiters
+from gateway.outbox.writer import GroupWriter, LoopWriter, SegmentWriter, Waiters
 from governance.record import DecisionRecord, canonical_json
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class Outbox:
                 rec.start,
             )
         self._reader = SegmentReader(self.directory)
-        writer = LoopWriter if self.config.sync == "loop" else GroupWriter
+        writer: type[SegmentWriter] = LoopWriter if self.config.sync == "loop" else GroupWriter
         self._writer = writer(
             self.directory,
             rec.next_segment,

@@ -39,11 +39,11 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-class GroupWriter:
-    """Appends to ``<segment>.seg`` files from ``first_segment`` on, rolling at ``segment_bytes``.
-
-    ``published(position, waiters, records)`` and ``failed(error, waiters)`` run on ``loop``.
-    """
+class SegmentWriter:
+    """Appends to ``<segment>.seg`` files from ``first_segment`` on, rolling at ``segment_bytes``,
+    in groups: what ``submit`` collected is written and synced at once, then ``published``
+    (position, waiters, records) or ``failed`` (error, waiters) is called on ``loop``. The
+    subclasses decide where and when a group is written."""
 
     def __init__(
         self,
@@ -59,51 +59,31 @@ class GroupWriter:
         self._loop = loop
         self._published = published
         self._failed = failed
-        self._cond = threading.Condition()
         self._frames: list[bytes] = []
         self._waiters: Waiters = []
-        self._stopping = False
         self._error: BaseException | None = None
         self.fsyncs = 0
         self._index = first_segment
         self._fd = self._create(first_segment)
         self._size = len(SEGMENT_MAGIC)
-        self._thread: threading.Thread | None = None
 
     @property
     def position(self) -> Position:
         return Position(self._index, self._size)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
-        self._thread.start()
+        """Called once the owner can take callbacks."""
 
     def submit(self, data: bytes, waiter: asyncio.Future[None]) -> None:
-        with self._cond:
-            self._frames.append(data)
-            self._waiters.append(waiter)
-            self._cond.notify()
+        raise NotImplementedError
 
     def submit_many(self, frames: list[bytes], waiter: asyncio.Future[None]) -> None:
         """Several records, one waiter: released when the group holding the last is durable."""
-        with self._cond:
-            self._frames.extend(frames)
-            self._waiters.append(waiter)
-            self._cond.notify()
-
-    def close(self) -> None:
-        """Writes what is pending, then stops the thread (blocking: call it off the loop)."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        if self._thread is not None and self._thread.is_alive():
-            self._thread.join()
-        os.close(self._fd)
+        raise NotImplementedError
 
     async def aclose(self) -> None:
-        """``close`` off the loop, then lets the last group's callback run."""
-        await asyncio.to_thread(self.close)
-        await asyncio.sleep(0)
+        """Writes what is pending, releases its waiters, then closes the segment."""
+        raise NotImplementedError
 
     def _create(self, index: int) -> int:
         fd = os.open(
@@ -143,33 +123,20 @@ class GroupWriter:
         os.fdatasync(self._fd)
         self.fsyncs += 1
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._frames and not self._stopping:
-                    self._cond.wait()
-                if not self._frames:
-                    return
-                frames, waiters = self._frames, self._waiters
-                self._frames, self._waiters = [], []
-            if self._error is None:
-                try:
-                    self._write(frames)
-                except OSError as e:
-                    self._error = e
-            if self._error is not None:
-                self._loop.call_soon_threadsafe(self._failed, self._error, waiters)
-            else:
-                self._loop.call_soon_threadsafe(
-                    self._published, self.position, waiters, len(frames)
-                )
+    def _commit(self, frames: list[bytes]) -> BaseException | None:
+        """Writes and syncs one group; the error that broke the writer, now or before."""
+        if self._error is None:
+            try:
+                self._write(frames)
+            except OSError as e:
+                self._error = e
+        return self._error
 
 
-class LoopWriter(GroupWriter):
+class LoopWriter(SegmentWriter):
     """Writes and syncs on the event loop, once per loop pass; see the module docstring."""
 
-    def start(self) -> None:
-        self._scheduled = False
+    _scheduled = False
 
     def submit(self, data: bytes, waiter: asyncio.Future[None]) -> None:
         self._frames.append(data)
@@ -193,20 +160,76 @@ class LoopWriter(GroupWriter):
         if not frames:
             return
         self._frames, self._waiters = [], []
-        if self._error is None:
-            try:
-                self._write(frames)
-            except OSError as e:
-                self._error = e
-        if self._error is not None:
-            self._failed(self._error, waiters)
+        error = self._commit(frames)
+        if error is not None:
+            self._failed(error, waiters)
         else:
             self._published(self.position, waiters, len(frames))
 
-    def close(self) -> None:
-        """Writes what is pending (on the loop's thread), then closes the segment."""
+    async def aclose(self) -> None:
         self._flush()
         os.close(self._fd)
 
+
+class GroupWriter(SegmentWriter):
+    """Writes and syncs on a thread of its own; see the module docstring."""
+
+    def __init__(
+        self,
+        directory: Path,
+        first_segment: int,
+        segment_bytes: int,
+        loop: asyncio.AbstractEventLoop,
+        published: Published,
+        failed: Failed,
+    ) -> None:
+        super().__init__(directory, first_segment, segment_bytes, loop, published, failed)
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, data: bytes, waiter: asyncio.Future[None]) -> None:
+        with self._cond:
+            self._frames.append(data)
+            self._waiters.append(waiter)
+            self._cond.notify()
+
+    def submit_many(self, frames: list[bytes], waiter: asyncio.Future[None]) -> None:
+        with self._cond:
+            self._frames.extend(frames)
+            self._waiters.append(waiter)
+            self._cond.notify()
+
+    def close(self) -> None:
+        """Writes what is pending, then stops the thread (blocking: call it off the loop)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join()
+        os.close(self._fd)
+
     async def aclose(self) -> None:
-        self.close()
+        await asyncio.to_thread(self.close)
+        await asyncio.sleep(0)  # runs the last group's callback
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._frames and not self._stopping:
+                    self._cond.wait()
+                if not self._frames:
+                    return
+                frames, waiters = self._frames, self._waiters
+                self._frames, self._waiters = [], []
+            error = self._commit(frames)
+            if error is not None:
+                self._loop.call_soon_threadsafe(self._failed, error, waiters)
+            else:
+                self._loop.call_soon_threadsafe(
+                    self._published, self.position, waiters, len(frames)
+                )
