@@ -48,6 +48,13 @@ class Job:
     overload_rate: float = 0.0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least 1")
+    return value
+
+
 def _odd(text: str) -> int:
     value = int(text)
     if value < 1 or value % 2 == 0:
@@ -72,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--overload-generators",
-        type=int,
+        type=_positive,
         default=2,
         help="load-generator processes sharing the 2 x saturation open loop",
     )
@@ -168,13 +175,19 @@ def run_overload(job: Job, size: tuple[Any, ...], workdir: Path, generators: int
     share = replace(job, overload_rate=job.overload_rate / generators)
     outs = [workdir / f"{job.key}.gen{g}.result.json" for g in range(generators)]
     procs = []
-    for g, out in enumerate(outs):
-        argv = _loadgen_argv(share, size, out)
-        argv[argv.index("--label") + 1] = f"{job.key}-g{g}"
-        procs.append(subprocess.Popen(argv))
-    for proc in procs:
-        if proc.wait(timeout=120 + size[4]) != 0:
-            raise subprocess.CalledProcessError(proc.returncode, proc.args)
+    try:
+        for g, out in enumerate(outs):
+            argv = _loadgen_argv(share, size, out)
+            argv[argv.index("--label") + 1] = f"{job.key}-g{g}"
+            procs.append(subprocess.Popen(argv))
+        for proc in procs:
+            if proc.wait(timeout=120 + size[4]) != 0:
+                raise subprocess.CalledProcessError(proc.returncode, proc.args)
+    finally:
+        for proc in procs:  # none is left running when one failed
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     from loadtests.bench.loadgen import Phase
 
     results = [json.loads(out.read_text()) for out in outs]

@@ -58,3 +58,9 @@ def test_a_round_has_its_share_of_the_phase_time() -> None:
 def test_an_even_or_empty_round_count_is_refused(rounds: str) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--rounds", rounds])
+
+
+@pytest.mark.parametrize("generators", ["0", "-2"])
+def test_the_overload_needs_a_load_generator(generators: str) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--overload-generators", generators])
