@@ -33,6 +33,7 @@ from gateway.errors import (
 )
 from gateway.inference import ModelAnswer
 from gateway.routes import ModelTarget
+from gateway.wire import length_delimited
 from governance.record import FeatureScalar
 from runtimes.manifest import CategoryFeature, Manifest, NumberFeature, served_name
 
@@ -187,20 +188,6 @@ def parse_answers(target: ModelTarget, endpoint: str, data: bytes, rows: int) ->
     return [ModelAnswer(x, target.model, version, sha, instance, endpoint, rows) for x in scores]
 
 
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited protobuf field."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 _RAW_INPUT_CONTENTS = pb.ModelInferRequest.RAW_INPUT_CONTENTS_FIELD_NUMBER
 
 
@@ -262,7 +249,7 @@ class BatchEncoder:
                 data = numbers.pack(*(nan if v is None else v for v in values))
             else:
                 data = b"".join([table[row.get(name)] for row in rows])
-            chunks.append(_field(_RAW_INPUT_CONTENTS, data))
+            chunks.append(length_delimited(_RAW_INPUT_CONTENTS, data))
         return b"".join(chunks)
 
 

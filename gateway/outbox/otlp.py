@@ -26,6 +26,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationSc
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
+from gateway.wire import varint
 from governance.record import DECISION_ID_ATTRIBUTE, RECORD_ATTRIBUTE, SPAN_NAME
 
 SERVICE_NAME = "scoregate-gateway"
@@ -100,37 +101,26 @@ def export_request(records: Sequence[OutgoingRecord], instance: str) -> Any:
     )
 
 
-def _varint(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    out = bytearray()
-    while n > 0x7F:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _len_field(tag: bytes, payload: bytes) -> bytes:
     """A length-delimited field whose tag byte is ``tag``."""
-    return tag + _varint(len(payload)) + payload
+    return tag + varint(len(payload)) + payload
 
 
 def _attribute_parts(key: bytes, value: bytes) -> list[bytes]:
     """Span.attributes (9) entry: KeyValue{key: 1, value: 2 AnyValue{string_value: 1}}, as
     pieces to join (the value is not copied into intermediate buffers)."""
-    value_len = _varint(len(value))
+    value_len = varint(len(value))
     any_len = 1 + len(value_len) + len(value)
-    any_prefix = _varint(any_len)
+    any_prefix = varint(any_len)
     kv_len = len(key) + 1 + len(any_prefix) + any_len
-    return [b"\x4a", _varint(kv_len), key, b"\x12", any_prefix, b"\x0a", value_len, value]
+    return [b"\x4a", varint(kv_len), key, b"\x12", any_prefix, b"\x0a", value_len, value]
 
 
 # Span fields, in field-number order (the order protobuf serialises them in).
 _TRACE_ID = b"\x0a\x10"  # 1: bytes, 16 long
 _SPAN_ID = b"\x12\x08"  # 2: bytes, 8 long
 _NAME_AND_KIND = (
-    _len_field(b"\x2a", SPAN_NAME.encode()) + b"\x30" + _varint(Span.SpanKind.SPAN_KIND_INTERNAL)
+    _len_field(b"\x2a", SPAN_NAME.encode()) + b"\x30" + varint(Span.SpanKind.SPAN_KIND_INTERNAL)
 )  # 5: name, 6: kind
 _START = b"\x39"  # 7: fixed64
 _END = b"\x41"  # 8: fixed64

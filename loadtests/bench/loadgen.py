@@ -30,6 +30,8 @@ from typing import Any
 import grpc
 import psutil
 
+from gateway.wire import varint
+
 _LENGTH = struct.Struct(">I")
 
 
@@ -47,28 +49,16 @@ def read_payloads(path: Path) -> list[bytes]:
     return payloads
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
 def requests(payloads: list[bytes], unique_field: int, prefix: str) -> Iterator[bytes]:
     """Payloads in turn, each with string field ``unique_field`` set afresh (0: as they are)."""
     cycle = itertools.cycle(payloads)
     if not unique_field:
         yield from cycle
         return
-    tag = _varint(unique_field << 3 | 2)
+    tag = varint(unique_field << 3 | 2)
     for i, payload in enumerate(cycle):
         value = f"{prefix}-{i:09d}".encode()
-        yield payload + tag + _varint(len(value)) + value
+        yield payload + tag + varint(len(value)) + value
 
 
 def require_loopback(target: str) -> None:
