@@ -73,6 +73,23 @@ def _attribute(key: str, value: str) -> KeyValue:
     return KeyValue(key=key, value=AnyValue(string_value=value))
 
 
+def _span(r: OutgoingRecord) -> Any:
+    """The record's decision span as a protobuf message (``_span_bytes`` writes the same bytes
+    directly when the ids have their usual lengths)."""
+    return Span(
+        trace_id=r.trace_id,
+        span_id=r.span_id,
+        name=SPAN_NAME,
+        kind=Span.SpanKind.SPAN_KIND_INTERNAL,
+        start_time_unix_nano=r.start_ns,
+        end_time_unix_nano=r.end_ns,
+        attributes=[
+            _attribute(RECORD_ATTRIBUTE, r.json),
+            _attribute(DECISION_ID_ATTRIBUTE, r.decision_id),
+        ],
+    )
+
+
 def export_request(records: Sequence[OutgoingRecord], instance: str) -> Any:
     resource = Resource(
         attributes=[
@@ -80,21 +97,7 @@ def export_request(records: Sequence[OutgoingRecord], instance: str) -> Any:
             *([_attribute("service.instance.id", instance)] if instance else []),
         ]
     )
-    spans = [
-        Span(
-            trace_id=r.trace_id,
-            span_id=r.span_id,
-            name=SPAN_NAME,
-            kind=Span.SpanKind.SPAN_KIND_INTERNAL,
-            start_time_unix_nano=r.start_ns,
-            end_time_unix_nano=r.end_ns,
-            attributes=[
-                _attribute(RECORD_ATTRIBUTE, r.json),
-                _attribute(DECISION_ID_ATTRIBUTE, r.decision_id),
-            ],
-        )
-        for r in records
-    ]
+    spans = [_span(r) for r in records]
     scope = ScopeSpans(scope=InstrumentationScope(name=SCOPE_NAME), spans=spans)
     return ExportTraceServiceRequest(
         resource_spans=[ResourceSpans(resource=resource, scope_spans=[scope])]
@@ -131,20 +134,7 @@ _U64 = struct.Struct("<Q")
 
 def _span_bytes(r: OutgoingRecord) -> bytes:
     if len(r.trace_id) != 16 or len(r.span_id) != 8:
-        return bytes(
-            Span(
-                trace_id=r.trace_id,
-                span_id=r.span_id,
-                name=SPAN_NAME,
-                kind=Span.SpanKind.SPAN_KIND_INTERNAL,
-                start_time_unix_nano=r.start_ns,
-                end_time_unix_nano=r.end_ns,
-                attributes=[
-                    _attribute(RECORD_ATTRIBUTE, r.json),
-                    _attribute(DECISION_ID_ATTRIBUTE, r.decision_id),
-                ],
-            ).SerializeToString()
-        )
+        return bytes(_span(r).SerializeToString())
     parts = [_TRACE_ID, r.trace_id, _SPAN_ID, r.span_id, _NAME_AND_KIND]
     if r.start_ns:
         parts += (_START, _U64.pack(r.start_ns))
