@@ -48,10 +48,9 @@ from gateway.metrics import GatewayMetrics
 from gateway.routes import DecisionPoint, ModelTarget, Routes
 from gateway.rules import RulesAnswer, RulesScorer
 from gateway.shadows import ShadowRunner
-from gateway.sinks import DecisionSink
+from gateway.sinks import DecisionSink, redacted_attributes
 from gateway.validation import FeatureInput, request_violations
 from governance.record import (
-    DECISION_ID_ATTRIBUTE,
     SPAN_NAME,
     DecisionRecord,
     FeatureScalar,
@@ -701,24 +700,7 @@ class DecisionService:
 
 def _set_span_attributes(span: Span, record: DecisionRecord) -> None:
     """Ids and outcome only: feature values and the entity key stay inside the record."""
-    span.set_attributes(
-        {
-            DECISION_ID_ATTRIBUTE: record.decision_id,
-            "scoregate.request_id": record.request_id,
-            "scoregate.decision_point": record.decision_point,
-            "scoregate.model.name": record.model_name,
-            "scoregate.model.version": record.model_version,
-            "scoregate.model.sha256": record.model_sha256,
-            "scoregate.arm": record.arm,
-            "scoregate.score": record.score,
-            "scoregate.decision": record.decision,
-            "scoregate.policy_version": record.policy_version,
-            "scoregate.config_version": record.config_version,
-            "scoregate.features_sha256": record.features_sha256,
-            "scoregate.fallback_reason": record.fallback_reason,
-            "scoregate.attempts": record.attempts,
-        }
-    )
+    span.set_attributes(redacted_attributes(record))
     parent = record.extra.get(PARENT_DECISION_ID)
     if parent is not None:
         span.set_attribute("scoregate.parent_decision_id", parent)

@@ -13,8 +13,30 @@ from typing import Protocol
 
 import orjson
 from opentelemetry.trace import Span
+from opentelemetry.util.types import AttributeValue
 
-from governance.record import RECORD_ATTRIBUTE, DecisionRecord
+from governance.record import DECISION_ID_ATTRIBUTE, RECORD_ATTRIBUTE, DecisionRecord
+
+
+def redacted_attributes(record: DecisionRecord) -> dict[str, AttributeValue]:
+    """What general tracing may see of a decision: ids, model, outcome and hashes."""
+    return {
+        DECISION_ID_ATTRIBUTE: record.decision_id,
+        "scoregate.request_id": record.request_id,
+        "scoregate.decision_point": record.decision_point,
+        "scoregate.model.name": record.model_name,
+        "scoregate.model.version": record.model_version,
+        "scoregate.model.sha256": record.model_sha256,
+        "scoregate.arm": record.arm,
+        "scoregate.score": record.score,
+        "scoregate.decision": record.decision,
+        "scoregate.policy_version": record.policy_version,
+        "scoregate.config_version": record.config_version,
+        "scoregate.features_sha256": record.features_sha256,
+        "scoregate.feature_schema_version": record.feature_schema_version,
+        "scoregate.fallback_reason": record.fallback_reason,
+        "scoregate.attempts": record.attempts,
+    }
 
 
 class DecisionSink(Protocol):

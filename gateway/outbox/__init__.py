@@ -9,7 +9,7 @@ from gateway.outbox.config import OutboxConfig
 from gateway.outbox.errors import OutboxClosed, OutboxError, OutboxFull
 from gateway.outbox.metrics import OutboxMetrics
 from gateway.outbox.outbox import Outbox
-from gateway.outbox.sink import OutboxSink, redacted_attributes, set_redacted_attributes
+from gateway.outbox.sink import OutboxSink
 from governance.record import canonical_json
 
 __all__ = [
@@ -21,6 +21,4 @@ __all__ = [
     "OutboxMetrics",
     "OutboxSink",
     "canonical_json",
-    "redacted_attributes",
-    "set_redacted_attributes",
 ]
