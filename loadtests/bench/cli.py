@@ -100,11 +100,12 @@ def per_round(size: tuple[Any, ...], rounds: int) -> tuple[Any, ...]:
     )
 
 
-def _loadgen_argv(job: Job, size: tuple[Any, ...], out: Path) -> list[str]:
+def _loadgen_argv(job: Job, size: tuple[Any, ...], out: Path, label: str) -> list[str]:
+    """``label`` prefixes the calls' request ids: each run of a path gets its own."""
     warmup, seq_calls, seq_s, sat_calls, sat_s, _, _ = size
     return [
         sys.executable, "-m", "loadtests.bench.loadgen",
-        "--label", job.key,
+        "--label", label,
         "--target", job.target,
         "--method", job.method,
         "--payloads", str(job.payloads),
@@ -127,10 +128,7 @@ def run_loadgen(
     job: Job, size: tuple[Any, ...], workdir: Path, round_no: int = 0
 ) -> dict[str, Any]:
     out = workdir / f"{job.key}.round{round_no}.result.json"
-    argv = _loadgen_argv(job, size, out)
-    if round_no:
-        # Each round's calls carry their own request ids.
-        argv[argv.index("--label") + 1] = f"{job.key}-r{round_no}"
+    argv = _loadgen_argv(job, size, out, f"{job.key}-r{round_no}" if round_no else job.key)
     subprocess.run(argv, check=True, timeout=120 + size[2] + size[4])
     result: dict[str, Any] = json.loads(out.read_text())
     return result
@@ -177,8 +175,7 @@ def run_overload(job: Job, size: tuple[Any, ...], workdir: Path, generators: int
     procs = []
     try:
         for g, out in enumerate(outs):
-            argv = _loadgen_argv(share, size, out)
-            argv[argv.index("--label") + 1] = f"{job.key}-g{g}"
+            argv = _loadgen_argv(share, size, out, f"{job.key}-g{g}")
             procs.append(subprocess.Popen(argv))
         for proc in procs:
             if proc.wait(timeout=120 + size[4]) != 0:
@@ -435,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     table_rows = [report.median_row(list(same)) for same in zip(*round_rows, strict=True)]
     found = report.combine_rounds([report.targets(rows) for rows in round_rows])
     off = next(r for r in table_rows if r.key == "gateway-lineage-off")
-    found = [t for t in found if t.name != report.shedding(None, None).name]
+    found = [t for t in found if t.name != report.SHEDDING]
     found.append(report.shedding(off if off.available else None, overload))
     print(f"\n{report.table(table_rows)}\n\n{report.verdicts(found)}")
     meta = {

@@ -236,8 +236,11 @@ def targets(rows: list[Row], overload: dict[str, Any] | None = None) -> list[Tar
 _SHED_CODES = ("RESOURCE_EXHAUSTED", "CANCELLED")
 
 
+SHEDDING = "shed at 2 x saturation: < 10 ms, admitted p99 <= 2 x"
+
+
 def shedding(off: Row | None, overload: dict[str, Any] | None) -> Target:
-    name = "shed at 2 x saturation: < 10 ms, admitted p99 <= 2 x"
+    name = SHEDDING
     if overload is None or off is None or not off.saturation_p99_us:
         return Target(name, None, "not measured")
     o = overload["overload"]
