@@ -7,7 +7,8 @@ from collections.abc import Mapping
 
 import grpc
 
-from gateway.errors import GatewayError, status_for
+from gateway.columns import column_rows
+from gateway.errors import FieldViolation, GatewayError, InvalidRequest, status_for
 from gateway.service import DecisionService, ScoreInput
 from gateway.validation import FeatureInput
 from governance.record import DecisionRecord
@@ -33,6 +34,21 @@ def to_input(request: scoring_pb2.ScoreRequest) -> ScoreInput:
         features=features,
         model_version=request.model_version,
     )
+
+
+def batch_rows(request: scoring_pb2.ScoreBatchRequest) -> list[ScoreInput]:
+    """The call's rows, from whichever form it used; InvalidRequest for both or a bad shape."""
+    if request.HasField("columns"):
+        if request.rows:
+            raise InvalidRequest(
+                [FieldViolation("columns", "set either rows or columns, not both")]
+            )
+        return column_rows(request.decision_point, request.columns)
+    point = request.decision_point
+    return [
+        ScoreInput(row.request_id, point, row.entity_key, _features(row.features))
+        for row in request.rows
+    ]
 
 
 def fill_response(response: scoring_pb2.ScoreResponse, record: DecisionRecord) -> None:
@@ -90,13 +106,8 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         request: scoring_pb2.ScoreBatchRequest,
         context: grpc.aio.ServicerContext[object, object],
     ) -> scoring_pb2.ScoreBatchResponse:
-        rows = [
-            ScoreInput(
-                row.request_id, request.decision_point, row.entity_key, _features(row.features)
-            )
-            for row in request.rows
-        ]
         try:
+            rows = batch_rows(request)
             results = await self._service.score_batch(
                 request.decision_point,
                 rows,

@@ -12,7 +12,7 @@ from typing import Any
 
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as oip
 
-from gateway.client import score_batch_request, score_request
+from gateway.client import score_batch_columns_request, score_request
 from runtimes.manifest import BooleanFeature, CategoryFeature, Manifest, read_manifest
 from runtimes.training.datasets import sample_requests
 from scoring.v1 import scoring_pb2
@@ -72,7 +72,8 @@ def score_batch_payloads(rows: list[dict[str, Any]], batch: int, count: int) -> 
     payloads = []
     for b in range(count):
         picked = [(b * batch + i) % len(rows) for i in range(batch)]
-        request = score_batch_request(
+        # The columnar form: what a bulk caller sends (names once, numbers packed).
+        request = score_batch_columns_request(
             DECISION_POINT,
             [(f"bench-b{b}-{i}", f"cust-{n}", rows[n]) for i, n in enumerate(picked)],
         )

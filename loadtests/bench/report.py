@@ -28,7 +28,7 @@ PATHS = (
     BenchPath("proxy", "anchor: naive grpc.aio proxy -> runtime", "call"),
     BenchPath("gateway-lineage-off", "scoregate: gateway -> runtime, lineage off", "call"),
     BenchPath("gateway-lineage-on", "scoregate: gateway -> runtime, lineage on", "call"),
-    BenchPath("score-batch", "scoregate: ScoreBatch rows, lineage on", "row"),
+    BenchPath("score-batch", "scoregate: ScoreBatch rows (columns), lineage on", "row"),
 )
 
 

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
-from gateway.client import score_batch_request, score_request
+from gateway.client import score_batch_columns_request, score_batch_request, score_request
 from gateway.topology import ManagedProcess, TopologyError, start_gateway, start_runtime
 from runtimes.manifest import Manifest
 from runtimes.training.datasets import sample_requests
@@ -307,3 +307,127 @@ async def test_a_batch_that_cannot_be_routed_fails_as_a_whole(
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await scoring.ScoreBatch(request_, timeout=5)
     assert info.value.code() == code
+
+
+def _violated_fields(error: grpc.aio.AioRpcError) -> list[str]:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad)
+    return [v.field for v in bad.field_violations]
+
+
+@pytest.mark.parametrize("point", ["card-fraud", "credit-risk"])
+async def test_the_columnar_form_scores_exactly_as_the_row_form(
+    scoring: scoring_pb2_grpc.ScoringServiceStub, point: str
+) -> None:
+    samples = sample_requests(point, 60, seed=91)
+    rows = [(f"c-{i}", f"cust-{i}", f) for i, f in enumerate(samples)]
+    by_rows = await scoring.ScoreBatch(score_batch_request(point, rows), timeout=5)
+    request = score_batch_columns_request(point, rows)
+    # Columns are the smaller message: names once, numbers packed.
+    assert request.ByteSize() < score_batch_request(point, rows).ByteSize() / 2
+    by_columns = await scoring.ScoreBatch(request, timeout=5)
+    assert len(by_columns.results) == len(rows)
+    for (request_id, _, _), a, b in zip(rows, by_rows.results, by_columns.results, strict=True):
+        assert b.WhichOneof("result") == "decision"
+        assert b.decision.request_id == request_id
+        assert b.decision.score == pytest.approx(a.decision.score, abs=1e-9)
+        assert (b.decision.decision, b.decision.model_version, b.decision.arm) == (
+            a.decision.decision, a.decision.model_version, a.decision.arm,
+        )  # fmt: skip
+        assert b.decision.decision_id != a.decision.decision_id
+
+
+async def test_a_bad_value_in_a_column_fails_only_its_row(
+    scoring: scoring_pb2_grpc.ScoringServiceStub,
+) -> None:
+    samples = sample_requests("card-fraud", 3, seed=92)
+    rows = [(f"v-{i}", f"cust-{i}", f) for i, f in enumerate(samples)]
+    request = score_batch_columns_request("card-fraud", rows)
+    amount = next(c for c in request.columns.features if c.name == "amount")
+    amount.numbers.values[1] = math.nan
+    amount.missing_rows.append(2)  # a required feature, missing in row 2 only
+    batch = await scoring.ScoreBatch(request, timeout=5)
+    assert [r.WhichOneof("result") for r in batch.results] == ["decision", "error", "error"]
+    assert batch.results[1].error.code == "INVALID_ARGUMENT"
+    assert "rows[1].features.amount: must be a finite number, got NaN" in (
+        batch.results[1].error.message
+    )
+    assert "rows[2].features.amount: required feature is missing" in (
+        batch.results[2].error.message
+    )
+
+
+def _columns(rows: int = 3) -> scoring_pb2.ScoreBatchRequest:
+    samples = sample_requests("card-fraud", rows, seed=93)
+    return score_batch_columns_request(
+        "card-fraud", [(f"s-{i}", f"cust-{i}", f) for i, f in enumerate(samples)]
+    )
+
+
+def _short_column(request: scoring_pb2.ScoreBatchRequest) -> str:
+    index, column = next((i, c) for i, c in enumerate(request.columns.features) if c.numbers.values)
+    del column.numbers.values[-1]
+    return f"columns.features[{index}].numbers"
+
+
+def _duplicate_column(request: scoring_pb2.ScoreBatchRequest) -> str:
+    request.columns.features.append(request.columns.features[0])
+    return f"columns.features[{len(request.columns.features) - 1}].name"
+
+
+def _missing_row_out_of_range(request: scoring_pb2.ScoreBatchRequest) -> str:
+    request.columns.features[0].missing_rows.append(3)
+    return "columns.features[0].missing_rows"
+
+
+def _column_without_values(request: scoring_pb2.ScoreBatchRequest) -> str:
+    request.columns.features.add(name="amount_2")
+    return f"columns.features[{len(request.columns.features) - 1}]"
+
+
+def _entity_keys_short(request: scoring_pb2.ScoreBatchRequest) -> str:
+    del request.columns.entity_keys[0]
+    return "columns.entity_keys"
+
+
+def _both_forms(request: scoring_pb2.ScoreBatchRequest) -> str:
+    request.rows.add(request_id="r", entity_key="c")
+    return "columns"
+
+
+@pytest.mark.parametrize(
+    "break_",
+    [
+        _short_column,
+        _duplicate_column,
+        _missing_row_out_of_range,
+        _column_without_values,
+        _entity_keys_short,
+        _both_forms,
+    ],
+)
+async def test_a_badly_shaped_columnar_batch_fails_as_a_whole_naming_the_column(
+    scoring: scoring_pb2_grpc.ScoringServiceStub,
+    break_: Callable[[scoring_pb2.ScoreBatchRequest], str],
+) -> None:
+    request = _columns()
+    field = break_(request)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await scoring.ScoreBatch(request, timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _violated_fields(info.value) == [field]
+    assert field in (info.value.details() or "")
+
+
+async def test_a_columnar_batch_of_more_than_1000_rows_is_refused(
+    scoring: scoring_pb2_grpc.ScoringServiceStub,
+) -> None:
+    request = scoring_pb2.ScoreBatchRequest(decision_point="card-fraud")
+    request.columns.request_ids.extend(f"r-{i}" for i in range(1001))
+    request.columns.entity_keys.extend(f"c-{i}" for i in range(1001))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await scoring.ScoreBatch(request, timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _violated_fields(info.value) == ["columns.request_ids"]

@@ -288,13 +288,20 @@ class ScoreBatchRequest(_message.Message):
     DECISION_POINT_FIELD_NUMBER: _builtins.int
     MODEL_VERSION_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
     decision_point: _builtins.str
     """Which decision every row is for, e.g. "credit-risk"."""
     model_version: _builtins.str
     """Pins a model version for every row; empty lets routing decide per row."""
     @_builtins.property
     def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoreBatchRow]:
-        """The rows to score, at most 1000."""
+        """The rows to score, at most 1000. Set either rows or columns, not both."""
+
+    @_builtins.property
+    def columns(self) -> Global___BatchColumns:
+        """The same rows given column by column: the compact form for bulk callers
+        (each feature's name is sent once, and its values as one packed list).
+        """
 
     def __init__(
         self,
@@ -302,14 +309,175 @@ class ScoreBatchRequest(_message.Message):
         decision_point: _builtins.str = ...,
         model_version: _builtins.str = ...,
         rows: _abc.Iterable[Global___ScoreBatchRow] | None = ...,
+        columns: Global___BatchColumns | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_point", b"decision_point", "model_version", b"model_version", "rows", b"rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "decision_point", b"decision_point", "model_version", b"model_version", "rows", b"rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ScoreBatchRequest: _TypeAlias = ScoreBatchRequest  # noqa: Y015
+
+@_typing.final
+class BatchColumns(_message.Message):
+    """Rows of a ScoreBatch call, column by column; row i is the i-th entry of every
+    list. Every list has as many entries as request_ids.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_IDS_FIELD_NUMBER: _builtins.int
+    ENTITY_KEYS_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def request_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Each row's own id, echoed back and kept in lineage."""
+
+    @_builtins.property
+    def entity_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Each row's customer or account; canaries stick to it."""
+
+    @_builtins.property
+    def features(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeatureColumn]:
+        """One column per feature; a feature without a column is missing in every row."""
+
+    def __init__(
+        self,
+        *,
+        request_ids: _abc.Iterable[_builtins.str] | None = ...,
+        entity_keys: _abc.Iterable[_builtins.str] | None = ...,
+        features: _abc.Iterable[Global___FeatureColumn] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entity_keys", b"entity_keys", "features", b"features", "request_ids", b"request_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchColumns: _TypeAlias = BatchColumns  # noqa: Y015
+
+@_typing.final
+class FeatureColumn(_message.Message):
+    """One feature's values for every row of a BatchColumns."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    NUMBERS_FIELD_NUMBER: _builtins.int
+    STRINGS_FIELD_NUMBER: _builtins.int
+    BOOLS_FIELD_NUMBER: _builtins.int
+    MISSING_ROWS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The feature's name, as in the model's manifest; at most one column per name."""
+    @_builtins.property
+    def numbers(self) -> Global___DoubleValues:
+        """Numeric values. NaN and infinities are refused, row by row."""
+
+    @_builtins.property
+    def strings(self) -> Global___StringValues:
+        """Categorical values; each must be a known category."""
+
+    @_builtins.property
+    def bools(self) -> Global___BoolValues:
+        """Yes/no values."""
+
+    @_builtins.property
+    def missing_rows(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Rows (0-based) in which the feature is missing; their entries in values are
+        placeholders and are ignored.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        numbers: Global___DoubleValues | None = ...,
+        strings: Global___StringValues | None = ...,
+        bools: Global___BoolValues | None = ...,
+        missing_rows: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bools", b"bools", "numbers", b"numbers", "strings", b"strings", "values", b"values"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bools", b"bools", "missing_rows", b"missing_rows", "name", b"name", "numbers", b"numbers", "strings", b"strings", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_values: _TypeAlias = _typing.Literal["numbers", "strings", "bools"]  # noqa: Y015
+    _WhichOneofArgType_values: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_values) -> _WhichOneofReturnType_values | None: ...
+
+Global___FeatureColumn: _TypeAlias = FeatureColumn  # noqa: Y015
+
+@_typing.final
+class DoubleValues(_message.Message):
+    """A packed list of numbers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """One number per row."""
+
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DoubleValues: _TypeAlias = DoubleValues  # noqa: Y015
+
+@_typing.final
+class StringValues(_message.Message):
+    """A list of strings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One string per row."""
+
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StringValues: _TypeAlias = StringValues  # noqa: Y015
+
+@_typing.final
+class BoolValues(_message.Message):
+    """A packed list of yes/no values."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
+        """One value per row."""
+
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[_builtins.bool] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BoolValues: _TypeAlias = BoolValues  # noqa: Y015
 
 @_typing.final
 class RowError(_message.Message):

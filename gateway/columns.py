@@ -1,0 +1,89 @@
+"""ScoreBatch's columnar form (``BatchColumns``) turned into the rows the core scores.
+
+Why a second form: in the row form every row carries a map of FeatureValue messages, and reading
+them back costs the gateway ~10 us per row (about a third of its work per ScoreBatch row). A
+column is one packed list per feature, read in one native call, and its name is sent once.
+
+Only the shape is checked here (lengths, names, row indexes): a bad shape fails the whole call
+with INVALID_ARGUMENT naming the column. Values are checked per row by the same validator as the
+row form, so a bad value fails only its row, with the same message the row form would get.
+"""
+
+from __future__ import annotations
+
+from gateway.errors import FieldViolation, InvalidRequest
+from gateway.service import MAX_BATCH_ROWS, ScoreInput
+from gateway.validation import FeatureInput
+from scoring.v1 import scoring_pb2
+
+
+def column_values(
+    column: scoring_pb2.FeatureColumn, rows: int, where: str, violations: list[FieldViolation]
+) -> list[FeatureInput] | None:
+    """The column's value per row (None where missing); None after adding what is wrong."""
+    kind = column.WhichOneof("values")
+    if kind is None:
+        violations.append(FieldViolation(where, "no values (set numbers, strings or bools)"))
+        return None
+    values: list[FeatureInput] = list(getattr(column, kind).values)
+    if len(values) != rows:
+        violations.append(
+            FieldViolation(f"{where}.{kind}", f"{len(values)} values for {rows} rows")
+        )
+        return None
+    for index in column.missing_rows:
+        if index >= rows:
+            violations.append(
+                FieldViolation(
+                    f"{where}.missing_rows", f"row {index} is out of range ({rows} rows)"
+                )
+            )
+            return None
+        values[index] = None
+    return values
+
+
+def column_rows(decision_point: str, columns: scoring_pb2.BatchColumns) -> list[ScoreInput]:
+    """One ScoreInput per row; InvalidRequest (every violation named) if the shape is wrong."""
+    rows = len(columns.request_ids)
+    if rows > MAX_BATCH_ROWS:
+        raise InvalidRequest(
+            [
+                FieldViolation(
+                    "columns.request_ids", f"{rows} rows; at most {MAX_BATCH_ROWS} per call"
+                )
+            ]
+        )
+    violations: list[FieldViolation] = []
+    entity_keys = list(columns.entity_keys)
+    if len(entity_keys) != rows:
+        violations.append(
+            FieldViolation(
+                "columns.entity_keys",
+                f"{len(entity_keys)} values for {rows} rows (one per columns.request_ids)",
+            )
+        )
+    names: list[str] = []
+    values: list[list[FeatureInput]] = []
+    seen: set[str] = set()
+    for k, column in enumerate(columns.features):
+        where = f"columns.features[{k}]"
+        if column.name in seen:
+            violations.append(
+                FieldViolation(f"{where}.name", f"{column.name!r} has a column already")
+            )
+            continue
+        seen.add(column.name)
+        found = column_values(column, rows, where, violations)
+        if found is not None:
+            names.append(column.name)
+            values.append(found)
+    if violations:
+        raise InvalidRequest(violations)
+    per_row = zip(*values, strict=True) if values else iter([()] * rows)
+    return [
+        ScoreInput(request_id, decision_point, entity_key, dict(zip(names, row, strict=True)))
+        for request_id, entity_key, row in zip(
+            columns.request_ids, entity_keys, per_row, strict=True
+        )
+    ]
