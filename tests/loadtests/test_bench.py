@@ -34,6 +34,7 @@ def test_bench_runs_every_path_and_writes_its_report(model_dir: Path, tmp_path: 
     # Lineage rows wait for the store to hold every record before the next path runs.
     for key in ("gateway-lineage-on", "score-batch"):
         assert rows[key]["drain_s"] is not None and rows[key]["drain_s"] >= 0, key
+        assert 0 < rows[key]["stored_per_s"] <= rows[key]["throughput"], key
     assert rows["gateway-lineage-off"]["drain_s"] is None
     targets = {t["name"] for t in report["targets"]}
     assert "gateway throughput >= 1.0 x direct" in targets

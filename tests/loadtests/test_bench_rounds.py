@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from loadtests.bench.cli import build_parser, per_round
-from loadtests.bench.report import Row, Target, combine_rounds, median_row, targets
+from loadtests.bench.report import Row, Target, combine_rounds, median_row, table, targets
 
 
 def _row(key: str, throughput: float, p50_us: float = 2_000.0, p99_us: float = 4_000.0) -> Row:
@@ -64,3 +64,17 @@ def test_an_even_or_empty_round_count_is_refused(rounds: str) -> None:
 def test_the_overload_needs_a_load_generator(generators: str) -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--overload-generators", generators])
+
+
+def test_a_lagging_store_shows_as_a_lower_end_to_end_rate() -> None:
+    """20,000/s answered for 2 s while the store needed 3 s more to hold them all: 8,000/s stored.
+    The table and the ScoreBatch verdict say both, so a burst the outbox absorbed is not read
+    as what the store sustains."""
+    batch = _row("score-batch", 20_000.0)
+    batch.drain_s, batch.window_s = 3.0, 2.0
+    assert batch.stored_per_s == pytest.approx(8_000.0)
+    (verdict,) = [t for t in targets([batch]) if t.name.startswith("ScoreBatch")]
+    assert verdict.ok is True
+    assert "(8,000/s stored end to end)" in verdict.detail
+    assert "stored end to end: 8,000 decisions/s" in table([batch])
+    assert _row("direct", 1_000.0).stored_per_s is None
