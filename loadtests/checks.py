@@ -37,6 +37,28 @@ def check_response(response: ScoreResponseLike) -> ResponseCheckError | None:
     return None
 
 
+class ScoreBatchResponseLike(Protocol):
+    @property
+    def results(self) -> Any: ...
+
+
+def check_batch_response(response: ScoreBatchResponseLike, rows: int) -> ResponseCheckError | None:
+    """Why a ScoreBatch answer cannot count as ``rows`` answered decisions, or None: one result
+    per row, each a decision with its model's identity (a row error fails the call here, since a
+    load test's rows are all valid)."""
+    results = list(response.results)
+    if len(results) != rows:
+        return ResponseCheckError(f"{len(results)} results for {rows} rows")
+    for i, result in enumerate(results):
+        if result.WhichOneof("result") != "decision":
+            error = result.error
+            return ResponseCheckError(f"row {i} not scored: {error.code}: {error.message}")
+        problem = check_response(result.decision)
+        if problem is not None:
+            return ResponseCheckError(f"row {i}: {problem}")
+    return None
+
+
 @dataclass(frozen=True)
 class Check:
     """One named verdict; ``ok`` None means it was not checked (reported, never failing)."""

@@ -27,7 +27,13 @@ from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
 
 from gateway.client import score_request
-from loadtests.checks import Check, RunSummary, Thresholds, check_response
+from loadtests.checks import (
+    Check,
+    RunSummary,
+    Thresholds,
+    check_batch_response,
+    check_response,
+)
 from scoring.v1 import scoring_pb2, scoring_pb2_grpc
 
 # grpc's own threads would block gevent's loop; this makes its completion queue cooperative.
@@ -86,6 +92,15 @@ def _add_options(parser: LocustArgumentParser, **_: Any) -> None:
         help="fallback scenario: command that stops the runtime, e.g. 'kill -TERM 1234' or "
         "'kubectl delete pod -l ...'",
     )
+    group.add_argument(
+        "--batch-rows", type=int, default=100, help="batch scenario: rows per ScoreBatch call"
+    )
+    group.add_argument(
+        "--batch-form",
+        choices=("columns", "rows"),
+        default="columns",
+        help="batch scenario: ScoreBatch's columnar form (BatchColumns) or its row form",
+    )
     for name, default in (("step", (5, 5.0, 20)), ("spike", (4, 5.0, 32))):
         users, seconds, peak = default
         group.add_argument(
@@ -95,6 +110,14 @@ def _add_options(parser: LocustArgumentParser, **_: Any) -> None:
             f"--{name}-seconds", type=float, default=seconds, help=f"{name} shape: stage length"
         )
         group.add_argument(f"--{name}-peak", type=int, default=peak, help=f"{name} shape: peak")
+
+
+BATCH_ARM = "batch"
+"""The arm part of a ScoreBatch call's name in the report: ``<decision point>/batch``."""
+
+
+def batch_rows(request: scoring_pb2.ScoreBatchRequest) -> int:
+    return len(request.columns.request_ids) if request.HasField("columns") else len(request.rows)
 
 
 class ScoringInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
@@ -123,6 +146,10 @@ class ScoringInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc
             arm = getattr(response, "arm", "") or "-"
             if isinstance(response, scoring_pb2.ScoreResponse):
                 exception = check_response(response)
+            elif isinstance(response, scoring_pb2.ScoreBatchResponse):
+                # One entry per call, named by its kind: its rows are not decisions on one arm.
+                arm = BATCH_ARM
+                exception = check_batch_response(response, batch_rows(request))
         self._request_event.fire(
             request_type=client_call_details.method.rsplit("/", 1)[-1],
             name=f"{point}/{arm}",

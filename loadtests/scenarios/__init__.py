@@ -5,11 +5,12 @@ step_ramp   users added in steps up to a peak (a LoadTestShape): where does late
 spike       a base load, a sudden burst, back to base: recovery after a spike
 canary      steady load reporting the canary's share, checked against --canary-weight
 fallback    steady load while --fault-command stops the runtime: every call must still answer
+batch       steady ScoreBatch calls of --batch-rows rows (columnar form by default): bulk scoring
 """
 
 from pathlib import Path
 
-SCENARIOS = ("steady", "step_ramp", "spike", "canary", "fallback")
+SCENARIOS = ("steady", "step_ramp", "spike", "canary", "fallback", "batch")
 
 
 def locustfile(scenario: str) -> Path:

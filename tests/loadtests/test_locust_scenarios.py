@@ -53,3 +53,22 @@ def test_an_impossible_p99_threshold_fails_the_run(
     p99 = next(c for c in run.summary["checks"] if c["name"] == "p99")
     assert p99["ok"] is False
     assert run.summary["passed"] is False
+
+
+@pytest.mark.parametrize("form", ["columns", "rows"])
+def test_the_batch_scenario_scores_every_row_and_reports_rows_per_second(
+    form: str, topology: Topology, run_scenario: LoadRunner
+) -> None:
+    run = run_scenario(
+        "batch", topology.gateway.address, "-u", "2", "-t", "3s", "--p99-ms", "5000",
+        locust=("--batch-rows", "50", "--batch-form", form),
+    )  # fmt: skip
+    assert run.code == 0, run.output
+    summary = run.summary
+    assert summary["requests"] > 0 and summary["failures"] == 0, run.output
+    assert summary["arms"] == {"batch": summary["requests"]}
+    rows = next(c for c in summary["checks"] if c["name"] == "rows scored")
+    assert f"{summary['requests'] * 50:,} rows in" in rows["detail"]
+    assert f"({form} form)" in rows["detail"]
+    stats = (run.out / "batch_stats.csv").read_text()
+    assert "ScoreBatch,card-fraud/batch" in stats

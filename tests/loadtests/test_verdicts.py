@@ -9,6 +9,7 @@ from loadtests.checks import (
     Thresholds,
     binomial_bound,
     canary_check,
+    check_batch_response,
     check_response,
     fallback_check,
 )
@@ -71,3 +72,24 @@ def test_expected_canary_with_no_canary_answers_fails() -> None:
 def test_fallback_share_is_reported() -> None:
     check = fallback_check({"primary": 300, "fallback": 100}, failures=0)
     assert check.ok is None and "100/400" in check.detail and "0.2500" in check.detail
+
+
+def _batch(rows: int) -> scoring_pb2.ScoreBatchResponse:
+    response = scoring_pb2.ScoreBatchResponse()
+    for i in range(rows):
+        decision = response.results.add().decision
+        decision.decision_id, decision.decision = f"0190-{i}", "approve"
+        decision.model_name, decision.model_version = "card-fraud", "1"
+    return response
+
+
+def test_a_batch_answer_counts_only_when_every_row_is_a_usable_decision() -> None:
+    assert check_batch_response(_batch(3), 3) is None
+    assert "2 results for 3 rows" in str(check_batch_response(_batch(2), 3))
+    unscored = _batch(3)
+    unscored.results[1].error.code = "INVALID_ARGUMENT"
+    unscored.results[1].error.message = "rows[1].features.amount: required feature is missing"
+    assert "row 1 not scored: INVALID_ARGUMENT" in str(check_batch_response(unscored, 3))
+    anonymous = _batch(3)
+    anonymous.results[2].decision.model_version = ""
+    assert "row 2: response without model_version" in str(check_batch_response(anonymous, 3))
