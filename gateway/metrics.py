@@ -6,6 +6,8 @@ config, outcomes are a decision or a gRPC status name.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gateway.breaker import STATE_VALUES
@@ -16,6 +18,7 @@ LATENCY_BUCKETS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._decided: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
         r = self.registry
         self.requests = Counter(
             "scoregate_gateway_requests",
@@ -96,6 +99,20 @@ class GatewayMetrics:
             ("config_version",),
             registry=r,
         )
+
+    def decided(
+        self, point: str, arm: str, model_version: str, outcome: str, seconds: float
+    ) -> None:
+        """Counts one answered Score call and its latency. The labelled children are kept per
+        label set (bounded by the routing config): ``labels()`` costs ~3 µs a call, the two
+        lookups were ~7 µs of the ~55 µs of Python per Score call."""
+        key = (point, arm, model_version, outcome)
+        children = self._decided.get(key)
+        if children is None:
+            children = (self.requests.labels(*key), self.latency.labels(point, arm, model_version))
+            self._decided[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def circuit_changed(self, endpoint: str, state: str) -> None:
         self.circuit_state.labels(endpoint).set(STATE_VALUES[state])

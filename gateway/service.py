@@ -217,12 +217,13 @@ class DecisionService:
             raise
         finally:
             self.admission.leave()
-        self.metrics.requests.labels(
-            record.decision_point, record.arm, record.model_version, record.decision
-        ).inc()
-        self.metrics.latency.labels(
-            record.decision_point, record.arm, record.model_version
-        ).observe(time.monotonic() - started)
+        self.metrics.decided(
+            record.decision_point,
+            record.arm,
+            record.model_version,
+            record.decision,
+            time.monotonic() - started,
+        )
         return record
 
     async def _score(
