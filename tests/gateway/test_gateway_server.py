@@ -59,6 +59,14 @@ def _request(point: str = "card-fraud", seed: int = 31, **kw: Any) -> scoring_pb
     return score_request(request_id, decision_point, "cust-1", features, **kw)
 
 
+def _violated_fields(error: grpc.aio.AioRpcError) -> list[str]:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad)
+    return [v.field for v in bad.field_violations]
+
+
 async def test_a_score_answers_with_every_field(
     scoring: scoring_pb2_grpc.ScoringServiceStub, manifests: dict[tuple[str, str], Manifest]
 ) -> None:
@@ -135,11 +143,7 @@ async def test_bad_features_get_invalid_argument_naming_the_field(
     error = info.value
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in (error.details() or "")
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None
-    bad = error_details_pb2.BadRequest()
-    assert status.details[0].Unpack(bad)
-    assert [v.field for v in bad.field_violations] == [field]
+    assert _violated_fields(error) == [field]
 
 
 async def test_an_unset_feature_value_counts_as_missing(
@@ -307,14 +311,6 @@ async def test_a_batch_that_cannot_be_routed_fails_as_a_whole(
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await scoring.ScoreBatch(request_, timeout=5)
     assert info.value.code() == code
-
-
-def _violated_fields(error: grpc.aio.AioRpcError) -> list[str]:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None
-    bad = error_details_pb2.BadRequest()
-    assert status.details[0].Unpack(bad)
-    return [v.field for v in bad.field_violations]
 
 
 @pytest.mark.parametrize("point", ["card-fraud", "credit-risk"])
