@@ -30,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
         ("log_level", str),
         ("max_threads", int),
         ("inference_threads", int),
+        ("inline_max_rows", int),
         ("grace_period_s", int),
         ("ready_timeout_s", float),
     ]

@@ -81,14 +81,16 @@ def configure_logging(level: str) -> None:
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
 
 
-def load_models(model_dir: Path, executor: Executor, instance: str) -> list[OnnxModel]:
+def load_models(
+    model_dir: Path, executor: Executor, instance: str, inline_max_rows: int = 0
+) -> list[OnnxModel]:
     """Every model version under ``model_dir``, loaded; any failure raises ModelLoadError."""
     folders = find_model_folders(model_dir)
     if not folders:
         raise ModelLoadError(f"{model_dir}: no manifest.json found; nothing to serve")
     models: list[OnnxModel] = []
     for folder in folders:
-        model = OnnxModel.from_folder(folder, executor, instance)
+        model = OnnxModel.from_folder(folder, executor, instance, inline_max_rows)
         if any(m.name == model.name for m in models):
             raise ModelLoadError(f"{folder}: duplicate model version {model.name}")
         model.load()
@@ -174,7 +176,9 @@ def serve(settings: RuntimeSettings) -> int:
     """Loads the repository and serves it until SIGTERM/SIGINT; returns the exit code."""
     executor = ThreadPoolExecutor(settings.inference_threads, thread_name_prefix="onnxruntime")
     try:
-        models = load_models(settings.model_dir, executor, runtime_instance())
+        models = load_models(
+            settings.model_dir, executor, runtime_instance(), settings.inline_max_rows
+        )
     except ModelLoadError as e:
         log.error("refusing to start: %s", e)
         executor.shutdown()

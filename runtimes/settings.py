@@ -38,6 +38,13 @@ class RuntimeSettings(BaseSettings):
         ge=1,
         description="Threads running onnxruntime sessions off the event loop; one per core.",
     )
+    inline_max_rows: int = Field(
+        default=16,
+        ge=0,
+        description="Calls of at most this many rows run onnxruntime on the event loop (a few "
+        "rows take less than a hand-off to a thread); larger ones on the inference threads. "
+        "0: every call on the threads.",
+    )
     grace_period_s: int = Field(
         default=5, ge=0, description="On SIGTERM, seconds in-flight calls get to finish."
     )

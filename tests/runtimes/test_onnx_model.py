@@ -6,12 +6,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferInput, InferRequest
 
 from runtimes.errors import InvalidTensor, ModelLoadError, RuntimeServingError
-from runtimes.manifest import Manifest, NumberFeature
+from runtimes.manifest import CategoryFeature, Manifest, NumberFeature
 from runtimes.onnx_model import OnnxModel
+from runtimes.training.datasets import sample_requests
 
 
 @pytest.mark.parametrize(
@@ -57,3 +60,39 @@ def test_load_refuses_a_graph_that_does_not_take_the_manifests_features(
 def test_load_refuses_a_missing_manifest(tmp_path: Path) -> None:
     with ThreadPoolExecutor(1) as executor, pytest.raises(ModelLoadError, match="no manifest"):
         OnnxModel.from_folder(tmp_path, executor, "test:1")
+
+
+def _request(m: Manifest, rows: int) -> InferRequest:
+    samples = sample_requests(m.name, rows, seed=5)
+    inputs = []
+    for f in m.features:
+        if isinstance(f, CategoryFeature):
+            array = np.array([[row[f.name]] for row in samples], dtype=object)
+            tensor = InferInput(f.name, list(array.shape), "BYTES")
+        else:
+            array = np.array([[float(row[f.name])] for row in samples], dtype=np.float32)
+            tensor = InferInput(f.name, list(array.shape), "FP32")
+        tensor.set_data_from_numpy(array, binary_data=False)
+        inputs.append(tensor)
+    return InferRequest(model_name=m.served_name, infer_inputs=inputs, request_id="t-1")
+
+
+async def test_small_calls_run_on_the_loop_and_larger_ones_on_the_threads(
+    model_dir: Path, manifests: dict[str, Manifest]
+) -> None:
+    m = manifests["card-fraud-v1"]
+    with ThreadPoolExecutor(1) as executor:
+        on_threads = OnnxModel.from_folder(model_dir / "card-fraud" / "1", executor, "test:1")
+        on_threads.load()
+        expected = await on_threads.predict(_request(m, 16))
+    # The executor is shut down: a call that still needs it fails.
+    inline = OnnxModel.from_folder(model_dir / "card-fraud" / "1", executor, "test:1", 16)
+    inline.load()
+    got = await inline.predict(_request(m, 16))
+    probabilities = got.get_output_by_name("probabilities")
+    assert probabilities is not None
+    reference = expected.get_output_by_name("probabilities")
+    assert reference is not None
+    np.testing.assert_array_equal(probabilities.as_numpy(), reference.as_numpy())
+    with pytest.raises(RuntimeError, match="shutdown"):
+        await inline.predict(_request(m, 17))
