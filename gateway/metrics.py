@@ -101,18 +101,25 @@ class GatewayMetrics:
         )
 
     def decided(
-        self, point: str, arm: str, model_version: str, outcome: str, seconds: float
+        self,
+        point: str,
+        arm: str,
+        model_version: str,
+        outcome: str,
+        seconds: float,
+        count: int = 1,
     ) -> None:
-        """Counts one answered Score call and its latency. The labelled children are kept per
-        label set (bounded by the routing config): ``labels()`` costs ~3 µs a call, the two
-        lookups were ~7 µs of the ~55 µs of Python per Score call."""
+        """Counts ``count`` decisions that took ``seconds`` each (a batch's rows share one
+        latency). The labelled children are kept per label set (bounded by the routing
+        config): ``labels()`` costs ~3 µs a call, the two lookups were ~7 µs of the ~55 µs of
+        Python per Score call."""
         key = (point, arm, model_version, outcome)
         children = self._decided.get(key)
         if children is None:
             children = (self.requests.labels(*key), self.latency.labels(point, arm, model_version))
             self._decided[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        children[0].inc(count)
+        _observe_many(children[1], seconds, count)
 
     def circuit_changed(self, endpoint: str, state: str) -> None:
         self.circuit_state.labels(endpoint).set(STATE_VALUES[state])
@@ -120,3 +127,22 @@ class GatewayMetrics:
     def config_applied(self, version: str) -> None:
         self.config_info.clear()
         self.config_info.labels(version).set(1)
+
+
+def _observe_many(histogram: Any, amount: float, count: int) -> None:
+    """``count`` observations of the same ``amount``: one bucket increment and one sum increment
+    instead of ``count`` observe() calls (2.2 µs per batch row, measured), through
+    prometheus_client's histogram internals where they are as expected (the tests check the
+    scraped values either way)."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if count == 1 or bounds is None or buckets is None or total is None:
+        for _ in range(count):
+            histogram.observe(amount)
+        return
+    total.inc(amount * count)
+    for i, bound in enumerate(bounds):
+        if amount <= bound:
+            buckets[i].inc(count)
+            break

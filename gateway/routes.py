@@ -76,14 +76,14 @@ class ModelTarget:
     manifest: Manifest
     validator: FeatureValidator
     feature_schema_version: str = field(init=False, compare=False)
+    served_name: str = field(init=False, compare=False)
+    """The OIP v2 model name the runtimes serve this version under."""
 
     def __post_init__(self) -> None:
-        # Hashing the schema costs ~20 µs: once per config load, not once per decision.
+        # Hashing the schema costs ~20 µs: once per config load, not once per decision; the
+        # served name is looked up per batch row.
         object.__setattr__(self, "feature_schema_version", self.manifest.feature_schema_version)
-
-    @property
-    def served_name(self) -> str:
-        return self.manifest.served_name
+        object.__setattr__(self, "served_name", self.manifest.served_name)
 
 
 @dataclass(frozen=True, slots=True)

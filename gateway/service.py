@@ -505,11 +505,10 @@ class DecisionService:
             else:
                 outcomes[("", "", result.code.name)] += 1
         for (arm, version, outcome), count in outcomes.items():
-            self.metrics.requests.labels(point.name, arm, version, outcome).inc(count)
             if arm:
-                latency = self.metrics.latency.labels(point.name, arm, version)
-                for _ in range(count):
-                    latency.observe(elapsed)
+                self.metrics.decided(point.name, arm, version, outcome, elapsed, count)
+            else:
+                self.metrics.requests.labels(point.name, arm, version, outcome).inc(count)
         return results
 
     async def _score_batch(
@@ -561,7 +560,7 @@ class DecisionService:
             fallback = point.fallback if arm != ARM_PINNED else None
             deadline = end - (fallback.reserve_s if fallback is not None else 0.0)
             snapshots = [m[2] for m in members]
-            ids = [self._ids.new(received_ns) for _ in members]
+            ids = self._ids.new_many(received_ns, len(members))
             budget.deposit()
             tally = Tally()
             plan = CallPlan(point.name, point.retry, budget, point.hedge)
