@@ -10,7 +10,7 @@ from gateway.routes import ModelTarget
 from governance.record import FeatureScalar
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # made per row, never kept: see gateway.service.ScoreInput
 class ModelAnswer:
     """A score and the identity of what produced it, as the runtime reported it."""
 

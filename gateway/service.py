@@ -85,7 +85,11 @@ def _random_span_id() -> str:
     return f"{random.getrandbits(64) or 1:016x}"
 
 
-@dataclass(frozen=True, slots=True)
+# ScoreInput, _Answer and ModelAnswer are made per row and never kept: plain (not frozen)
+# dataclasses, whose __init__ assigns attributes directly instead of calling
+# object.__setattr__ per field (3-4x faster; the frozen ones were ~16% of the gateway's main
+# thread in a ScoreBatch profile, together with the decision record's).
+@dataclass(slots=True)
 class ScoreInput:
     """One Score call as the core sees it: plain python values, None for an unset feature."""
 
@@ -100,7 +104,7 @@ _Member = tuple[int, ScoreInput, dict[str, FeatureScalar]]
 """A batch row: its index, the row, its validated snapshot."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Answer:
     """What produced a score: a model version (with its answer) or a rules file."""
 
