@@ -4,16 +4,25 @@ OTLP exports, the bench's request ids), where building message objects would cos
 from __future__ import annotations
 
 
-def varint(n: int) -> bytes:
-    """A non-negative integer as a protobuf base-128 varint."""
-    if n < 0x80:
-        return bytes((n,))
+def _encode_varint(n: int) -> bytes:
     out = bytearray()
     while n > 0x7F:
         out.append(n & 0x7F | 0x80)
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+# Every one- and two-byte varint, looked up: the OTLP export writes five per record (lengths of
+# ~2 KB), and a lookup is ~7x faster than encoding (~0.5 MB, built at import).
+_SMALL = tuple(_encode_varint(n) for n in range(1 << 14))
+
+
+def varint(n: int) -> bytes:
+    """A non-negative integer as a protobuf base-128 varint."""
+    if 0 <= n < 16384:
+        return _SMALL[n]
+    return _encode_varint(n)
 
 
 def length_delimited(number: int, payload: bytes) -> bytes:

@@ -33,12 +33,13 @@ SERVICE_NAME = "scoregate-gateway"
 SCOPE_NAME = "scoregate.gateway.outbox"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per record sent, never kept: a plain dataclass inits faster
 class OutgoingRecord:
     """What the sender needs of a durable payload, read once."""
 
     decision_id: str
-    json: str
+    payload: bytes
+    """The record's JSON, as stored (UTF-8: ``orjson.loads`` checked it)."""
     trace_id: bytes
     span_id: bytes
     start_ns: int
@@ -60,13 +61,12 @@ def _ids(fields: dict[str, Any], decision_id: str) -> tuple[bytes, bytes]:
 
 def outgoing(payload: bytes) -> OutgoingRecord:
     """Reads a payload's ids and times; the JSON itself is passed on unchanged."""
-    text = payload.decode()
     fields = orjson.loads(payload)
     decision_id = str(fields.get("decision_id", ""))
     trace_id, span_id = _ids(fields, decision_id or str(uuid.uuid4()))
     start = int(fields.get("received_at_us", 0)) * 1000
     end = int(fields.get("decided_at_us", 0)) * 1000
-    return OutgoingRecord(decision_id, text, trace_id, span_id, start, max(start, end))
+    return OutgoingRecord(decision_id, payload, trace_id, span_id, start, max(start, end))
 
 
 def _attribute(key: str, value: str) -> KeyValue:
@@ -84,7 +84,7 @@ def _span(r: OutgoingRecord) -> Any:
         start_time_unix_nano=r.start_ns,
         end_time_unix_nano=r.end_ns,
         attributes=[
-            _attribute(RECORD_ATTRIBUTE, r.json),
+            _attribute(RECORD_ATTRIBUTE, r.payload.decode()),
             _attribute(DECISION_ID_ATTRIBUTE, r.decision_id),
         ],
     )
@@ -140,7 +140,7 @@ def _span_bytes(r: OutgoingRecord) -> bytes:
         parts += (_START, _U64.pack(r.start_ns))
     if r.end_ns:
         parts += (_END, _U64.pack(r.end_ns))
-    parts += _attribute_parts(_RECORD_KEY, r.json.encode())
+    parts += _attribute_parts(_RECORD_KEY, r.payload)
     parts += _attribute_parts(_DECISION_ID_KEY, r.decision_id.encode())
     return b"".join(parts)
 

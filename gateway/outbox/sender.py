@@ -211,7 +211,7 @@ class Sender:
                 reason,
             )
         await self._outbox.dead_letter(
-            [_dead_letter_line(r.json.encode(), reason, r.decision_id) for r in records]
+            [_dead_letter_line(r.payload, reason, r.decision_id) for r in records]
         )
 
 

@@ -156,8 +156,8 @@ def test_export_bytes_equal_the_protobuf_request() -> None:
 
     records = [outgoing(canonical_json(make_record())) for _ in range(3)]
     odd = [
-        OutgoingRecord("d-1", "{}", b"", b"", 0, 0),  # no usable ids: the protobuf path
-        OutgoingRecord("d-2", "x" * 300_000, b"\x02" * 16, b"\x01" * 8, 0, 5),
+        OutgoingRecord("d-1", b"{}", b"", b"", 0, 0),  # no usable ids: the protobuf path
+        OutgoingRecord("d-2", b"x" * 300_000, b"\x02" * 16, b"\x01" * 8, 0, 5),
     ]
     for batch in (records, odd, []):
         for instance in ("gw:1", ""):
