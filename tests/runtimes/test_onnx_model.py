@@ -9,10 +9,11 @@ import grpc
 import numpy as np
 import pytest
 from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferInput, InferRequest
+from kserve.protocol.infer_type import InferRequest
+from support.oip import infer_request
 
 from runtimes.errors import InvalidTensor, ModelLoadError, RuntimeServingError
-from runtimes.manifest import CategoryFeature, Manifest, NumberFeature
+from runtimes.manifest import Manifest, NumberFeature
 from runtimes.onnx_model import OnnxModel
 from runtimes.training.datasets import sample_requests
 
@@ -63,18 +64,7 @@ def test_load_refuses_a_missing_manifest(tmp_path: Path) -> None:
 
 
 def _request(m: Manifest, rows: int) -> InferRequest:
-    samples = sample_requests(m.name, rows, seed=5)
-    inputs = []
-    for f in m.features:
-        if isinstance(f, CategoryFeature):
-            array = np.array([[row[f.name]] for row in samples], dtype=object)
-            tensor = InferInput(f.name, list(array.shape), "BYTES")
-        else:
-            array = np.array([[float(row[f.name])] for row in samples], dtype=np.float32)
-            tensor = InferInput(f.name, list(array.shape), "FP32")
-        tensor.set_data_from_numpy(array, binary_data=False)
-        inputs.append(tensor)
-    return InferRequest(model_name=m.served_name, infer_inputs=inputs, request_id="t-1")
+    return infer_request(m, sample_requests(m.name, rows, seed=5), binary=False)
 
 
 async def test_small_calls_run_on_the_loop_and_larger_ones_on_the_threads(

@@ -18,15 +18,15 @@ import pytest
 from kserve import InferenceGRPCClient
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
-from kserve.protocol.infer_type import InferInput, InferRequest, InferResponse
+from kserve.protocol.infer_type import InferInput, InferResponse
+from support.oip import Row, infer_request
 
 from gateway.topology import ManagedProcess, entry_point, free_port, start_process
 from runtimes.manifest import ARTIFACT_FILE, CategoryFeature, Manifest
 from runtimes.onnx_model import session_options
-from runtimes.training.datasets import FeatureValue, sample_requests
+from runtimes.training.datasets import sample_requests
 
 SERVED = ("card-fraud-v1", "card-fraud-v2", "credit-risk-v1")
-Row = dict[str, FeatureValue]
 
 
 @pytest.fixture
@@ -36,24 +36,6 @@ async def client(runtime: ManagedProcess) -> AsyncIterator[InferenceGRPCClient]:
         runtime.address, channel_args=[("grpc.enable_retries", 0)], retries=0, timeout=10
     ) as c:
         yield c
-
-
-def infer_request(
-    m: Manifest, rows: Sequence[Row], binary: bool = True, skip: str = ""
-) -> InferRequest:
-    inputs = []
-    for f in m.features:
-        if f.name == skip:
-            continue
-        if isinstance(f, CategoryFeature):
-            array = np.array([[row[f.name]] for row in rows], dtype=object)
-            tensor = InferInput(f.name, list(array.shape), "BYTES")
-        else:
-            array = np.array([[float(row[f.name])] for row in rows], dtype=np.float32)
-            tensor = InferInput(f.name, list(array.shape), "FP32")
-        tensor.set_data_from_numpy(array, binary_data=binary)
-        inputs.append(tensor)
-    return InferRequest(model_name=m.served_name, infer_inputs=inputs, request_id="t-1")
 
 
 def in_process_probabilities(m: Manifest, model_dir: Path, rows: Sequence[Row]) -> np.ndarray:
