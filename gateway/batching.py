@@ -9,7 +9,15 @@ gateway makes it do less per decision by coalescing. Per lane (model version, en
                  queue ──▶ flushed as ONE ModelInfer with [N, 1] inputs when
                            - the outstanding call returns (natural batching, no timer needed),
                            - the queue reaches ``max_size`` rows, or
-                           - its oldest row has waited ``max_wait_s`` (the bound on added latency)
+                           - its oldest row has waited the lane's patience: ``max_wait_s``, or
+                             twice the lane's mean call time when that is longer
+
+The patience is what keeps a slow runtime from being sent more work. Sending the queue early
+only pays when the call ahead is a straggler (one slow call, one slow replica); when every call
+is slow because the runtime is saturated, an early second call queues behind the first in the
+runtime, and splitting the rows into more calls makes each decision dearer, which slows the
+runtime further. Measured on 2 cores with the runtime slower than a fixed 2 ms bound, the
+split batches cost 40-70% more runtime CPU per decision (docs/performance.md).
 
 A batch call gets the latest of its rows' deadlines as its gRPC deadline, and every row keeps
 its own: a row whose deadline passes leaves with ``RuntimeDeadlineExceeded`` at that moment
@@ -34,12 +42,17 @@ from gateway.routes import ModelTarget
 from governance.record import FeatureScalar
 
 DEFAULT_MAX_SIZE = 64
-# Longer than a runtime call takes (~1-2 ms): a shorter bound splits the rows queued behind an
-# outstanding call into a second, concurrent call, which the runtime (one Python process) then
-# serves after the first anyway; measured, 0.5 ms gave ~30% fewer decisions/s than 2 ms
-# (docs/performance.md). A lone call never waits whatever this is.
+# The least patience, for a lane whose calls are fast: longer than an unloaded runtime call
+# (~1-2 ms), since a shorter bound splits the rows queued behind an outstanding call into a
+# second, concurrent call, which the runtime (one Python process) then serves after the first
+# anyway; measured, 0.5 ms gave ~30% fewer decisions/s than 2 ms (docs/performance.md). A lone
+# call never waits whatever this is.
 DEFAULT_MAX_WAIT_S = 0.002
 DEFAULT_MAX_CALLS = 1
+# How much the latest runtime call moves a lane's mean call time (an exponential moving mean).
+CALL_TIME_WEIGHT = 0.2
+# A queued batch waits for the call ahead up to this many times the lane's mean call time.
+PATIENCE_FACTOR = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +82,10 @@ class _Waiter:
 
 
 class _Lane:
-    """One model version at one endpoint: its calls in flight and the rows waiting for one."""
+    """One model version at one endpoint: its calls in flight, the rows waiting for one, and
+    how long its calls have been taking."""
 
-    __slots__ = ("calls", "endpoint", "queue", "target", "timer")
+    __slots__ = ("call_s", "calls", "endpoint", "queue", "target", "timer")
 
     def __init__(self, target: ModelTarget, endpoint: str) -> None:
         self.target = target
@@ -79,6 +93,18 @@ class _Lane:
         self.calls = 0
         self.queue: list[_Waiter] = []
         self.timer: asyncio.TimerHandle | None = None
+        self.call_s = 0.0
+
+    def answered(self, seconds: float) -> None:
+        """Folds an answered call's duration into the lane's mean call time."""
+        if self.call_s:
+            self.call_s += CALL_TIME_WEIGHT * (seconds - self.call_s)
+        else:
+            self.call_s = seconds
+
+    def patience(self, max_wait_s: float) -> float:
+        """How long a queued batch waits for the call ahead before going on its own."""
+        return max(max_wait_s, PATIENCE_FACTOR * self.call_s)
 
 
 def _expire(waiter: _Waiter, where: str, budget_s: float) -> None:
@@ -142,8 +168,11 @@ class BatchingModelClient:
             self.batch_sizes[1] += 1
             if self._on_call is not None:
                 self._on_call(1)
+            started = time.monotonic()
             try:
-                return await self._inner.infer(target, features, timeout_s, request_id, endpoint)
+                answer = await self._inner.infer(target, features, timeout_s, request_id, endpoint)
+                lane.answered(time.monotonic() - started)
+                return answer
             finally:
                 lane.calls -= 1
                 if lane.queue:
@@ -166,7 +195,7 @@ class BatchingModelClient:
         if len(lane.queue) >= policy.max_size:
             self._flush(lane)
         elif lane.timer is None:
-            lane.timer = loop.call_later(policy.max_wait_s, self._flush, lane)
+            lane.timer = loop.call_later(lane.patience(policy.max_wait_s), self._flush, lane)
         try:
             return await waiter.future
         finally:
@@ -192,8 +221,9 @@ class BatchingModelClient:
         self.batch_sizes[size] += 1
         if self._on_call is not None:
             self._on_call(size)
+        started = time.monotonic()
         try:
-            timeout_s = max(w.deadline for w in waiters) - time.monotonic()
+            timeout_s = max(w.deadline for w in waiters) - started
             if size == 1:
                 w = waiters[0]
                 answers = [
@@ -219,6 +249,7 @@ class BatchingModelClient:
                     )
             raise
         else:
+            lane.answered(time.monotonic() - started)
             for w, answer in zip(waiters, answers, strict=True):
                 if not w.future.done():
                     w.future.set_result(answer)

@@ -137,8 +137,10 @@ class GatewaySettings(BaseSettings):
         default=2000,
         ge=0,
         le=100_000,
-        description="Longest a Score call waits (microseconds) for the runtime call ahead of it "
-        "before its batch is sent anyway (the event loop's timers round up to about 1 ms).",
+        description="How long a queued Score call waits at least (microseconds) for the runtime "
+        "call ahead of it before its batch is sent anyway; while the runtime's calls are slower, "
+        "up to twice their running mean, so that a saturated runtime is not sent more calls "
+        "(the event loop's timers round up to about 1 ms).",
     )
     max_concurrent_rpcs: int | None = Field(
         default=None,

@@ -272,3 +272,55 @@ async def test_every_runtime_call_is_reported_with_its_rows(
     registry = metrics.registry
     assert registry.get_sample_value("scoregate_gateway_runtime_call_rows_count") == 2
     assert registry.get_sample_value("scoregate_gateway_runtime_call_rows_sum") == 5
+
+
+async def test_rows_behind_a_uniformly_slow_runtime_wait_for_the_call_ahead(
+    routes: Routes, clients: Callable[..., BatchingModelClient], proxy: FaultProxy
+) -> None:
+    # Every call takes ~200 ms, far past max_wait: sending the queue early would only queue it
+    # behind the first call in the runtime and split the rows into more, dearer calls.
+    client = clients(routes, max_wait_s=0.02)
+    target = _card_fraud(routes)
+    endpoint = target.endpoints[0]
+    rows = [_snapshot(r) for r in _inputs(6)]
+    proxy.set("pass", delay_s=0.2)
+    await client.infer(target, rows[0], 5.0, "warm", endpoint)  # the lane learns its call time
+    lone = asyncio.create_task(client.infer(target, rows[0], 5.0, "lone", endpoint))
+    await asyncio.sleep(0.01)
+    first = [
+        asyncio.create_task(client.infer(target, r, 5.0, f"a{i}", endpoint))
+        for i, r in enumerate(rows[1:4])
+    ]
+    await asyncio.sleep(0.08)  # past max_wait, before the call ahead returns
+    second = [
+        asyncio.create_task(client.infer(target, r, 5.0, f"b{i}", endpoint))
+        for i, r in enumerate(rows[4:])
+    ]
+    answers = await asyncio.gather(lone, *first, *second)
+    assert client.batch_sizes == Counter({1: 2, 5: 1})
+    assert [a.batch_size for a in answers] == [1, 5, 5, 5, 5, 5]
+
+
+async def test_rows_behind_a_straggling_call_go_without_it_after_max_wait(
+    routes: Routes, clients: Callable[..., BatchingModelClient], proxy: FaultProxy
+) -> None:
+    # The lane's calls have been fast, so one that hangs is a straggler: the rows queued behind
+    # it leave after max_wait in a call of their own.
+    client = clients(routes, max_wait_s=0.1)
+    target = _card_fraud(routes)
+    endpoint = target.endpoints[0]
+    rows = [_snapshot(r) for r in _inputs(4)]
+    for i in range(10):
+        await client.infer(target, rows[0], 5.0, f"warm{i}", endpoint)
+    proxy.set("hang")
+    lone = asyncio.create_task(client.infer(target, rows[0], 5.0, "lone", endpoint))
+    await asyncio.sleep(0.02)
+    queued = [
+        asyncio.create_task(client.infer(target, r, 5.0, f"q{i}", endpoint))
+        for i, r in enumerate(rows[1:])
+    ]
+    await asyncio.sleep(0.5)
+    assert client.batch_sizes == Counter({1: 11, 3: 1})  # sent while the straggler is held
+    proxy.set("pass")
+    answers = await asyncio.gather(lone, *queued)
+    assert [a.batch_size for a in answers] == [1, 3, 3, 3]
