@@ -116,6 +116,7 @@ async def open_sink(
         max_unacked_records=settings.outbox_max_records,
         segment_bytes=settings.outbox_segment_bytes,
         sync=settings.outbox_sync,
+        preallocate=settings.outbox_preallocate,
         instance=instance,
     )
     outbox = await Outbox.open(config, OutboxMetrics(metrics.registry))

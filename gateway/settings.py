@@ -67,6 +67,12 @@ class GatewaySettings(BaseSettings):
         ge=4096,
         description="Outbox segment file size; a fully acknowledged segment is deleted.",
     )
+    outbox_preallocate: bool = Field(
+        default=True,
+        description="Zero-fill outbox segments a few MiB ahead of the writer, so that a group "
+        "commit's fdatasync writes data only (about half the sync time on ext4 and XFS); false "
+        "on copy-on-write filesystems (btrfs, ZFS), where it gains nothing.",
+    )
     outbox_sync: Literal["loop", "thread"] = Field(
         default="loop",
         description="Where outbox appends are written and fdatasync'd: on the event loop once per "

@@ -21,6 +21,10 @@ class OutboxConfig:
     """Bound on records appended and not yet acknowledged by the store; beyond it, shed."""
     segment_bytes: int = 64 * MIB
     """Size at which the writer starts a new segment; a fully acknowledged one is deleted."""
+    preallocate: bool = True
+    """Zero-fill each segment a few MiB ahead of the writer, so that a group's fdatasync commits
+    data only (``gateway.outbox.prealloc``): about half the sync time on ext4 and XFS. Off for
+    copy-on-write filesystems (btrfs, ZFS), where overwriting gains nothing."""
     sync: Literal["loop", "thread"] = "loop"
     """Where appends are written and fdatasync'd (``gateway.outbox.writer``): on the event loop,
     once per loop pass, or by a writer thread that overlaps slow syncs with the loop's work."""

@@ -5,9 +5,13 @@ holds frames back to back::
 
     u32 little-endian payload length | u32 little-endian crc32(payload) | payload
 
-The payload is a decision record's canonical JSON. A frame is valid only if its header is
-complete, its length is within ``MAX_PAYLOAD`` and its crc matches; ``scan`` stops at the first
-invalid frame, which after a crash is the torn tail of the last segment.
+The payload is a decision record's canonical JSON, never empty. A frame is valid only if its
+header is complete, its length is within ``MAX_PAYLOAD`` and its crc matches; ``scan`` stops at the
+first invalid frame, which after a crash is the torn tail of the last segment.
+
+Version 2 segments are zero-filled ahead of the writer (``gateway.outbox.prealloc``), so a
+length of 0 is where the written frames end (``ZERO_FILLED``): after a crash, the rest of the
+segment should be zeros. Version 1 segments (appended only) are read the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +21,11 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-SEGMENT_MAGIC = b"SGOUTBX\x01"
+SEGMENT_MAGIC = b"SGOUTBX\x02"
+# Segments this code reads: version 1 differs only in never holding zero-filled space.
+READABLE_MAGICS = (SEGMENT_MAGIC, b"SGOUTBX\x01")
+# ScanEnd.problem for a zero length: the end of the written frames in a zero-filled segment.
+ZERO_FILLED = "zero-filled"
 HEADER = struct.Struct("<II")
 FRAME_OVERHEAD = HEADER.size
 # A decision record is ~1-2 KiB; a length past this is garbage. Kept well under gRPC's 4 MiB
@@ -26,6 +34,8 @@ MAX_PAYLOAD = 1024 * 1024
 
 
 def frame(payload: bytes) -> bytes:
+    if not payload:
+        raise ValueError("an empty record cannot be framed")
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"record of {len(payload)} bytes exceeds the {MAX_PAYLOAD}-byte limit")
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
@@ -60,6 +70,9 @@ def iter_frames(data: bytes | memoryview, start: int = 0) -> Iterator[Frame | Sc
             yield ScanEnd(offset, "incomplete")
             return
         length, crc = HEADER.unpack_from(view, offset)
+        if length == 0:
+            yield ScanEnd(offset, ZERO_FILLED)
+            return
         if length > MAX_PAYLOAD:
             yield ScanEnd(offset, f"length {length} over the limit")
             return

@@ -115,6 +115,7 @@ class Outbox:
             self._loop,
             self._published,
             self._failed,
+            self.config.preallocate,
         )
         self._durable = self._writer.position
         self._fsyncs_seen = self._writer.fsyncs

@@ -5,7 +5,9 @@ writer only ever appends to the newest one and starts a new one on each open. Th
 holds the position (segment, offset) up to which the lineage store has acknowledged; it is
 rewritten in place with its own crc, so a torn cursor only means resending (the store is
 idempotent). Recovery deletes segments before the cursor, and cuts every segment at its first
-invalid frame, keeping the cut bytes in ``quarantine/`` rather than destroying them.
+invalid frame, keeping the cut bytes in ``quarantine/`` rather than destroying them. A segment
+whose frames end in zero-filled space that is zeros to the end (a crash before it was sealed) is
+trimmed there: nothing is cut from it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from gateway.outbox.framing import (
     FRAME_OVERHEAD,
     HEADER,
     MAX_PAYLOAD,
+    READABLE_MAGICS,
     SEGMENT_MAGIC,
+    ZERO_FILLED,
     Frame,
     iter_frames,
 )
@@ -117,11 +121,12 @@ def _quarantine(directory: Path, index: int, offset: int, data: bytes, problem: 
 
 
 def _cut(directory: Path, index: int, offset: int, problem: str, last: bool, rec: Recovery) -> None:
-    """Keeps ``[offset, end)`` of the segment in quarantine, then truncates it at ``offset``."""
+    """Keeps ``[offset, end)`` of the segment in quarantine, then truncates it at ``offset``.
+    Zero-filled space at the very end was never written, so it is not kept."""
     path = segment_path(directory, index)
     with path.open("r+b") as f:
         f.seek(offset)
-        tail = f.read()
+        tail = f.read().rstrip(b"\0")
         kept = _quarantine(directory, index, offset, tail, problem)
         f.truncate(offset)
         f.flush()
@@ -141,7 +146,7 @@ def _scan_segment(directory: Path, index: int, start: int, last: bool, rec: Reco
     size = path.stat().st_size
     with path.open("rb") as f:
         magic = f.read(FIRST_OFFSET)
-    if magic != SEGMENT_MAGIC:
+    if magic not in READABLE_MAGICS:
         if last and SEGMENT_MAGIC.startswith(magic) and size == len(magic):
             # Created, header not (fully) written: no frame in it was ever durable.
             path.unlink()
@@ -168,8 +173,21 @@ def _scan_segment(directory: Path, index: int, start: int, last: bool, rec: Reco
             end = item.end
         else:
             problem = item.problem
-    if problem:
-        _cut(directory, index, end, problem, last, rec)
+    if problem and not data[end:].strip(b"\0"):
+        _trim(
+            path, end
+        )  # zeros only: space filled ahead and never written (a crash before sealing)
+    elif problem:
+        what = "frames after zero-filled space" if problem == ZERO_FILLED else problem
+        _cut(directory, index, end, what, last, rec)
+
+
+def _trim(path: Path, end: int) -> None:
+    """Drops a segment's zero-filled tail, so that its size is where its frames end."""
+    with path.open("r+b") as f:
+        f.truncate(end)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def recover(directory: Path, cursor: Position) -> Recovery:

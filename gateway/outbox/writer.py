@@ -13,6 +13,10 @@ Two writers, the same files and guarantees (``OutboxConfig.sync``):
   but the thread needs the GIL three times per group, and under CPU load each time can wait for
   the interpreter's switch interval (5 ms).
 
+Both write into space a ``Preallocator`` has zero-filled and synced ahead of them, so that a
+group's fdatasync commits data only (``gateway.outbox.prealloc``); a segment is trimmed to its last
+frame when it is sealed or closed.
+
 After an I/O error a writer refuses everything (what reached the disk is unknown once a sync has
 failed), and the gateway sheds until it is restarted.
 """
@@ -20,12 +24,14 @@ failed), and the gateway sheds until it is restarted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from gateway.outbox.framing import SEGMENT_MAGIC
+from gateway.outbox.prealloc import CHUNK_BYTES, Preallocator
 from gateway.outbox.segments import Position, fsync_directory, segment_path
 
 Waiters = list["asyncio.Future[None]"]
@@ -33,10 +39,11 @@ Published = Callable[[Position, Waiters, int], None]
 Failed = Callable[[BaseException, Waiters], None]
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, offset: int) -> None:
     view = memoryview(data)
+    end = offset + len(view)
     while view:
-        view = view[os.write(fd, view) :]
+        view = view[os.pwrite(fd, view, end - len(view)) :]
 
 
 class SegmentWriter:
@@ -53,6 +60,7 @@ class SegmentWriter:
         loop: asyncio.AbstractEventLoop,
         published: Published,
         failed: Failed,
+        preallocate: bool = True,
     ) -> None:
         self._directory = directory
         self._segment_bytes = segment_bytes
@@ -63,9 +71,11 @@ class SegmentWriter:
         self._waiters: Waiters = []
         self._error: BaseException | None = None
         self.fsyncs = 0
+        self._prealloc = Preallocator(min(CHUNK_BYTES, segment_bytes) if preallocate else 0)
         self._index = first_segment
         self._fd = self._create(first_segment)
         self._size = len(SEGMENT_MAGIC)
+        self._prealloc.follow(self._fd, self._size, segment_bytes)
 
     @property
     def position(self) -> Position:
@@ -73,6 +83,7 @@ class SegmentWriter:
 
     def start(self) -> None:
         """Called once the owner can take callbacks."""
+        self._prealloc.start()
 
     def submit(self, data: bytes, waiter: asyncio.Future[None]) -> None:
         raise NotImplementedError
@@ -87,23 +98,41 @@ class SegmentWriter:
 
     def _create(self, index: int) -> int:
         fd = os.open(
-            segment_path(self._directory, index),
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND,
-            0o600,
+            segment_path(self._directory, index), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
         )
-        _write_all(fd, SEGMENT_MAGIC)
+        _write_all(fd, SEGMENT_MAGIC, 0)
         os.fdatasync(fd)
         fsync_directory(self._directory)
         self.fsyncs += 2
         return fd
 
-    def _roll(self) -> None:
+    def _seal(self) -> None:
+        """Trims the segment's zero-filled tail, syncs and closes it. Call with the
+        preallocator's lock held or stopped."""
+        os.ftruncate(self._fd, self._size)
         os.fdatasync(self._fd)
         self.fsyncs += 1
         os.close(self._fd)
-        self._index += 1
-        self._fd = self._create(self._index)
-        self._size = len(SEGMENT_MAGIC)
+
+    def _roll(self) -> None:
+        with self._prealloc.lock:  # waits for a fill of the sealed segment in progress
+            self._seal()
+            self._index += 1
+            self._fd = self._create(self._index)
+            self._size = len(SEGMENT_MAGIC)
+            self._prealloc.follow(self._fd, self._size, self._segment_bytes)
+
+    def _put(self, data: bytes) -> None:
+        end = self._size + len(data)
+        if end <= self._prealloc.allocated:
+            _write_all(self._fd, data, self._size)
+        else:
+            # Past the filled space: never at the same time as a fill of those bytes.
+            with self._prealloc.lock:
+                _write_all(self._fd, data, self._size)
+                self._prealloc.allocated = max(self._prealloc.allocated, end)
+        self._size = end
+        self._prealloc.wrote(end)
 
     def _write(self, frames: list[bytes]) -> None:
         chunk: list[bytes] = []
@@ -112,16 +141,24 @@ class SegmentWriter:
             if self._size + chunk_size + len(data) > self._segment_bytes and (
                 chunk or self._size > len(SEGMENT_MAGIC)
             ):
-                _write_all(self._fd, b"".join(chunk))
-                self._size += chunk_size
+                self._put(b"".join(chunk))
                 chunk, chunk_size = [], 0
                 self._roll()
             chunk.append(data)
             chunk_size += len(data)
-        _write_all(self._fd, b"".join(chunk))
-        self._size += chunk_size
+        self._put(b"".join(chunk))
         os.fdatasync(self._fd)
         self.fsyncs += 1
+
+    def _close_segment(self) -> None:
+        """Stops the filling and seals the open segment; after a write error, as far as it can
+        (recovery trims a zero-filled tail)."""
+        self._prealloc.close()
+        try:
+            self._seal()
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
 
     def _commit(self, frames: list[bytes]) -> BaseException | None:
         """Writes and syncs one group; the error that broke the writer, now or before."""
@@ -168,7 +205,7 @@ class LoopWriter(SegmentWriter):
 
     async def aclose(self) -> None:
         self._flush()
-        os.close(self._fd)
+        self._close_segment()
 
 
 class GroupWriter(SegmentWriter):
@@ -182,13 +219,17 @@ class GroupWriter(SegmentWriter):
         loop: asyncio.AbstractEventLoop,
         published: Published,
         failed: Failed,
+        preallocate: bool = True,
     ) -> None:
-        super().__init__(directory, first_segment, segment_bytes, loop, published, failed)
+        super().__init__(
+            directory, first_segment, segment_bytes, loop, published, failed, preallocate
+        )
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        super().start()
         self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
         self._thread.start()
 
@@ -211,7 +252,7 @@ class GroupWriter(SegmentWriter):
             self._cond.notify()
         if self._thread is not None and self._thread.is_alive():
             self._thread.join()
-        os.close(self._fd)
+        self._close_segment()
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)

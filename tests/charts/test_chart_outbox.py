@@ -88,6 +88,7 @@ def test_values_reach_the_gateway_flags() -> None:
                 "maxRecords": 4_000_000,
                 "segmentBytes": 2**20,
                 "sync": "thread",
+                "preallocate": False,
                 "drainSeconds": 30,
                 "volume": {"type": "emptyDir", "size": "6Gi"},
             },
@@ -99,7 +100,7 @@ def test_values_reach_the_gateway_flags() -> None:
     assert (s.batching, s.batch_max_size, s.batch_max_wait_us) == (False, 8, 0)
     assert (s.outbox_max_bytes, s.outbox_max_records) == (5 * 2**30, 4_000_000)
     assert (s.outbox_segment_bytes, s.outbox_drain_s) == (2**20, 30)
-    assert s.outbox_sync == "thread"
+    assert (s.outbox_sync, s.outbox_preallocate) == ("thread", False)
     (volume,) = [v for v in pod["volumes"] if v["name"] == "outbox"]
     assert volume["emptyDir"] == {"sizeLimit": "6Gi"}
 
@@ -119,6 +120,7 @@ def test_chart_defaults_are_the_gateways() -> None:
         "outbox_max_records",
         "outbox_segment_bytes",
         "outbox_sync",
+        "outbox_preallocate",
         "outbox_drain_s",
     ):
         assert getattr(ours, name) == fields[name].default, name
