@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from gateway.batching import BatchingModelClient, BatchingPolicy
 from gateway.errors import ModelRuntimeError, RuntimeDeadlineExceeded, RuntimeUnavailable
+from gateway.inference import ModelAnswer
 from gateway.oip import OipModelClient
 from gateway.routes import ModelTarget, Routes, load_routes
 from gateway.service import BATCH_SIZE, DecisionService, ScoreInput
@@ -88,6 +89,17 @@ def _snapshot(row: ScoreInput) -> dict[str, FeatureScalar]:
 
 def _card_fraud(routes: Routes) -> ModelTarget:
     return routes.decision_points["card-fraud"].primary
+
+
+def _send(
+    client: BatchingModelClient, target: ModelTarget, rows: list[dict[str, FeatureScalar]], tag: str
+) -> list[asyncio.Task[ModelAnswer]]:
+    """Each row's call started at once, in order, on the target's first endpoint."""
+    endpoint = target.endpoints[0]
+    return [
+        asyncio.create_task(client.infer(target, r, 5.0, f"{tag}{i}", endpoint))
+        for i, r in enumerate(rows)
+    ]
 
 
 async def test_concurrent_requests_get_the_scores_sequential_ones_get_bit_for_bit(
@@ -281,22 +293,15 @@ async def test_rows_behind_a_uniformly_slow_runtime_wait_for_the_call_ahead(
     # behind the first call in the runtime and split the rows into more, dearer calls.
     client = clients(routes, max_wait_s=0.02)
     target = _card_fraud(routes)
-    endpoint = target.endpoints[0]
     rows = [_snapshot(r) for r in _inputs(6)]
     proxy.set("pass", delay_s=0.2)
-    await client.infer(target, rows[0], 5.0, "warm", endpoint)  # the lane learns its call time
-    lone = asyncio.create_task(client.infer(target, rows[0], 5.0, "lone", endpoint))
+    await asyncio.gather(*_send(client, target, rows[:1], "warm"))  # the lane learns its call time
+    lone = _send(client, target, rows[:1], "lone")
     await asyncio.sleep(0.01)
-    first = [
-        asyncio.create_task(client.infer(target, r, 5.0, f"a{i}", endpoint))
-        for i, r in enumerate(rows[1:4])
-    ]
+    first = _send(client, target, rows[1:4], "a")
     await asyncio.sleep(0.08)  # past max_wait, before the call ahead returns
-    second = [
-        asyncio.create_task(client.infer(target, r, 5.0, f"b{i}", endpoint))
-        for i, r in enumerate(rows[4:])
-    ]
-    answers = await asyncio.gather(lone, *first, *second)
+    second = _send(client, target, rows[4:], "b")
+    answers = await asyncio.gather(*lone, *first, *second)
     assert client.batch_sizes == Counter({1: 2, 5: 1})
     assert [a.batch_size for a in answers] == [1, 5, 5, 5, 5, 5]
 
@@ -308,19 +313,15 @@ async def test_rows_behind_a_straggling_call_go_without_it_after_max_wait(
     # it leave after max_wait in a call of their own.
     client = clients(routes, max_wait_s=0.1)
     target = _card_fraud(routes)
-    endpoint = target.endpoints[0]
     rows = [_snapshot(r) for r in _inputs(4)]
     for i in range(10):
-        await client.infer(target, rows[0], 5.0, f"warm{i}", endpoint)
+        await asyncio.gather(*_send(client, target, rows[:1], f"warm{i}-"))
     proxy.set("hang")
-    lone = asyncio.create_task(client.infer(target, rows[0], 5.0, "lone", endpoint))
+    lone = _send(client, target, rows[:1], "lone")
     await asyncio.sleep(0.02)
-    queued = [
-        asyncio.create_task(client.infer(target, r, 5.0, f"q{i}", endpoint))
-        for i, r in enumerate(rows[1:])
-    ]
+    queued = _send(client, target, rows[1:], "q")
     await asyncio.sleep(0.5)
     assert client.batch_sizes == Counter({1: 11, 3: 1})  # sent while the straggler is held
     proxy.set("pass")
-    answers = await asyncio.gather(lone, *queued)
+    answers = await asyncio.gather(*lone, *queued)
     assert [a.batch_size for a in answers] == [1, 3, 3, 3]

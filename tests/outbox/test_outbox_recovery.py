@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Literal
 
@@ -24,12 +26,30 @@ async def _fill(directory: Path, count: int) -> list[bytes]:
     return payloads
 
 
+@contextlib.asynccontextmanager
+async def _reopened(directory: Path) -> AsyncIterator[Outbox]:
+    """The outbox as a restarted gateway opens it (recovery included), closed afterwards."""
+    outbox = await Outbox.open(OutboxConfig(directory))
+    try:
+        assert outbox.recovery is not None
+        yield outbox
+    finally:
+        await outbox.close()
+
+
 async def _read_all(outbox: Outbox) -> list[bytes]:
     payloads: list[bytes] = []
     while entries := await outbox.next_batch(1000, 1 << 20, wait=False):
         payloads += [e.payload for e in entries]
         await outbox.acknowledge(entries[-1].end, len(entries), sum(e.size for e in entries))
     return payloads
+
+
+async def _filled(directory: Path, count: int) -> tuple[list[bytes], Path, int]:
+    """``count`` records appended by a gateway that closed; their segment and its size."""
+    payloads = await _fill(directory, count)
+    segment = _largest_segment(directory)
+    return payloads, segment, segment.stat().st_size
 
 
 def _largest_segment(directory: Path) -> Path:
@@ -60,9 +80,7 @@ def test_frames_round_trip_and_a_flipped_bit_is_caught() -> None:
 
 
 async def test_torn_tail_is_truncated_and_kept_in_quarantine(tmp_path: Path) -> None:
-    payloads = await _fill(tmp_path, 10)
-    segment = _largest_segment(tmp_path)
-    full = segment.stat().st_size
+    payloads, segment, full = await _filled(tmp_path, 10)
     with segment.open("r+b") as f:  # a crash in the middle of writing the last frame
         f.truncate(full - 5)
 
@@ -154,21 +172,16 @@ async def test_an_open_segment_is_zero_filled_ahead_and_trimmed_when_closed(
 async def test_zero_filled_space_a_crash_leaves_is_trimmed_and_nothing_is_cut(
     tmp_path: Path,
 ) -> None:
-    payloads = await _fill(tmp_path, 10)
-    segment = _largest_segment(tmp_path)
-    written = segment.stat().st_size
+    payloads, segment, written = await _filled(tmp_path, 10)
     with segment.open("ab") as f:  # killed before sealing: the space filled ahead remains
         f.write(bytes(1 << 20))
 
-    outbox = await Outbox.open(OutboxConfig(tmp_path))
-    try:
+    async with _reopened(tmp_path) as outbox:
         assert outbox.recovery is not None
         assert outbox.recovery.problems == [] and outbox.recovery.quarantined == []
         assert outbox.unacked_records == 10
         assert segment.stat().st_size == written
         assert await _read_all(outbox) == payloads
-    finally:
-        await outbox.close()
 
 
 async def test_a_torn_frame_in_zero_filled_space_is_kept_without_the_zeros(
@@ -182,35 +195,27 @@ async def test_a_torn_frame_in_zero_filled_space_is_kept_without_the_zeros(
         f.seek(0, 2)
         f.write(bytes(1 << 16))
 
-    outbox = await Outbox.open(OutboxConfig(tmp_path))
-    try:
+    async with _reopened(tmp_path) as outbox:
         assert outbox.recovery is not None
         assert outbox.unacked_records == 9
         assert "torn tail" in outbox.recovery.problems[0]
         assert outbox.recovery.quarantined[0].read_bytes() == frame(payloads[-1])[:-5]
         assert segment.stat().st_size == full - len(frame(payloads[-1]))
         assert await _read_all(outbox) == payloads[:9]
-    finally:
-        await outbox.close()
 
 
 async def test_frames_past_zero_filled_space_are_cut_and_kept(tmp_path: Path) -> None:
-    payloads = await _fill(tmp_path, 4)
-    segment = _largest_segment(tmp_path)
-    written = segment.stat().st_size
+    payloads, segment, written = await _filled(tmp_path, 4)
     stray = frame(canonical_json(make_record()))
     with segment.open("ab") as f:  # a later group reached the disk, an earlier one did not
         f.write(bytes(100) + stray)
 
-    outbox = await Outbox.open(OutboxConfig(tmp_path))
-    try:
+    async with _reopened(tmp_path) as outbox:
         assert outbox.recovery is not None
         assert "frames after zero-filled space" in outbox.recovery.problems[0]
         assert outbox.recovery.quarantined[0].read_bytes() == bytes(100) + stray
         assert segment.stat().st_size == written
         assert await _read_all(outbox) == payloads
-    finally:
-        await outbox.close()
 
 
 async def test_a_version_1_segment_is_still_recovered_and_read(tmp_path: Path) -> None:
@@ -219,12 +224,9 @@ async def test_a_version_1_segment_is_still_recovered_and_read(tmp_path: Path) -
     with segment.open("r+b") as f:  # written before segments were zero-filled ahead
         f.write(b"SGOUTBX\x01")
 
-    outbox = await Outbox.open(OutboxConfig(tmp_path))
-    try:
+    async with _reopened(tmp_path) as outbox:
         assert outbox.recovery is not None and outbox.recovery.problems == []
         assert await _read_all(outbox) == payloads
-    finally:
-        await outbox.close()
 
 
 async def test_sealed_segments_end_at_their_last_frame_and_read_in_order(tmp_path: Path) -> None:
