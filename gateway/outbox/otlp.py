@@ -1,9 +1,13 @@
 """Outbox records as an OTLP ExportTraceServiceRequest.
 
-``encode_export`` writes the request's bytes directly (what the sender sends): the resource and
-scope are encoded once, and each span is a join of its fields' encodings around the stored JSON,
-~5x cheaper than building protobuf messages. ``export_request`` builds the same request from the
-protobuf messages; a test holds the two byte-for-byte equal.
+``record_span`` encodes a record's decision span when it is appended, from the record's own
+fields: that is what an outbox frame holds, so the sender only concatenates spans
+(``encode_spans``) and never parses a record. A frame holding the bare JSON (``append_payload``,
+segments written before spans were stored) is encoded on the way out (``as_span``).
+``encode_export`` writes a request's bytes directly: the resource and scope are encoded once, and
+each span is a join of its fields' encodings around the JSON, ~5x cheaper than building protobuf
+messages. ``export_request`` builds the same request from the protobuf messages; a test holds
+the two byte-for-byte equal.
 
 One span per record, named ``SPAN_NAME``, carrying the record's JSON (``RECORD_ATTRIBUTE``) and its
 decision id, with the trace and span ids and the times the record itself holds: the lineage
@@ -21,13 +25,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from gateway.wire import varint
-from governance.record import DECISION_ID_ATTRIBUTE, RECORD_ATTRIBUTE, SPAN_NAME
+from governance.record import DECISION_ID_ATTRIBUTE, RECORD_ATTRIBUTE, SPAN_NAME, DecisionRecord
 
 SERVICE_NAME = "scoregate-gateway"
 SCOPE_NAME = "scoregate.gateway.outbox"
@@ -46,10 +51,10 @@ class OutgoingRecord:
     end_ns: int
 
 
-def _ids(fields: dict[str, Any], decision_id: str) -> tuple[bytes, bytes]:
+def _ids(trace_hex: str, span_hex: str, decision_id: str) -> tuple[bytes, bytes]:
     try:
-        trace_id = bytes.fromhex(str(fields.get("trace_id", "")))
-        span_id = bytes.fromhex(str(fields.get("span_id", "")))
+        trace_id = bytes.fromhex(trace_hex)
+        span_id = bytes.fromhex(span_hex)
     except ValueError:
         trace_id = span_id = b""
     if len(trace_id) != 16 or len(span_id) != 8:
@@ -63,10 +68,47 @@ def outgoing(payload: bytes) -> OutgoingRecord:
     """Reads a payload's ids and times; the JSON itself is passed on unchanged."""
     fields = orjson.loads(payload)
     decision_id = str(fields.get("decision_id", ""))
-    trace_id, span_id = _ids(fields, decision_id or str(uuid.uuid4()))
+    trace_id, span_id = _ids(
+        str(fields.get("trace_id", "")),
+        str(fields.get("span_id", "")),
+        decision_id or str(uuid.uuid4()),
+    )
     start = int(fields.get("received_at_us", 0)) * 1000
     end = int(fields.get("decided_at_us", 0)) * 1000
     return OutgoingRecord(decision_id, payload, trace_id, span_id, start, max(start, end))
+
+
+def record_span(record: DecisionRecord, payload: bytes) -> bytes:
+    """``record``'s decision span, encoded, around ``payload`` (its canonical JSON): the bytes
+    ``_span_bytes(outgoing(payload))`` gives, without parsing the JSON."""
+    trace_id, span_id = _ids(record.trace_id, record.span_id, record.decision_id)
+    start = record.received_at_us * 1000
+    end = max(start, record.decided_at_us * 1000)
+    return _span_bytes(OutgoingRecord(record.decision_id, payload, trace_id, span_id, start, end))
+
+
+def as_span(payload: bytes) -> bytes:
+    """A frame's payload as the span to send. Raises ValueError for a JSON payload that does not
+    parse; a span is passed on as it is (its frame's crc vouches for it)."""
+    if payload[:1] == b"{":
+        return _span_bytes(outgoing(payload))
+    return payload
+
+
+def span_record(span: bytes) -> tuple[str, bytes]:
+    """The decision id and the record JSON an encoded decision span carries (for dead letters
+    and rejections: the rare paths); ``("", span)`` if it does not parse."""
+    try:
+        message = Span.FromString(span)
+    except DecodeError:
+        return "", span
+    decision_id, record = "", ""
+    for kv in message.attributes:
+        if kv.key == DECISION_ID_ATTRIBUTE:
+            decision_id = kv.value.string_value
+        elif kv.key == RECORD_ATTRIBUTE:
+            record = kv.value.string_value
+    return decision_id, record.encode()
 
 
 def _attribute(key: str, value: str) -> KeyValue:
@@ -157,9 +199,14 @@ def _resource_and_scope(instance: str) -> tuple[bytes, bytes]:
 
 def encode_export(records: Sequence[OutgoingRecord], instance: str) -> bytes:
     """``export_request(records, instance).SerializeToString()``, written directly."""
+    return encode_spans([_span_bytes(r) for r in records], instance)
+
+
+def encode_spans(spans: Sequence[bytes], instance: str) -> bytes:
+    """An ExportTraceServiceRequest's bytes around encoded spans."""
     resource, scope = _resource_and_scope(instance)
-    spans = [_len_field(b"\x12", _span_bytes(r)) for r in records]  # ScopeSpans.spans = 2
-    scope_spans = _len_field(b"\x0a", scope) + b"".join(spans)  # ScopeSpans.scope = 1
+    body = b"".join([_len_field(b"\x12", s) for s in spans])  # ScopeSpans.spans = 2
+    scope_spans = _len_field(b"\x0a", scope) + body  # ScopeSpans.scope = 1
     # ResourceSpans: resource = 1, scope_spans = 2; the request: resource_spans = 1.
     resource_spans = _len_field(b"\x0a", resource) + _len_field(b"\x12", scope_spans)
     return _len_field(b"\x0a", resource_spans)

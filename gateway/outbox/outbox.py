@@ -25,6 +25,7 @@ from gateway.outbox.config import OutboxConfig
 from gateway.outbox.errors import OutboxClosed, OutboxFull
 from gateway.outbox.framing import frame
 from gateway.outbox.metrics import OutboxMetrics
+from gateway.outbox.otlp import record_span
 from gateway.outbox.segments import (
     Cursor,
     Entry,
@@ -171,10 +172,12 @@ class Outbox:
             )
 
     async def append(self, record: DecisionRecord) -> None:
-        """Returns once ``record`` is durable; raises OutboxFull when the bound is reached."""
-        await self.append_payload(canonical_json(record))
+        """Returns once ``record`` is durable; raises OutboxFull when the bound is reached. The
+        frame holds the record's decision span (``otlp.record_span``), ready to send."""
+        await self.append_payload(record_span(record, canonical_json(record)))
 
     async def append_payload(self, payload: bytes) -> None:
+        """Appends one frame: a decision span, or a record's bare JSON (sent as a span)."""
         data = frame(payload)
         self.check_capacity(len(data))
         waiter: asyncio.Future[None] = self._loop.create_future()
@@ -190,7 +193,7 @@ class Outbox:
         OutboxFull, before any is queued, when they would not all fit under the bound."""
         if not records:
             return
-        frames = [frame(canonical_json(r)) for r in records]
+        frames = [frame(record_span(r, canonical_json(r))) for r in records]
         size = sum(len(f) for f in frames)
         self.check_capacity(size, len(frames))
         waiter: asyncio.Future[None] = self._loop.create_future()

@@ -32,7 +32,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from gateway.outbox.config import OutboxConfig
 from gateway.outbox.metrics import OutboxMetrics
-from gateway.outbox.otlp import OutgoingRecord, encode_export, outgoing
+from gateway.outbox.otlp import as_span, encode_spans, span_record
 from gateway.outbox.outbox import Outbox
 from gateway.outbox.segments import Entry
 
@@ -103,11 +103,11 @@ class Sender:
             # read again from the cursor.
             await asyncio.sleep(config.linger_s)
             entries = await self._outbox.next_batch(config.batch_records, config.batch_bytes)
-        records: list[OutgoingRecord] = []
+        spans: list[bytes] = []
         unreadable: list[bytes] = []
         for entry in entries:
             try:
-                records.append(outgoing(entry.payload))
+                spans.append(as_span(entry.payload))
             except ValueError as e:
                 unreadable.append(_dead_letter_line(entry.payload, f"unreadable payload: {e}"))
         if unreadable:
@@ -115,43 +115,43 @@ class Sender:
                 "outbox: %d unreadable payloads moved to the dead-letter file", len(unreadable)
             )
             await self._outbox.dead_letter(unreadable)
-        if records:
-            await self._deliver(records)
+        if spans:
+            await self._deliver(spans)
         await self._acknowledge(entries)
 
     async def _acknowledge(self, entries: Sequence[Entry]) -> None:
         size = sum(e.size for e in entries)
         await self._outbox.acknowledge(entries[-1].end, len(entries), size)
 
-    async def _deliver(self, records: Sequence[OutgoingRecord]) -> None:
+    async def _deliver(self, spans: Sequence[bytes]) -> None:
         try:
-            response = await self._export(records)
+            response = await self._export(spans)
         except _Refused as e:
-            if len(records) == 1:
-                await self._dead_letter(records, f"refused by the lineage store: {e}")
+            if len(spans) == 1:
+                await self._dead_letter(spans, f"refused by the lineage store: {e}")
                 return
-            log.warning("outbox: batch of %d refused (%s); sending one by one", len(records), e)
-            for record in records:
-                await self._deliver([record])
+            log.warning("outbox: batch of %d refused (%s); sending one by one", len(spans), e)
+            for span in spans:
+                await self._deliver([span])
             return
         rejected = response.partial_success.rejected_spans
         if rejected <= 0:
             return
         message = response.partial_success.error_message
-        named = [r for r in records if f"{r.decision_id}:" in message]
-        if len(records) == 1 or len(named) >= rejected:
-            await self._dead_letter(named or records, message)
+        named = [s for s in spans if f"{span_record(s)[0]}:" in message]
+        if len(spans) == 1 or len(named) >= rejected:
+            await self._dead_letter(named or spans, message)
             return
         # Fewer named than rejected: pin each rejection on its record by sending alone.
-        for record in records:
-            if record not in named:
-                await self._deliver([record])
+        for span in spans:
+            if span not in named:
+                await self._deliver([span])
         if named:
             await self._dead_letter(named, message)
 
-    async def _export(self, records: Sequence[OutgoingRecord]) -> Any:
+    async def _export(self, spans: Sequence[bytes]) -> Any:
         config = self._config
-        request = encode_export(records, config.instance)
+        request = encode_spans(spans, config.instance)
         delay = config.backoff_initial_s
         suspicious = 0
         while True:
@@ -202,16 +202,17 @@ class Sender:
         self._failing_since = None
         self._failures = 0
 
-    async def _dead_letter(self, records: Sequence[OutgoingRecord], reason: str) -> None:
-        for record in records:
+    async def _dead_letter(self, spans: Sequence[bytes], reason: str) -> None:
+        described = [span_record(s) for s in spans]
+        for decision_id, _ in described:
             log.error(
                 "lineage store rejected decision %s, moved to %s: %s",
-                record.decision_id,
+                decision_id,
                 self._outbox.directory / "dead-letter.jsonl",
                 reason,
             )
         await self._outbox.dead_letter(
-            [_dead_letter_line(r.payload, reason, r.decision_id) for r in records]
+            [_dead_letter_line(payload, reason, decision_id) for decision_id, payload in described]
         )
 
 

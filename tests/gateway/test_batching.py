@@ -22,6 +22,7 @@ from gateway.batching import BatchingModelClient, BatchingPolicy
 from gateway.errors import ModelRuntimeError, RuntimeDeadlineExceeded, RuntimeUnavailable
 from gateway.inference import ModelAnswer
 from gateway.oip import OipModelClient
+from gateway.outbox.otlp import span_record
 from gateway.routes import ModelTarget, Routes, load_routes
 from gateway.service import BATCH_SIZE, DecisionService, ScoreInput
 from gateway.sinks import SpanAttributeSink
@@ -240,7 +241,7 @@ async def test_score_batch_through_the_outbox_is_one_group_commit_under_one_span
         assert {r.trace_id for r in records} == {f"{span.context.trace_id:032x}"}
         assert len({r.span_id for r in records}) == ROWS
         entries = await outbox.next_batch(1000, 16 << 20)
-        assert [e.payload for e in entries] == [canonical_json(r) for r in records]
+        assert [span_record(e.payload)[1] for e in entries] == [canonical_json(r) for r in records]
     finally:
         await outbox.close()
 

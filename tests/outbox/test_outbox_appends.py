@@ -23,6 +23,7 @@ from gateway.outbox import (
     OutboxSink,
     canonical_json,
 )
+from gateway.outbox.otlp import span_record
 from governance.record import ReasonEntry, canonical_record_json
 
 
@@ -52,7 +53,7 @@ async def test_concurrent_appends_share_fsyncs(
     reopened = await Outbox.open(OutboxConfig(tmp_path))
     try:
         entries = await reopened.next_batch(5000, 16 << 20)
-        assert {e.payload for e in entries} == {canonical_json(r) for r in records}
+        assert {span_record(e.payload)[1] for e in entries} == {canonical_json(r) for r in records}
         assert len(entries) == 2020
     finally:
         await reopened.close()
@@ -80,7 +81,7 @@ async def test_append_many_is_one_group_commit(tmp_path: Path) -> None:
         assert outbox.fsyncs - before == 1
         assert outbox.unacked_records == 100
         entries = await outbox.next_batch(500, 16 << 20)
-        assert [e.payload for e in entries] == [canonical_json(r) for r in records]
+        assert [span_record(e.payload)[1] for e in entries] == [canonical_json(r) for r in records]
     finally:
         await outbox.close()
 
@@ -144,7 +145,7 @@ async def test_sink_keeps_the_record_in_the_outbox_not_on_the_span(tmp_path: Pat
         span.end()
         assert outbox.unacked_records == 1
         (entry,) = await outbox.next_batch(10, 1 << 20)
-        assert entry.payload == canonical_json(record)
+        assert span_record(entry.payload)[1] == canonical_json(record)
     finally:
         await outbox.close()
     (exported,) = exporter.get_finished_spans()
@@ -165,6 +166,21 @@ def test_export_bytes_equal_the_protobuf_request() -> None:
             assert encode_export(batch, instance) == expected
 
 
+def test_a_span_stored_at_append_is_the_span_sent_for_its_json() -> None:
+    """What ``Outbox.append`` frames is byte for byte what the sender would encode from the
+    record's JSON (a frame written by ``append_payload`` or before spans were stored)."""
+    from gateway.outbox.otlp import as_span, encode_export, encode_spans, outgoing, record_span
+
+    records = [make_record() for _ in range(4)]
+    payloads = [canonical_json(r) for r in records]
+    spans = [record_span(r, p) for r, p in zip(records, payloads, strict=True)]
+    assert [as_span(p) for p in payloads] == spans
+    assert [as_span(s) for s in spans] == spans
+    assert [span_record(s) for s in spans] == [(r.decision_id, canonical_json(r)) for r in records]
+    assert encode_spans(spans, "gw:1") == encode_export([outgoing(p) for p in payloads], "gw:1")
+    assert span_record(b"\xff\xfe") == ("", b"\xff\xfe")
+
+
 @pytest.mark.parametrize("sync", ["loop", "thread"])
 async def test_close_makes_pending_appends_durable(
     tmp_path: Path, sync: Literal["loop", "thread"]
@@ -179,6 +195,6 @@ async def test_close_makes_pending_appends_durable(
     reopened = await Outbox.open(OutboxConfig(tmp_path))
     try:
         entries = await reopened.next_batch(100, 16 << 20)
-        assert [e.payload for e in entries] == [canonical_json(r) for r in records]
+        assert [span_record(e.payload)[1] for e in entries] == [canonical_json(r) for r in records]
     finally:
         await reopened.close()
