@@ -84,7 +84,7 @@ def record_span(record: DecisionRecord, payload: bytes) -> bytes:
     trace_id, span_id = _ids(record.trace_id, record.span_id, record.decision_id)
     start = record.received_at_us * 1000
     end = max(start, record.decided_at_us * 1000)
-    return _span_bytes(OutgoingRecord(record.decision_id, payload, trace_id, span_id, start, end))
+    return _encode_span(record.decision_id, payload, trace_id, span_id, start, end)
 
 
 def as_span(payload: bytes) -> bytes:
@@ -177,13 +177,20 @@ _U64 = struct.Struct("<Q")
 def _span_bytes(r: OutgoingRecord) -> bytes:
     if len(r.trace_id) != 16 or len(r.span_id) != 8:
         return bytes(_span(r).SerializeToString())
-    parts = [_TRACE_ID, r.trace_id, _SPAN_ID, r.span_id, _NAME_AND_KIND]
-    if r.start_ns:
-        parts += (_START, _U64.pack(r.start_ns))
-    if r.end_ns:
-        parts += (_END, _U64.pack(r.end_ns))
-    parts += _attribute_parts(_RECORD_KEY, r.payload)
-    parts += _attribute_parts(_DECISION_ID_KEY, r.decision_id.encode())
+    return _encode_span(r.decision_id, r.payload, r.trace_id, r.span_id, r.start_ns, r.end_ns)
+
+
+def _encode_span(
+    decision_id: str, payload: bytes, trace_id: bytes, span_id: bytes, start_ns: int, end_ns: int
+) -> bytes:
+    """The span's bytes for ids of the usual lengths (16 and 8), field by field."""
+    parts = [_TRACE_ID, trace_id, _SPAN_ID, span_id, _NAME_AND_KIND]
+    if start_ns:
+        parts += (_START, _U64.pack(start_ns))
+    if end_ns:
+        parts += (_END, _U64.pack(end_ns))
+    parts += _attribute_parts(_RECORD_KEY, payload)
+    parts += _attribute_parts(_DECISION_ID_KEY, decision_id.encode())
     return b"".join(parts)
 
 

@@ -21,6 +21,8 @@ import logging
 import os
 import threading
 
+from gateway.outbox.segments import pwrite_all
+
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 4 * 1024 * 1024
@@ -50,7 +52,8 @@ class Preallocator:
         self._thread.start()
 
     def follow(self, fd: int, size: int, limit: int) -> None:
-        """Fills ``fd`` from ``size`` up to ``limit`` from now on. Call with ``lock`` held."""
+        """Fills ``fd`` from ``size`` up to ``limit`` from now on. Call with ``lock`` held, or
+        before ``start``."""
         self._fd, self.allocated, self._limit = fd, size, limit
         self._wake.set()
 
@@ -79,9 +82,7 @@ class Preallocator:
                 if self._fd < 0 or end <= start:
                     continue
                 try:
-                    view = self._zeros[: end - start]
-                    while view:
-                        view = view[os.pwrite(self._fd, view, end - len(view)) :]
+                    pwrite_all(self._fd, self._zeros[: end - start], start)
                     os.fdatasync(self._fd)
                 except OSError as e:
                     log.warning("outbox: zero-filling ahead stopped (%s); commits go on", e)

@@ -60,6 +60,14 @@ def list_segments(directory: Path) -> list[int]:
     return sorted(indexes)
 
 
+def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Writes all of ``data`` at ``offset`` (pwrite may write less than asked)."""
+    view = memoryview(data)
+    end = offset + len(view)
+    while view:
+        view = view[os.pwrite(fd, view, end - len(view)) :]
+
+
 def fsync_directory(directory: Path) -> None:
     """Makes file creations, renames and deletions in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY)
@@ -124,13 +132,11 @@ def _cut(directory: Path, index: int, offset: int, problem: str, last: bool, rec
     """Keeps ``[offset, end)`` of the segment in quarantine, then truncates it at ``offset``.
     Zero-filled space at the very end was never written, so it is not kept."""
     path = segment_path(directory, index)
-    with path.open("r+b") as f:
+    with path.open("rb") as f:
         f.seek(offset)
         tail = f.read().rstrip(b"\0")
-        kept = _quarantine(directory, index, offset, tail, problem)
-        f.truncate(offset)
-        f.flush()
-        os.fsync(f.fileno())
+    kept = _quarantine(directory, index, offset, tail, problem)
+    _trim(path, offset)
     what = "torn tail (a write cut short by a crash)" if last else "corruption"
     message = (
         f"segment {index}: {what} at offset {offset} ({problem}); {len(tail)} bytes cut "
@@ -183,7 +189,7 @@ def _scan_segment(directory: Path, index: int, start: int, last: bool, rec: Reco
 
 
 def _trim(path: Path, end: int) -> None:
-    """Drops a segment's zero-filled tail, so that its size is where its frames end."""
+    """Truncates a segment at ``end``, durably: its size is then where its valid frames end."""
     with path.open("r+b") as f:
         f.truncate(end)
         f.flush()

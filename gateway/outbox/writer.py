@@ -32,18 +32,11 @@ from pathlib import Path
 
 from gateway.outbox.framing import SEGMENT_MAGIC
 from gateway.outbox.prealloc import CHUNK_BYTES, Preallocator
-from gateway.outbox.segments import Position, fsync_directory, segment_path
+from gateway.outbox.segments import Position, fsync_directory, pwrite_all, segment_path
 
 Waiters = list["asyncio.Future[None]"]
 Published = Callable[[Position, Waiters, int], None]
 Failed = Callable[[BaseException, Waiters], None]
-
-
-def _write_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    end = offset + len(view)
-    while view:
-        view = view[os.pwrite(fd, view, end - len(view)) :]
 
 
 class SegmentWriter:
@@ -100,7 +93,7 @@ class SegmentWriter:
         fd = os.open(
             segment_path(self._directory, index), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
         )
-        _write_all(fd, SEGMENT_MAGIC, 0)
+        pwrite_all(fd, SEGMENT_MAGIC, 0)
         os.fdatasync(fd)
         fsync_directory(self._directory)
         self.fsyncs += 2
@@ -125,11 +118,11 @@ class SegmentWriter:
     def _put(self, data: bytes) -> None:
         end = self._size + len(data)
         if end <= self._prealloc.allocated:
-            _write_all(self._fd, data, self._size)
+            pwrite_all(self._fd, data, self._size)
         else:
             # Past the filled space: never at the same time as a fill of those bytes.
             with self._prealloc.lock:
-                _write_all(self._fd, data, self._size)
+                pwrite_all(self._fd, data, self._size)
                 self._prealloc.allocated = max(self._prealloc.allocated, end)
         self._size = end
         self._prealloc.wrote(end)

@@ -6,6 +6,17 @@ import pytest
 
 from gateway.metrics import GatewayMetrics
 
+REQUESTS = "scoregate_gateway_requests_total"
+LATENCY = "scoregate_gateway_request_latency_seconds"
+
+
+def _labels(point: str, arm: str, version: str) -> dict[str, str]:
+    return {"decision_point": point, "arm": arm, "model_version": version}
+
+
+def _bucket(metrics: GatewayMetrics, labels: dict[str, str], le: str) -> float | None:
+    return metrics.registry.get_sample_value(f"{LATENCY}_bucket", {**labels, "le": le})
+
 
 def test_each_answered_call_is_counted_and_timed_under_its_own_labels() -> None:
     metrics = GatewayMetrics()
@@ -13,16 +24,14 @@ def test_each_answered_call_is_counted_and_timed_under_its_own_labels() -> None:
     metrics.decided("card-fraud", "primary", "1", "approve", 0.005)
     metrics.decided("card-fraud", "canary", "2", "decline", 0.020)
     sample = metrics.registry.get_sample_value
-    primary = {"decision_point": "card-fraud", "arm": "primary", "model_version": "1"}
-    assert sample("scoregate_gateway_requests_total", {**primary, "outcome": "approve"}) == 2
-    assert sample("scoregate_gateway_request_latency_seconds_count", primary) == 2
-    assert sample("scoregate_gateway_request_latency_seconds_sum", primary) == pytest.approx(0.008)
-    assert (
-        sample("scoregate_gateway_request_latency_seconds_bucket", {**primary, "le": "0.004"}) == 1
-    )
-    canary = {"decision_point": "card-fraud", "arm": "canary", "model_version": "2"}
-    assert sample("scoregate_gateway_requests_total", {**canary, "outcome": "decline"}) == 1
-    assert sample("scoregate_gateway_requests_total", {**canary, "outcome": "approve"}) is None
+    primary = _labels("card-fraud", "primary", "1")
+    assert sample(REQUESTS, {**primary, "outcome": "approve"}) == 2
+    assert sample(f"{LATENCY}_count", primary) == 2
+    assert sample(f"{LATENCY}_sum", primary) == pytest.approx(0.008)
+    assert _bucket(metrics, primary, "0.004") == 1
+    canary = _labels("card-fraud", "canary", "2")
+    assert sample(REQUESTS, {**canary, "outcome": "decline"}) == 1
+    assert sample(REQUESTS, {**canary, "outcome": "approve"}) is None
 
 
 def test_a_batchs_rows_are_counted_and_timed_each() -> None:
@@ -30,16 +39,8 @@ def test_a_batchs_rows_are_counted_and_timed_each() -> None:
     metrics.decided("credit-risk", "primary", "1", "review", 0.030, count=100)
     metrics.decided("credit-risk", "primary", "1", "review", 0.003)
     sample = metrics.registry.get_sample_value
-    labels = {"decision_point": "credit-risk", "arm": "primary", "model_version": "1"}
-    assert sample("scoregate_gateway_requests_total", {**labels, "outcome": "review"}) == 101
-    assert sample("scoregate_gateway_request_latency_seconds_count", labels) == 101
-    assert sample("scoregate_gateway_request_latency_seconds_sum", labels) == pytest.approx(3.003)
-    assert (
-        sample("scoregate_gateway_request_latency_seconds_bucket", {**labels, "le": "0.016"}) == 1
-    )
-    assert (
-        sample("scoregate_gateway_request_latency_seconds_bucket", {**labels, "le": "0.032"}) == 101
-    )
-    assert (
-        sample("scoregate_gateway_request_latency_seconds_bucket", {**labels, "le": "+Inf"}) == 101
-    )
+    labels = _labels("credit-risk", "primary", "1")
+    assert sample(REQUESTS, {**labels, "outcome": "review"}) == 101
+    assert sample(f"{LATENCY}_count", labels) == 101
+    assert sample(f"{LATENCY}_sum", labels) == pytest.approx(3.003)
+    assert [_bucket(metrics, labels, le) for le in ("0.016", "0.032", "+Inf")] == [1, 101, 101]
