@@ -180,9 +180,8 @@ def _scan_segment(directory: Path, index: int, start: int, last: bool, rec: Reco
         else:
             problem = item.problem
     if problem and not data[end:].strip(b"\0"):
-        _trim(
-            path, end
-        )  # zeros only: space filled ahead and never written (a crash before sealing)
+        # Zeros only: space filled ahead and never written (a crash before sealing).
+        _trim(path, end)
     elif problem:
         what = "frames after zero-filled space" if problem == ZERO_FILLED else problem
         _cut(directory, index, end, what, last, rec)
