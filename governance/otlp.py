@@ -95,8 +95,9 @@ def _record_from_span(span: Any) -> DecisionRecord:
     return record
 
 
-def _span_ref(span: Any) -> str:
-    """The best name for a rejected span: its decision id if any can be read, else its span id."""
+def span_ref(span: Any) -> str:
+    """The best name for a rejected span: its decision id if any can be read, else its span id.
+    The outbox's sender applies the same rule to tell which of its spans a message names."""
     attributes = _string_attributes(span)
     decision_id = attributes.get(DECISION_ID_ATTRIBUTE)
     if not decision_id:
@@ -121,5 +122,5 @@ def extract_records(request: Any) -> ExtractedBatch:
                 try:
                     batch.records.append(_record_from_span(span))
                 except ValueError as e:
-                    batch.rejections.append(Rejection(_span_ref(span), str(e)))
+                    batch.rejections.append(Rejection(span_ref(span), str(e)))
     return batch

@@ -32,6 +32,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from gateway.wire import varint
+from governance.otlp import span_ref
 from governance.record import DECISION_ID_ATTRIBUTE, RECORD_ATTRIBUTE, SPAN_NAME, DecisionRecord
 
 SERVICE_NAME = "scoregate-gateway"
@@ -109,6 +110,23 @@ def span_record(span: bytes) -> tuple[str, bytes]:
         elif kv.key == RECORD_ATTRIBUTE:
             record = kv.value.string_value
     return decision_id, record.encode()
+
+
+def named_rejections(spans: Sequence[bytes], message: str) -> list[bytes]:
+    """The spans a lineage store's rejection message names. The store names each rejected span
+    ``<ref>: <reason>`` (``governance.otlp.span_ref``: its decision id, else its record's, else
+    ``span <span id>``); a span is named only by its own ref, so one without a decision id is
+    not taken for rejected because the message holds a colon. A span that does not parse has
+    no ref and is never named (sent alone, its rejection is its own)."""
+    named = []
+    for span in spans:
+        try:
+            ref = span_ref(Span.FromString(span))
+        except DecodeError:
+            continue
+        if f"{ref}: " in message:
+            named.append(span)
+    return named
 
 
 def _attribute(key: str, value: str) -> KeyValue:

@@ -32,7 +32,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from gateway.outbox.config import OutboxConfig
 from gateway.outbox.metrics import OutboxMetrics
-from gateway.outbox.otlp import as_span, encode_spans, span_record
+from gateway.outbox.otlp import as_span, encode_spans, named_rejections, span_record
 from gateway.outbox.outbox import Outbox
 from gateway.outbox.segments import Entry
 
@@ -138,7 +138,7 @@ class Sender:
         if rejected <= 0:
             return
         message = response.partial_success.error_message
-        named = [s for s in spans if f"{span_record(s)[0]}:" in message]
+        named = named_rejections(spans, message)
         if len(spans) == 1 or len(named) >= rejected:
             await self._dead_letter(named or spans, message)
             return
