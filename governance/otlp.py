@@ -44,9 +44,10 @@ def _string_attributes(span: Any) -> dict[str, str]:
 _CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def _decision_attributes(span: Any) -> tuple[str | None, str | None]:
+def decision_attributes(span: Any) -> tuple[str | None, str | None]:
     """The record and decision id string attributes (the last of each, as in
-    ``_string_attributes``), without building a dict of every attribute."""
+    ``_string_attributes``), without building a dict of every attribute. The outbox reads its
+    own spans back with it."""
     payload = decision_id = None
     for kv in span.attributes:
         key = kv.key
@@ -71,7 +72,7 @@ def _validation_summary(error: pydantic.ValidationError, limit: int = 3) -> str:
 
 def _record_from_span(span: Any) -> DecisionRecord:
     """The span's record; raises ValueError with a reason a sender can act on."""
-    payload, span_decision_id = _decision_attributes(span)
+    payload, span_decision_id = decision_attributes(span)
     if payload is None:
         raise ValueError(f"decision span has no string attribute {RECORD_ATTRIBUTE!r}")
     try:

@@ -32,7 +32,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from gateway.wire import varint
-from governance.otlp import span_ref
+from governance.otlp import decision_attributes, span_ref
 from governance.record import DECISION_ID_ATTRIBUTE, RECORD_ATTRIBUTE, SPAN_NAME, DecisionRecord
 
 SERVICE_NAME = "scoregate-gateway"
@@ -100,16 +100,10 @@ def span_record(span: bytes) -> tuple[str, bytes]:
     """The decision id and the record JSON an encoded decision span carries (for dead letters
     and rejections: the rare paths); ``("", span)`` if it does not parse."""
     try:
-        message = Span.FromString(span)
+        record, decision_id = decision_attributes(Span.FromString(span))
     except DecodeError:
         return "", span
-    decision_id, record = "", ""
-    for kv in message.attributes:
-        if kv.key == DECISION_ID_ATTRIBUTE:
-            decision_id = kv.value.string_value
-        elif kv.key == RECORD_ATTRIBUTE:
-            record = kv.value.string_value
-    return decision_id, record.encode()
+    return decision_id or "", (record or "").encode()
 
 
 def named_rejections(spans: Sequence[bytes], message: str) -> list[bytes]:
