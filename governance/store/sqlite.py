@@ -17,6 +17,12 @@ from governance.store.sql import Dialect, SqlLineageStore, now_us
 
 __all__ = ["SQLITE", "SqliteLineageStore", "now_us"]
 
+# 16 KiB pages instead of SQLite's 4 KiB: a decision row is ~1.5 KiB and five B-trees take
+# every batch's inserts, so with 4 KiB pages each commit dirties (and the WAL rewrites) many
+# more, shallower-fanout pages. Measured on 77,000 inserted decisions: 44 -> 26 us of CPU per
+# decision, with point lookups no slower (docs/performance.md).
+PAGE_SIZE = 16384
+
 SQLITE = Dialect(
     name="sqlite",
     placeholder="?",
@@ -49,6 +55,9 @@ class SqliteLineageStore(SqlLineageStore):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: transactions are begun and committed explicitly.
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # Takes effect only on a new, empty file (before WAL mode is set); an existing file
+            # keeps its page size (docs/lineage.md: how to convert one).
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA busy_timeout = 5000")

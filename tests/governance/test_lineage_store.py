@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from governance.store import (
     parse_db_url,
 )
 from governance.store.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, Migration
+from governance.store.sqlite import PAGE_SIZE
 from governance.store.tables import DECISION_COLUMNS, decision_row
 
 
@@ -156,6 +158,33 @@ async def test_store_calls_leave_the_event_loop_free(db_url: str, make_record: M
         task.cancel()
         await store.close()
     assert ticks > 10  # the loop kept running while the writer thread worked
+
+
+async def test_new_sqlite_files_use_large_pages_and_old_files_keep_theirs(
+    tmp_path: Path, make_record: MakeRecord
+) -> None:
+    fresh = tmp_path / "fresh.db"
+    store = await open_store(f"sqlite:///{fresh}")
+    await store.insert_many([make_record()])
+    await store.close()
+    with sqlite3.connect(fresh) as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE == 16384
+
+    # A file made before the change (SQLite's default 4 KiB pages, already in WAL mode).
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE unrelated (x INTEGER)")
+    store = await open_store(f"sqlite:///{old}")
+    try:
+        record = make_record()
+        assert (await store.insert_many([record])).inserted == 1
+        stored = await store.get(record.decision_id)
+        assert stored is not None and stored.record == record
+    finally:
+        await store.close()
+    with sqlite3.connect(old) as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
 
 
 @pytest.mark.parametrize(
