@@ -73,11 +73,11 @@ class GatewaySettings(BaseSettings):
         "commit's fdatasync writes data only (about half the sync time on ext4 and XFS); false "
         "on copy-on-write filesystems (btrfs, ZFS), where it gains nothing.",
     )
-    outbox_sync: Literal["loop", "thread"] = Field(
-        default="loop",
-        description="Where outbox appends are written and fdatasync'd: on the event loop once per "
-        "pass (no thread hand-offs; lowest latency on local SSDs), or by a writer thread that "
-        "overlaps syncs with other work (for disks whose fdatasync takes milliseconds).",
+    outbox_sync: Literal["process", "loop", "thread"] = Field(
+        default="process",
+        description="Where outbox appends are fdatasync'd: by a helper process while the event "
+        "loop goes on (the loop writes; no GIL hand-offs), on the event loop once per pass, or by "
+        "a writer thread (for disks whose fdatasync takes milliseconds).",
     )
     outbox_drain_s: float = Field(
         default=5.0,

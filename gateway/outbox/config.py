@@ -25,9 +25,10 @@ class OutboxConfig:
     """Zero-fill each segment a few MiB ahead of the writer, so that a group's fdatasync commits
     data only (``gateway.outbox.prealloc``): about half the sync time on ext4 and XFS. Off for
     copy-on-write filesystems (btrfs, ZFS), where overwriting gains nothing."""
-    sync: Literal["loop", "thread"] = "loop"
-    """Where appends are written and fdatasync'd (``gateway.outbox.writer``): on the event loop,
-    once per loop pass, or by a writer thread that overlaps slow syncs with the loop's work."""
+    sync: Literal["process", "loop", "thread"] = "process"
+    """Where appends are fdatasync'd: by a helper process while the event loop goes on
+    (``gateway.outbox.process_writer``), on the event loop once per loop pass, or by a writer
+    thread (``gateway.outbox.writer``). The event loop writes the frames in the first two."""
     batch_records: int = 512
     """Most records in one Export call."""
     batch_bytes: int = 1 * MIB

@@ -26,6 +26,7 @@ from gateway.outbox.errors import OutboxClosed, OutboxFull
 from gateway.outbox.framing import frame
 from gateway.outbox.metrics import OutboxMetrics
 from gateway.outbox.otlp import record_span
+from gateway.outbox.process_writer import ProcessWriter
 from gateway.outbox.segments import (
     Cursor,
     Entry,
@@ -43,6 +44,12 @@ from governance.record import DecisionRecord, canonical_json
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "lock"
+# OutboxConfig.sync -> the writer that implements it.
+WRITERS: dict[str, type[SegmentWriter]] = {
+    "loop": LoopWriter,
+    "thread": GroupWriter,
+    "process": ProcessWriter,
+}
 DEAD_LETTER_FILE = "dead-letter.jsonl"
 
 
@@ -74,6 +81,7 @@ class Outbox:
         """Recovers the directory, starts the writer and, with an endpoint, the sender."""
         outbox = cls(config, metrics)
         await asyncio.to_thread(outbox._open_files)
+        outbox._writer.start()  # on the loop: a writer may watch a socket
         if config.endpoint:
             from gateway.outbox.sender import Sender
 
@@ -108,7 +116,7 @@ class Outbox:
                 rec.start,
             )
         self._reader = SegmentReader(self.directory)
-        writer: type[SegmentWriter] = LoopWriter if self.config.sync == "loop" else GroupWriter
+        writer: type[SegmentWriter] = WRITERS[self.config.sync]
         self._writer = writer(
             self.directory,
             rec.next_segment,
@@ -120,7 +128,6 @@ class Outbox:
         )
         self._durable = self._writer.position
         self._fsyncs_seen = self._writer.fsyncs
-        self._writer.start()
         self.metrics.observe(lambda: self._records, lambda: self._bytes, self.oldest_unacked_age)
 
     # ---- appending (event loop) ----
@@ -136,6 +143,11 @@ class Outbox:
     @property
     def fsyncs(self) -> int:
         return self._writer.fsyncs
+
+    @property
+    def sync_helper_pid(self) -> int | None:
+        """The process doing this outbox's fdatasyncs (``sync="process"``), while it serves."""
+        return self._writer.helper_pid if isinstance(self._writer, ProcessWriter) else None
 
     @property
     def failure(self) -> BaseException | None:

@@ -1,8 +1,10 @@
 """Group commit: whatever the event loop appended meanwhile is written and fdatasync'd at once.
 
-Two writers, the same files and guarantees (``OutboxConfig.sync``):
+Three writers, the same files and guarantees (``OutboxConfig.sync``); the default, ``process``
+(``gateway.outbox.process_writer``), is the ``LoopWriter`` with its fdatasync done by a helper
+process, so that the loop neither blocks for the sync nor hands over the GIL. The two here:
 
-- ``LoopWriter`` (``loop``, the default): the appends of one event-loop pass are written and
+- ``LoopWriter`` (``loop``): the appends of one event-loop pass are written and
   synced by a callback at the end of that pass, on the loop itself, and their waiters released
   there. No thread, so no hand-offs of the GIL: measured under load on 2 cores, an append waited
   1.2-1.5 ms for durability, against 3.4-4.6 ms with the thread (docs/performance.md). The loop
@@ -127,7 +129,9 @@ class SegmentWriter:
         self._size = end
         self._prealloc.wrote(end)
 
-    def _write(self, frames: list[bytes]) -> None:
+    def _write(self, frames: list[bytes], sync: bool = True) -> None:
+        """Writes ``frames`` at the end of the log (rolling segments as needed) and, unless
+        ``sync`` is false, fdatasyncs the open segment."""
         chunk: list[bytes] = []
         chunk_size = 0
         for data in frames:
@@ -140,8 +144,9 @@ class SegmentWriter:
             chunk.append(data)
             chunk_size += len(data)
         self._put(b"".join(chunk))
-        os.fdatasync(self._fd)
-        self.fsyncs += 1
+        if sync:
+            os.fdatasync(self._fd)
+            self.fsyncs += 1
 
     def _close_segment(self) -> None:
         """Stops the filling and seals the open segment; after a write error, as far as it can
@@ -153,11 +158,11 @@ class SegmentWriter:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
 
-    def _commit(self, frames: list[bytes]) -> BaseException | None:
+    def _commit(self, frames: list[bytes], sync: bool = True) -> BaseException | None:
         """Writes and syncs one group; the error that broke the writer, now or before."""
         if self._error is None:
             try:
-                self._write(frames)
+                self._write(frames, sync)
             except OSError as e:
                 self._error = e
         return self._error

@@ -27,9 +27,9 @@ from gateway.outbox.otlp import span_record
 from governance.record import ReasonEntry, canonical_record_json
 
 
-@pytest.mark.parametrize("sync", ["loop", "thread"])
+@pytest.mark.parametrize("sync", ["process", "loop", "thread"])
 async def test_concurrent_appends_share_fsyncs(
-    tmp_path: Path, sync: Literal["loop", "thread"]
+    tmp_path: Path, sync: Literal["process", "loop", "thread"]
 ) -> None:
     metrics = OutboxMetrics()
     outbox = await Outbox.open(OutboxConfig(tmp_path, sync=sync), metrics)
@@ -181,9 +181,9 @@ def test_a_span_stored_at_append_is_the_span_sent_for_its_json() -> None:
     assert span_record(b"\xff\xfe") == ("", b"\xff\xfe")
 
 
-@pytest.mark.parametrize("sync", ["loop", "thread"])
+@pytest.mark.parametrize("sync", ["process", "loop", "thread"])
 async def test_close_makes_pending_appends_durable(
-    tmp_path: Path, sync: Literal["loop", "thread"]
+    tmp_path: Path, sync: Literal["process", "loop", "thread"]
 ) -> None:
     """Appends handed to the writer but not yet synced when close begins are not lost."""
     outbox = await Outbox.open(OutboxConfig(tmp_path, sync=sync))

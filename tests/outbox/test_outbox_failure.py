@@ -41,9 +41,9 @@ async def health_stub() -> AsyncIterator[Health]:
     await server.stop(None)
 
 
-@pytest.mark.parametrize("sync", ["loop", "thread"])
+@pytest.mark.parametrize("sync", ["process", "loop", "thread"])
 async def test_a_write_failure_refuses_decisions_and_reports_not_serving(
-    tmp_path: Path, health_stub: Health, sync: Literal["loop", "thread"]
+    tmp_path: Path, health_stub: Health, sync: Literal["process", "loop", "thread"]
 ) -> None:
     servicer, stub = health_stub
     outbox = await Outbox.open(OutboxConfig(tmp_path, sync=sync))

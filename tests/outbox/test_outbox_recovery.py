@@ -149,9 +149,9 @@ def test_an_empty_record_is_refused_and_a_zero_length_ends_the_frames() -> None:
     assert items[-1] == ScanEnd(len(frame(b'{"a":1}')), ZERO_FILLED)
 
 
-@pytest.mark.parametrize("sync", ["loop", "thread"])
+@pytest.mark.parametrize("sync", ["process", "loop", "thread"])
 async def test_an_open_segment_is_zero_filled_ahead_and_trimmed_when_closed(
-    tmp_path: Path, sync: Literal["loop", "thread"]
+    tmp_path: Path, sync: Literal["process", "loop", "thread"]
 ) -> None:
     outbox = await Outbox.open(OutboxConfig(tmp_path, sync=sync))
     payloads = [canonical_json(make_record()) for _ in range(5)]

@@ -1,0 +1,143 @@
+"""The sync helper process (``sync="process"``, the default): rolls, losing it, its lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from outbox_support import make_record
+
+from gateway.outbox import Outbox, OutboxConfig, canonical_json
+from gateway.outbox.otlp import span_record
+from gateway.outbox.segments import list_segments
+
+SCRIPT = Path(__file__).with_name("outbox_append_script.py")
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for a reaper counts as exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in {"Z", "X"}
+
+
+async def read_back(directory: Path) -> list[bytes]:
+    """Every record a reopened outbox holds, in log order, across segments."""
+    reopened = await Outbox.open(OutboxConfig(directory))
+    records: list[bytes] = []
+    try:
+        while entries := await reopened.next_batch(1000, 1 << 20, wait=False):
+            records += [span_record(e.payload)[1] for e in entries]
+            await reopened.acknowledge(entries[-1].end, len(entries), sum(e.size for e in entries))
+    finally:
+        await reopened.close()
+    return records
+
+
+async def test_the_helper_keeps_syncing_across_segment_rolls(tmp_path: Path) -> None:
+    outbox = await Outbox.open(OutboxConfig(tmp_path, segment_bytes=16384))
+    records = [make_record() for _ in range(400)]
+    try:
+        assert outbox.config.sync == "process" and outbox.sync_helper_pid is not None
+        for start in range(0, len(records), 40):  # waves, so that groups land in many segments
+            await asyncio.gather(*(outbox.append(r) for r in records[start : start + 40]))
+        assert len(list_segments(tmp_path)) >= 10
+        assert outbox.sync_helper_pid is not None, "the helper was lost on a roll"
+        assert outbox.unacked_records == 400
+    finally:
+        await outbox.close(0)
+    assert await read_back(tmp_path) == [canonical_json(r) for r in records]
+
+
+async def test_a_killed_helper_loses_no_acknowledged_append(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    outbox = await Outbox.open(OutboxConfig(tmp_path))
+    records = [make_record() for _ in range(3000)]
+    acknowledged: list[bytes] = []
+
+    async def append(record: object) -> None:
+        await outbox.append(record)  # type: ignore[arg-type]
+        acknowledged.append(canonical_json(record))  # type: ignore[arg-type]
+
+    helper = outbox.sync_helper_pid
+    assert helper is not None
+    try:
+        with caplog.at_level(logging.ERROR, logger="gateway.outbox.process_writer"):
+            first = asyncio.gather(*(append(r) for r in records[:1500]))
+            await asyncio.sleep(0)  # every append of the first half is waiting for its sync
+            os.kill(helper, signal.SIGKILL)
+            await first
+            await asyncio.gather(*(append(r) for r in records[1500:]))
+        assert "sync helper lost" in caplog.text
+        assert outbox.sync_helper_pid is None
+        assert outbox.failure is None
+    finally:
+        await outbox.close(0)
+    assert len(acknowledged) == 3000
+    assert sorted(await read_back(tmp_path)) == sorted(acknowledged)
+
+
+async def test_the_helper_exits_when_the_outbox_closes(tmp_path: Path) -> None:
+    outbox = await Outbox.open(OutboxConfig(tmp_path))
+    helper = outbox.sync_helper_pid
+    assert helper is not None
+    await outbox.append(make_record())
+    await outbox.close(0)
+    assert gone(helper)
+
+
+def test_the_helper_does_not_outlive_a_killed_gateway(tmp_path: Path) -> None:
+    """SIGKILL gives the gateway no chance to stop its helper: the helper sees its socket close
+    and exits by itself."""
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--dir", str(tmp_path), "--endpoint", "", "--count",
+         "100000", "--concurrency", "8"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # an append has been acknowledged: the helper is running
+        helpers = [
+            int(pid)
+            for pid in os.listdir("/proc")
+            if pid.isdigit()
+            and b"gateway/outbox/syncer.py" in _cmdline(int(pid))
+            and _parent(int(pid)) == proc.pid
+        ]
+        assert len(helpers) == 1
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while not gone(helpers[0]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gone(helpers[0])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
