@@ -26,12 +26,11 @@ import socket
 import subprocess
 import sys
 from collections import deque
-from pathlib import Path
 
 from gateway.outbox import syncer
 from gateway.outbox.segments import Position
 from gateway.outbox.syncer import CLOSE, OPEN, REPLY, REQUEST, SYNC
-from gateway.outbox.writer import Failed, LoopWriter, Published, Waiters
+from gateway.outbox.writer import LoopWriter, Waiters
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +42,7 @@ class ProcessWriter(LoopWriter):
     """The ``loop`` writer, with its fdatasync done by a helper process; see the module
     docstring."""
 
-    def __init__(
-        self,
-        directory: Path,
-        first_segment: int,
-        segment_bytes: int,
-        loop: asyncio.AbstractEventLoop,
-        published: Published,
-        failed: Failed,
-        preallocate: bool = True,
-    ) -> None:
-        super().__init__(
-            directory, first_segment, segment_bytes, loop, published, failed, preallocate
-        )
+    def _setup(self) -> None:
         self._sock: socket.socket | None = None
         self._helper: subprocess.Popen[bytes] | None = None
         self._seq = 0
@@ -112,18 +99,9 @@ class ProcessWriter(LoopWriter):
         self._send(CLOSE, sealed, 0)
         self._send(OPEN, self._index, 0, self._fd)
 
-    def _flush(self) -> None:
-        self._scheduled = False
-        frames, waiters = self._frames, self._waiters
-        if not frames:
-            return
-        self._frames, self._waiters = [], []
+    def _write_group(self, frames: list[bytes], waiters: Waiters) -> None:
         if self._sock is None:  # the helper is gone: sync on the loop
-            error = self._commit(frames)
-            if error is not None:
-                self._failed(error, waiters)
-            else:
-                self._published(self.position, waiters, len(frames))
+            super()._write_group(frames, waiters)
             return
         error = self._commit(frames, sync=False)
         if error is not None:

@@ -71,6 +71,10 @@ class SegmentWriter:
         self._fd = self._create(first_segment)
         self._size = len(SEGMENT_MAGIC)
         self._prealloc.follow(self._fd, self._size, segment_bytes)
+        self._setup()
+
+    def _setup(self) -> None:
+        """A subclass's own state, made at the end of ``__init__``."""
 
     @property
     def position(self) -> Position:
@@ -195,6 +199,10 @@ class LoopWriter(SegmentWriter):
         if not frames:
             return
         self._frames, self._waiters = [], []
+        self._write_group(frames, waiters)
+
+    def _write_group(self, frames: list[bytes], waiters: Waiters) -> None:
+        """Writes and syncs one pass's appends, then releases (or fails) their waiters."""
         error = self._commit(frames)
         if error is not None:
             self._failed(error, waiters)
@@ -209,19 +217,7 @@ class LoopWriter(SegmentWriter):
 class GroupWriter(SegmentWriter):
     """Writes and syncs on a thread of its own; see the module docstring."""
 
-    def __init__(
-        self,
-        directory: Path,
-        first_segment: int,
-        segment_bytes: int,
-        loop: asyncio.AbstractEventLoop,
-        published: Published,
-        failed: Failed,
-        preallocate: bool = True,
-    ) -> None:
-        super().__init__(
-            directory, first_segment, segment_bytes, loop, published, failed, preallocate
-        )
+    def _setup(self) -> None:
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
