@@ -78,10 +78,10 @@ class ProcessWriter(LoopWriter):
         """The helper's process id while it serves this writer (None once it is gone)."""
         return self._helper.pid if self._helper is not None and self._sock is not None else None
 
-    def _send(self, kind: int, index: int, seq: int, fd: int | None = None) -> bool:
-        """Sends one request; False (and the writer is on its own) if the helper is gone."""
+    def _send(self, kind: int, index: int, seq: int, fd: int | None = None) -> None:
+        """Sends one request; if the helper is gone, the writer goes on alone."""
         if self._sock is None:
-            return False
+            return
         try:
             if fd is None:
                 self._sock.send(REQUEST.pack(kind, index, seq))
@@ -90,8 +90,6 @@ class ProcessWriter(LoopWriter):
         except OSError as e:
             # A full socket buffer would need ~200,000 unanswered requests: treat it as dead too.
             self._helper_gone(f"sending to it failed ({e})")
-            return False
-        return True
 
     def _roll(self) -> None:
         sealed = self._index
