@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 from outbox_support import make_record
 
-from gateway.outbox import Outbox, OutboxConfig, canonical_json
+from gateway.outbox import Outbox, OutboxClosed, OutboxConfig, canonical_json
 from gateway.outbox.otlp import span_record
 from gateway.outbox.segments import list_segments
+from gateway.outbox.syncer import OPEN
 
 SCRIPT = Path(__file__).with_name("outbox_append_script.py")
 
@@ -141,3 +142,28 @@ def _parent(pid: int) -> int:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return -1
+
+
+async def test_a_sync_failure_in_the_helper_refuses_decisions(tmp_path: Path) -> None:
+    """A failing disk cannot be had here: the helper is handed a pipe in place of the open
+    segment, whose fdatasync fails (EINVAL) as a disk's would fail with EIO."""
+    outbox = await Outbox.open(OutboxConfig(tmp_path))
+    read_end, write_end = os.pipe()
+    try:
+        first = make_record()
+        await outbox.append(first)  # a healthy disk: durable
+        writer = outbox._writer
+        writer._send(OPEN, writer._index, 0, write_end)  # type: ignore[attr-defined]
+        with pytest.raises(OutboxClosed, match="not made durable"):
+            await outbox.append(make_record())
+        assert isinstance(outbox.failure, OSError)
+        with pytest.raises(OutboxClosed, match="failed"):
+            await outbox.append(make_record())  # refused up front from now on
+        assert outbox.sync_helper_pid is None
+    finally:
+        await outbox.close(0)
+        os.close(read_end)
+        os.close(write_end)
+    # The acknowledged record is on disk; what else reached it after the failed sync is
+    # unknown, as with a failed sync on the loop.
+    assert canonical_json(first) in await read_back(tmp_path)
