@@ -32,22 +32,13 @@ class ExtractedBatch:
     ignored_spans: int = 0
 
 
-def _string_attributes(span: Any) -> dict[str, str]:
-    return {
-        kv.key: kv.value.string_value
-        for kv in span.attributes
-        if kv.value.WhichOneof("value") == "string_value"
-    }
-
-
 # A decision id already in canonical form (what uuid.UUID would print), checked without parsing.
 _CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def decision_attributes(span: Any) -> tuple[str | None, str | None]:
-    """The record and decision id string attributes (the last of each, as in
-    ``_string_attributes``), without building a dict of every attribute. The outbox reads its
-    own spans back with it."""
+    """The record and decision id string attributes (the last of each; attributes of other
+    types are not theirs). The store reads every span with it, the outbox its own spans back."""
     payload = decision_id = None
     for kv in span.attributes:
         key = kv.key
@@ -99,11 +90,10 @@ def _record_from_span(span: Any) -> DecisionRecord:
 def span_ref(span: Any) -> str:
     """The best name for a rejected span: its decision id if any can be read, else its span id.
     The outbox's sender applies the same rule to tell which of its spans a message names."""
-    attributes = _string_attributes(span)
-    decision_id = attributes.get(DECISION_ID_ATTRIBUTE)
+    payload, decision_id = decision_attributes(span)
     if not decision_id:
         try:
-            decision_id = orjson.loads(attributes.get(RECORD_ATTRIBUTE, "")).get("decision_id")
+            decision_id = orjson.loads(payload or "").get("decision_id")
         except (orjson.JSONDecodeError, AttributeError):
             decision_id = None
     if isinstance(decision_id, str) and decision_id:

@@ -44,13 +44,13 @@ from governance.record import DecisionRecord, canonical_json
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "lock"
+DEAD_LETTER_FILE = "dead-letter.jsonl"
 # OutboxConfig.sync -> the writer that implements it.
 WRITERS: dict[str, type[SegmentWriter]] = {
+    "process": ProcessWriter,
     "loop": LoopWriter,
     "thread": GroupWriter,
-    "process": ProcessWriter,
 }
-DEAD_LETTER_FILE = "dead-letter.jsonl"
 
 
 class Outbox:
@@ -147,7 +147,7 @@ class Outbox:
     @property
     def sync_helper_pid(self) -> int | None:
         """The process doing this outbox's fdatasyncs (``sync="process"``), while it serves."""
-        return self._writer.helper_pid if isinstance(self._writer, ProcessWriter) else None
+        return self._writer.helper_pid
 
     @property
     def failure(self) -> BaseException | None:

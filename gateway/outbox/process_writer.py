@@ -75,7 +75,8 @@ class ProcessWriter(LoopWriter):
 
     @property
     def helper_pid(self) -> int | None:
-        """The helper's process id while it serves this writer (None once it is gone)."""
+        """The helper's process id while it serves this writer (None once it is gone, or if it
+        never started)."""
         return self._helper.pid if self._helper is not None and self._sock is not None else None
 
     def _send(self, kind: int, index: int, seq: int, fd: int | None = None) -> None:

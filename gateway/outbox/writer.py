@@ -77,6 +77,11 @@ class SegmentWriter:
         """A subclass's own state, made at the end of ``__init__``."""
 
     @property
+    def helper_pid(self) -> int | None:
+        """The process doing this writer's fdatasyncs, if not this one (``ProcessWriter``)."""
+        return None
+
+    @property
     def position(self) -> Position:
         return Position(self._index, self._size)
 

@@ -16,8 +16,10 @@ from outbox_support import make_record
 
 from gateway.outbox import Outbox, OutboxClosed, OutboxConfig, canonical_json
 from gateway.outbox.otlp import span_record
+from gateway.outbox.process_writer import CLOSE_WAIT_S
 from gateway.outbox.segments import list_segments
 from gateway.outbox.syncer import OPEN
+from governance.record import DecisionRecord
 
 SCRIPT = Path(__file__).with_name("outbox_append_script.py")
 
@@ -66,9 +68,9 @@ async def test_a_killed_helper_loses_no_acknowledged_append(
     records = [make_record() for _ in range(3000)]
     acknowledged: list[bytes] = []
 
-    async def append(record: object) -> None:
-        await outbox.append(record)  # type: ignore[arg-type]
-        acknowledged.append(canonical_json(record))  # type: ignore[arg-type]
+    async def append(record: DecisionRecord) -> None:
+        await outbox.append(record)
+        acknowledged.append(canonical_json(record))
 
     helper = outbox.sync_helper_pid
     assert helper is not None
@@ -89,11 +91,14 @@ async def test_a_killed_helper_loses_no_acknowledged_append(
 
 
 async def test_the_helper_exits_when_the_outbox_closes(tmp_path: Path) -> None:
+    """By itself, at the end of its stream: close would kill it only after CLOSE_WAIT_S."""
     outbox = await Outbox.open(OutboxConfig(tmp_path))
     helper = outbox.sync_helper_pid
     assert helper is not None
     await outbox.append(make_record())
+    started = time.monotonic()
     await outbox.close(0)
+    assert time.monotonic() - started < CLOSE_WAIT_S / 2
     assert gone(helper)
 
 
