@@ -1,13 +1,22 @@
-"""The bench load generator's request stream and its loopback guard."""
+"""The bench load generator: its request stream, its loopback guard, and the CPU it counts."""
 
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
-from loadtests.bench.loadgen import read_payloads, requests, require_loopback, write_payloads
+from loadtests.bench.loadgen import (
+    cpu_seconds,
+    read_payloads,
+    requests,
+    require_loopback,
+    write_payloads,
+)
 from scoring.v1 import scoring_pb2
 
 
@@ -57,3 +66,35 @@ def test_generators_runs_merge_call_by_call() -> None:
     assert merged["error_p99_us_by_code"] == {"CANCELLED": 2_000.0, "RESOURCE_EXHAUSTED": 9_000.0}
     assert merged["seconds"] == 10.2
     assert abs(merged["client_cores"] - 7.0 / 10.2) < 1e-9
+
+
+# A child that burns ~0.5 s of CPU, then waits for its stdin (the parent's) to close.
+_BURNING_CHILD = (
+    "import sys, time\n"
+    "end = time.process_time() + 0.5\n"
+    "while time.process_time() < end: pass\n"
+    "print('burnt', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+def test_server_cpu_counts_the_servers_children() -> None:
+    """The lineage-on gateway's fdatasyncs run in its sync helper, a child process: a server's
+    CPU must include it."""
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys; subprocess.run([sys.executable, '-c', {_BURNING_CHILD!r}])",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert parent.stdout is not None
+        assert parent.stdout.readline() == b"burnt\n"
+        own = psutil.Process(parent.pid).cpu_times()
+        assert own.user + own.system < 0.4  # the parent only waits
+        assert cpu_seconds([parent.pid]) >= 0.45
+    finally:
+        parent.communicate(timeout=10)
