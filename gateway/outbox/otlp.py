@@ -222,10 +222,24 @@ def encode_export(records: Sequence[OutgoingRecord], instance: str) -> bytes:
 
 
 def encode_spans(spans: Sequence[bytes], instance: str) -> bytes:
-    """An ExportTraceServiceRequest's bytes around encoded spans."""
+    """An ExportTraceServiceRequest's bytes around encoded spans.
+
+    One join, so each span is copied once: the lengths of the enclosing messages are summed
+    first. Nesting by concatenation copied the whole request at every level, each time into a
+    fresh buffer of ~1 MiB that the kernel had to fault in: 6% of the gateway's event loop in a
+    ScoreBatch profile (docs/performance.md)."""
     resource, scope = _resource_and_scope(instance)
-    body = b"".join([_len_field(b"\x12", s) for s in spans])  # ScopeSpans.spans = 2
-    scope_spans = _len_field(b"\x0a", scope) + body  # ScopeSpans.scope = 1
+    parts: list[bytes] = []
+    body_len = 0
+    for span in spans:  # ScopeSpans.spans = 2
+        prefix = b"\x12" + varint(len(span))
+        parts += (prefix, span)
+        body_len += len(prefix) + len(span)
+    scope_field = _len_field(b"\x0a", scope)  # ScopeSpans.scope = 1
+    scope_spans_len = len(scope_field) + body_len
     # ResourceSpans: resource = 1, scope_spans = 2; the request: resource_spans = 1.
-    resource_spans = _len_field(b"\x0a", resource) + _len_field(b"\x12", scope_spans)
-    return _len_field(b"\x0a", resource_spans)
+    resource_field = _len_field(b"\x0a", resource)
+    scope_spans_prefix = b"\x12" + varint(scope_spans_len)
+    resource_spans_len = len(resource_field) + len(scope_spans_prefix) + scope_spans_len
+    head = [b"\x0a", varint(resource_spans_len), resource_field, scope_spans_prefix, scope_field]
+    return b"".join(head + parts)
