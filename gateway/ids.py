@@ -26,21 +26,39 @@ class UuidV7Generator:
 
     def new(self, unix_ns: int) -> str:
         """An id for an event at ``unix_ns`` (wall clock, nanoseconds since the epoch)."""
-        ms = unix_ns // 1_000_000
         with self._lock:
-            if ms > self._last_ms:
-                self._last_ms = ms
-                self._counter = secrets.randbits(11)
-            elif self._counter < _COUNTER_MAX:
-                self._counter += 1
-            else:
-                self._last_ms += 1
-                self._counter = secrets.randbits(11)
-            ms, counter = self._last_ms, self._counter
-        rand_b = int.from_bytes(os.urandom(8)) & 0x3FFF_FFFF_FFFF_FFFF
-        value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand_b
-        h = f"{value:032x}"
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+            ms, counter = self._next(unix_ns // 1_000_000)
+        return _format(ms, counter, int.from_bytes(os.urandom(8)))
+
+    def new_many(self, unix_ns: int, count: int) -> list[str]:
+        """``count`` ids for events at ``unix_ns``, in order (a ScoreBatch call's rows): one
+        lock and one ``urandom`` for all, ~2x cheaper per id than ``new``."""
+        with self._lock:
+            stamps = [self._next(unix_ns // 1_000_000) for _ in range(count)]
+        randoms = os.urandom(8 * count)
+        return [
+            _format(ms, counter, int.from_bytes(randoms[8 * i : 8 * i + 8]))
+            for i, (ms, counter) in enumerate(stamps)
+        ]
+
+    def _next(self, ms: int) -> tuple[int, int]:
+        """The next (millisecond, counter) at or after ``ms``. Call with the lock held."""
+        if ms > self._last_ms:
+            self._last_ms = ms
+            self._counter = secrets.randbits(11)
+        elif self._counter < _COUNTER_MAX:
+            self._counter += 1
+        else:
+            self._last_ms += 1
+            self._counter = secrets.randbits(11)
+        return self._last_ms, self._counter
+
+
+def _format(ms: int, counter: int, random64: int) -> str:
+    rand_b = random64 & 0x3FFF_FFFF_FFFF_FFFF
+    value = (ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62) | rand_b
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def uuid7_unix_ms(uuid: str) -> int:

@@ -564,7 +564,7 @@ class DecisionService:
             fallback = point.fallback if arm != ARM_PINNED else None
             deadline = end - (fallback.reserve_s if fallback is not None else 0.0)
             snapshots = [m[2] for m in members]
-            ids = [self._ids.new(received_ns) for _ in members]
+            ids = self._ids.new_many(received_ns, len(members))
             budget.deposit()
             tally = Tally()
             plan = CallPlan(point.name, point.retry, budget, point.hedge)

@@ -33,3 +33,17 @@ def test_two_generators_order_by_millisecond() -> None:
     a, b = UuidV7Generator(), UuidV7Generator()
     now = time.time_ns()
     assert a.new(now) < b.new(now + 1_000_000) < a.new(now + 2_000_000)
+
+
+def test_ids_made_together_keep_the_order_and_the_format() -> None:
+    ids = UuidV7Generator()
+    start = time.time_ns()
+    # One id alone, a batch that overflows the millisecond's counter, then one alone again.
+    made = [ids.new(start), *ids.new_many(start, 5_000), ids.new(start)]
+    assert sorted(made) == made
+    assert len(set(made)) == len(made)
+    for value in made[1:-1:499]:
+        parsed = uuid.UUID(value)
+        assert (parsed.version, parsed.variant, str(parsed)) == (7, uuid.RFC_4122, value)
+    assert uuid7_unix_ms(made[1]) == start // 1_000_000
+    assert ids.new_many(start, 0) == []
