@@ -69,17 +69,29 @@ def require_loopback(target: str) -> None:
     raise SystemExit(f"loadgen: refusing {target}: the bench only loads loopback addresses")
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU of the processes and their children (the gateway's outbox sync
+def cpu_by_process(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each process with its children (the gateway's outbox sync
     helper does its fdatasyncs in a child process: ~25-40 us per decision, measured)."""
-    total = 0.0
+    seconds: dict[int, float] = {}
     for pid in pids:
         process = psutil.Process(pid)
+        seconds[pid] = 0.0
         for member in (process, *process.children(recursive=True)):
             with contextlib.suppress(psutil.NoSuchProcess):  # a child that has just exited
                 times = member.cpu_times()
-                total += times.user + times.system
-    return total
+                seconds[pid] += times.user + times.system
+    return seconds
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """The processes' CPU seconds (``cpu_by_process``), summed."""
+    return sum(cpu_by_process(pids).values())
+
+
+def machine_idle() -> tuple[float, float]:
+    """(idle + iowait, all) CPU seconds of the whole machine so far, over every core."""
+    times = psutil.cpu_times()
+    return times.idle + getattr(times, "iowait", 0.0), sum(times)
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -99,6 +111,10 @@ class Phase:
         self.error_latencies_by_code: dict[str, list[float]] = {}
         self.seconds = 0.0
         self.cpu_s = 0.0
+        # Each server process's share of ``cpu_s`` (pid -> CPU seconds, children included).
+        self.cpu_by_pid: dict[int, float] = {}
+        # The share of the machine's CPU time (all cores) that was idle during the phase.
+        self.machine_idle = 0.0
         # The load generator's own CPU over the phase: near 1.0 core, its loop (not the server)
         # may be what limits the phase and inflates the latencies it measures.
         self.client_cpu_s = 0.0
@@ -154,6 +170,8 @@ class Phase:
                 for code, values in sorted(self.error_latencies_by_code.items())
             },
             "server_cpu_s": self.cpu_s,
+            "server_cpu_s_by_pid": {str(pid): cpu for pid, cpu in self.cpu_by_pid.items()},
+            "machine_idle": self.machine_idle,
             "server_cpu_us_per_row": self.cpu_s * 1e6 / (calls * rows_per_call) if calls else None,
             "client_cores": self.client_cpu_s / self.seconds if self.seconds else 0.0,
             "client_loop_lag_p99_us": percentile(sorted(self.loop_lag_us), 0.99),
@@ -263,7 +281,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         sequential = await run_phase(
             call, source, 1, args.sequential_calls, args.sequential_seconds, args.timeout
         )
-        cpu_before = cpu_seconds(pids)
+        cpu_before, idle_before = cpu_by_process(pids), machine_idle()
         saturated = await run_phase(
             call,
             source,
@@ -272,7 +290,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             args.saturation_seconds,
             args.timeout,
         )
-        saturated.cpu_s = cpu_seconds(pids) - cpu_before
+        cpu_after, idle_after = cpu_by_process(pids), machine_idle()
+        saturated.cpu_by_pid = {pid: cpu_after[pid] - cpu_before[pid] for pid in pids}
+        saturated.cpu_s = sum(saturated.cpu_by_pid.values())
+        total = idle_after[1] - idle_before[1]
+        saturated.machine_idle = (idle_after[0] - idle_before[0]) / total if total > 0 else 0.0
     return {
         "label": args.label,
         "target": args.target,

@@ -1,0 +1,293 @@
+"""``python -m loadtests.bench.variants``: gateway variants side by side, where the CPU goes.
+
+``make bench`` measures each path once per round, minutes apart; a change to the gateway's hot
+path is better judged against its alternative seconds apart, and by where each decision's CPU
+goes. This starts one runtime, one lineage store and one gateway per ``--variant``, then in each
+round loads every variant in turn (the order reversed every other round, so neither side always
+follows the other) at saturation and prints, per phase:
+
+- decisions (rows) per second;
+- CPU µs per decision of the gateway (with its children: the outbox's sync helper), the
+  runtime, and the lineage store (counted until its outbox is drained, as the bench does);
+- the load generator's cores and the share of the machine that idled.
+
+A variant is ``name:mode[:gateway args]``: mode ``off`` (no lineage), ``outbox`` (the durable
+outbox without delivery) or ``on`` (outbox delivering to the store); ``--env name:KEY=VALUE``
+sets an environment variable for one variant's gateway (``PYTHONPATH=<worktree>`` runs another
+checkout's gateway). The last lines give each variant's rate per round as a ratio to the first
+variant's, and the median. ``--out`` saves everything as JSON. Figures from it are in
+docs/performance.md's log; it sets no target and never fails on a figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MODES = ("off", "outbox", "on")
+
+
+@dataclass
+class Variant:
+    name: str
+    mode: str
+    args: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def parse_variant(text: str) -> Variant:
+    name, _, rest = text.partition(":")
+    mode, _, args = rest.partition(":")
+    if not name or mode not in MODES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected name:mode[:gateway args] with mode one of {', '.join(MODES)}"
+        )
+    return Variant(name, mode, shlex.split(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.bench.variants",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    parser.add_argument(
+        "--variant",
+        type=parse_variant,
+        action="append",
+        required=True,
+        help="name:mode[:gateway args]; mode off, outbox or on (repeat; the first is the base)",
+    )
+    parser.add_argument("--env", action="append", default=[], help="name:KEY=VALUE")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=5.0, help="saturation phase length")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--score-batch", action="store_true", help="ScoreBatch, 100 rows a call, 4 in flight"
+    )
+    parser.add_argument("--workdir", type=Path, default=Path(".scoregate/variants"))
+    parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    return parser
+
+
+def apply_env(variants: list[Variant], assignments: list[str]) -> None:
+    by_name = {v.name: v for v in variants}
+    for text in assignments:
+        name, _, assignment = text.partition(":")
+        key, equals, value = assignment.partition("=")
+        if name not in by_name or not key or not equals:
+            raise SystemExit(f"variants: --env {text!r}: expected a variant's name:KEY=VALUE")
+        by_name[name].env[key] = value
+
+
+@dataclass
+class Phase:
+    round_no: int
+    variant: str
+    rate: float
+    cpu_us: dict[str, float]
+    client_cores: float
+    machine_idle: float
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    variants: list[Variant] = args.variant
+    if len({v.name for v in variants}) != len(variants):
+        raise SystemExit("variants: each --variant needs its own name")
+    apply_env(variants, args.env)
+    # kserve (imported by the payload module) parses sys.argv at import.
+    sys.argv[1:] = []
+    from gateway.demo import ensure_models
+    from gateway.topology import free_port, start_gateway, start_lineage, start_runtime
+    from loadtests.bench import payloads
+    from loadtests.bench.cli import outbox_depth
+    from loadtests.bench.loadgen import cpu_by_process, write_payloads
+
+    workdir: Path = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    model_dir: Path = (args.model_dir or workdir / "models").resolve()
+    ensure_models(model_dir)
+    rows = payloads.sample_rows(2048)
+    payload_file = workdir / "variants.payloads"
+    if args.score_batch:
+        method = payloads.score_batch_method()
+        if method is None:
+            raise SystemExit("variants: scoring.v1 has no ScoreBatch RPC")
+        write_payloads(payload_file, payloads.score_batch_payloads(rows, 100, 16))
+        load = ["--rows-per-call", "100", "--concurrency", str(max(1, args.concurrency // 8))]
+        load += ["--warmup-calls", "30"]
+    else:
+        method = payloads.SCORE_METHOD
+        write_payloads(payload_file, payloads.score_payloads(rows[:512]))
+        load = ["--unique-field", str(payloads.SCORE_REQUEST_ID_FIELD)]
+        load += ["--concurrency", str(args.concurrency), "--warmup-calls", "300"]
+
+    processes: list[Any] = []
+    scratch: list[Path] = []  # the store's database and the outboxes, removed at the end
+    phases: list[Phase] = []
+    try:
+        runtime = start_runtime(model_dir, workdir)
+        processes.append(runtime)
+        routes = _write_routes(workdir, model_dir, runtime.address)
+        database = workdir / f"variants-{os.getpid()}.db"
+        scratch += [database, database.with_name(database.name + "-wal")]
+        scratch.append(database.with_name(database.name + "-shm"))
+        store = start_lineage(database, workdir)
+        processes.append(store)
+        gateways = {}
+        for v in variants:
+            outbox = None
+            extra = [*v.args]
+            if v.mode != "off":
+                outbox = workdir / f"outbox-{v.name}-{os.getpid()}"
+                scratch.append(outbox)
+                extra += ["--metrics-port", str(free_port())]
+            with _environment(v.env):
+                gateway = start_gateway(
+                    routes, model_dir, workdir, name=f"gateway-{v.name}", extra_args=extra,
+                    lineage_endpoint=store.address if v.mode == "on" else "", outbox_dir=outbox,
+                )  # fmt: skip
+            processes.append(gateway)
+            gateways[v.name] = gateway
+        for round_no in range(args.rounds):
+            order = variants if round_no % 2 == 0 else variants[::-1]
+            for v in order:
+                gateway = gateways[v.name]
+                pids = {
+                    "gateway": gateway.popen.pid,
+                    "runtime": runtime.popen.pid,
+                    "store": store.popen.pid,
+                }
+                out = workdir / f"variant-{v.name}.json"
+                subprocess.run(
+                    [
+                        sys.executable, "-m", "loadtests.bench.loadgen",
+                        "--label", f"{v.name}-r{round_no}-{time.time_ns()}",
+                        "--target", gateway.address, "--method", method,
+                        "--payloads", str(payload_file), *load,
+                        "--server-pids", ",".join(str(p) for p in pids.values()),
+                        "--sequential-calls", "1", "--sequential-seconds", "0.01",
+                        "--saturation-calls", "10000000",
+                        "--saturation-seconds", str(args.seconds),
+                        "--out", str(out),
+                    ],
+                    check=True,
+                    timeout=120 + args.seconds,
+                )  # fmt: skip
+                sat = json.loads(out.read_text())["saturation"]
+                by_pid = {int(p): s for p, s in sat["server_cpu_s_by_pid"].items()}
+                if v.mode == "on":
+                    # The store's catch-up after the window is this phase's work.
+                    before = cpu_by_process([store.popen.pid])[store.popen.pid]
+                    _drain(str(gateway.info["metrics"]), outbox_depth)
+                    by_pid[store.popen.pid] += cpu_by_process([store.popen.pid])[store.popen.pid]
+                    by_pid[store.popen.pid] -= before
+                decisions = sat["rows"]
+                phase = Phase(
+                    round_no,
+                    v.name,
+                    sat["rows_per_s"],
+                    {
+                        k: by_pid[pid] * 1e6 / decisions if decisions else 0.0
+                        for k, pid in pids.items()
+                    },
+                    sat["client_cores"],
+                    sat["machine_idle"],
+                )
+                phases.append(phase)
+                print(_describe(phase), flush=True)
+    finally:
+        for process in reversed(processes):
+            process.stop()
+        for path in scratch:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+    print()
+    print(_ratios(variants, phases))
+    if args.out is not None:
+        args.out.write_text(
+            json.dumps(
+                {
+                    "variants": [v.__dict__ for v in variants],
+                    "score_batch": args.score_batch,
+                    "seconds": args.seconds,
+                    "phases": [p.__dict__ for p in phases],
+                },
+                indent=1,
+            )
+        )
+    return 0
+
+
+def _write_routes(workdir: Path, model_dir: Path, runtime_address: str) -> Path:
+    import yaml
+
+    from gateway.topology import demo_routes
+    from runtimes.manifest import load_manifests
+
+    routes = workdir / "variants-routes.yaml"
+    routes.write_text(yaml.safe_dump(demo_routes(load_manifests(model_dir), runtime_address)))
+    return routes
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    """Sets variables for the processes started inside the block (they inherit os.environ)."""
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _drain(metrics_address: str, depth: Any, limit_s: float = 120.0) -> None:
+    started = time.monotonic()
+    while depth(metrics_address) > 0:
+        if time.monotonic() - started > limit_s:
+            raise SystemExit(f"variants: the lineage store did not catch up within {limit_s:.0f} s")
+        time.sleep(0.05)
+
+
+def _describe(p: Phase) -> str:
+    cpu = "  ".join(f"{k} {v:6.1f}" for k, v in p.cpu_us.items())
+    return (
+        f"round {p.round_no + 1}  {p.variant:<14} {p.rate:9,.0f}/s  CPU us/decision: {cpu}  "
+        f"client {p.client_cores:.2f} cores  machine idle {p.machine_idle:.1%}"
+    )
+
+
+def _ratios(variants: list[Variant], phases: list[Phase]) -> str:
+    rates: dict[str, list[float]] = {v.name: [] for v in variants}
+    for p in sorted(phases, key=lambda p: p.round_no):
+        rates[p.variant].append(p.rate)
+    base = rates[variants[0].name]
+    lines = [f"rate / {variants[0].name}'s, per round, and the median:"]
+    for v in variants:
+        ratios = [r / b for r, b in zip(rates[v.name], base, strict=True) if b > 0]
+        median = statistics.median(ratios) if ratios else float("nan")
+        lines.append(f"  {v.name:<14} {' '.join(f'{r:.2f}' for r in ratios)}  median {median:.2f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
