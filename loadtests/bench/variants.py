@@ -6,7 +6,7 @@ goes. This starts one runtime, one lineage store and one gateway per ``--variant
 round loads every variant in turn (the order reversed every other round, so neither side always
 follows the other) at saturation and prints, per phase:
 
-- decisions (rows) per second;
+- decisions (rows) per second, and the calls' p50 and p99 under that load;
 - CPU µs per decision of the gateway (with its children: the outbox's sync helper), the
   runtime, and the lineage store (counted until its outbox is drained, as the bench does);
 - the load generator's cores and the share of the machine that idled.
@@ -97,6 +97,8 @@ class Phase:
     round_no: int
     variant: str
     rate: float
+    p50_ms: float
+    p99_ms: float
     cpu_us: dict[str, float]
     client_cores: float
     machine_idle: float
@@ -200,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                     round_no,
                     v.name,
                     sat["rows_per_s"],
+                    sat["p50_us"] / 1000,
+                    sat["p99_us"] / 1000,
                     {
                         k: by_pid[pid] * 1e6 / decisions if decisions else 0.0
                         for k, pid in pids.items()
@@ -271,7 +275,8 @@ def _drain(metrics_address: str, depth: Any, limit_s: float = 120.0) -> None:
 def _describe(p: Phase) -> str:
     cpu = "  ".join(f"{k} {v:6.1f}" for k, v in p.cpu_us.items())
     return (
-        f"round {p.round_no + 1}  {p.variant:<14} {p.rate:9,.0f}/s  CPU us/decision: {cpu}  "
+        f"round {p.round_no + 1}  {p.variant:<14} {p.rate:9,.0f}/s  p50 {p.p50_ms:5.1f} ms  "
+        f"p99 {p.p99_ms:5.1f} ms  CPU us/decision: {cpu}  "
         f"client {p.client_cores:.2f} cores  machine idle {p.machine_idle:.1%}"
     )
 

@@ -34,7 +34,7 @@ def test_variants_are_measured_in_alternating_rounds(model_dir: Path, tmp_path: 
     # The order is reversed in the second round, so no variant always follows the same one.
     assert order == [(0, "off"), (0, "on"), (0, "loop"), (1, "loop"), (1, "on"), (1, "off")]
     for p in phases:
-        assert p["rate"] > 0, p
+        assert p["rate"] > 0 and 0 < p["p50_ms"] <= p["p99_ms"], p
         assert p["cpu_us"]["gateway"] > 0 and p["cpu_us"]["runtime"] > 0, p
         assert 0 <= p["machine_idle"] < 1, p
         stored = p["cpu_us"]["store"]
