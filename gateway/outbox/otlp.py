@@ -226,7 +226,7 @@ def encode_spans(spans: Sequence[bytes], instance: str) -> bytes:
 
     One join, so each span is copied once: the lengths of the enclosing messages are summed
     first. Nesting by concatenation copied the whole request at every level, each time into a
-    fresh buffer of ~1 MiB that the kernel had to fault in: 6% of the gateway's event loop in a
+    fresh buffer of up to ~1 MiB that the kernel faulted in: 6% of the gateway's event loop in a
     ScoreBatch profile (docs/performance.md)."""
     resource, scope = _resource_and_scope(instance)
     parts: list[bytes] = []

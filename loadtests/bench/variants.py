@@ -113,114 +113,23 @@ def main(argv: list[str] | None = None) -> int:
     # kserve (imported by the payload module) parses sys.argv at import.
     sys.argv[1:] = []
     from gateway.demo import ensure_models
-    from gateway.topology import free_port, start_gateway, start_lineage, start_runtime
-    from loadtests.bench import payloads
-    from loadtests.bench.cli import outbox_depth
-    from loadtests.bench.loadgen import cpu_by_process, write_payloads
 
     workdir: Path = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     model_dir: Path = (args.model_dir or workdir / "models").resolve()
     ensure_models(model_dir)
-    rows = payloads.sample_rows(2048)
-    payload_file = workdir / "variants.payloads"
-    if args.score_batch:
-        method = payloads.score_batch_method()
-        if method is None:
-            raise SystemExit("variants: scoring.v1 has no ScoreBatch RPC")
-        write_payloads(payload_file, payloads.score_batch_payloads(rows, 100, 16))
-        load = ["--rows-per-call", "100", "--concurrency", str(max(1, args.concurrency // 8))]
-        load += ["--warmup-calls", "30"]
-    else:
-        method = payloads.SCORE_METHOD
-        write_payloads(payload_file, payloads.score_payloads(rows[:512]))
-        load = ["--unique-field", str(payloads.SCORE_REQUEST_ID_FIELD)]
-        load += ["--concurrency", str(args.concurrency), "--warmup-calls", "300"]
-
-    processes: list[Any] = []
-    scratch: list[Path] = []  # the store's database and the outboxes, removed at the end
+    load = _load_arguments(args, workdir)
+    servers = _Servers(workdir)
     phases: list[Phase] = []
     try:
-        runtime = start_runtime(model_dir, workdir)
-        processes.append(runtime)
-        routes = _write_routes(workdir, model_dir, runtime.address)
-        database = workdir / f"variants-{os.getpid()}.db"
-        scratch += [database, database.with_name(database.name + "-wal")]
-        scratch.append(database.with_name(database.name + "-shm"))
-        store = start_lineage(database, workdir)
-        processes.append(store)
-        gateways = {}
-        for v in variants:
-            outbox = None
-            extra = [*v.args]
-            if v.mode != "off":
-                outbox = workdir / f"outbox-{v.name}-{os.getpid()}"
-                scratch.append(outbox)
-                extra += ["--metrics-port", str(free_port())]
-            with _environment(v.env):
-                gateway = start_gateway(
-                    routes, model_dir, workdir, name=f"gateway-{v.name}", extra_args=extra,
-                    lineage_endpoint=store.address if v.mode == "on" else "", outbox_dir=outbox,
-                )  # fmt: skip
-            processes.append(gateway)
-            gateways[v.name] = gateway
+        servers.start(model_dir, variants)
         for round_no in range(args.rounds):
-            order = variants if round_no % 2 == 0 else variants[::-1]
-            for v in order:
-                gateway = gateways[v.name]
-                pids = {
-                    "gateway": gateway.popen.pid,
-                    "runtime": runtime.popen.pid,
-                    "store": store.popen.pid,
-                }
-                out = workdir / f"variant-{v.name}.json"
-                subprocess.run(
-                    [
-                        sys.executable, "-m", "loadtests.bench.loadgen",
-                        "--label", f"{v.name}-r{round_no}-{time.time_ns()}",
-                        "--target", gateway.address, "--method", method,
-                        "--payloads", str(payload_file), *load,
-                        "--server-pids", ",".join(str(p) for p in pids.values()),
-                        "--sequential-calls", "1", "--sequential-seconds", "0.01",
-                        "--saturation-calls", "10000000",
-                        "--saturation-seconds", str(args.seconds),
-                        "--out", str(out),
-                    ],
-                    check=True,
-                    timeout=120 + args.seconds,
-                )  # fmt: skip
-                sat = json.loads(out.read_text())["saturation"]
-                by_pid = {int(p): s for p, s in sat["server_cpu_s_by_pid"].items()}
-                if v.mode == "on":
-                    # The store's catch-up after the window is this phase's work.
-                    before = cpu_by_process([store.popen.pid])[store.popen.pid]
-                    _drain(str(gateway.info["metrics"]), outbox_depth)
-                    by_pid[store.popen.pid] += cpu_by_process([store.popen.pid])[store.popen.pid]
-                    by_pid[store.popen.pid] -= before
-                decisions = sat["rows"]
-                phase = Phase(
-                    round_no,
-                    v.name,
-                    sat["rows_per_s"],
-                    sat["p50_us"] / 1000,
-                    sat["p99_us"] / 1000,
-                    {
-                        k: by_pid[pid] * 1e6 / decisions if decisions else 0.0
-                        for k, pid in pids.items()
-                    },
-                    sat["client_cores"],
-                    sat["machine_idle"],
-                )
+            for v in variants if round_no % 2 == 0 else variants[::-1]:
+                phase = _measure(servers, v, round_no, load, args.seconds)
                 phases.append(phase)
                 print(_describe(phase), flush=True)
     finally:
-        for process in reversed(processes):
-            process.stop()
-        for path in scratch:
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+        servers.stop()
     print()
     print(_ratios(variants, phases))
     if args.out is not None:
@@ -236,6 +145,122 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     return 0
+
+
+def _load_arguments(args: argparse.Namespace, workdir: Path) -> list[str]:
+    """The load generator's method, payloads (written to ``workdir``) and concurrency."""
+    from loadtests.bench import payloads
+    from loadtests.bench.loadgen import write_payloads
+
+    rows = payloads.sample_rows(2048)
+    payload_file = workdir / "variants.payloads"
+    if args.score_batch:
+        method = payloads.score_batch_method()
+        if method is None:
+            raise SystemExit("variants: scoring.v1 has no ScoreBatch RPC")
+        write_payloads(payload_file, payloads.score_batch_payloads(rows, 100, 16))
+        concurrency = max(1, args.concurrency // 8)
+        load = ["--rows-per-call", "100", "--warmup-calls", "30"]
+    else:
+        method = payloads.SCORE_METHOD
+        write_payloads(payload_file, payloads.score_payloads(rows[:512]))
+        concurrency = args.concurrency
+        load = ["--unique-field", str(payloads.SCORE_REQUEST_ID_FIELD), "--warmup-calls", "300"]
+    return [
+        "--method", method, "--payloads", str(payload_file),
+        "--concurrency", str(concurrency), *load,
+    ]  # fmt: skip
+
+
+class _Servers:
+    """The runtime, the store and a gateway per variant; ``stop`` also removes the store's
+    database and the outboxes."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.processes: list[Any] = []
+        self.gateways: dict[str, Any] = {}
+        self._scratch: list[Path] = []
+
+    def start(self, model_dir: Path, variants: list[Variant]) -> None:
+        from gateway.topology import free_port, start_gateway, start_lineage, start_runtime
+
+        workdir = self.workdir
+        self.runtime = start_runtime(model_dir, workdir)
+        self.processes.append(self.runtime)
+        routes = _write_routes(workdir, model_dir, self.runtime.address)
+        database = workdir / f"variants-{os.getpid()}.db"
+        self._scratch += [database.with_name(database.name + end) for end in ("", "-wal", "-shm")]
+        self.store = start_lineage(database, workdir)
+        self.processes.append(self.store)
+        for v in variants:
+            outbox = None
+            extra = [*v.args]
+            if v.mode != "off":
+                outbox = workdir / f"outbox-{v.name}-{os.getpid()}"
+                self._scratch.append(outbox)
+                extra += ["--metrics-port", str(free_port())]
+            with _environment(v.env):
+                gateway = start_gateway(
+                    routes, model_dir, workdir, name=f"gateway-{v.name}", extra_args=extra,
+                    lineage_endpoint=self.store.address if v.mode == "on" else "",
+                    outbox_dir=outbox,
+                )  # fmt: skip
+            self.processes.append(gateway)
+            self.gateways[v.name] = gateway
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        for path in self._scratch:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def _measure(
+    servers: _Servers, v: Variant, round_no: int, load: list[str], seconds: float
+) -> Phase:
+    """One saturation phase of ``v``'s gateway, the store's catch-up counted in its CPU."""
+    from loadtests.bench.cli import outbox_depth
+    from loadtests.bench.loadgen import cpu_by_process
+
+    gateway = servers.gateways[v.name]
+    store = servers.store.popen.pid
+    pids = {"gateway": gateway.popen.pid, "runtime": servers.runtime.popen.pid, "store": store}
+    out = servers.workdir / f"variant-{v.name}.json"
+    subprocess.run(
+        [
+            sys.executable, "-m", "loadtests.bench.loadgen",
+            "--label", f"{v.name}-r{round_no}-{time.time_ns()}",
+            "--target", gateway.address, *load,
+            "--server-pids", ",".join(str(p) for p in pids.values()),
+            "--sequential-calls", "1", "--sequential-seconds", "0.01",
+            "--saturation-calls", "10000000", "--saturation-seconds", str(seconds),
+            "--out", str(out),
+        ],
+        check=True,
+        timeout=120 + seconds,
+    )  # fmt: skip
+    sat = json.loads(out.read_text())["saturation"]
+    by_pid = {int(p): s for p, s in sat["server_cpu_s_by_pid"].items()}
+    if v.mode == "on":
+        # The store's catch-up after the window is this phase's work.
+        before = cpu_by_process([store])[store]
+        _drain(str(gateway.info["metrics"]), outbox_depth)
+        by_pid[store] += cpu_by_process([store])[store] - before
+    decisions = max(1, sat["rows"])
+    return Phase(
+        round_no,
+        v.name,
+        sat["rows_per_s"],
+        sat["p50_us"] / 1000,
+        sat["p99_us"] / 1000,
+        {name: by_pid[pid] * 1e6 / decisions for name, pid in pids.items()},
+        sat["client_cores"],
+        sat["machine_idle"],
+    )
 
 
 def _write_routes(workdir: Path, model_dir: Path, runtime_address: str) -> Path:
