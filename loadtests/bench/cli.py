@@ -151,19 +151,34 @@ def drain_lineage(
     """Waits until the lineage store has every record of the phase, and counts the servers' CPU
     meanwhile as the phase's: a store that lags the gateway does its work after the window, and
     would otherwise have it counted in the next path's phase (or not at all)."""
-    from loadtests.bench.loadgen import cpu_seconds
+    from loadtests.bench.loadgen import cpu_by_process
 
     address = str(servers.process("gateway-lineage-on").info["metrics"])
-    started, before = time.monotonic(), cpu_seconds(job.server_pids)
+    started, before = time.monotonic(), cpu_by_process(job.server_pids)
     while outbox_depth(address) > 0:
         if time.monotonic() - started > limit_s:
             raise SystemExit(f"bench: the lineage store did not catch up within {limit_s:.0f} s")
         time.sleep(0.05)
+    after = cpu_by_process(job.server_pids)
     sat = result["saturation"]
     sat["drain_s"] = time.monotonic() - started
-    sat["server_cpu_s"] += cpu_seconds(job.server_pids) - before
+    for pid in job.server_pids:
+        sat["server_cpu_s_by_pid"][str(pid)] += after[pid] - before[pid]
+    sat["server_cpu_s"] += sum(after[pid] - before[pid] for pid in job.server_pids)
     if sat["rows"]:
         sat["server_cpu_us_per_row"] = sat["server_cpu_s"] * 1e6 / sat["rows"]
+
+
+def split_cpu(servers: Servers, result: dict[str, Any]) -> None:
+    """The saturation phase's CPU per decision by server process name (``cpu_split``): where a
+    path's decisions cost, e.g. what lineage adds to the gateway, the runtime and the store."""
+    sat = result["saturation"]
+    names = {p.popen.pid: p.name for p in servers.processes}
+    rows = sat["rows"]
+    sat["cpu_split"] = {
+        names[int(pid)]: seconds * 1e6 / rows if rows else 0.0
+        for pid, seconds in sat["server_cpu_s_by_pid"].items()
+    }
 
 
 def run_overload(job: Job, size: tuple[Any, ...], workdir: Path, generators: int) -> dict[str, Any]:
@@ -403,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = run_loadgen(job, round_size, workdir, round_no)
                 if servers.pids("lineage")[0] in job.server_pids:
                     drain_lineage(servers, job, result)
+                split_cpu(servers, result)
                 measured[round_no][job.key] = result
         saturated = statistics.median(
             m["gateway-lineage-off"]["saturation"]["calls_per_s"] for m in measured

@@ -52,6 +52,9 @@ class Row:
     drain_s: float | None = None
     # The saturation window's length, seconds.
     window_s: float | None = None
+    # CPU µs per decision by server process (the gateway with its sync helper, the runtime, the
+    # lineage store): in each round they sum to ``cpu_us_per_decision``; over rounds, medians.
+    cpu_split: dict[str, float] = field(default_factory=dict)
 
     @property
     def stored_per_s(self) -> float | None:
@@ -82,6 +85,7 @@ def row_from_result(path: BenchPath, result: dict[str, Any] | None, note: str = 
         rows_per_call=result["rows_per_call"],
         drain_s=sat.get("drain_s"),
         window_s=sat.get("seconds"),
+        cpu_split=dict(sat.get("cpu_split", {})),
     )
 
 
@@ -100,7 +104,12 @@ def median_row(rounds: list[Row]) -> Row:
     for r in rounds:
         for code, count in r.errors.items():
             errors[code] = errors.get(code, 0) + count
-    return replace(first, errors=errors, **figures)  # type: ignore[arg-type]
+    split = {
+        name: statistics.median(r.cpu_split[name] for r in rounds)
+        for name in first.cpu_split
+        if all(name in r.cpu_split for r in rounds)
+    }
+    return replace(first, errors=errors, cpu_split=split, **figures)  # type: ignore[arg-type]
 
 
 _FIGURES = (
@@ -135,6 +144,9 @@ def table(rows: list[Row]) -> str:
         )
         if r.errors:
             lines.append(f"{'':<48} errors: {r.errors}")
+        if len(r.cpu_split) > 1:
+            split = ", ".join(f"{name} {us:,.1f}" for name, us in r.cpu_split.items())
+            lines.append(f"{'':<48} CPU us/dec by process: {split}")
         if r.drain_s is not None:
             stored = r.stored_per_s
             lines.append(

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from loadtests.bench.report import PATHS
 
 
@@ -36,6 +38,18 @@ def test_bench_runs_every_path_and_writes_its_report(model_dir: Path, tmp_path: 
         assert rows[key]["drain_s"] is not None and rows[key]["drain_s"] >= 0, key
         assert 0 < rows[key]["stored_per_s"] <= rows[key]["throughput"], key
     assert rows["gateway-lineage-off"]["drain_s"] is None
+    # Each decision's CPU split by server process (one round: the parts sum to the total).
+    servers = {
+        "direct": {"runtime"},
+        "gateway-lineage-off": {"gateway-lineage-off", "runtime"},
+        "gateway-lineage-on": {"gateway-lineage-on", "runtime", "lineage"},
+    }
+    for key, names in servers.items():
+        split = rows[key]["cpu_split"]
+        assert set(split) == names, key
+        assert sum(split.values()) == pytest.approx(rows[key]["cpu_us_per_decision"]), key
+        assert all(us > 0 for us in split.values()), key
+    assert "CPU us/dec by process: gateway-lineage-on" in done.stdout
     targets = {t["name"] for t in report["targets"]}
     assert "gateway throughput >= 1.0 x direct" in targets
     assert "lineage on >= 0.90 x lineage off" in targets

@@ -19,9 +19,15 @@ def _row(key: str, throughput: float, p50_us: float = 2_000.0, p99_us: float = 4
 def test_a_figure_is_the_median_of_its_rounds() -> None:
     rows = [_row("direct", 900.0), _row("direct", 1_400.0), _row("direct", 1_000.0)]
     rows[1].errors = {"UNAVAILABLE": 2}
+    splits = [(400.0, 150.0), (700.0, 120.0), (500.0, 90.0)]
+    for row, (gateway, runtime) in zip(rows, splits, strict=True):
+        row.cpu_split = {"gateway": gateway, "runtime": runtime}
     merged = median_row(rows)
     assert merged.throughput == 1_000.0
     assert merged.errors == {"UNAVAILABLE": 2}
+    # Each process's share is its own median (here from different rounds).
+    assert merged.cpu_split == {"gateway": 500.0, "runtime": 120.0}
+    assert "CPU us/dec by process: gateway 500.0, runtime 120.0" in table([merged])
 
 
 def test_ratios_are_taken_within_rounds_when_the_machine_drifts() -> None:
