@@ -11,7 +11,8 @@ Messages (``REQUEST``: kind, segment index, sequence number):
 - ``OPEN``: the segment's file descriptor rides along (SCM_RIGHTS); the helper keeps its copy,
 - ``SYNC``: fdatasync that segment, then reply ``(0, seq)``; requests waiting in the socket are
   taken together, each segment synced once, and answered with the highest ``seq``,
-- ``CLOSE``: drop the segment's descriptor (the gateway sealed it).
+- ``CLOSE``: drop the segment's descriptor (the gateway sealed and synced it, so a ``SYNC`` for
+  it still waiting in the same round needs nothing more).
 
 A failed sync is answered ``(errno, seq)`` and the helper exits: what reached the disk is unknown
 after a failed fdatasync, so the gateway stops taking decisions (as with its own syncs). The
@@ -57,6 +58,10 @@ def _serve(sock: socket.socket) -> None:
                 segments[index] = fds[0]
             elif kind == CLOSE and index in segments:
                 os.close(segments.pop(index))
+                # The gateway synced the segment when it sealed it: a SYNC for it that arrived
+                # in this round, before the CLOSE, is done.
+                if index in to_sync:
+                    to_sync.remove(index)
             elif kind == SYNC:
                 if index not in to_sync:
                     to_sync.append(index)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,11 +15,11 @@ from pathlib import Path
 import pytest
 from outbox_support import make_record
 
-from gateway.outbox import Outbox, OutboxClosed, OutboxConfig, canonical_json
+from gateway.outbox import Outbox, OutboxClosed, OutboxConfig, canonical_json, syncer
 from gateway.outbox.otlp import span_record
 from gateway.outbox.process_writer import CLOSE_WAIT_S
 from gateway.outbox.segments import list_segments
-from gateway.outbox.syncer import OPEN
+from gateway.outbox.syncer import CLOSE, OPEN, REPLY, REQUEST, SYNC
 from governance.record import DecisionRecord
 
 SCRIPT = Path(__file__).with_name("outbox_append_script.py")
@@ -59,6 +60,34 @@ async def test_the_helper_keeps_syncing_across_segment_rolls(tmp_path: Path) -> 
     finally:
         await outbox.close(0)
     assert await read_back(tmp_path) == [canonical_json(r) for r in records]
+
+
+def test_a_sync_request_for_a_segment_sealed_meanwhile_is_answered(tmp_path: Path) -> None:
+    """Under load the helper is often in an fdatasync while the gateway rolls: the SYNC for the
+    old segment, its CLOSE and the new segment's OPEN and SYNC then reach it in one round. The
+    sealed segment was synced by the gateway; the round must succeed, not fail on its closed
+    descriptor (which broke the outbox)."""
+    old = os.open(tmp_path / "old", os.O_RDWR | os.O_CREAT)
+    new = os.open(tmp_path / "new", os.O_RDWR | os.O_CREAT)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    # All queued before the helper reads anything: one round.
+    socket.send_fds(ours, [REQUEST.pack(OPEN, 1, 0)], [old])
+    ours.send(REQUEST.pack(SYNC, 1, 1))
+    ours.send(REQUEST.pack(CLOSE, 1, 0))
+    socket.send_fds(ours, [REQUEST.pack(OPEN, 2, 0)], [new])
+    ours.send(REQUEST.pack(SYNC, 2, 2))
+    helper = subprocess.Popen(
+        [sys.executable, "-I", syncer.__file__, str(theirs.fileno())], pass_fds=(theirs.fileno(),)
+    )
+    theirs.close()
+    try:
+        ours.settimeout(10)
+        assert REPLY.unpack(ours.recv(REPLY.size)) == (0, 2)
+    finally:
+        ours.close()
+        assert helper.wait(10) == 0
+        os.close(old)
+        os.close(new)
 
 
 async def test_a_killed_helper_loses_no_acknowledged_append(
