@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -146,34 +147,35 @@ def outbox_depth(metrics_address: str) -> float:
 
 
 def drain_lineage(
-    servers: Servers, job: Job, result: dict[str, Any], limit_s: float = 120.0
+    metrics_address: str, server_pids: list[int], result: dict[str, Any], limit_s: float = 120.0
 ) -> None:
-    """Waits until the lineage store has every record of the phase, and counts the servers' CPU
-    meanwhile as the phase's: a store that lags the gateway does its work after the window, and
-    would otherwise have it counted in the next path's phase (or not at all)."""
+    """Waits until the lineage store has every record of the phase (the outbox of the gateway
+    at ``metrics_address`` is empty), and counts the servers' CPU meanwhile as the phase's: a
+    store that lags the gateway does its work after the window, and would otherwise have it
+    counted in the next path's phase (or not at all)."""
     from loadtests.bench.loadgen import cpu_by_process
 
-    address = str(servers.process("gateway-lineage-on").info["metrics"])
-    started, before = time.monotonic(), cpu_by_process(job.server_pids)
-    while outbox_depth(address) > 0:
+    started, before = time.monotonic(), cpu_by_process(server_pids)
+    while outbox_depth(metrics_address) > 0:
         if time.monotonic() - started > limit_s:
             raise SystemExit(f"bench: the lineage store did not catch up within {limit_s:.0f} s")
         time.sleep(0.05)
-    after = cpu_by_process(job.server_pids)
+    after = cpu_by_process(server_pids)
     sat = result["saturation"]
     sat["drain_s"] = time.monotonic() - started
-    for pid in job.server_pids:
-        sat["server_cpu_s_by_pid"][str(pid)] += after[pid] - before[pid]
-    sat["server_cpu_s"] += sum(after[pid] - before[pid] for pid in job.server_pids)
+    by_pid = sat["server_cpu_s_by_pid"]
+    for pid in server_pids:
+        by_pid[str(pid)] += after[pid] - before[pid]
+    sat["server_cpu_s"] = sum(by_pid.values())
     if sat["rows"]:
         sat["server_cpu_us_per_row"] = sat["server_cpu_s"] * 1e6 / sat["rows"]
 
 
-def split_cpu(servers: Servers, result: dict[str, Any]) -> None:
-    """The saturation phase's CPU per decision by server process name (``cpu_split``): where a
-    path's decisions cost, e.g. what lineage adds to the gateway, the runtime and the store."""
+def split_cpu(result: dict[str, Any], names: Mapping[int, str]) -> None:
+    """The saturation phase's CPU per decision by server process name (``cpu_split``; ``names``
+    maps pids to names): where a path's decisions cost, e.g. what lineage adds to the gateway,
+    the runtime and the store."""
     sat = result["saturation"]
-    names = {p.popen.pid: p.name for p in servers.processes}
     rows = sat["rows"]
     sat["cpu_split"] = {
         names[int(pid)]: seconds * 1e6 / rows if rows else 0.0
@@ -417,8 +419,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 result = run_loadgen(job, round_size, workdir, round_no)
                 if servers.pids("lineage")[0] in job.server_pids:
-                    drain_lineage(servers, job, result)
-                split_cpu(servers, result)
+                    metrics = str(servers.process("gateway-lineage-on").info["metrics"])
+                    drain_lineage(metrics, job.server_pids, result)
+                split_cpu(result, {p.popen.pid: p.name for p in servers.processes})
                 measured[round_no][job.key] = result
         saturated = statistics.median(
             m["gateway-lineage-off"]["saturation"]["calls_per_s"] for m in measured

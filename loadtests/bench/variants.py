@@ -8,7 +8,8 @@ follows the other) at saturation and prints, per phase:
 
 - decisions (rows) per second, and the calls' p50 and p99 under that load;
 - CPU µs per decision of the gateway (with its children: the outbox's sync helper), the
-  runtime, and the lineage store (counted until its outbox is drained, as the bench does);
+  runtime and the lineage store, all counted until the gateway's outbox has drained (as the
+  bench counts them);
 - the load generator's cores and the share of the machine that idled.
 
 A variant is ``name:mode[:gateway args]``: mode ``off`` (no lineage), ``outbox`` (the durable
@@ -222,13 +223,16 @@ class _Servers:
 def _measure(
     servers: _Servers, v: Variant, round_no: int, load: list[str], seconds: float
 ) -> Phase:
-    """One saturation phase of ``v``'s gateway, the store's catch-up counted in its CPU."""
-    from loadtests.bench.cli import outbox_depth
-    from loadtests.bench.loadgen import cpu_by_process
+    """One saturation phase of ``v``'s gateway, the store's catch-up counted in its CPU (as the
+    bench counts it: ``cli.drain_lineage``)."""
+    from loadtests.bench.cli import drain_lineage, split_cpu
 
     gateway = servers.gateways[v.name]
-    store = servers.store.popen.pid
-    pids = {"gateway": gateway.popen.pid, "runtime": servers.runtime.popen.pid, "store": store}
+    pids = {
+        "gateway": gateway.popen.pid,
+        "runtime": servers.runtime.popen.pid,
+        "store": servers.store.popen.pid,
+    }
     out = servers.workdir / f"variant-{v.name}.json"
     subprocess.run(
         [
@@ -243,21 +247,18 @@ def _measure(
         check=True,
         timeout=120 + seconds,
     )  # fmt: skip
-    sat = json.loads(out.read_text())["saturation"]
-    by_pid = {int(p): s for p, s in sat["server_cpu_s_by_pid"].items()}
+    result = json.loads(out.read_text())
     if v.mode == "on":
-        # The store's catch-up after the window is this phase's work.
-        before = cpu_by_process([store])[store]
-        _drain(str(gateway.info["metrics"]), outbox_depth)
-        by_pid[store] += cpu_by_process([store])[store] - before
-    decisions = max(1, sat["rows"])
+        drain_lineage(str(gateway.info["metrics"]), list(pids.values()), result)
+    split_cpu(result, {pid: name for name, pid in pids.items()})
+    sat = result["saturation"]
     return Phase(
         round_no,
         v.name,
         sat["rows_per_s"],
         sat["p50_us"] / 1000,
         sat["p99_us"] / 1000,
-        {name: by_pid[pid] * 1e6 / decisions for name, pid in pids.items()},
+        sat["cpu_split"],
         sat["client_cores"],
         sat["machine_idle"],
     )
@@ -287,14 +288,6 @@ def _environment(env: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def _drain(metrics_address: str, depth: Any, limit_s: float = 120.0) -> None:
-    started = time.monotonic()
-    while depth(metrics_address) > 0:
-        if time.monotonic() - started > limit_s:
-            raise SystemExit(f"variants: the lineage store did not catch up within {limit_s:.0f} s")
-        time.sleep(0.05)
 
 
 def _describe(p: Phase) -> str:
