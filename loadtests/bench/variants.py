@@ -10,6 +10,8 @@ follows the other) at saturation and prints, per phase:
 - CPU µs per decision of the gateway (with its children: the outbox's sync helper), the
   runtime and the lineage store, all counted until the gateway's outbox has drained (as the
   bench counts them);
+- the gateway's main thread's share, over the load window: the event loop, where all of its
+  Python runs (gRPC's poller and event-engine threads and the sync helper are the rest);
 - the load generator's cores and the share of the machine that idled.
 
 A variant is ``name:mode[:gateway args]``: mode ``off`` (no lineage), ``outbox`` (the durable
@@ -101,6 +103,8 @@ class Phase:
     p50_ms: float
     p99_ms: float
     cpu_us: dict[str, float]
+    # The gateway's main thread alone (its event loop), over the load window only.
+    gateway_main_us: float
     client_cores: float
     machine_idle: float
 
@@ -252,6 +256,7 @@ def _measure(
         drain_lineage(str(gateway.info["metrics"]), list(pids.values()), result)
     split_cpu(result, {pid: name for name, pid in pids.items()})
     sat = result["saturation"]
+    main_s = sat["server_main_thread_s_by_pid"][str(pids["gateway"])]
     return Phase(
         round_no,
         v.name,
@@ -259,6 +264,7 @@ def _measure(
         sat["p50_us"] / 1000,
         sat["p99_us"] / 1000,
         sat["cpu_split"],
+        main_s * 1e6 / sat["rows"] if sat["rows"] else 0.0,
         sat["client_cores"],
         sat["machine_idle"],
     )
@@ -294,7 +300,8 @@ def _describe(p: Phase) -> str:
     cpu = "  ".join(f"{k} {v:6.1f}" for k, v in p.cpu_us.items())
     return (
         f"round {p.round_no + 1}  {p.variant:<14} {p.rate:9,.0f}/s  p50 {p.p50_ms:5.1f} ms  "
-        f"p99 {p.p99_ms:5.1f} ms  CPU us/decision: {cpu}  "
+        f"p99 {p.p99_ms:5.1f} ms  CPU us/decision: {cpu} (gateway main thread "
+        f"{p.gateway_main_us:.1f})  "
         f"client {p.client_cores:.2f} cores  machine idle {p.machine_idle:.1%}"
     )
 

@@ -36,6 +36,8 @@ def test_variants_are_measured_in_alternating_rounds(model_dir: Path, tmp_path: 
     for p in phases:
         assert p["rate"] > 0 and 0 < p["p50_ms"] <= p["p99_ms"], p
         assert p["cpu_us"]["gateway"] > 0 and p["cpu_us"]["runtime"] > 0, p
+        # The main thread is part of the gateway's CPU, never all of it (gRPC's threads work too).
+        assert 0 < p["gateway_main_us"] < p["cpu_us"]["gateway"], p
         assert 0 <= p["machine_idle"] < 1, p
         stored = p["cpu_us"]["store"]
         # The store works only for the variants that deliver to it.

@@ -12,6 +12,7 @@ import pytest
 
 from loadtests.bench.loadgen import (
     cpu_seconds,
+    main_thread_cpu,
     read_payloads,
     requests,
     require_loopback,
@@ -98,3 +99,29 @@ def test_server_cpu_counts_the_servers_children() -> None:
         assert cpu_seconds([parent.pid]) >= 0.45
     finally:
         parent.communicate(timeout=10)
+
+
+_BURNING_THREAD = (
+    "import sys, threading, time\n"
+    "def burn():\n"
+    "    end = time.thread_time() + 0.5\n"
+    "    while time.thread_time() < end: pass\n"
+    "t = threading.Thread(target=burn); t.start(); t.join()\n"
+    "print('burnt', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+def test_the_main_thread_is_counted_apart_from_the_other_threads() -> None:
+    """A grpc.aio server's event loop is its main thread: work done by its other threads (gRPC's
+    poller, to_thread workers) must not be counted as the loop's."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", _BURNING_THREAD], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == b"burnt\n"
+        assert cpu_seconds([process.pid]) >= 0.45
+        assert main_thread_cpu([process.pid])[process.pid] < 0.3  # it only started and joined
+    finally:
+        process.communicate(timeout=10)
