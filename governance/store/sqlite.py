@@ -32,6 +32,7 @@ SQLITE = Dialect(
     lock_suffix="",
     errors=(sqlite3.Error,),
     conflict_errors=(sqlite3.IntegrityError,),
+    deferred_entity_index=True,
 )
 
 
