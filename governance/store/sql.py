@@ -730,6 +730,7 @@ class SqlLineageStore(LineageStore):
         the chain; everything else in the prefix is deleted. The run is appended to the chain
         with the boundary's seq and chain hash, from which ``verify`` starts afterwards.
         """
+        recent = self._recent_entities
         with self._transaction(conn, self.dialect.begin_write):
             head_seq, _ = self._head(conn)
             previous = self._x(
@@ -759,16 +760,18 @@ class SqlLineageStore(LineageStore):
                         )
                         deleted[table.name] = max(int(cursor.rowcount), 0)
                 if self._deferred_entities:
-                    self._purge_entities(conn, cutoff_us)
+                    recent = self._purge_entities(conn, cutoff_us)
             run_at = now_us()
             report = PurgeReport("", run_at, cutoff_us, boundary, boundary_chain, deleted)
             body = report.body()
             seq = self._append(conn, SEQ_TABLES["purges"], body, run_at)
+        self._recent_entities = recent
         purge_id = sha256_hex(canonical(body))
         return PurgeReport(purge_id, run_at, cutoff_us, boundary, boundary_chain, deleted, seq)
 
-    def _purge_entities(self, conn: Conn, cutoff_us: int) -> None:
-        """Drops the entity entries of purged decisions (all decided before the cutoff)."""
+    def _purge_entities(self, conn: Conn, cutoff_us: int) -> int:
+        """Drops the entity entries of purged decisions (all decided before the cutoff); returns
+        how many recent entries are left."""
         for name in ("decision_entities", "decision_entities_recent"):
             self._x(
                 conn,
@@ -776,7 +779,7 @@ class SqlLineageStore(LineageStore):
                 f"(SELECT 1 FROM decisions d WHERE d.decision_id = {name}.decision_id)",
                 (cutoff_us,),
             )
-        self._recent_entities = self._count_recent_entities(conn)
+        return self._count_recent_entities(conn)
 
     def _chain_at(self, conn: Conn, seq: int) -> str:
         for table in SEQ_TABLES.values():
