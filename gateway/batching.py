@@ -12,6 +12,13 @@ gateway makes it do less per decision by coalescing. Per lane (model version, en
                            - its oldest row has waited the lane's patience: ``max_wait_s``, or
                              twice the lane's mean call time when that is longer
 
+While the gateway itself is saturated (its event loop busy at least ``hold_busy`` of the time,
+``gateway.loop_load``), the rows queued behind a returning call are not sent at once: they wait
+for their patience timer, gathering the rows that arrive meanwhile, so that the runtime gets
+fewer and larger calls and both processes spend less CPU per decision. Measured on 2 cores at
+32 calls in flight: +14% decisions/s without lineage, +23% with; at 4, 8 and 16 in flight the
+loop is less busy and nothing changes (docs/performance.md).
+
 The patience is what keeps a slow runtime from being sent more work. Sending the queue early
 only pays when the call ahead is a straggler (one slow call, one slow replica); when every call
 is slow because the runtime is saturated, an early second call queues behind the first in the
@@ -53,15 +60,35 @@ DEFAULT_MAX_CALLS = 1
 CALL_TIME_WEIGHT = 0.2
 # A queued batch waits for the call ahead up to this many times the lane's mean call time.
 PATIENCE_FACTOR = 2.0
+# The hold ends this far below the busy share that started it, so it does not flap.
+HOLD_HYSTERESIS = 0.1
 
 
 @dataclass(frozen=True, slots=True)
 class BatchingPolicy:
-    """How much to coalesce: rows per call, the longest a queued row waits, calls per lane."""
+    """How much to coalesce: rows per call, the longest a queued row waits, calls per lane, and
+    how busy the gateway must be before queued rows wait for more (see ``BatchingModelClient``)."""
 
     max_size: int = DEFAULT_MAX_SIZE
     max_wait_s: float = DEFAULT_MAX_WAIT_S
     max_calls: int = DEFAULT_MAX_CALLS
+    # Hold queued rows for their patience while the event loop is at least this busy (0: never).
+    hold_busy: float = 0.0
+
+
+class HoldSwitch:
+    """On once the loop's busy share reaches ``threshold``, off again only below
+    ``threshold - HOLD_HYSTERESIS``."""
+
+    __slots__ = ("on", "threshold")
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self.on = False
+
+    def update(self, busy: float) -> bool:
+        self.on = busy >= (self.threshold - HOLD_HYSTERESIS if self.on else self.threshold)
+        return self.on
 
 
 class _Waiter:
@@ -125,9 +152,13 @@ class BatchingModelClient:
         inner: ModelClient,
         policy: BatchingPolicy | None = None,
         on_call: Callable[[int], None] | None = None,
+        load: Callable[[], float] | None = None,
     ) -> None:
         self._inner = inner
         self.policy = policy or BatchingPolicy()
+        # The event loop's busy share (``gateway.loop_load``), for the hold.
+        self._load = load
+        self._hold_switch = HoldSwitch(self.policy.hold_busy)
         # Told the rows of every runtime call this client makes (a metric's observe).
         self._on_call = on_call
         self._lanes: dict[tuple[str, str, str], _Lane] = {}
@@ -175,7 +206,7 @@ class BatchingModelClient:
                 return answer
             finally:
                 lane.calls -= 1
-                if lane.queue:
+                if lane.queue and not self._hold():
                     self._flush(lane)
         return await self._enqueue(lane, features, request_id, timeout_s)
 
@@ -255,8 +286,15 @@ class BatchingModelClient:
                     w.future.set_result(answer)
         finally:
             lane.calls -= 1
-            if lane.queue and lane.calls < self.policy.max_calls:
+            if lane.queue and lane.calls < self.policy.max_calls and not self._hold():
                 self._flush(lane)
+
+    def _hold(self) -> bool:
+        """Whether rows queued behind a returning call wait for their patience timer: while the
+        gateway's loop is saturated (``HoldSwitch``)."""
+        if not self.policy.hold_busy or self._load is None:
+            return False
+        return self._hold_switch.update(self._load())
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from pydantic import ValidationError
 
 from gateway.errors import ConfigError
+from gateway.loop_load import LoopLoad
 from gateway.metrics import GatewayMetrics
 from gateway.routes import Routes, load_routes
 from gateway.settings import GatewaySettings, parse_settings
@@ -152,7 +153,7 @@ def start_metrics_server(settings: GatewaySettings, metrics: GatewayMetrics) -> 
     return httpd
 
 
-async def serve(settings: GatewaySettings, routes: Routes) -> int:
+async def serve(settings: GatewaySettings, routes: Routes, load: LoopLoad | None = None) -> int:
     # Imported here: kserve (under gateway.oip) parses sys.argv when imported.
     from gateway.lineage_events import FanOutRouteChangeSink, LineageRouteChangeSink
     from gateway.oip import OipModelClient
@@ -168,8 +169,17 @@ async def serve(settings: GatewaySettings, routes: Routes) -> int:
     if settings.batching:
         from gateway.batching import BatchingModelClient, BatchingPolicy
 
-        policy = BatchingPolicy(settings.batch_max_size, settings.batch_max_wait_us / 1e6)
-        client = BatchingModelClient(client, policy, metrics.runtime_call_rows.observe)
+        policy = BatchingPolicy(
+            settings.batch_max_size,
+            settings.batch_max_wait_us / 1e6,
+            hold_busy=settings.batch_hold_busy if load is not None else 0.0,
+        )
+        client = BatchingModelClient(
+            client,
+            policy,
+            metrics.runtime_call_rows.observe,
+            (lambda: load.busy) if load is not None else None,
+        )
     sink, outbox = await open_sink(settings, metrics, instance)
     service = DecisionService(
         routes,
@@ -283,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ManifestError) as e:
         log.error("refusing to start: %s", e)
         return EXIT_CONFIG
-    return asyncio.run(serve(settings, routes))
+    load = LoopLoad()
+    with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(load)) as runner:
+        return runner.run(serve(settings, routes, load))
 
 
 if __name__ == "__main__":

@@ -148,6 +148,15 @@ class GatewaySettings(BaseSettings):
         "up to twice their running mean, so that a saturated runtime is not sent more calls "
         "(the event loop's timers round up to about 1 ms).",
     )
+    batch_hold_busy: float = Field(
+        default=0.85,
+        ge=0,
+        le=1,
+        description="When the gateway's event loop has been busy at least this share of the "
+        "time (a saturated gateway), rows queued behind a returning runtime call wait for their "
+        "batch's patience (--batch-max-wait-us) instead of leaving at once, so that the runtime "
+        "gets fewer, larger calls; the hold ends when the loop is 0.1 below it. 0 disables.",
+    )
     max_concurrent_rpcs: int | None = Field(
         default=None,
         ge=1,

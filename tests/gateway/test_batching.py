@@ -18,7 +18,7 @@ import pytest
 from fault_proxy import FaultProxy
 from opentelemetry.sdk.trace import TracerProvider
 
-from gateway.batching import BatchingModelClient, BatchingPolicy
+from gateway.batching import BatchingModelClient, BatchingPolicy, HoldSwitch
 from gateway.errors import ModelRuntimeError, RuntimeDeadlineExceeded, RuntimeUnavailable
 from gateway.inference import ModelAnswer
 from gateway.oip import OipModelClient
@@ -59,10 +59,14 @@ def routes(
 async def clients() -> AsyncIterator[Callable[..., BatchingModelClient]]:
     made: list[BatchingModelClient] = []
 
-    def make(routes: Routes, **policy: Any) -> BatchingModelClient:
+    def make(
+        routes: Routes, load: Callable[[], float] | None = None, **policy: Any
+    ) -> BatchingModelClient:
         # A long max wait: batches form only behind an outstanding call or at max_size.
         client = BatchingModelClient(
-            OipModelClient(routes.targets), BatchingPolicy(**{"max_wait_s": 30.0, **policy})
+            OipModelClient(routes.targets),
+            BatchingPolicy(**{"max_wait_s": 30.0, **policy}),
+            load=load,
         )
         made.append(client)
         return client
@@ -326,3 +330,42 @@ async def test_rows_behind_a_straggling_call_go_without_it_after_max_wait(
     proxy.set("pass")
     answers = await asyncio.gather(*lone, *queued)
     assert [a.batch_size for a in answers] == [1, 3, 3, 3]
+
+
+async def _held_batches(
+    routes: Routes, proxy: FaultProxy, clients: Callable[..., BatchingModelClient], busy: float
+) -> Counter[int]:
+    """A lone call of ~100 ms with three rows queued behind it, and two more rows 50 ms after
+    it returns; the batch sizes the runtime got."""
+    # The gateway passes its event loop's LoopLoad.busy; here the test sets it.
+    client = clients(routes, load=lambda: busy, max_wait_s=0.3, hold_busy=0.85)
+    target = _card_fraud(routes)
+    rows = [_snapshot(r) for r in _inputs(6)]
+    proxy.set("pass", delay_s=0.1)
+    lone = _send(client, target, rows[:1], "lone")
+    await asyncio.sleep(0.02)
+    first = _send(client, target, rows[1:4], "a")
+    await asyncio.sleep(0.13)  # the lone call has returned
+    second = _send(client, target, rows[4:], "b")
+    await asyncio.gather(*lone, *first, *second)
+    return client.batch_sizes
+
+
+async def test_a_saturated_gateway_holds_queued_rows_for_their_patience(
+    routes: Routes, clients: Callable[..., BatchingModelClient], proxy: FaultProxy
+) -> None:
+    # Busy: the rows queued behind the lone call wait for their patience (0.3 s) and the two
+    # that come later join them: one call of five instead of two calls.
+    assert await _held_batches(routes, proxy, clients, busy=0.95) == Counter({1: 1, 5: 1})
+
+
+async def test_a_gateway_with_spare_time_sends_queued_rows_when_the_call_ahead_returns(
+    routes: Routes, clients: Callable[..., BatchingModelClient], proxy: FaultProxy
+) -> None:
+    assert await _held_batches(routes, proxy, clients, busy=0.5) == Counter({1: 1, 3: 1, 2: 1})
+
+
+def test_the_hold_ends_only_well_below_the_busy_share_that_started_it() -> None:
+    switch = HoldSwitch(0.85)
+    states = [switch.update(busy) for busy in (0.84, 0.9, 0.8, 0.76, 0.74, 0.8, 0.86)]
+    assert states == [False, True, True, True, False, False, True]
