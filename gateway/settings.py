@@ -153,9 +153,10 @@ class GatewaySettings(BaseSettings):
         ge=0,
         le=1,
         description="When the gateway's event loop has been busy at least this share of the "
-        "time (a saturated gateway), rows queued behind a returning runtime call wait for their "
-        "batch's patience (--batch-max-wait-us) instead of leaving at once, so that the runtime "
-        "gets fewer, larger calls; the hold ends when the loop is 0.1 below it. 0 disables.",
+        "time (a saturated gateway), rows queued behind a returning runtime call wait up to "
+        "--batch-max-wait-us more (or the rest of their patience, if shorter) instead of leaving "
+        "at once, so that the runtime gets fewer, larger calls; the hold ends when the loop is "
+        "0.1 below it. 0 disables.",
     )
     max_concurrent_rpcs: int | None = Field(
         default=None,

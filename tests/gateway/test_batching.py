@@ -369,3 +369,24 @@ def test_the_hold_ends_only_well_below_the_busy_share_that_started_it() -> None:
     switch = HoldSwitch(0.85)
     states = [switch.update(busy) for busy in (0.84, 0.9, 0.8, 0.76, 0.74, 0.8, 0.86)]
     assert states == [False, True, True, True, False, False, True]
+
+
+async def test_the_hold_waits_at_most_max_wait_after_the_call_ahead_returns(
+    routes: Routes, clients: Callable[..., BatchingModelClient], proxy: FaultProxy
+) -> None:
+    # Calls take ~300 ms, so the rows' patience is ~600 ms; holding them that long after the
+    # call ahead returned would add ~250 ms. The hold ends max_wait (50 ms) after the return.
+    client = clients(routes, load=lambda: 0.95, max_wait_s=0.05, hold_busy=0.85)
+    target = _card_fraud(routes)
+    rows = [_snapshot(r) for r in _inputs(4)]
+    proxy.set("pass", delay_s=0.3)
+    await asyncio.gather(*_send(client, target, rows[:1], "warm"))  # the lane learns its call time
+    started = time.monotonic()
+    lone = _send(client, target, rows[:1], "lone")
+    await asyncio.sleep(0.01)
+    queued = _send(client, target, rows[1:], "q")
+    answers = await asyncio.gather(*lone, *queued)
+    elapsed = time.monotonic() - started
+    assert [a.batch_size for a in answers] == [1, 3, 3, 3]
+    # ~0.65 s: 0.3 (the lone call) + 0.05 (the hold) + 0.3; held for the patience it is ~0.9 s.
+    assert elapsed < 0.8, elapsed
