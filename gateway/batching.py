@@ -290,6 +290,11 @@ class BatchingModelClient:
             if lane.queue and lane.calls < self.policy.max_calls:
                 self._call_returned(lane)
 
+    @property
+    def holding(self) -> bool:
+        """Whether queued rows are held while the gateway is saturated (as of the last return)."""
+        return self._hold_switch.on
+
     def _call_returned(self, lane: _Lane) -> None:
         """A call of ``lane`` has returned with rows queued: they leave now or, while the
         gateway is saturated, after at most ``max_wait_s`` more (sooner if their patience ends

@@ -87,6 +87,18 @@ class GatewayMetrics:
             buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256),
             registry=r,
         )
+        self.loop_busy = Gauge(
+            "scoregate_gateway_event_loop_busy_ratio",
+            "Share of wall time the event loop spent running callbacks, smoothed over ~200 ms: "
+            "near 1 the gateway's Python is saturated (gateway.loop_load).",
+            registry=r,
+        )
+        self.batch_hold = Gauge(
+            "scoregate_gateway_batch_hold",
+            "1 while micro-batching holds queued rows for more (the loop is busy at least "
+            "--batch-hold-busy), else 0.",
+            registry=r,
+        )
         self.config_reloads = Counter(
             "scoregate_gateway_config_reloads",
             "Routing config reloads by result (ok, failed).",

@@ -174,12 +174,16 @@ async def serve(settings: GatewaySettings, routes: Routes, load: LoopLoad | None
             settings.batch_max_wait_us / 1e6,
             hold_busy=settings.batch_hold_busy if load is not None else 0.0,
         )
-        client = BatchingModelClient(
+        batching = BatchingModelClient(
             client,
             policy,
             metrics.runtime_call_rows.observe,
             (lambda: load.busy) if load is not None else None,
         )
+        metrics.batch_hold.set_function(lambda: float(batching.holding))
+        client = batching
+    if load is not None:
+        metrics.loop_busy.set_function(lambda: load.busy)
     sink, outbox = await open_sink(settings, metrics, instance)
     service = DecisionService(
         routes,

@@ -351,3 +351,18 @@ async def test_route_changes_are_recorded_in_the_lineage_store(
     finally:
         assert gateway.stop() == 0, gateway.log_tail()
         lineage.stop()
+
+
+async def test_the_event_loops_busy_share_and_the_batching_hold_are_exported(
+    gateway: ManagedProcess, scoring: scoring_pb2_grpc.ScoringServiceStub
+) -> None:
+    await _arms(scoring, 5)
+    text = _metrics(gateway)
+    lines = text.splitlines()
+    busy_line = "scoregate_gateway_event_loop_busy_ratio "
+    hold_line = "scoregate_gateway_batch_hold "
+    assert any(line.startswith(busy_line) for line in lines), text
+    assert any(line.startswith(hold_line) for line in lines), text
+    # Calls one at a time: the loop ran some callbacks but mostly waited, and nothing is held.
+    assert 0 < _sample(text, busy_line) < 0.85
+    assert _sample(text, hold_line) == 0
