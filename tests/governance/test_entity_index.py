@@ -7,6 +7,8 @@ PostgreSQL indexes the decisions table. The queries must answer the same on both
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from lineage_support import MakeRecord, raw_database
@@ -48,24 +50,34 @@ def mine(make_record: MakeRecord, n: int) -> list[DecisionRecord]:
     return [make_record(entity_key=ENTITY, decided_at_us=START + i) for i in range(n)]
 
 
+@contextlib.asynccontextmanager
+async def merged_then_recent(
+    db_url: str, ours: list[DecisionRecord], others: list[DecisionRecord]
+) -> AsyncIterator[SqlLineageStore]:
+    """A store merging every 4 entries, given three batches: 3 (recent), 2 more (all 5
+    merged), the rest (recent again)."""
+    store = await open_sql_store(db_url, merge_rows=4)
+    try:
+        await store.insert_many([ours[0], others[0], ours[1]])
+        await store.insert_many([ours[2], others[1]])
+        await store.insert_many([*ours[3:], *others[2:]])
+        yield store
+    finally:
+        await store.close()
+
+
 async def test_an_entitys_decisions_are_found_before_and_after_a_merge(
     db_url: str, make_record: MakeRecord
 ) -> None:
     ours = mine(make_record, 5)
     others = [make_record(entity_key=f"acct-other-{i}") for i in range(3)]
-    store = await open_sql_store(db_url, merge_rows=4)
-    try:
-        await store.insert_many([ours[0], others[0], ours[1]])  # 3 recent
-        await store.insert_many([ours[2], others[1]])  # 5: merged
-        await store.insert_many([ours[3], ours[4], others[2]])  # 3 recent again
+    async with merged_then_recent(db_url, ours, others) as store:
         ids = [r.decision_id for r in ours]
         assert await entity_ids(store, START, START + 100) == ids
         # A window across the merged and the recent entries.
         assert await entity_ids(store, START + 2, START + 4) == ids[2:4]
-        if db_url.startswith("sqlite"):
-            assert entity_tables(db_url) == (5, 3)
-    finally:
-        await store.close()
+    if db_url.startswith("sqlite"):
+        assert entity_tables(db_url) == (5, 3)
 
 
 async def test_a_purge_takes_the_entity_entries_of_the_decisions_it_deletes(
@@ -73,18 +85,12 @@ async def test_a_purge_takes_the_entity_entries_of_the_decisions_it_deletes(
 ) -> None:
     ours = mine(make_record, 5)
     older = [make_record(entity_key="acct-other") for _ in range(2)]
-    store = await open_sql_store(db_url, merge_rows=4)
-    try:
-        await store.insert_many([ours[0], older[0], ours[1]])
-        await store.insert_many([ours[2], older[1]])  # merged
-        await store.insert_many([ours[3], ours[4]])
+    async with merged_then_recent(db_url, ours, older) as store:
         report = await store.purge(START + 3)
         assert report.deleted["decisions"] == 5
         assert await entity_ids(store, 0, START + 100) == [r.decision_id for r in ours[3:]]
-        if db_url.startswith("sqlite"):
-            assert entity_tables(db_url) == (0, 2)
-    finally:
-        await store.close()
+    if db_url.startswith("sqlite"):
+        assert entity_tables(db_url) == (0, 2)
 
 
 async def test_recent_entries_count_towards_a_merge_across_a_restart(
