@@ -153,7 +153,7 @@ def start_metrics_server(settings: GatewaySettings, metrics: GatewayMetrics) -> 
     return httpd
 
 
-async def serve(settings: GatewaySettings, routes: Routes, load: LoopLoad | None = None) -> int:
+async def serve(settings: GatewaySettings, routes: Routes, load: LoopLoad) -> int:
     # Imported here: kserve (under gateway.oip) parses sys.argv when imported.
     from gateway.lineage_events import FanOutRouteChangeSink, LineageRouteChangeSink
     from gateway.oip import OipModelClient
@@ -172,18 +172,14 @@ async def serve(settings: GatewaySettings, routes: Routes, load: LoopLoad | None
         policy = BatchingPolicy(
             settings.batch_max_size,
             settings.batch_max_wait_us / 1e6,
-            hold_busy=settings.batch_hold_busy if load is not None else 0.0,
+            hold_busy=settings.batch_hold_busy,
         )
         batching = BatchingModelClient(
-            client,
-            policy,
-            metrics.runtime_call_rows.observe,
-            (lambda: load.busy) if load is not None else None,
+            client, policy, metrics.runtime_call_rows.observe, lambda: load.busy
         )
         metrics.batch_hold.set_function(lambda: float(batching.holding))
         client = batching
-    if load is not None:
-        metrics.loop_busy.set_function(lambda: load.busy)
+    metrics.loop_busy.set_function(lambda: load.busy)
     sink, outbox = await open_sink(settings, metrics, instance)
     service = DecisionService(
         routes,
