@@ -135,15 +135,27 @@ def run_loadgen(
     return result
 
 
-def outbox_depth(metrics_address: str) -> float:
-    """Records the gateway's outbox holds that the store has not acknowledged."""
+def scrape(metrics_address: str) -> dict[str, float]:
+    """A process's Prometheus samples by metric name, the label sets of each name summed."""
     import urllib.request
 
+    samples: dict[str, float] = {}
     with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=5) as reply:
         for line in reply.read().decode().splitlines():
-            if line.startswith("scoregate_outbox_depth_records "):
-                return float(line.split()[1])
-    raise RuntimeError(f"no scoregate_outbox_depth_records at {metrics_address}")
+            if not line or line.startswith("#"):
+                continue
+            name, _, value = line.rpartition(" ")
+            name = name.split("{", 1)[0]
+            samples[name] = samples.get(name, 0.0) + float(value)
+    return samples
+
+
+def outbox_depth(metrics_address: str) -> float:
+    """Records the gateway's outbox holds that the store has not acknowledged."""
+    depth = scrape(metrics_address).get("scoregate_outbox_depth_records")
+    if depth is None:
+        raise RuntimeError(f"no scoregate_outbox_depth_records at {metrics_address}")
+    return depth
 
 
 def drain_lineage(

@@ -12,13 +12,18 @@ follows the other) at saturation and prints, per phase:
   bench counts them);
 - the gateway's main thread's share, over the load window: the event loop, where all of its
   Python runs (gRPC's poller and event-engine threads and the sync helper are the rest);
+- the rows each micro-batched runtime call carried on average (Score; the gateway's
+  ``scoregate_gateway_runtime_call_rows``), which sets the runtime's CPU per decision;
 - the load generator's cores and the share of the machine that idled.
 
 A variant is ``name:mode[:gateway args]``: mode ``off`` (no lineage), ``outbox`` (the durable
 outbox without delivery) or ``on`` (outbox delivering to the store); ``--env name:KEY=VALUE``
 sets an environment variable for one variant's gateway (``PYTHONPATH=<worktree>`` runs another
 checkout's gateway). The last lines give each variant's rate per round as a ratio to the first
-variant's, and the median. ``--out`` saves everything as JSON. Figures from it are in
+variant's, and the median. ``--control`` adds a second gateway identical to the first
+(``<name>-again``): on a shared 2-core VM two identical gateways differed by up to 15% within a
+round (docs/performance.md), so a difference is real only where it clearly exceeds the
+control's, which the last line prints. ``--out`` saves everything as JSON. Figures from it are in
 docs/performance.md's log; it sets no target and never fails on a figure.
 """
 
@@ -60,6 +65,11 @@ def parse_variant(text: str) -> Variant:
     return Variant(name, mode, shlex.split(args))
 
 
+def control_of(base: Variant) -> Variant:
+    """A second gateway identical to ``base``: its rate against the base's is the noise floor."""
+    return Variant(f"{base.name}-again", base.mode, list(base.args), dict(base.env))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m loadtests.bench.variants",
@@ -82,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", type=Path, default=Path(".scoregate/variants"))
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="add a copy of the first variant, to show the difference noise alone makes",
+    )
     return parser
 
 
@@ -107,11 +122,15 @@ class Phase:
     gateway_main_us: float
     client_cores: float
     machine_idle: float
+    # Mean rows per micro-batched runtime call in the window (0: none counted, as with ScoreBatch).
+    rows_per_call: float = 0.0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     variants: list[Variant] = args.variant
+    if args.control:
+        variants.insert(1, control_of(variants[0]))
     if len({v.name for v in variants}) != len(variants):
         raise SystemExit("variants: each --variant needs its own name")
     apply_env(variants, args.env)
@@ -200,11 +219,11 @@ class _Servers:
         self.processes.append(self.store)
         for v in variants:
             outbox = None
-            extra = [*v.args]
+            # Every gateway serves metrics: rows per runtime call, and the outbox's depth.
+            extra = [*v.args, "--metrics-port", str(free_port())]
             if v.mode != "off":
                 outbox = workdir / f"outbox-{v.name}-{os.getpid()}"
                 self._scratch.append(outbox)
-                extra += ["--metrics-port", str(free_port())]
             with _environment(v.env):
                 gateway = start_gateway(
                     routes, model_dir, workdir, name=f"gateway-{v.name}", extra_args=extra,
@@ -229,9 +248,11 @@ def _measure(
 ) -> Phase:
     """One saturation phase of ``v``'s gateway, the store's catch-up counted in its CPU (as the
     bench counts it: ``cli.drain_lineage``)."""
-    from loadtests.bench.cli import drain_lineage, split_cpu
+    from loadtests.bench.cli import drain_lineage, scrape, split_cpu
 
     gateway = servers.gateways[v.name]
+    metrics = str(gateway.info["metrics"])
+    before = scrape(metrics)
     pids = {
         "gateway": gateway.popen.pid,
         "runtime": servers.runtime.popen.pid,
@@ -252,8 +273,9 @@ def _measure(
         timeout=120 + seconds,
     )  # fmt: skip
     result = json.loads(out.read_text())
+    after = scrape(metrics)
     if v.mode == "on":
-        drain_lineage(str(gateway.info["metrics"]), list(pids.values()), result)
+        drain_lineage(metrics, list(pids.values()), result)
     split_cpu(result, {pid: name for name, pid in pids.items()})
     sat = result["saturation"]
     main_s = sat["server_main_thread_s_by_pid"][str(pids["gateway"])]
@@ -267,7 +289,16 @@ def _measure(
         main_s * 1e6 / sat["rows"] if sat["rows"] else 0.0,
         sat["client_cores"],
         sat["machine_idle"],
+        _rows_per_call(before, after),
     )
+
+
+def _rows_per_call(before: dict[str, float], after: dict[str, float]) -> float:
+    """Mean rows per micro-batched runtime call between two scrapes of a gateway's metrics."""
+    name = "scoregate_gateway_runtime_call_rows"
+    calls = after.get(f"{name}_count", 0.0) - before.get(f"{name}_count", 0.0)
+    rows = after.get(f"{name}_sum", 0.0) - before.get(f"{name}_sum", 0.0)
+    return rows / calls if calls > 0 else 0.0
 
 
 def _write_routes(workdir: Path, model_dir: Path, runtime_address: str) -> Path:
@@ -301,7 +332,7 @@ def _describe(p: Phase) -> str:
     return (
         f"round {p.round_no + 1}  {p.variant:<14} {p.rate:9,.0f}/s  p50 {p.p50_ms:5.1f} ms  "
         f"p99 {p.p99_ms:5.1f} ms  CPU us/decision: {cpu} (gateway main thread "
-        f"{p.gateway_main_us:.1f})  "
+        f"{p.gateway_main_us:.1f})  rows/call {p.rows_per_call or float('nan'):.1f}  "
         f"client {p.client_cores:.2f} cores  machine idle {p.machine_idle:.1%}"
     )
 
@@ -316,6 +347,14 @@ def _ratios(variants: list[Variant], phases: list[Phase]) -> str:
         ratios = [r / b for r, b in zip(rates[v.name], base, strict=True) if b > 0]
         median = statistics.median(ratios) if ratios else float("nan")
         lines.append(f"  {v.name:<14} {' '.join(f'{r:.2f}' for r in ratios)}  median {median:.2f}")
+    control = control_of(variants[0]).name
+    if control in rates and base:
+        pairs = zip(rates[control], base, strict=True)
+        spread = max((abs(r / b - 1) for r, b in pairs if b > 0), default=0.0)
+        lines.append(
+            f"noise floor: {control} (identical to {variants[0].name}) differed by up to "
+            f"{spread:.0%} in a round"
+        )
     return "\n".join(lines)
 
 

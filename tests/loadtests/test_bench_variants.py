@@ -22,7 +22,7 @@ def test_variants_are_measured_in_alternating_rounds(model_dir: Path, tmp_path: 
         sys.executable, "-m", "loadtests.bench.variants",
         "--variant", "off:off", "--variant", "on:on", "--variant", "loop:on:--outbox-sync loop",
         "--env", "loop:SCOREGATE_VARIANTS_TEST=1",
-        "--rounds", "2", "--seconds", "1", "--concurrency", "4",
+        "--rounds", "2", "--seconds", "1", "--concurrency", "4", "--control",
         "--workdir", str(tmp_path), "--model-dir", str(model_dir), "--out", str(out),
     ]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, timeout=240, check=False)
@@ -31,20 +31,28 @@ def test_variants_are_measured_in_alternating_rounds(model_dir: Path, tmp_path: 
     report = json.loads(out.read_text())
     phases = report["phases"]
     order = [(p["round_no"], p["variant"]) for p in phases]
-    # The order is reversed in the second round, so no variant always follows the same one.
-    assert order == [(0, "off"), (0, "on"), (0, "loop"), (1, "loop"), (1, "on"), (1, "off")]
+    # --control puts an identical copy of the base right after it; the order is reversed in the
+    # second round, so no variant always follows the same one.
+    names = ["off", "off-again", "on", "loop"]
+    assert order == [(0, n) for n in names] + [(1, n) for n in reversed(names)]
+    modes = {v["name"]: v["mode"] for v in report["variants"]}
     for p in phases:
         assert p["rate"] > 0 and 0 < p["p50_ms"] <= p["p99_ms"], p
         assert p["cpu_us"]["gateway"] > 0 and p["cpu_us"]["runtime"] > 0, p
         # The main thread is part of the gateway's CPU, never all of it (gRPC's threads work too).
         assert 0 < p["gateway_main_us"] < p["cpu_us"]["gateway"], p
         assert 0 <= p["machine_idle"] < 1, p
+        # Four calls in flight share runtime calls now and then, never more than four a call.
+        assert 1 <= p["rows_per_call"] <= 4, p
         stored = p["cpu_us"]["store"]
         # The store works only for the variants that deliver to it.
-        assert stored > 0 if p["variant"] != "off" else stored < 0.05 * p["cpu_us"]["gateway"], p
-    assert report["variants"][2]["args"] == ["--outbox-sync", "loop"]
-    assert report["variants"][2]["env"] == {"SCOREGATE_VARIANTS_TEST": "1"}
+        delivers = modes[p["variant"]] == "on"
+        assert stored > 0 if delivers else stored < 0.05 * p["cpu_us"]["gateway"], p
+    assert report["variants"][1] == {"name": "off-again", "mode": "off", "args": [], "env": {}}
+    assert report["variants"][3]["args"] == ["--outbox-sync", "loop"]
+    assert report["variants"][3]["env"] == {"SCOREGATE_VARIANTS_TEST": "1"}
     assert "rate / off's, per round, and the median:" in done.stdout
+    assert "noise floor: off-again (identical to off) differed by up to " in done.stdout
     # Nothing of the run is left behind but its report.
     assert not list(tmp_path.glob("outbox-*")) and not list(tmp_path.glob("variants-*.db*"))
 
