@@ -139,14 +139,14 @@ def scrape(metrics_address: str) -> dict[str, float]:
     """A process's Prometheus samples by metric name, the label sets of each name summed."""
     import urllib.request
 
-    samples: dict[str, float] = {}
+    from prometheus_client.parser import text_string_to_metric_families
+
     with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=5) as reply:
-        for line in reply.read().decode().splitlines():
-            if not line or line.startswith("#"):
-                continue
-            name, _, value = line.rpartition(" ")
-            name = name.split("{", 1)[0]
-            samples[name] = samples.get(name, 0.0) + float(value)
+        text = reply.read().decode()
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[sample.name] = samples.get(sample.name, 0.0) + sample.value
     return samples
 
 

@@ -332,9 +332,14 @@ def _describe(p: Phase) -> str:
     return (
         f"round {p.round_no + 1}  {p.variant:<14} {p.rate:9,.0f}/s  p50 {p.p50_ms:5.1f} ms  "
         f"p99 {p.p99_ms:5.1f} ms  CPU us/decision: {cpu} (gateway main thread "
-        f"{p.gateway_main_us:.1f})  rows/call {p.rows_per_call or float('nan'):.1f}  "
+        f"{p.gateway_main_us:.1f})  rows/call {_one_decimal(p.rows_per_call)}  "
         f"client {p.client_cores:.2f} cores  machine idle {p.machine_idle:.1%}"
     )
+
+
+def _one_decimal(value: float) -> str:
+    """``value`` to one decimal, or a dash where nothing was counted."""
+    return f"{value:.1f}" if value else "-"
 
 
 def _ratios(variants: list[Variant], phases: list[Phase]) -> str:
