@@ -39,16 +39,22 @@ def test_bench_runs_every_path_and_writes_its_report(model_dir: Path, tmp_path: 
         assert 0 < rows[key]["stored_per_s"] <= rows[key]["throughput"], key
     assert rows["gateway-lineage-off"]["drain_s"] is None
     # Each decision's CPU split by server process (one round: the parts sum to the total).
+    lineage = {"gateway-lineage-on", "runtime", "lineage"}
     servers = {
         "direct": {"runtime"},
         "gateway-lineage-off": {"gateway-lineage-off", "runtime"},
-        "gateway-lineage-on": {"gateway-lineage-on", "runtime", "lineage"},
+        "gateway-lineage-on": lineage,
+        "score-batch": lineage,
     }
     for key, names in servers.items():
         split = rows[key]["cpu_split"]
         assert set(split) == names, key
         assert sum(split.values()) == pytest.approx(rows[key]["cpu_us_per_decision"]), key
-        assert all(us > 0 for us in split.values()), key
+        # /proc counts CPU in 10 ms ticks: the store's ~8 ms for the tiny Score row's ~200
+        # records can read as 0, so its share is checked where it stores thousands of rows.
+        small = {"lineage"} if key == "gateway-lineage-on" else set()
+        assert all(us > 0 for name, us in split.items() if name not in small), (key, split)
+    assert rows["gateway-lineage-on"]["cpu_split"]["lineage"] >= 0
     assert "CPU us/dec by process: gateway-lineage-on" in done.stdout
     targets = {t["name"] for t in report["targets"]}
     assert "gateway throughput >= 1.0 x direct" in targets
