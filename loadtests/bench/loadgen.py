@@ -96,11 +96,6 @@ def main_thread_cpu(pids: list[int]) -> dict[int, float]:
     return seconds
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """The processes' CPU seconds (``cpu_by_process``), summed."""
-    return sum(cpu_by_process(pids).values())
-
-
 def machine_idle() -> tuple[float, float]:
     """(idle + iowait, all) CPU seconds of the whole machine so far, over every core."""
     times = psutil.cpu_times()

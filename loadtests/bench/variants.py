@@ -129,8 +129,9 @@ class Phase:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     variants: list[Variant] = args.variant
-    if args.control:
-        variants.insert(1, control_of(variants[0]))
+    control = control_of(variants[0]) if args.control else None
+    if control is not None:
+        variants.insert(1, control)
     if len({v.name for v in variants}) != len(variants):
         raise SystemExit("variants: each --variant needs its own name")
     apply_env(variants, args.env)
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         servers.stop()
     print()
-    print(_ratios(variants, phases))
+    print(_ratios(variants, phases, control.name if control is not None else None))
     if args.out is not None:
         args.out.write_text(
             json.dumps(
@@ -342,20 +343,22 @@ def _one_decimal(value: float) -> str:
     return f"{value:.1f}" if value else "-"
 
 
-def _ratios(variants: list[Variant], phases: list[Phase]) -> str:
+def _ratios(variants: list[Variant], phases: list[Phase], control: str | None = None) -> str:
+    """Each variant's rate per round against the first's, and the median; with ``control``
+    (the first's identical copy), how far that copy strayed: the noise floor."""
     rates: dict[str, list[float]] = {v.name: [] for v in variants}
     for p in sorted(phases, key=lambda p: p.round_no):
         rates[p.variant].append(p.rate)
     base = rates[variants[0].name]
     lines = [f"rate / {variants[0].name}'s, per round, and the median:"]
+    spread = 0.0
     for v in variants:
         ratios = [r / b for r, b in zip(rates[v.name], base, strict=True) if b > 0]
         median = statistics.median(ratios) if ratios else float("nan")
         lines.append(f"  {v.name:<14} {' '.join(f'{r:.2f}' for r in ratios)}  median {median:.2f}")
-    control = control_of(variants[0]).name
-    if control in rates and base:
-        pairs = zip(rates[control], base, strict=True)
-        spread = max((abs(r / b - 1) for r, b in pairs if b > 0), default=0.0)
+        if v.name == control:
+            spread = max((abs(r - 1) for r in ratios), default=0.0)
+    if control is not None:
         lines.append(
             f"noise floor: {control} (identical to {variants[0].name}) differed by up to "
             f"{spread:.0%} in a round"

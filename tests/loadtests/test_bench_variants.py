@@ -63,3 +63,21 @@ def test_a_malformed_variant_is_named(text: str) -> None:
 
     with pytest.raises(argparse.ArgumentTypeError, match="expected name:mode"):
         parse_variant(text)
+
+
+def test_the_noise_floor_is_the_controls_largest_stray_from_the_base() -> None:
+    from loadtests.bench.variants import Phase, Variant, _ratios
+
+    def phase(round_no: int, name: str, rate: float) -> Phase:
+        return Phase(round_no, name, rate, 1.0, 2.0, {}, 0.0, 0.0, 0.0)
+
+    variants = [Variant("off", "off", []), Variant("off-again", "off", []), Variant("on", "on", [])]
+    rates = {"off": (100, 200), "off-again": (110, 160), "on": (70, 150)}
+    phases = [phase(i, name, r[i]) for name, r in rates.items() for i in (0, 1)]
+    text = _ratios(variants, phases, "off-again")
+    assert "  off-again      1.10 0.80  median 0.95" in text
+    assert "  on             0.70 0.75  median 0.72" in text
+    # The control strayed by 10% and then 20%: the larger is the floor.
+    floor = "noise floor: off-again (identical to off) differed by up to 20% in a round"
+    assert text.endswith(floor)
+    assert "noise floor" not in _ratios(variants, phases)
