@@ -54,7 +54,6 @@ def test_bench_runs_every_path_and_writes_its_report(model_dir: Path, tmp_path: 
         # records can read as 0, so its share is checked where it stores thousands of rows.
         small = {"lineage"} if key == "gateway-lineage-on" else set()
         assert all(us > 0 for name, us in split.items() if name not in small), (key, split)
-    assert rows["gateway-lineage-on"]["cpu_split"]["lineage"] >= 0
     assert "CPU us/dec by process: gateway-lineage-on" in done.stdout
     targets = {t["name"] for t in report["targets"]}
     assert "gateway throughput >= 1.0 x direct" in targets
