@@ -30,7 +30,7 @@ from gateway.errors import (
 from gateway.inference import ModelAnswer, ModelClient
 from gateway.metrics import GatewayMetrics
 from gateway.routes import HedgePolicy, ModelTarget, RetryPolicy
-from governance.record import FeatureScalar
+from lineage.v1.record import FeatureScalar
 
 
 @dataclass(slots=True)

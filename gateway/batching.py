@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from gateway.errors import ModelRuntimeError, RuntimeDeadlineExceeded, RuntimeUnavailable
 from gateway.inference import ModelAnswer, ModelClient
 from gateway.routes import ModelTarget
-from governance.record import FeatureScalar
+from lineage.v1.record import FeatureScalar
 
 DEFAULT_MAX_SIZE = 64
 # The least patience, for a lane whose calls are fast: longer than an unloaded runtime call

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.routes import ModelTarget
-from governance.record import FeatureScalar
+from lineage.v1.record import FeatureScalar
 
 
 @dataclass(slots=True)  # made per row, never kept: see gateway.service.ScoreInput

@@ -8,9 +8,6 @@ concatenation of its fields' encodings, so each model version gets, once, the en
 every input tensor up to its value: a number's tensor ends with its 4-byte FP32 value, and a
 boolean's or a category's whole tensor is one of a few known byte strings. A request is then a
 ``b"".join`` of those pieces (tests check it parses to the request a protobuf client would send).
-
-Importing this module imports ``kserve``, which parses ``sys.argv`` at import: entry points must
-import it only after their own argument parsing.
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
-from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
 from gateway.errors import (
     InvalidModelOutput,
@@ -34,12 +30,14 @@ from gateway.errors import (
 from gateway.inference import ModelAnswer
 from gateway.routes import ModelTarget
 from gateway.wire import length_delimited
-from governance.record import FeatureScalar
+from lineage.v1.record import FeatureScalar
+from oip.v2 import grpc_predict_v2_pb2 as pb
+from oip.v2.parameters import (
+    ARTIFACT_SHA256_PARAMETER,
+    MODEL_INFER,
+    RUNTIME_INSTANCE_PARAMETER,
+)
 from runtimes.manifest import CategoryFeature, Manifest, NumberFeature, served_name
-
-MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
-ARTIFACT_SHA256_PARAMETER = "artifact_sha256"
-RUNTIME_INSTANCE_PARAMETER = "runtime_instance"
 
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.enable_retries", 0),

@@ -32,7 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.errors import ConfigError
-from governance.record import FeatureScalar, ReasonEntry
+from lineage.v1.record import FeatureScalar, ReasonEntry
 from runtimes.manifest import BooleanFeature, CategoryFeature, Manifest, NumberFeature
 
 MAX_REASONS = 4

@@ -154,7 +154,6 @@ def start_metrics_server(settings: GatewaySettings, metrics: GatewayMetrics) -> 
 
 
 async def serve(settings: GatewaySettings, routes: Routes, load: LoopLoad) -> int:
-    # Imported here: kserve (under gateway.oip) parses sys.argv when imported.
     from gateway.lineage_events import FanOutRouteChangeSink, LineageRouteChangeSink
     from gateway.oip import OipModelClient
     from gateway.reload import ConfigWatcher
@@ -282,7 +281,6 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as e:
         print(f"scoregate-gateway: invalid settings:\n{e}", file=sys.stderr)
         return EXIT_CONFIG
-    sys.argv[1:] = []
     logging.basicConfig(
         level=settings.log_level.upper(),
         stream=sys.stderr,

@@ -50,12 +50,8 @@ from gateway.rules import RulesAnswer, RulesScorer
 from gateway.shadows import ShadowRunner
 from gateway.sinks import DecisionSink, redacted_attributes
 from gateway.validation import FeatureInput, request_violations
-from governance.record import (
-    SPAN_NAME,
-    DecisionRecord,
-    FeatureScalar,
-    features_sha256,
-)
+from lineage.v1.record import DecisionRecord, FeatureScalar, features_sha256
+from lineage.v1.spans import SPAN_NAME
 
 log = logging.getLogger(__name__)
 

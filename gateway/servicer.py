@@ -11,7 +11,7 @@ from gateway.columns import column_rows
 from gateway.errors import FieldViolation, GatewayError, InvalidRequest, status_for
 from gateway.service import DecisionService, ScoreInput
 from gateway.validation import FeatureInput
-from governance.record import DecisionRecord
+from lineage.v1.record import DecisionRecord
 from scoring.v1 import scoring_pb2, scoring_pb2_grpc
 
 log = logging.getLogger(__name__)

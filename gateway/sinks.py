@@ -15,7 +15,8 @@ import orjson
 from opentelemetry.trace import Span
 from opentelemetry.util.types import AttributeValue
 
-from governance.record import DECISION_ID_ATTRIBUTE, RECORD_ATTRIBUTE, DecisionRecord
+from lineage.v1.record import DecisionRecord
+from lineage.v1.spans import DECISION_ID_ATTRIBUTE, RECORD_ATTRIBUTE
 
 
 def redacted_attributes(record: DecisionRecord) -> dict[str, AttributeValue]:
@@ -58,7 +59,7 @@ class DecisionSink(Protocol):
 
 
 def record_json(record: DecisionRecord) -> str:
-    """``governance.record.record_to_json``'s exact output, ~20x faster.
+    """``lineage.v1.record.record_to_json``'s exact output, ~20x faster.
 
     orjson serialises the (slotted) dataclass natively instead of going through
     ``dataclasses.asdict``'s deep copy; a test holds the two outputs equal.

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from gateway.errors import FieldViolation, InvalidRequest
-from governance.record import FeatureScalar
+from lineage.v1.record import FeatureScalar
 from runtimes.manifest import CategoryFeature, Manifest, NumberFeature
 
 MAX_REQUEST_ID_CHARS = 128

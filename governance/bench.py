@@ -26,10 +26,10 @@ from pathlib import Path
 import grpc
 
 from governance.convert import timestamp_from_us
-from governance.record import DecisionRecord, ReasonEntry, features_sha256
 from governance.store import create_store
 from governance.store.entries import ArmTarget, RouteChange
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
+from lineage.v1.record import DecisionRecord, ReasonEntry, features_sha256
 
 DAY_US = 86_400_000_000
 START_US = 1_760_000_000_000_000

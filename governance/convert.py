@@ -9,7 +9,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from governance.chain import Checkpoint
 from governance.queries import ModelHistory, ServingAt
-from governance.record import FeatureScalar, canonical_record_json
 from governance.store import StoredDecision
 from governance.store.base import TrafficSeen
 from governance.store.entries import (
@@ -24,6 +23,7 @@ from governance.store.entries import (
     RouteChange,
 )
 from lineage.v1 import lineage_pb2
+from lineage.v1.record import FeatureScalar, canonical_record_json
 
 END_OF_TIME_US = 2**62
 

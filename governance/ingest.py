@@ -11,8 +11,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from governance.record import DecisionRecord
 from governance.store import LineageStore
+from lineage.v1.record import DecisionRecord
 
 log = logging.getLogger(__name__)
 

@@ -10,18 +10,18 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import pydantic
 
 from governance.errors import InvalidDecisionId
 from governance.ids import canonical_decision_id
 from governance.ingest import Rejection
-from governance.record import (
+from lineage.v1.record import DecisionRecord, record_from_json
+from lineage.v1.spans import (
     DECISION_ID_ATTRIBUTE,
     RECORD_ATTRIBUTE,
     SPAN_NAME,
-    DecisionRecord,
-    record_from_json,
+    decision_attributes,
+    span_ref,
 )
 
 
@@ -34,20 +34,6 @@ class ExtractedBatch:
 
 # A decision id already in canonical form (what uuid.UUID would print), checked without parsing.
 _CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def decision_attributes(span: Any) -> tuple[str | None, str | None]:
-    """The record and decision id string attributes (the last of each; attributes of other
-    types are not theirs). The store reads every span with it, the outbox its own spans back."""
-    payload = decision_id = None
-    for kv in span.attributes:
-        key = kv.key
-        if key == RECORD_ATTRIBUTE:
-            if kv.value.WhichOneof("value") == "string_value":
-                payload = kv.value.string_value
-        elif key == DECISION_ID_ATTRIBUTE and kv.value.WhichOneof("value") == "string_value":
-            decision_id = kv.value.string_value
-    return payload, decision_id
 
 
 def _validation_summary(error: pydantic.ValidationError, limit: int = 3) -> str:
@@ -85,20 +71,6 @@ def _record_from_span(span: Any) -> DecisionRecord:
             f"record's decision_id {record.decision_id!r}"
         )
     return record
-
-
-def span_ref(span: Any) -> str:
-    """The best name for a rejected span: its decision id if any can be read, else its span id.
-    The outbox's sender applies the same rule to tell which of its spans a message names."""
-    payload, decision_id = decision_attributes(span)
-    if not decision_id:
-        try:
-            decision_id = orjson.loads(payload or "").get("decision_id")
-        except (orjson.JSONDecodeError, AttributeError):
-            decision_id = None
-    if isinstance(decision_id, str) and decision_id:
-        return decision_id
-    return f"span {bytes(span.span_id).hex() or '?'}"
 
 
 def extract_records(request: Any) -> ExtractedBatch:

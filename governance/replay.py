@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import struct
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from governance.client import EXIT_NO, CliExit, call, fail
 from governance.output import pairs
-from governance.record import FeatureScalar
 from lineage.v1 import lineage_pb2
+from lineage.v1.record import FeatureScalar
 from runtimes.manifest import Manifest, ManifestError, find_model_folders, read_manifest
 
 
@@ -50,15 +49,14 @@ def find_artifact(model_dir: Path, artifact_sha256: str) -> tuple[Path, Manifest
 def rescore(folder: Path, manifest: Manifest, features: dict[str, FeatureScalar]) -> float:
     """The score the artifact gives the features, computed as the runtime computes it.
 
-    Imports onnxruntime and the runtime's modules (which import kserve): callers that parse
-    command-line arguments must have done so and cleared ``sys.argv[1:]`` first.
+    onnxruntime is imported here, not at module import: the lineage CLI's other commands
+    never load it.
     """
     import numpy as np
     import onnxruntime as ort
 
+    from runtimes.graph import BYTES, input_specs, session_options
     from runtimes.manifest import verify_artifact
-    from runtimes.onnx_model import session_options
-    from runtimes.tensors import BYTES, input_specs
 
     artifact = verify_artifact(folder, manifest)
     session = ort.InferenceSession(
@@ -106,7 +104,6 @@ def replay_main(argv: list[str], prog: str = "scoregate lineage replay") -> int:
     parser.add_argument("--model-dir", required=True, type=Path, help="model repository root")
     parser.add_argument("--timeout", type=float, default=10.0)
     args = parser.parse_args(argv)
-    sys.argv[1:] = []  # kserve parses sys.argv when imported (via the runtime's modules)
     worst = 0
     for decision_id in args.decision_id:
         try:

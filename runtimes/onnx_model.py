@@ -24,27 +24,16 @@ import onnxruntime as ort
 from kserve import Model
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
+from oip.v2.parameters import ARTIFACT_SHA256_PARAMETER, RUNTIME_INSTANCE_PARAMETER
 from runtimes.errors import InvalidTensor, ModelLoadError
+from runtimes.graph import OUTPUT_METADATA, input_specs, session_options
 from runtimes.manifest import Manifest, ManifestError, read_manifest, verify_artifact
-from runtimes.tensors import OUTPUT_METADATA, decode_request, encode_outputs, input_specs
-
-ARTIFACT_SHA256_PARAMETER = "artifact_sha256"
-RUNTIME_INSTANCE_PARAMETER = "runtime_instance"
+from runtimes.tensors import decode_request, encode_outputs
 
 
 def runtime_instance() -> str:
     """``hostname:pid``: tells replicas (pods) apart in decision records."""
     return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def session_options() -> ort.SessionOptions:
-    # Small tabular graphs: one thread per run is fastest, and concurrency comes from running
-    # several requests at once on the executor instead of splitting one across cores.
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return options
 
 
 class OnnxModel(Model):  # type: ignore[misc]

@@ -8,49 +8,12 @@ decodes both. Every rejection names the offending input.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest
 
 from runtimes.errors import InvalidTensor
-from runtimes.manifest import CategoryFeature, Feature
-
-FP32 = "FP32"
-BYTES = "BYTES"
-INT64 = "INT64"
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What the graph accepts for one feature."""
-
-    name: str
-    datatype: str
-    categories: frozenset[str] | None = None
-
-    @property
-    def onnx_type(self) -> str:
-        return "tensor(string)" if self.datatype == BYTES else "tensor(float)"
-
-    def metadata(self) -> dict[str, Any]:
-        return {"name": self.name, "datatype": self.datatype, "shape": [-1, 1]}
-
-
-def input_specs(features: Sequence[Feature]) -> tuple[InputSpec, ...]:
-    return tuple(
-        InputSpec(f.name, BYTES, frozenset(f.categories))
-        if isinstance(f, CategoryFeature)
-        else InputSpec(f.name, FP32)
-        for f in features
-    )
-
-
-OUTPUT_METADATA: list[dict[str, Any]] = [
-    {"name": "probabilities", "datatype": FP32, "shape": [-1, 2]},
-    {"name": "label", "datatype": INT64, "shape": [-1]},
-]
+from runtimes.graph import FP32, INT64, InputSpec
 
 
 def _as_array(tensor: InferInput, spec: InputSpec) -> np.ndarray:

@@ -13,8 +13,8 @@ import pytest
 
 from gateway.client import FeatureInput, score_request
 from gateway.topology import Topology
-from governance.record import features_sha256
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
+from lineage.v1.record import features_sha256
 from runtimes.manifest import load_manifests
 from runtimes.training.datasets import sample_requests
 from scoring.v1 import scoring_pb2_grpc

@@ -10,7 +10,7 @@ from gateway.outbox.errors import OutboxClosed, OutboxError, OutboxFull
 from gateway.outbox.metrics import OutboxMetrics
 from gateway.outbox.outbox import Outbox
 from gateway.outbox.sink import OutboxSink
-from governance.record import canonical_json
+from lineage.v1.record import canonical_json
 
 __all__ = [
     "Outbox",

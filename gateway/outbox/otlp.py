@@ -32,8 +32,14 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from gateway.wire import varint
-from governance.otlp import decision_attributes, span_ref
-from governance.record import DECISION_ID_ATTRIBUTE, RECORD_ATTRIBUTE, SPAN_NAME, DecisionRecord
+from lineage.v1.record import DecisionRecord
+from lineage.v1.spans import (
+    DECISION_ID_ATTRIBUTE,
+    RECORD_ATTRIBUTE,
+    SPAN_NAME,
+    decision_attributes,
+    span_ref,
+)
 
 SERVICE_NAME = "scoregate-gateway"
 SCOPE_NAME = "scoregate.gateway.outbox"

@@ -39,7 +39,7 @@ from gateway.outbox.segments import (
     segment_path,
 )
 from gateway.outbox.writer import GroupWriter, LoopWriter, SegmentWriter, Waiters
-from governance.record import DecisionRecord, canonical_json
+from lineage.v1.record import DecisionRecord, canonical_json
 
 log = logging.getLogger(__name__)
 

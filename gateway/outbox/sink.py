@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from opentelemetry.trace import Span
 
 from gateway.outbox.outbox import Outbox
-from governance.record import DecisionRecord
+from lineage.v1.record import DecisionRecord
 
 
 class OutboxSink:

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from governance.chain import Checkpoint
-from governance.record import DecisionRecord
 from governance.store.entries import (
     DecisionFilter,
     DecisionPage,
@@ -23,6 +22,7 @@ from governance.store.entries import (
     RegisteredManifest,
     RouteChange,
 )
+from lineage.v1.record import DecisionRecord
 
 
 @dataclass(frozen=True, slots=True)

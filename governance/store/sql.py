@@ -26,7 +26,6 @@ import orjson
 
 from governance.chain import GENESIS, Checkpoint, link, sha256_hex
 from governance.errors import DecisionNotFound, EntryConflict, MigrationError, StoreUnavailable
-from governance.record import DecisionRecord, canonical_json, record_from_json
 from governance.store import verify as verify_chain
 from governance.store.base import (
     Conflict,
@@ -59,6 +58,7 @@ from governance.store.tables import (
     ChainedTable,
     Conn,
 )
+from lineage.v1.record import DecisionRecord, canonical_json, record_from_json
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from governance.record import DecisionRecord, canonical_record_json
+from lineage.v1.record import DecisionRecord, canonical_record_json
 
 # A DB-API connection of either backend (sqlite3 or psycopg), used through execute/cursor only.
 Conn = Any

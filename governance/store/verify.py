@@ -18,9 +18,9 @@ import orjson
 import pydantic
 
 from governance.chain import GENESIS, Checkpoint, link, sha256_hex
-from governance.record import record_from_json
 from governance.store.base import VerifyReport
 from governance.store.tables import DECISION_COLUMNS, SEQ_TABLES, ChainedTable, Conn, decision_row
+from lineage.v1.record import record_from_json
 
 _PAGE = 5000
 _KIND = {

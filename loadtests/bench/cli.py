@@ -385,8 +385,6 @@ def plan(servers: Servers, files: dict[str, Path], concurrency: int, batch: int)
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # kserve (imported by the payload module) parses sys.argv at import.
-    sys.argv[1:] = []
     from gateway.demo import ensure_models
     from loadtests.bench import floor, payloads, report
     from loadtests.bench.loadgen import write_payloads

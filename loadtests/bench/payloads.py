@@ -2,7 +2,6 @@
 
 The direct runtime call sends the ModelInferRequest a protobuf OIP v2 client would send (one
 input per feature, shape [1, 1], typed contents), the same thing the gateway sends it.
-Importing this module imports ``kserve``: callers parse their own arguments first.
 """
 
 from __future__ import annotations
@@ -10,9 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kserve.protocol.grpc import grpc_predict_v2_pb2 as oip
-
 from gateway.client import score_batch_columns_request, score_request
+from oip.v2 import grpc_predict_v2_pb2 as oip
 from runtimes.manifest import BooleanFeature, CategoryFeature, Manifest, read_manifest
 from runtimes.training.datasets import sample_requests
 from scoring.v1 import scoring_pb2

@@ -135,8 +135,6 @@ def main(argv: list[str] | None = None) -> int:
     if len({v.name for v in variants}) != len(variants):
         raise SystemExit("variants: each --variant needs its own name")
     apply_env(variants, args.env)
-    # kserve (imported by the payload module) parses sys.argv at import.
-    sys.argv[1:] = []
     from gateway.demo import ensure_models
 
     workdir: Path = args.workdir.resolve()

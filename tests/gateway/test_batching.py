@@ -27,7 +27,7 @@ from gateway.routes import ModelTarget, Routes, load_routes
 from gateway.service import BATCH_SIZE, DecisionService, ScoreInput
 from gateway.sinks import SpanAttributeSink
 from gateway.topology import ManagedProcess
-from governance.record import FeatureScalar
+from lineage.v1.record import FeatureScalar
 from runtimes.manifest import Manifest
 from runtimes.training.datasets import sample_requests
 

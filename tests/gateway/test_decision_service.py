@@ -28,16 +28,14 @@ from gateway.service import DecisionService, ScoreInput
 from gateway.servicer import to_response
 from gateway.sinks import SpanAttributeSink, record_json
 from gateway.topology import ManagedProcess
-from governance.record import (
-    DECISION_ID_ATTRIBUTE,
-    RECORD_ATTRIBUTE,
-    SPAN_NAME,
+from lineage.v1.record import (
     DecisionRecord,
     ReasonEntry,
     features_sha256,
     record_from_json,
     record_to_json,
 )
+from lineage.v1.spans import DECISION_ID_ATTRIBUTE, RECORD_ATTRIBUTE, SPAN_NAME
 from runtimes.manifest import Manifest
 from runtimes.training.datasets import sample_requests
 

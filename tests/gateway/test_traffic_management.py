@@ -27,7 +27,8 @@ from gateway.routes import load_routes
 from gateway.service import PARENT_DECISION_ID, DecisionService, ScoreInput
 from gateway.sinks import SpanAttributeSink
 from gateway.topology import ManagedProcess
-from governance.record import RECORD_ATTRIBUTE, DecisionRecord, record_from_json
+from lineage.v1.record import DecisionRecord, record_from_json
+from lineage.v1.spans import RECORD_ATTRIBUTE
 from runtimes.manifest import Manifest
 from runtimes.training.datasets import sample_requests
 

@@ -21,14 +21,9 @@ from support.records import uuid7 as uuid7
 
 from gateway.topology import ManagedProcess
 from gateway.topology import start_lineage as start_lineage
-from governance.record import (
-    DECISION_ID_ATTRIBUTE,
-    RECORD_ATTRIBUTE,
-    SPAN_NAME,
-    DecisionRecord,
-    record_to_json,
-)
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
+from lineage.v1.record import DecisionRecord, record_to_json
+from lineage.v1.spans import DECISION_ID_ATTRIBUTE, RECORD_ATTRIBUTE, SPAN_NAME
 
 MakeRecord = Callable[..., DecisionRecord]
 

@@ -14,11 +14,11 @@ from pathlib import Path
 from lineage_support import MakeRecord, raw_database
 from support.records import BASE_US
 
-from governance.record import DecisionRecord
 from governance.store import SqliteLineageStore, create_store
 from governance.store.entries import DecisionFilter
 from governance.store.migrations import SQLITE_MIGRATIONS
 from governance.store.sql import SqlLineageStore
+from lineage.v1.record import DecisionRecord
 
 ENTITY = "acct-entity-1"
 START = BASE_US + 1_000_000  # after every record's received_at_us

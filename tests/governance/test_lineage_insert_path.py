@@ -9,10 +9,10 @@ import pytest
 from lineage_support import MakeRecord
 from support.records import make_record
 
-from governance.record import ReasonEntry
 from governance.store import create_store
 from governance.store.sql import fast_decision_row
 from governance.store.tables import decision_row
+from lineage.v1.record import ReasonEntry
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,8 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from gateway.topology import ManagedProcess
-from governance.record import RECORD_ATTRIBUTE, SPAN_NAME, DecisionRecord, record_to_json
+from lineage.v1.record import DecisionRecord, record_to_json
+from lineage.v1.spans import RECORD_ATTRIBUTE, SPAN_NAME
 
 
 def span(name: str, attributes: dict[str, str]) -> trace_pb2.Span:

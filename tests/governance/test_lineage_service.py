@@ -16,8 +16,8 @@ from lineage_support import (
 )
 
 from gateway.topology import ManagedProcess
-from governance.record import DecisionRecord
 from lineage.v1 import lineage_pb2
+from lineage.v1.record import DecisionRecord
 
 
 def micros(ts: object) -> int:

@@ -13,9 +13,10 @@ from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from governance.ingest import Ingestor
-from governance.record import RECORD_ATTRIBUTE, SPAN_NAME, record_to_json
 from governance.server import build_server
 from governance.store import SqliteLineageStore
+from lineage.v1.record import record_to_json
+from lineage.v1.spans import RECORD_ATTRIBUTE, SPAN_NAME
 
 
 async def test_export_is_unavailable_when_the_store_fails(

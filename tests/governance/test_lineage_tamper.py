@@ -10,10 +10,10 @@ import pytest
 from lineage_support import MakeRecord, RawDatabase, raw_database
 
 from governance.chain import Checkpoint, link
-from governance.record import canonical_record_json
 from governance.store import LineageStore, create_store
 from governance.store.entries import ArmTarget, Outcome, Override, RouteChange
 from governance.store.tables import DECISION_COLUMNS, decision_row
+from lineage.v1.record import canonical_record_json
 
 N = 12
 
@@ -66,7 +66,7 @@ def edit_record(s: Stored) -> None:
 
 def edit_record_and_its_hashes(s: Stored) -> None:
     """A careful forger: changes the record, every column and its sha256 consistently."""
-    from governance.record import record_from_json
+    from lineage.v1.record import record_from_json
 
     [(stored_at,)] = s.db.execute(
         "SELECT stored_at_us FROM decisions WHERE decision_id = ?", (s.ids[4],)
@@ -119,7 +119,7 @@ def insert_renumbered(s: Stored) -> None:
 def copy_with(
     s: Stored, source: str, new_id: str, text: str, seq: int | None, chain: str | None = None
 ) -> None:
-    from governance.record import record_from_json
+    from lineage.v1.record import record_from_json
 
     row = decision_row(record_from_json(text), 1)
     columns = (*DECISION_COLUMNS, "seq", "chain_sha256")

@@ -24,7 +24,7 @@ from gateway.outbox import (
     canonical_json,
 )
 from gateway.outbox.otlp import span_record
-from governance.record import ReasonEntry, canonical_record_json
+from lineage.v1.record import ReasonEntry, canonical_record_json
 
 
 @pytest.mark.parametrize("sync", ["process", "loop", "thread"])

@@ -14,7 +14,7 @@ from outbox_support import make_record
 from gateway.outbox import Outbox, OutboxConfig, canonical_json
 from gateway.outbox.framing import ZERO_FILLED, Frame, ScanEnd, frame, iter_frames
 from gateway.outbox.segments import list_segments, segment_path
-from governance.record import canonical_record_json
+from lineage.v1.record import canonical_record_json
 
 
 async def _fill(directory: Path, count: int) -> list[bytes]:

@@ -20,7 +20,7 @@ from gateway.outbox.otlp import span_record
 from gateway.outbox.process_writer import CLOSE_WAIT_S
 from gateway.outbox.segments import list_segments
 from gateway.outbox.syncer import CLOSE, OPEN, REPLY, REQUEST, SYNC
-from governance.record import DecisionRecord
+from lineage.v1.record import DecisionRecord
 
 SCRIPT = Path(__file__).with_name("outbox_append_script.py")
 

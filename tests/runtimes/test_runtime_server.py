@@ -22,8 +22,8 @@ from kserve.protocol.infer_type import InferInput, InferResponse
 from support.oip import Row, infer_request
 
 from gateway.topology import ManagedProcess, entry_point, free_port, start_process
+from runtimes.graph import session_options
 from runtimes.manifest import ARTIFACT_FILE, CategoryFeature, Manifest
-from runtimes.onnx_model import session_options
 from runtimes.training.datasets import sample_requests
 
 SERVED = ("card-fraud-v1", "card-fraud-v2", "credit-risk-v1")

@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from gateway.ids import UuidV7Generator
-from governance.record import DecisionRecord, ReasonEntry, features_sha256
+from lineage.v1.record import DecisionRecord, ReasonEntry, features_sha256
 
 _IDS = UuidV7Generator()
 

@@ -1,8 +1,9 @@
 """The decision record: what the gateway emits for each decision and the lineage store keeps.
 
-The gateway puts the record on its decision span as one JSON attribute (``RECORD_ATTRIBUTE``); the
-lineage store's OTLP receiver takes it back out with ``record_from_json``, which validates it. Times
-are UTC microseconds since the epoch so that a record round-trips exactly.
+A contract between the two, so it lives here and imports neither. The gateway puts the record on
+its decision span as one JSON attribute (``lineage.v1.spans``); the lineage store's OTLP receiver
+takes it back out with ``record_from_json``, which validates it. Times are UTC microseconds since
+the epoch so that a record round-trips exactly.
 """
 
 from __future__ import annotations
@@ -12,16 +13,12 @@ from dataclasses import asdict, dataclass, field, fields
 import orjson
 from pydantic import TypeAdapter
 
-SPAN_NAME = "scoregate.decision"
-RECORD_ATTRIBUTE = "scoregate.decision.record"
-DECISION_ID_ATTRIBUTE = "scoregate.decision.id"
-
 FeatureScalar = float | str | bool
 
 
 # Both classes declare their fields in sorted order, so that orjson, which writes a dataclass's
 # fields in declaration order, writes the canonical JSON (sorted keys at every level) itself, in C:
-# ``canonical_json`` is then one native pass (~5x faster than going through dicts). The field
+# ``canonical_json`` is then one native pass instead of a walk through dicts. The field
 # order is checked at import below and the bytes against ``canonical_record_json`` in the tests.
 @dataclass(frozen=True, slots=True)
 class ReasonEntry:
