@@ -23,6 +23,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: lint
 	$(VENV)/bin/pytest
@@ -50,7 +51,7 @@ bench: $(STAMP)
 
 # GetDecision and serving-at-T p99 on a store of 1,000,000 decisions, SQLite and PostgreSQL.
 bench-lineage: $(STAMP)
-	$(PY) -m governance.bench --rows $(or $(ROWS),1000000)
+	$(PY) -m loadtests.bench.lineage_store --rows $(or $(ROWS),1000000)
 
 clean:
 	rm -rf $(WORKDIR) .pytest_cache .mypy_cache .ruff_cache

@@ -1,85 +1,56 @@
 """The ``scoregate`` command: one entry point whose subcommands belong to the packages.
 
-Each package owns its own subcommands (``runtimes.cli``, ``governance.cli``, the servers' ``main``);
-this module only dispatches, importing a package when its subcommand is used so that, for example,
-``scoregate lineage show`` never pays for importing onnxruntime.
+Each package registers its own subcommands as ``scoregate.commands`` entry points
+(pyproject.toml): ``runtimes`` the models and the runtime, ``gateway`` the gateway, ``governance``
+the lineage store, ``loadtests.local`` ``up`` and ``demo``. This module only dispatches, so the
+gateway imports no other package's code, and a subcommand's package is imported only when it is
+used (``scoregate lineage show`` never pays for onnxruntime).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from importlib.metadata import EntryPoint, entry_points
 
-USAGE = """\
-usage: scoregate COMMAND [ARGS...]
+GROUP = "scoregate.commands"
 
-commands:
-  models build|verify   train the demo models and export them to ONNX with manifests
-  runtime               run the KServe ONNX runtime (same as scoregate-runtime)
-  gateway               run the scoring gateway (same as scoregate-gateway)
-  lineage serve|show    run the lineage store, or show a decision from it
-  up                    run runtime + lineage store + gateway on loopback until interrupted
-  demo                  build models, start everything, score, query lineage, stop
-
-'scoregate COMMAND --help' describes each command.
-"""
-
-
-def _models(argv: list[str]) -> int:
-    from runtimes.cli import models_main
-
-    return models_main(argv)
-
-
-def _runtime(argv: list[str]) -> int:
-    from runtimes.server import main
-
-    return main(argv)
-
-
-def _gateway(argv: list[str]) -> int:
-    from gateway.server import main
-
-    return main(argv)
-
-
-def _lineage(argv: list[str]) -> int:
-    from governance.cli import lineage_main
-
-    return lineage_main(argv)
-
-
-def _up(argv: list[str]) -> int:
-    from gateway.demo import up_main
-
-    return up_main(argv)
-
-
-def _demo(argv: list[str]) -> int:
-    from gateway.demo import demo_main
-
-    return demo_main(argv)
-
-
-COMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "models": _models,
-    "runtime": _runtime,
-    "gateway": _gateway,
-    "lineage": _lineage,
-    "up": _up,
-    "demo": _demo,
+# One line of help per known command; a command another package registers is listed bare.
+SUMMARIES = {
+    "models": "build|verify   train the demo models and export them to ONNX with manifests",
+    "runtime": "              run the KServe ONNX runtime (same as scoregate-runtime)",
+    "gateway": "              run the scoring gateway (same as scoregate-gateway)",
+    "lineage": "serve|show... run the lineage store, or query and maintain it",
+    "up": "                   run runtime + lineage store + gateway on loopback until interrupted",
+    "demo": "                 build models, start everything, score, query lineage, stop",
 }
+
+
+def commands() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def usage(found: dict[str, EntryPoint]) -> str:
+    order = [name for name in SUMMARIES if name in found] + sorted(set(found) - set(SUMMARIES))
+    lines = [f"  {name} {SUMMARIES.get(name, '')}".rstrip() for name in order]
+    return (
+        "usage: scoregate COMMAND [ARGS...]\n\ncommands:\n"
+        + "\n".join(lines)
+        + "\n\n'scoregate COMMAND --help' describes each command.\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    found = commands()
     if not args or args[0] in ("-h", "--help", "help"):
-        print(USAGE, end="")
+        print(usage(found), end="")
         return 0 if args else 2
-    command = COMMANDS.get(args[0])
-    if command is None:
-        print(f"scoregate: unknown command {args[0]!r}\n\n{USAGE}", end="", file=sys.stderr)
+    entry = found.get(args[0])
+    if entry is None:
+        print(f"scoregate: unknown command {args[0]!r}\n\n{usage(found)}", end="", file=sys.stderr)
         return 2
+    command: Callable[[list[str]], int] = entry.load()
     return command(args[1:])
 
 

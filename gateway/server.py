@@ -3,8 +3,9 @@
 Start-up: settings, manifests and routing config are checked first (a bad config exits 2 with the
 offending path), then runtime channels are opened, the server starts, health turns SERVING and the
 ready file is written (with the metrics address when ``--metrics-port`` is set). The routing file
-is then polled for changes (``gateway.reload``). SIGTERM/SIGINT: health NOT_SERVING, calls still
-accepted for ``drain_delay_s``, then in-flight calls get ``grace_s`` to finish, shadow calls are
+is then polled for changes (``gateway.routing.reload``). SIGTERM/SIGINT: health NOT_SERVING, calls
+still accepted for ``drain_delay_s``, then in-flight calls get ``grace_s`` to finish, shadow calls
+are
 let finish briefly, pending decision spans are flushed, exit 0.
 """
 
@@ -31,15 +32,15 @@ from pydantic import ValidationError
 from gateway.errors import ConfigError
 from gateway.loop_load import LoopLoad
 from gateway.metrics import GatewayMetrics
-from gateway.routes import Routes, load_routes
+from gateway.routing.compiled import Routes, load_routes
 from gateway.settings import GatewaySettings, parse_settings
 from runtimes.manifest import ManifestError, load_manifests
 from scoring.v1 import scoring_pb2, scoring_pb2_grpc
 
 if TYPE_CHECKING:
-    from gateway.inference import ModelClient
     from gateway.outbox import Outbox
-    from gateway.sinks import DecisionSink
+    from gateway.recording.sinks import DecisionSink
+    from gateway.runtime_client.protocol import ModelClient
 
 log = logging.getLogger("gateway")
 
@@ -104,7 +105,7 @@ async def open_sink(
     settings: GatewaySettings, metrics: GatewayMetrics, instance: str
 ) -> tuple[DecisionSink, Outbox | None]:
     """The durable outbox's sink when ``outbox_dir`` is set, else the span-attribute sink."""
-    from gateway.sinks import SpanAttributeSink
+    from gateway.recording.sinks import SpanAttributeSink
 
     if settings.outbox_dir is None:
         return SpanAttributeSink(), None
@@ -154,19 +155,19 @@ def start_metrics_server(settings: GatewaySettings, metrics: GatewayMetrics) -> 
 
 
 async def serve(settings: GatewaySettings, routes: Routes, load: LoopLoad) -> int:
-    from gateway.lineage_events import FanOutRouteChangeSink, LineageRouteChangeSink
-    from gateway.oip import OipModelClient
-    from gateway.reload import ConfigWatcher
-    from gateway.route_events import LoggingRouteChangeSink, RouteChangeSink
-    from gateway.service import DecisionService
-    from gateway.servicer import ScoringServicer
+    from gateway.decisions.service import DecisionService
+    from gateway.recording.route_changes import FanOutRouteChangeSink, LineageRouteChangeSink
+    from gateway.routing.changes import LoggingRouteChangeSink, RouteChangeSink
+    from gateway.routing.reload import ConfigWatcher
+    from gateway.runtime_client.oip import OipModelClient
+    from gateway.transport.servicer import ScoringServicer
 
     instance = gateway_instance()
     provider = tracer_provider(settings, instance)
     client: ModelClient = OipModelClient(routes.targets)
     metrics = GatewayMetrics()
     if settings.batching:
-        from gateway.batching import BatchingModelClient, BatchingPolicy
+        from gateway.runtime_client.batching import BatchingModelClient, BatchingPolicy
 
         policy = BatchingPolicy(
             settings.batch_max_size,

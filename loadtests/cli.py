@@ -94,9 +94,9 @@ def warm_up(host: str, decision_point: str, calls: int) -> None:
         return
     import grpc
 
-    from gateway.client import score_request
     from runtimes.training.datasets import sample_requests
     from scoring.v1 import scoring_pb2_grpc
+    from scoring.v1.requests import score_request
 
     rows = sample_requests(decision_point, min(calls, 64), seed=11)
     with grpc.insecure_channel(host) as channel:
@@ -117,9 +117,9 @@ def run_locust(args: argparse.Namespace, host: str, out: Path, extra: list[str])
 
 
 def run_local(args: argparse.Namespace, out: Path, extra: list[str]) -> int:
-    from gateway.demo import ensure_models
-    from gateway.topology import Topology
-    from loadtests.local_routes import for_scenario
+    from loadtests.local.demo import ensure_models
+    from loadtests.local.routes import for_scenario
+    from loadtests.local.topology import Topology
 
     workdir: Path = args.workdir.resolve()
     model_dir: Path = (args.model_dir or workdir / "models").resolve()

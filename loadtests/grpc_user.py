@@ -26,7 +26,6 @@ from locust import User, events
 from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
 
-from gateway.client import score_request
 from loadtests.checks import (
     Check,
     RunSummary,
@@ -35,6 +34,7 @@ from loadtests.checks import (
     check_response,
 )
 from scoring.v1 import scoring_pb2, scoring_pb2_grpc
+from scoring.v1.requests import score_request
 
 # grpc's own threads would block gevent's loop; this makes its completion queue cooperative.
 grpc_gevent.init_gevent()

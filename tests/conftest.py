@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.topology import Topology
+from loadtests.local.topology import Topology
 
 
 @pytest.fixture(scope="session")

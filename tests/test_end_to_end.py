@@ -11,13 +11,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from gateway.client import FeatureInput, score_request
-from gateway.topology import Topology
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
 from lineage.v1.record import features_sha256
+from loadtests.local.topology import Topology
 from runtimes.manifest import load_manifests
 from runtimes.training.datasets import sample_requests
 from scoring.v1 import scoring_pb2_grpc
+from scoring.v1.requests import FeatureInput, score_request
 
 
 @pytest.fixture

@@ -23,8 +23,7 @@ import pytest
 import yaml
 from support.postgres import postgres_database
 
-from gateway.client import score_request
-from gateway.topology import (
+from loadtests.local.topology import (
     ManagedProcess,
     demo_routes,
     start_gateway,
@@ -34,6 +33,7 @@ from gateway.topology import (
 from runtimes.manifest import load_manifests
 from runtimes.training.datasets import sample_requests
 from scoring.v1 import scoring_pb2_grpc
+from scoring.v1.requests import score_request
 
 ACKNOWLEDGED = 5_000
 IN_FLIGHT = 16

@@ -1,4 +1,5 @@
-"""Demo rules files for the rule-based fallback scorer (``gateway.rules``), one per demo model.
+"""Demo rules files for the rule-based fallback scorer (``gateway.attempts.rules``), one
+per demo model.
 
 A routing file names them under ``rules:`` with a path relative to itself, so deployments copy
 them next to ``routes.yaml`` (the Helm chart puts both in the routes ConfigMap).

@@ -268,7 +268,7 @@ class Servers:
 def start_servers(model_dir: Path, workdir: Path, max_in_flight: int) -> Servers:
     import yaml
 
-    from gateway.topology import (
+    from loadtests.local.topology import (
         demo_routes,
         free_port,
         start_gateway,
@@ -385,9 +385,9 @@ def plan(servers: Servers, files: dict[str, Path], concurrency: int, batch: int)
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from gateway.demo import ensure_models
     from loadtests.bench import floor, payloads, report
     from loadtests.bench.loadgen import write_payloads
+    from loadtests.local.demo import ensure_models
 
     size = SIZES[args.size]
     workdir: Path = args.workdir.resolve()

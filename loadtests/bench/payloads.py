@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gateway.client import score_batch_columns_request, score_request
 from oip.v2 import grpc_predict_v2_pb2 as oip
 from runtimes.manifest import BooleanFeature, CategoryFeature, Manifest, read_manifest
 from runtimes.training.datasets import sample_requests
 from scoring.v1 import scoring_pb2
+from scoring.v1.requests import score_batch_columns_request, score_request
 
 DECISION_POINT = "card-fraud"
 SCORE_METHOD = "/scoring.v1.ScoringService/Score"

@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     if len({v.name for v in variants}) != len(variants):
         raise SystemExit("variants: each --variant needs its own name")
     apply_env(variants, args.env)
-    from gateway.demo import ensure_models
+    from loadtests.local.demo import ensure_models
 
     workdir: Path = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -206,7 +206,7 @@ class _Servers:
         self._scratch: list[Path] = []
 
     def start(self, model_dir: Path, variants: list[Variant]) -> None:
-        from gateway.topology import free_port, start_gateway, start_lineage, start_runtime
+        from loadtests.local.topology import free_port, start_gateway, start_lineage, start_runtime
 
         workdir = self.workdir
         self.runtime = start_runtime(model_dir, workdir)
@@ -303,7 +303,7 @@ def _rows_per_call(before: dict[str, float], after: dict[str, float]) -> float:
 def _write_routes(workdir: Path, model_dir: Path, runtime_address: str) -> Path:
     import yaml
 
-    from gateway.topology import demo_routes
+    from loadtests.local.topology import demo_routes
     from runtimes.manifest import load_manifests
 
     routes = workdir / "variants-routes.yaml"

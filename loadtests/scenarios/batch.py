@@ -13,10 +13,10 @@ import grpc
 from locust import task
 from locust.env import Environment
 
-from gateway.client import score_batch_columns_request, score_batch_request
 from loadtests.checks import Check, RunSummary
 from loadtests.grpc_user import BATCH_ARM, ScoringUser
 from runtimes.training.datasets import sample_requests
+from scoring.v1.requests import score_batch_columns_request, score_batch_request
 
 
 class BatchUser(ScoringUser):

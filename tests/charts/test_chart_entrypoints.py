@@ -30,9 +30,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as oip
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as oip_grpc
 
-from gateway.topology import ManagedProcess, entry_point, free_port, start_process
 from governance.chain import read_checkpoints
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
+from loadtests.local.topology import ManagedProcess, entry_point, free_port, start_process
 from scoring.v1 import scoring_pb2, scoring_pb2_grpc
 
 Remap = dict[str, Callable[[str], str]]

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from chart_support import CHART_DIR, CI_DIR, NAMESPACE, Rendered, render
 
+from gateway.attempts.rules import RulesScorer
 from gateway.demo_rules import DEMO_RULES
-from gateway.routes import DecisionPoint, load_routes
-from gateway.rules import RulesScorer
+from gateway.routing.compiled import DecisionPoint, load_routes
 from runtimes.manifest import load_manifests
 
 

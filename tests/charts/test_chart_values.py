@@ -11,8 +11,8 @@ import pytest
 import yaml
 from chart_support import CHART_DIR, render
 
-from gateway.route_config import DecisionPointConfig, RoutesConfig
-from gateway.rules import RulesFileConfig
+from gateway.attempts.rules import RulesFileConfig
+from gateway.routing.schema import DecisionPointConfig, RoutesConfig
 
 SCHEMA = json.loads((CHART_DIR / "values.schema.json").read_text())
 

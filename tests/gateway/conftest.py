@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.topology import ManagedProcess, demo_routes, start_runtime
+from loadtests.local.topology import ManagedProcess, demo_routes, start_runtime
 from runtimes.manifest import Manifest, load_manifests
 
 

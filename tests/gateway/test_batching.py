@@ -18,16 +18,16 @@ import pytest
 from fault_proxy import FaultProxy
 from opentelemetry.sdk.trace import TracerProvider
 
-from gateway.batching import BatchingModelClient, BatchingPolicy, HoldSwitch
+from gateway.decisions.service import BATCH_SIZE, DecisionService, ScoreInput
 from gateway.errors import ModelRuntimeError, RuntimeDeadlineExceeded, RuntimeUnavailable
-from gateway.inference import ModelAnswer
-from gateway.oip import OipModelClient
 from gateway.outbox.otlp import span_record
-from gateway.routes import ModelTarget, Routes, load_routes
-from gateway.service import BATCH_SIZE, DecisionService, ScoreInput
-from gateway.sinks import SpanAttributeSink
-from gateway.topology import ManagedProcess
+from gateway.recording.sinks import SpanAttributeSink
+from gateway.routing.compiled import ModelTarget, Routes, load_routes
+from gateway.runtime_client.batching import BatchingModelClient, BatchingPolicy, HoldSwitch
+from gateway.runtime_client.oip import OipModelClient
+from gateway.runtime_client.protocol import ModelAnswer
 from lineage.v1.record import FeatureScalar
+from loadtests.local.topology import ManagedProcess
 from runtimes.manifest import Manifest
 from runtimes.training.datasets import sample_requests
 
@@ -221,8 +221,8 @@ async def test_score_batch_through_the_outbox_is_one_group_commit_under_one_span
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+    from gateway.decisions.service import BATCH_SPAN_NAME
     from gateway.outbox import Outbox, OutboxConfig, OutboxSink, canonical_json
-    from gateway.service import BATCH_SPAN_NAME
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()

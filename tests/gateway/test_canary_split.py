@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from gateway import canary
+from gateway.routing import splits as canary
 
 ENTITIES = [f"cust-{i:06d}" for i in range(20_000)]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.client import score_batch_columns_request
+from scoring.v1.requests import score_batch_columns_request
 
 
 def test_the_columnar_request_has_one_column_per_feature_with_missing_rows_marked() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from gateway.ids import UuidV7Generator, uuid7_unix_ms
+from gateway.decisions.ids import UuidV7Generator, uuid7_unix_ms
 
 
 def test_ids_are_rfc9562_version_7_with_the_time_inside() -> None:

@@ -14,6 +14,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from gateway.decisions.ids import uuid7_unix_ms
+from gateway.decisions.service import DecisionService, ScoreInput
 from gateway.errors import (
     InvalidModelOutput,
     InvalidRequest,
@@ -21,13 +23,10 @@ from gateway.errors import (
     UnknownDecisionPoint,
     UnknownModelVersion,
 )
-from gateway.ids import uuid7_unix_ms
-from gateway.oip import OipModelClient
-from gateway.routes import Routes, load_routes
-from gateway.service import DecisionService, ScoreInput
-from gateway.servicer import to_response
-from gateway.sinks import SpanAttributeSink, record_json
-from gateway.topology import ManagedProcess
+from gateway.recording.sinks import SpanAttributeSink, record_json
+from gateway.routing.compiled import Routes, load_routes
+from gateway.runtime_client.oip import OipModelClient
+from gateway.transport.servicer import to_response
 from lineage.v1.record import (
     DecisionRecord,
     ReasonEntry,
@@ -36,6 +35,7 @@ from lineage.v1.record import (
     record_to_json,
 )
 from lineage.v1.spans import DECISION_ID_ATTRIBUTE, RECORD_ATTRIBUTE, SPAN_NAME
+from loadtests.local.topology import ManagedProcess
 from runtimes.manifest import Manifest
 from runtimes.training.datasets import sample_requests
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from gateway.decisions.validation import FeatureValidator, request_violations
 from gateway.errors import InvalidRequest
-from gateway.validation import FeatureValidator, request_violations
 from runtimes.manifest import Manifest
 from runtimes.training.datasets import sample_requests
 

@@ -16,11 +16,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
-from gateway.client import score_batch_columns_request, score_batch_request, score_request
-from gateway.topology import ManagedProcess, TopologyError, start_gateway, start_runtime
+from loadtests.local.topology import ManagedProcess, TopologyError, start_gateway, start_runtime
 from runtimes.manifest import Manifest
 from runtimes.training.datasets import sample_requests
 from scoring.v1 import scoring_pb2, scoring_pb2_grpc
+from scoring.v1.requests import score_batch_columns_request, score_batch_request, score_request
 
 Config = dict[str, Any]
 

@@ -23,12 +23,12 @@ import yaml
 from fault_proxy import FaultProxy
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway.client import score_request
 from gateway.demo_rules import DEMO_RULES
-from gateway.topology import ManagedProcess, free_port, start_gateway, start_lineage
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
+from loadtests.local.topology import ManagedProcess, free_port, start_gateway, start_lineage
 from runtimes.training.datasets import sample_requests
 from scoring.v1 import scoring_pb2, scoring_pb2_grpc
+from scoring.v1.requests import score_request
 
 Config = dict[str, Any]
 

@@ -10,8 +10,14 @@ import grpc
 import yaml
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway.topology import ManagedProcess, demo_routes, free_port, start_gateway, start_lineage
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
+from loadtests.local.topology import (
+    ManagedProcess,
+    demo_routes,
+    free_port,
+    start_gateway,
+    start_lineage,
+)
 from runtimes.manifest import load_manifests
 
 

@@ -8,7 +8,7 @@ import struct
 import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
-from gateway.oip import RequestEncoder
+from gateway.runtime_client.oip import RequestEncoder
 from runtimes.manifest import CategoryFeature, Manifest
 from runtimes.training.datasets import sample_requests
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.attempts.rules import RulesScorer
 from gateway.demo_rules import DEMO_RULES
 from gateway.errors import ConfigError
-from gateway.routes import ModelTarget, config_version, load_routes
-from gateway.rules import RulesScorer
+from gateway.routing.compiled import ModelTarget, config_version, load_routes
 from runtimes.manifest import Manifest
 
 Config = dict[str, Any]

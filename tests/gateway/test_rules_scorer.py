@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.attempts.rules import MAX_REASONS, compile_rules, load_rules
 from gateway.demo_rules import DEMO_RULES
 from gateway.errors import ConfigError
-from gateway.rules import MAX_REASONS, compile_rules, load_rules
 from runtimes.manifest import Manifest
 from runtimes.training.datasets import sample_requests
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.policy import ThresholdPolicy
+from gateway.decisions.policy import ThresholdPolicy
 
 POLICY = ThresholdPolicy("card-fraud-policy-1", review_at=0.5, decline_at=0.85)
 

@@ -19,16 +19,16 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from gateway.decisions.service import PARENT_DECISION_ID, DecisionService, ScoreInput
 from gateway.demo_rules import DEMO_RULES
 from gateway.errors import RuntimeUnavailable
 from gateway.metrics import GatewayMetrics
-from gateway.oip import OipModelClient
-from gateway.routes import load_routes
-from gateway.service import PARENT_DECISION_ID, DecisionService, ScoreInput
-from gateway.sinks import SpanAttributeSink
-from gateway.topology import ManagedProcess
+from gateway.recording.sinks import SpanAttributeSink
+from gateway.routing.compiled import load_routes
+from gateway.runtime_client.oip import OipModelClient
 from lineage.v1.record import DecisionRecord, record_from_json
 from lineage.v1.spans import RECORD_ATTRIBUTE
+from loadtests.local.topology import ManagedProcess
 from runtimes.manifest import Manifest
 from runtimes.training.datasets import sample_requests
 

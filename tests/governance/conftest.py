@@ -17,7 +17,7 @@ from lineage_support import (
     make_record as build_record,
 )
 
-from gateway.topology import ManagedProcess
+from loadtests.local.topology import ManagedProcess
 
 
 @pytest.fixture

@@ -19,11 +19,11 @@ from support.postgres import postgres_database as postgres_database
 from support.records import make_record as make_record
 from support.records import uuid7 as uuid7
 
-from gateway.topology import ManagedProcess
-from gateway.topology import start_lineage as start_lineage
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
 from lineage.v1.record import DecisionRecord, record_to_json
 from lineage.v1.spans import DECISION_ID_ATTRIBUTE, RECORD_ATTRIBUTE, SPAN_NAME
+from loadtests.local.topology import ManagedProcess
+from loadtests.local.topology import start_lineage as start_lineage
 
 MakeRecord = Callable[..., DecisionRecord]
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 from lineage_support import MakeRecord, send_with_otel_sdk, uuid7, wait_for_decision
 
-from gateway.topology import ManagedProcess, free_port
 from lineage.v1.record import DecisionRecord
+from loadtests.local.topology import ManagedProcess, free_port
 
 
 def lineage_cli(*args: str) -> subprocess.CompletedProcess[str]:

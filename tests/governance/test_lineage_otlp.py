@@ -12,9 +12,9 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from gateway.topology import ManagedProcess
 from lineage.v1.record import DecisionRecord, record_to_json
 from lineage.v1.spans import RECORD_ATTRIBUTE, SPAN_NAME
+from loadtests.local.topology import ManagedProcess
 
 
 def span(name: str, attributes: dict[str, str]) -> trace_pb2.Span:

@@ -13,9 +13,9 @@ import pytest
 from lineage_support import MakeRecord, send_with_otel_sdk, uuid7, wait_for_decision
 from test_lineage_cli import lineage_cli
 
-from gateway.topology import ManagedProcess
 from governance.convert import timestamp_from_us, timestamp_to_us
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
+from loadtests.local.topology import ManagedProcess
 
 MINUTE = 60_000_000
 T0 = 1_763_900_000_000_000

@@ -11,13 +11,13 @@ import grpc
 from lineage_support import MakeRecord, get_decision, send_with_otel_sdk, wait_for_decision
 from test_lineage_cli import lineage_cli
 
-from gateway.client import score_request
-from gateway.topology import Topology
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
 from lineage.v1.record import features_sha256
+from loadtests.local.topology import Topology
 from runtimes.manifest import load_manifests
 from runtimes.training.datasets import sample_requests
 from scoring.v1 import scoring_pb2_grpc
+from scoring.v1.requests import score_request
 
 
 def score_demo_requests(gateway: str, n: int) -> list[str]:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from lineage_support import MakeRecord, get_decision, send_with_otel_sdk, wait_for_decision
 
-from gateway.topology import start_lineage
 from governance.store.migrations import SQLITE_MIGRATIONS
+from loadtests.local.topology import start_lineage
 
 
 def test_records_survive_a_restart(tmp_path: Path, make_record: MakeRecord) -> None:

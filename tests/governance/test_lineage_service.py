@@ -15,9 +15,9 @@ from lineage_support import (
     wait_for_decision,
 )
 
-from gateway.topology import ManagedProcess
 from lineage.v1 import lineage_pb2
 from lineage.v1.record import DecisionRecord
+from loadtests.local.topology import ManagedProcess
 
 
 def micros(ts: object) -> int:

@@ -11,7 +11,6 @@ import grpc
 import pytest
 from lineage_support import MakeRecord, raw_database
 
-from gateway.topology import free_port
 from governance import errors
 from governance.errors import DatabaseUrlError, LineageError, MigrationError
 from governance.status import INTERNAL_MESSAGE, to_status
@@ -25,6 +24,7 @@ from governance.store import (
 from governance.store.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, Migration
 from governance.store.sqlite import PAGE_SIZE
 from governance.store.tables import DECISION_COLUMNS, decision_row
+from loadtests.local.topology import free_port
 
 
 def backend_migrations(db_url: str) -> tuple[Migration, ...]:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from load_support import LoadRunner
 
-from gateway.topology import Topology
 from loadtests.checks import binomial_bound
-from loadtests.local_routes import with_canary
+from loadtests.local.routes import with_canary
+from loadtests.local.topology import Topology
 
 WEIGHT = 0.25
 

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from load_support import LoadRunner
 
-from gateway.topology import Topology
-from loadtests.local_routes import with_fallback
+from loadtests.local.routes import with_fallback
+from loadtests.local.topology import Topology
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from load_support import LoadRunner
 
-from gateway.topology import Topology
+from loadtests.local.topology import Topology
 
 # Short stages: a shape's whole run takes a few seconds here.
 SHORT = {

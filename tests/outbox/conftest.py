@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.topology import ManagedProcess, start_lineage
+from loadtests.local.topology import ManagedProcess, start_lineage
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from outbox_support import make_record
 
 from gateway.outbox import Outbox, OutboxConfig
-from gateway.topology import start_lineage
+from loadtests.local.topology import start_lineage
 
 
 async def appends(directory: Path, records: int, concurrency: int) -> str:

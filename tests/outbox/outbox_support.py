@@ -9,8 +9,8 @@ import grpc
 from support.records import make_record as make_record
 from support.records import uuid7 as uuid7
 
-from gateway.topology import ManagedProcess, start_lineage
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
+from loadtests.local.topology import ManagedProcess, start_lineage
 
 
 def restart_lineage(db_path: Path, workdir: Path, address: str) -> ManagedProcess:

@@ -14,7 +14,7 @@ from pathlib import Path
 from outbox_support import get_decisions, make_record, restart_lineage, stored_ids
 
 from gateway.outbox import Outbox, OutboxConfig, OutboxMetrics, canonical_json
-from gateway.topology import ManagedProcess
+from loadtests.local.topology import ManagedProcess
 
 SCRIPT = Path(__file__).with_name("outbox_append_script.py")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.topology import ManagedProcess, start_runtime
+from loadtests.local.topology import ManagedProcess, start_runtime
 from runtimes.manifest import Manifest, load_manifests
 
 

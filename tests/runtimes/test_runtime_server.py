@@ -21,7 +21,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from kserve.protocol.infer_type import InferInput, InferResponse
 from support.oip import Row, infer_request
 
-from gateway.topology import ManagedProcess, entry_point, free_port, start_process
+from loadtests.local.topology import ManagedProcess, entry_point, free_port, start_process
 from runtimes.graph import session_options
 from runtimes.manifest import ARTIFACT_FILE, CategoryFeature, Manifest
 from runtimes.training.datasets import sample_requests

@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Any
 
-from gateway.ids import UuidV7Generator
+from gateway.decisions.ids import UuidV7Generator
 from lineage.v1.record import DecisionRecord, ReasonEntry, features_sha256
 
 _IDS = UuidV7Generator()

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import grpc
 
-from gateway.client import score_request
-from gateway.topology import Topology, TopologyError
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
+from loadtests.local.topology import Topology, TopologyError
 from runtimes.manifest import find_model_folders
 from scoring.v1 import scoring_pb2, scoring_pb2_grpc
+from scoring.v1.requests import score_request
 
 DEFAULT_WORKDIR = Path(".scoregate")
 

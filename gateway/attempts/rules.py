@@ -177,7 +177,7 @@ def parse_rules(content: bytes, source: str) -> RulesFileConfig:
     try:
         return RulesFileConfig.model_validate(data)
     except ValidationError as e:
-        from gateway.route_config import config_path
+        from gateway.routing.schema import config_path
 
         lines = [f"{config_path(err['loc']) or '<root>'}: {err['msg']}" for err in e.errors()]
         raise ConfigError(f"{source}: invalid rules file:\n  " + "\n  ".join(lines)) from e

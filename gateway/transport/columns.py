@@ -12,9 +12,9 @@ row form, so a bad value fails only its row, with the same message the row form 
 
 from __future__ import annotations
 
+from gateway.decisions.service import MAX_BATCH_ROWS, ScoreInput
+from gateway.decisions.validation import FeatureInput
 from gateway.errors import FieldViolation, InvalidRequest
-from gateway.service import MAX_BATCH_ROWS, ScoreInput
-from gateway.validation import FeatureInput
 from scoring.v1 import scoring_pb2
 
 

@@ -1,6 +1,6 @@
 """The routing config compiled: which model version answers each decision point, where, and how.
 
-The YAML is parsed into the strict schema of ``gateway.route_config`` (unknown keys refused), then
+The YAML is parsed into the strict schema of ``gateway.routing.schema`` (unknown keys refused), then
 checked against the model manifests found in the model directory and compiled into frozen
 ``Routes``: every target resolved to its manifest and a compiled feature validator, rules files
 read and compiled, so no request does YAML or pydantic work. Every problem is reported with its
@@ -17,10 +17,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway import canary as split
+from gateway.attempts.rules import RulesScorer, compile_rules
+from gateway.decisions.policy import ThresholdPolicy
+from gateway.decisions.validation import FeatureValidator
 from gateway.errors import ConfigError
-from gateway.policy import ThresholdPolicy
-from gateway.route_config import (
+from gateway.routing import splits as split
+from gateway.routing.schema import (
     CanaryConfig,
     CircuitBreakerConfig,
     DecisionPointConfig,
@@ -36,8 +38,6 @@ from gateway.route_config import (
     VersionConfig,
     parse_routes,
 )
-from gateway.rules import RulesScorer, compile_rules
-from gateway.validation import FeatureValidator
 from runtimes.manifest import Manifest, served_name
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Lineage store benchmark: fill a store with N decisions, then time the questions over gRPC.
 
-    python -m governance.bench --rows 1000000 [--backends sqlite,postgresql]
+    python -m loadtests.bench.lineage_store --rows 1000000 [--backends sqlite,postgresql]
 
 Rows go in through the store's own ``insert_many`` (idempotence check, hash chain, durable
 commit per batch of 5,000, as an OTLP Export of that size would), spread over 30 days, two
@@ -151,7 +151,7 @@ def time_queries(address: str, records: list[DecisionRecord], calls: int) -> tup
 def run_backend(
     backend: str, records: list[DecisionRecord], workdir: Path, calls: int, pg: str
 ) -> None:
-    from gateway.topology import entry_point, start_process
+    from loadtests.local.topology import entry_point, start_process
 
     if backend == "sqlite":
         url = f"sqlite:///{workdir / 'bench.db'}"
@@ -184,7 +184,9 @@ def run_backend(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m governance.bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.bench.lineage_store", description=__doc__
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--calls", type=int, default=2_000, help="timed calls per query")

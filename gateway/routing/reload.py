@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gateway.decisions.service import DecisionService
 from gateway.errors import ConfigError
-from gateway.route_events import RouteChange, RouteChangeSink, arm_targets, describe_changes
-from gateway.routes import ConfigFiles, Routes, compile_routes, read_config_files
-from gateway.service import DecisionService
+from gateway.routing.changes import RouteChange, RouteChangeSink, arm_targets, describe_changes
+from gateway.routing.compiled import ConfigFiles, Routes, compile_routes, read_config_files
 from runtimes.manifest import MANIFEST_FILE, ManifestError, load_manifests
 
 log = logging.getLogger(__name__)

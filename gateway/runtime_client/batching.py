@@ -45,8 +45,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.errors import ModelRuntimeError, RuntimeDeadlineExceeded, RuntimeUnavailable
-from gateway.inference import ModelAnswer, ModelClient
-from gateway.routes import ModelTarget
+from gateway.routing.compiled import ModelTarget
+from gateway.runtime_client.protocol import ModelAnswer, ModelClient
 from lineage.v1.record import FeatureScalar
 
 DEFAULT_MAX_SIZE = 64

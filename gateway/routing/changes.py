@@ -2,8 +2,8 @@
 
 The lineage store keeps the history of routing (which version served which decision point, from
 when to when) from these events. ``RouteChangeSink`` is the seam: ``LoggingRouteChangeSink``
-writes one log line per change; ``LineageRouteChangeSink`` (``gateway.lineage_events``) sends it
-to the lineage store's ``RecordRouteChange``.
+writes one log line per change; ``LineageRouteChangeSink`` (``gateway.recording.route_changes``)
+sends it to the lineage store's ``RecordRouteChange``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.canary import BUCKETS
-from gateway.route_config import RoutesConfig
-from gateway.routes import Routes
-from gateway.rules import RulesScorer
+from gateway.attempts.rules import RulesScorer
+from gateway.routing.compiled import Routes
+from gateway.routing.schema import RoutesConfig
+from gateway.routing.splits import BUCKETS
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from collections.abc import Mapping
 
 import grpc
 
-from gateway.columns import column_rows
+from gateway.decisions.service import DecisionService, ScoreInput
+from gateway.decisions.validation import FeatureInput
 from gateway.errors import FieldViolation, GatewayError, InvalidRequest, status_for
-from gateway.service import DecisionService, ScoreInput
-from gateway.validation import FeatureInput
+from gateway.transport.columns import column_rows
 from lineage.v1.record import DecisionRecord
 from scoring.v1 import scoring_pb2, scoring_pb2_grpc
 

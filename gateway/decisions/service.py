@@ -27,11 +27,14 @@ from dataclasses import dataclass
 
 from opentelemetry.trace import INVALID_SPAN, Span, Tracer
 
-from gateway import canary as split
-from gateway.admission import AdmissionGate
-from gateway.attempts import CallPlan, ModelCaller, Tally
-from gateway.breaker import Breakers
-from gateway.budgets import RetryBudget
+from gateway.attempts.breaker import Breakers
+from gateway.attempts.budgets import RetryBudget
+from gateway.attempts.caller import CallPlan, ModelCaller, Tally
+from gateway.attempts.rules import RulesAnswer, RulesScorer
+from gateway.decisions.admission import AdmissionGate
+from gateway.decisions.ids import UuidV7Generator
+from gateway.decisions.shadows import ShadowRunner
+from gateway.decisions.validation import FeatureInput, request_violations
 from gateway.errors import (
     FieldViolation,
     GatewayError,
@@ -42,14 +45,11 @@ from gateway.errors import (
     UnknownDecisionPoint,
     UnknownModelVersion,
 )
-from gateway.ids import UuidV7Generator
-from gateway.inference import ModelAnswer, ModelClient
 from gateway.metrics import GatewayMetrics
-from gateway.routes import DecisionPoint, ModelTarget, Routes
-from gateway.rules import RulesAnswer, RulesScorer
-from gateway.shadows import ShadowRunner
-from gateway.sinks import DecisionSink, redacted_attributes
-from gateway.validation import FeatureInput, request_violations
+from gateway.recording.sinks import DecisionSink, redacted_attributes
+from gateway.routing import splits as split
+from gateway.routing.compiled import DecisionPoint, ModelTarget, Routes
+from gateway.runtime_client.protocol import ModelAnswer, ModelClient
 from lineage.v1.record import DecisionRecord, FeatureScalar, features_sha256
 from lineage.v1.spans import SPAN_NAME
 

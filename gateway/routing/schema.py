@@ -2,7 +2,8 @@
 
 Unknown keys are refused everywhere; numbers are range-checked here, and everything that needs
 other parts of the file or the model manifests (aliases, fallback loops, schemas) is checked when
-the config is compiled (``gateway.routes``). ``docs/routing.md`` is the reference for every key.
+the config is compiled (``gateway.routing.compiled``).
+``docs/routing.md`` is the reference for every key.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class TargetConfig(_Strict):
 
 
 class RulesConfig(_Strict):
-    """A rule-based scorer: a versioned rules file (``gateway.rules``)."""
+    """A rule-based scorer: a versioned rules file (``gateway.attempts.rules``)."""
 
     file: NonEmpty
     """Path of the rules YAML, relative to the routing file's folder."""

@@ -19,17 +19,17 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from gateway.breaker import Breakers
-from gateway.budgets import LatencyWindow, RetryBudget
+from gateway.attempts.breaker import Breakers
+from gateway.attempts.budgets import LatencyWindow, RetryBudget
 from gateway.errors import (
     CircuitOpen,
     ModelRuntimeError,
     RuntimeDeadlineExceeded,
     RuntimeUnavailable,
 )
-from gateway.inference import ModelAnswer, ModelClient
 from gateway.metrics import GatewayMetrics
-from gateway.routes import HedgePolicy, ModelTarget, RetryPolicy
+from gateway.routing.compiled import HedgePolicy, ModelTarget, RetryPolicy
+from gateway.runtime_client.protocol import ModelAnswer, ModelClient
 from lineage.v1.record import FeatureScalar
 
 

@@ -21,7 +21,7 @@ import orjson
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from gateway.route_events import RouteChange, RouteChangeSink
+from gateway.routing.changes import RouteChange, RouteChangeSink
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
 from runtimes.manifest import MANIFEST_FILE, find_model_folders
 

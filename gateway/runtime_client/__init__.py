@@ -1,0 +1,4 @@
+"""Model runtimes as the core sees them.
+
+The client protocol, its OIP v2 gRPC implementation, and micro-batching.
+"""

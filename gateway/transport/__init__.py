@@ -1,0 +1,1 @@
+"""The ScoringService edge: protobuf to the core's types and back, and errors to gRPC status."""
