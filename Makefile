@@ -42,7 +42,7 @@ loadtest: $(STAMP)
 	$(PY) -m loadtests run steady --local --workdir $(WORKDIR)/loadtest --model-dir $(WORKDIR)/models \
 		--users 8 --run-time 20s --p99-ms 250 --max-fail-ratio 0
 
-# Side-by-side benchmark (floors, anchors, scoregate paths) in one run; BENCH_QUICK=1 for ~60 s.
+# Side-by-side benchmark (floors, anchors, scoregate paths) in one run; BENCH_QUICK=1 for a shorter run.
 # Prints the table and the target verdicts (exit 1 when one is missed); JSON and PNGs in
 # $(WORKDIR)/bench.
 bench: $(STAMP)
