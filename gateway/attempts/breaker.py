@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from gateway.routing.compiled import BreakerPolicy
+from gateway.attempts.policies import BreakerPolicy
 
 CLOSED = "closed"
 HALF_OPEN = "half_open"

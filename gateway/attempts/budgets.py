@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from gateway.routing.compiled import RetryPolicy
+from gateway.attempts.policies import RetryPolicy
 
 BANKED_TOKENS = 10.0
 LATENCY_SAMPLES = 256

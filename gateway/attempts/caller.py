@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from gateway.attempts.breaker import Breakers
 from gateway.attempts.budgets import LatencyWindow, RetryBudget
+from gateway.attempts.policies import HedgePolicy, RetryPolicy
 from gateway.errors import (
     CircuitOpen,
     ModelRuntimeError,
@@ -28,7 +29,7 @@ from gateway.errors import (
     RuntimeUnavailable,
 )
 from gateway.metrics import GatewayMetrics
-from gateway.routing.compiled import HedgePolicy, ModelTarget, RetryPolicy
+from gateway.routing.compiled import ModelTarget
 from gateway.runtime_client.protocol import ModelAnswer, ModelClient
 from lineage.v1.record import FeatureScalar
 

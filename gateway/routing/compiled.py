@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.attempts.policies import BreakerPolicy, HedgePolicy, RetryPolicy
 from gateway.attempts.rules import RulesScorer, compile_rules
 from gateway.decisions.policy import ThresholdPolicy
 from gateway.decisions.validation import FeatureValidator
@@ -101,20 +102,6 @@ class Shadow:
     buckets: int
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    num_retries: int = 1
-    backoff_s: float = 0.002
-    budget_ratio: float = 0.2
-    min_retries: int = 10
-
-
-@dataclass(frozen=True, slots=True)
-class HedgePolicy:
-    delay_s: float
-    use_p95: bool = False
-
-
 FallbackStep = ModelTarget | RulesScorer
 
 
@@ -122,16 +109,6 @@ FallbackStep = ModelTarget | RulesScorer
 class Fallback:
     chain: tuple[FallbackStep, ...]
     reserve_s: float = 0.01
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerPolicy:
-    consecutive_failures: int = 5
-    error_rate: float = 0.5
-    window_s: float = 10.0
-    min_requests: int = 20
-    open_s: float = 2.0
-    half_open_probes: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +121,7 @@ class DecisionPoint:
     policy: ThresholdPolicy
     canary: Canary | None = None
     shadows: tuple[Shadow, ...] = ()
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     hedge: HedgePolicy | None = None
     fallback: Fallback | None = None
 
@@ -155,7 +132,7 @@ class Routes:
     decision_points: Mapping[str, DecisionPoint]
     targets: tuple[ModelTarget, ...]
     """Every configured model version (the model client opens their channels up front)."""
-    breaker: BreakerPolicy = BreakerPolicy()
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     config: RoutesConfig | None = field(default=None, compare=False)
     """The parsed file, kept to describe what a reload changed."""
 
