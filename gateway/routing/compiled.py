@@ -24,44 +24,22 @@ from gateway.decisions.validation import FeatureValidator
 from gateway.errors import ConfigError
 from gateway.routing import splits as split
 from gateway.routing.schema import (
-    CanaryConfig,
     CircuitBreakerConfig,
     DecisionPointConfig,
     FallbackConfig,
-    HedgeConfig,
-    ModelConfig,
-    PolicyConfig,
-    RetryConfig,
     RoutesConfig,
-    RulesConfig,
-    ShadowConfig,
     TargetConfig,
-    VersionConfig,
     parse_routes,
 )
 from runtimes.manifest import Manifest, served_name
 
 __all__ = [
-    "CanaryConfig",
-    "CircuitBreakerConfig",
     "DecisionPoint",
-    "DecisionPointConfig",
-    "FallbackConfig",
-    "HedgeConfig",
-    "ModelConfig",
     "ModelTarget",
-    "PolicyConfig",
-    "RetryConfig",
     "Routes",
-    "RoutesConfig",
-    "RulesConfig",
-    "ShadowConfig",
-    "TargetConfig",
-    "VersionConfig",
     "compile_routes",
     "config_version",
     "load_routes",
-    "parse_routes",
 ]
 
 CONFIG_VERSION_HEX = 16
