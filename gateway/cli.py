@@ -15,14 +15,15 @@ from importlib.metadata import EntryPoint, entry_points
 
 GROUP = "scoregate.commands"
 
-# One line of help per known command; a command another package registers is listed bare.
-SUMMARIES = {
-    "models": "build|verify   train the demo models and export them to ONNX with manifests",
-    "runtime": "              run the KServe ONNX runtime (same as scoregate-runtime)",
-    "gateway": "              run the scoring gateway (same as scoregate-gateway)",
-    "lineage": "serve|show... run the lineage store, or query and maintain it",
-    "up": "                   run runtime + lineage store + gateway on loopback until interrupted",
-    "demo": "                 build models, start everything, score, query lineage, stop",
+# The help line of each known command: its arguments and what it does. A command that another
+# package registers is listed by name alone.
+SUMMARIES: dict[str, tuple[str, str]] = {
+    "models": ("build|verify", "train the demo models and export them to ONNX with manifests"),
+    "runtime": ("", "run the KServe ONNX runtime (same as scoregate-runtime)"),
+    "gateway": ("", "run the scoring gateway (same as scoregate-gateway)"),
+    "lineage": ("serve|show|...", "run the lineage store, or query and maintain it"),
+    "up": ("", "run runtime + lineage store + gateway on loopback until interrupted"),
+    "demo": ("", "build models, start everything, score, query lineage, stop"),
 }
 
 
@@ -32,7 +33,11 @@ def commands() -> dict[str, EntryPoint]:
 
 def usage(found: dict[str, EntryPoint]) -> str:
     order = [name for name in SUMMARIES if name in found] + sorted(set(found) - set(SUMMARIES))
-    lines = [f"  {name} {SUMMARIES.get(name, '')}".rstrip() for name in order]
+    heads = {name: f"{name} {SUMMARIES.get(name, ('', ''))[0]}".rstrip() for name in order}
+    width = max(map(len, heads.values()), default=0) + 2
+    lines = [
+        f"  {heads[name]:<{width}}{SUMMARIES.get(name, ('', ''))[1]}".rstrip() for name in order
+    ]
     return (
         "usage: scoregate COMMAND [ARGS...]\n\ncommands:\n"
         + "\n".join(lines)
