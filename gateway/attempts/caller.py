@@ -29,8 +29,8 @@ from gateway.errors import (
     RuntimeUnavailable,
 )
 from gateway.metrics import GatewayMetrics
-from gateway.routing.compiled import ModelTarget
 from gateway.runtime_client.protocol import ModelAnswer, ModelClient
+from gateway.runtime_client.targets import ModelTarget
 from lineage.v1.record import FeatureScalar
 
 

@@ -34,7 +34,7 @@ from gateway.attempts.rules import RulesAnswer, RulesScorer
 from gateway.decisions.admission import AdmissionGate
 from gateway.decisions.ids import UuidV7Generator
 from gateway.decisions.shadows import ShadowRunner
-from gateway.decisions.validation import FeatureInput, request_violations
+from gateway.decisions.validation import FeatureInput, FeatureValidator, request_violations
 from gateway.errors import (
     FieldViolation,
     GatewayError,
@@ -48,8 +48,9 @@ from gateway.errors import (
 from gateway.metrics import GatewayMetrics
 from gateway.recording.sinks import DecisionSink, redacted_attributes
 from gateway.routing import splits as split
-from gateway.routing.compiled import DecisionPoint, ModelTarget, Routes
+from gateway.routing.compiled import DecisionPoint, Routes
 from gateway.runtime_client.protocol import ModelAnswer, ModelClient
+from gateway.runtime_client.targets import ModelTarget
 from lineage.v1.record import DecisionRecord, FeatureScalar, features_sha256
 from lineage.v1.spans import SPAN_NAME
 
@@ -156,12 +157,15 @@ class DecisionService:
         self._instance = instance
         self._ids = UuidV7Generator()
         self._budgets: dict[str, RetryBudget] = {}
+        self._validators: dict[str, FeatureValidator] = {}
         self.routes = routes
         self.apply(routes)
 
     def apply(self, routes: Routes) -> None:
         """Serves ``routes`` from the next request on; requests in flight keep the old ones."""
         self._client.add_targets(routes.targets)
+        # Compiled per config, keyed by served name: a request's check is one lookup away.
+        self._validators = {t.served_name: FeatureValidator(t.manifest) for t in routes.targets}
         self.breakers.set_policy(routes.breaker)
         for name, point in routes.decision_points.items():
             budget = self._budgets.get(name)
@@ -246,7 +250,7 @@ class DecisionService:
                 f"(known: {', '.join(sorted(routes.decision_points))})"
             )
         target, arm = self._target(point, request)
-        snapshot = target.validator.validate(request.features)
+        snapshot = self._validators[target.served_name].validate(request.features)
 
         end = started + point.timeout_s
         if time_remaining_s is not None and started + time_remaining_s < end:
@@ -536,7 +540,7 @@ class DecisionService:
                     )
                 target, arm = self._target(point, row)
                 try:
-                    snapshot = target.validator.validate(row.features)
+                    snapshot = self._validators[target.served_name].validate(row.features)
                 except InvalidRequest as e:
                     raise InvalidRequest(
                         [

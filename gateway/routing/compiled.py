@@ -2,8 +2,8 @@
 
 The YAML is parsed into the strict schema of ``gateway.routing.schema`` (unknown keys refused), then
 checked against the model manifests found in the model directory and compiled into frozen
-``Routes``: every target resolved to its manifest and a compiled feature validator, rules files
-read and compiled, so no request does YAML or pydantic work. Every problem is reported with its
+``Routes``: every target resolved to its manifest, rules files read and compiled, so no request
+does YAML or pydantic work. Every problem is reported with its
 path, e.g. ``decision_points.card-fraud.canary.weight``.
 
 The config's version is a short sha256 of the file's bytes (and of the rules files it names);
@@ -19,8 +19,6 @@ from pathlib import Path
 
 from gateway.attempts.policies import BreakerPolicy, HedgePolicy, RetryPolicy
 from gateway.attempts.rules import RulesScorer, compile_rules
-from gateway.decisions.policy import ThresholdPolicy
-from gateway.decisions.validation import FeatureValidator
 from gateway.errors import ConfigError
 from gateway.routing import splits as split
 from gateway.routing.schema import (
@@ -31,11 +29,12 @@ from gateway.routing.schema import (
     TargetConfig,
     parse_routes,
 )
+from gateway.routing.thresholds import ThresholdPolicy
+from gateway.runtime_client.targets import ModelTarget
 from runtimes.manifest import Manifest, served_name
 
 __all__ = [
     "DecisionPoint",
-    "ModelTarget",
     "Routes",
     "compile_routes",
     "config_version",
@@ -43,26 +42,6 @@ __all__ = [
 ]
 
 CONFIG_VERSION_HEX = 16
-
-
-@dataclass(frozen=True, slots=True)
-class ModelTarget:
-    """One routable model version, with everything a request needs precompiled."""
-
-    model: str
-    version: str
-    endpoints: tuple[str, ...]
-    manifest: Manifest
-    validator: FeatureValidator
-    feature_schema_version: str = field(init=False, compare=False)
-    served_name: str = field(init=False, compare=False)
-    """The OIP v2 model name the runtimes serve this version under."""
-
-    def __post_init__(self) -> None:
-        # Hashing the schema costs ~20 µs: once per config load, not once per decision; the
-        # served name is looked up per batch row.
-        object.__setattr__(self, "feature_schema_version", self.manifest.feature_schema_version)
-        object.__setattr__(self, "served_name", self.manifest.served_name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +111,6 @@ class _Compiler:
         self.rules: dict[str, RulesScorer] = {}
 
     def models(self) -> None:
-        validators: dict[tuple[str, str], FeatureValidator] = {}
         for name, model in self.config.models.items():
             for version, where in model.versions.items():
                 manifest = self.manifests.get((name, version))
@@ -142,9 +120,8 @@ class _Compiler:
                         f"{served_name(name, version)} in the model directory"
                     )
                     continue
-                validator = validators.setdefault((name, version), FeatureValidator(manifest))
                 self.targets[(name, version)] = ModelTarget(
-                    name, version, where.endpoints, manifest, validator
+                    name, version, where.endpoints, manifest
                 )
             for alias, version in model.aliases.items():
                 if version not in model.versions:

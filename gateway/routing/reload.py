@@ -17,10 +17,10 @@ import hashlib
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from gateway.decisions.service import DecisionService
 from gateway.errors import ConfigError
+from gateway.metrics import GatewayMetrics
 from gateway.routing.changes import RouteChange, RouteChangeSink, arm_targets, describe_changes
 from gateway.routing.compiled import ConfigFiles, Routes, compile_routes, read_config_files
 from runtimes.manifest import MANIFEST_FILE, ManifestError, load_manifests
@@ -37,12 +37,25 @@ def _compile(path: Path, model_dir: Path) -> tuple[Routes, ConfigFiles]:
     return routes, files
 
 
+class RoutesServer(Protocol):
+    """What the watcher reloads: the routes serving now and a way to swap them (the decision
+    service), kept narrow so that routing need not know the service."""
+
+    @property
+    def routes(self) -> Routes: ...
+
+    @property
+    def metrics(self) -> GatewayMetrics: ...
+
+    def apply(self, routes: Routes) -> None: ...
+
+
 class ConfigWatcher:
     def __init__(
         self,
         path: Path,
         model_dir: Path,
-        service: DecisionService,
+        service: RoutesServer,
         events: RouteChangeSink,
         instance: str,
         files: ConfigFiles | None = None,

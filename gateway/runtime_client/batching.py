@@ -45,8 +45,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.errors import ModelRuntimeError, RuntimeDeadlineExceeded, RuntimeUnavailable
-from gateway.routing.compiled import ModelTarget
 from gateway.runtime_client.protocol import ModelAnswer, ModelClient
+from gateway.runtime_client.targets import ModelTarget
 from lineage.v1.record import FeatureScalar
 
 DEFAULT_MAX_SIZE = 64

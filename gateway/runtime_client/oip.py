@@ -27,8 +27,8 @@ from gateway.errors import (
     RuntimeFailed,
     RuntimeUnavailable,
 )
-from gateway.routing.compiled import ModelTarget
 from gateway.runtime_client.protocol import ModelAnswer
+from gateway.runtime_client.targets import ModelTarget
 from gateway.wire import length_delimited
 from lineage.v1.record import FeatureScalar
 from oip.v2 import grpc_predict_v2_pb2 as pb

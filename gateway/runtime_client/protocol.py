@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.routing.compiled import ModelTarget
+from gateway.runtime_client.targets import ModelTarget
 from lineage.v1.record import FeatureScalar
 
 

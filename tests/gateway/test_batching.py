@@ -22,10 +22,11 @@ from gateway.decisions.service import BATCH_SIZE, DecisionService, ScoreInput
 from gateway.errors import ModelRuntimeError, RuntimeDeadlineExceeded, RuntimeUnavailable
 from gateway.outbox.otlp import span_record
 from gateway.recording.sinks import SpanAttributeSink
-from gateway.routing.compiled import ModelTarget, Routes, load_routes
+from gateway.routing.compiled import Routes, load_routes
 from gateway.runtime_client.batching import BatchingModelClient, BatchingPolicy, HoldSwitch
 from gateway.runtime_client.oip import OipModelClient
 from gateway.runtime_client.protocol import ModelAnswer
+from gateway.runtime_client.targets import ModelTarget
 from lineage.v1.record import FeatureScalar
 from loadtests.local.topology import ManagedProcess
 from runtimes.manifest import Manifest

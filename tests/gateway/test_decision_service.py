@@ -251,9 +251,8 @@ async def test_a_runtime_reporting_another_artifact_gets_no_decision(
     point = routes.decision_points["card-fraud"]
     forged = point.primary.manifest.model_copy(update={"artifact_sha256": "0" * 64})
     target = type(point.primary)(
-        point.primary.model, point.primary.version, point.primary.endpoints, forged,
-        point.primary.validator,
-    )  # fmt: skip
+        point.primary.model, point.primary.version, point.primary.endpoints, forged
+    )
     tampered = Routes(
         routes.config_version,
         {"card-fraud": type(point)(point.name, target, {}, point.timeout_s, point.policy)},

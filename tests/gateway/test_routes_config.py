@@ -14,7 +14,8 @@ import yaml
 from gateway.attempts.rules import RulesScorer
 from gateway.demo_rules import DEMO_RULES
 from gateway.errors import ConfigError
-from gateway.routing.compiled import ModelTarget, config_version, load_routes
+from gateway.routing.compiled import config_version, load_routes
+from gateway.runtime_client.targets import ModelTarget
 from runtimes.manifest import Manifest
 
 Config = dict[str, Any]

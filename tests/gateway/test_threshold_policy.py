@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.decisions.policy import ThresholdPolicy
+from gateway.routing.thresholds import ThresholdPolicy
 
 POLICY = ThresholdPolicy("card-fraud-policy-1", review_at=0.5, decline_at=0.85)
 
