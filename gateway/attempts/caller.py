@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from gateway.attempts.breaker import Breakers
 from gateway.attempts.budgets import LatencyWindow, RetryBudget
 from gateway.attempts.policies import HedgePolicy, RetryPolicy
+from gateway.deadline import Clock, Deadline
 from gateway.errors import (
     CircuitOpen,
     ModelRuntimeError,
@@ -52,8 +53,8 @@ class CallPlan:
 
 
 T = TypeVar("T")
-Invoke = Callable[[str, float], Awaitable[T]]
-"""One runtime call: (endpoint, timeout in seconds) -> result."""
+Invoke = Callable[[str, Deadline], Awaitable[T]]
+"""One runtime call: (endpoint, deadline) -> result."""
 
 
 def _consume(task: asyncio.Task[Any]) -> None:
@@ -68,7 +69,7 @@ class ModelCaller:
         client: ModelClient,
         breakers: Breakers,
         metrics: GatewayMetrics,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = time.monotonic,
     ) -> None:
         self._client = client
         self._breakers = breakers
@@ -102,18 +103,17 @@ class ModelCaller:
         return None
 
     async def _attempt(
-        self, target: ModelTarget, endpoint: str, invoke: Invoke[T], deadline: float, track: bool
+        self, target: ModelTarget, endpoint: str, invoke: Invoke[T], deadline: Deadline, track: bool
     ) -> T:
         breaker = self._breakers.get(endpoint)
         started = self._clock()
-        timeout = deadline - started
-        if timeout <= 0:
+        if deadline.remaining(started) <= 0:
             breaker.release()
             raise RuntimeDeadlineExceeded(
                 f"model {target.served_name} at {endpoint}: no time left in the budget"
             )
         try:
-            answer = await invoke(endpoint, timeout)
+            answer = await invoke(endpoint, deadline)
         except ModelRuntimeError:
             breaker.failure(self._clock())
             raise
@@ -131,7 +131,7 @@ class ModelCaller:
         target: ModelTarget,
         endpoint: str,
         invoke: Invoke[T],
-        deadline: float,
+        deadline: Deadline,
         plan: CallPlan,
         hedge: HedgePolicy,
         tally: Tally,
@@ -146,7 +146,7 @@ class ModelCaller:
         tasks[0].add_done_callback(_consume)
         try:
             done, _ = await asyncio.wait(
-                tasks, timeout=max(0.0, min(delay, deadline - self._clock()))
+                tasks, timeout=max(0.0, min(delay, deadline.remaining(self._clock())))
             )
             if done:
                 return tasks[0].result()
@@ -183,14 +183,14 @@ class ModelCaller:
         target: ModelTarget,
         features: Mapping[str, FeatureScalar],
         request_id: str,
-        deadline: float,
+        deadline: Deadline,
         plan: CallPlan,
         tally: Tally,
     ) -> ModelAnswer:
-        """The first usable answer before ``deadline`` (monotonic); ModelRuntimeError otherwise."""
+        """The first usable answer before ``deadline``; ModelRuntimeError otherwise."""
 
-        async def invoke(endpoint: str, budget_s: float) -> ModelAnswer:
-            return await self._client.infer(target, features, budget_s, request_id, endpoint)
+        async def invoke(endpoint: str, deadline: Deadline) -> ModelAnswer:
+            return await self._client.infer(target, features, deadline, request_id, endpoint)
 
         return await self.call_with(target, invoke, deadline, plan, tally)
 
@@ -199,14 +199,14 @@ class ModelCaller:
         target: ModelTarget,
         rows: Sequence[Mapping[str, FeatureScalar]],
         request_id: str,
-        deadline: float,
+        deadline: Deadline,
         plan: CallPlan,
         tally: Tally,
     ) -> list[ModelAnswer]:
         """One answer per row from one runtime call (per attempt); as ``call`` otherwise."""
 
-        async def invoke(endpoint: str, budget_s: float) -> list[ModelAnswer]:
-            return await self._client.infer_batch(target, rows, budget_s, request_id, endpoint)
+        async def invoke(endpoint: str, deadline: Deadline) -> list[ModelAnswer]:
+            return await self._client.infer_batch(target, rows, deadline, request_id, endpoint)
 
         return await self.call_with(target, invoke, deadline, plan, tally, track=False)
 
@@ -214,12 +214,12 @@ class ModelCaller:
         self,
         target: ModelTarget,
         invoke: Invoke[T],
-        deadline: float,
+        deadline: Deadline,
         plan: CallPlan,
         tally: Tally,
         track: bool = True,
     ) -> T:
-        """Runs ``invoke(endpoint, timeout)`` under the plan: breakers, retries, hedges."""
+        """Runs ``invoke(endpoint, deadline)`` under the plan: breakers, retries, hedges."""
         tried: list[str] = []
         retry = plan.retry
         retries_left = retry.num_retries if retry is not None else 0
@@ -243,7 +243,7 @@ class ModelCaller:
             if retries_left <= 0 or retry is None:
                 raise error
             backoff = retry.backoff_s * (0.5 + random.random() / 2)
-            if self._clock() + backoff >= deadline:
+            if deadline.remaining(self._clock()) <= backoff:
                 raise error
             if plan.budget is not None and not plan.budget.withdraw():
                 self._metrics.retries_denied.labels(plan.point).inc()

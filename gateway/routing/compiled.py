@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gateway.attempts.fallback import Fallback, FallbackStep
 from gateway.attempts.policies import BreakerPolicy, HedgePolicy, RetryPolicy
 from gateway.attempts.rules import RulesScorer, compile_rules
 from gateway.errors import ConfigError
@@ -57,15 +58,6 @@ class Canary:
 class Shadow:
     target: ModelTarget
     buckets: int
-
-
-FallbackStep = ModelTarget | RulesScorer
-
-
-@dataclass(frozen=True, slots=True)
-class Fallback:
-    chain: tuple[FallbackStep, ...]
-    reserve_s: float = 0.01
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,6 +44,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from gateway.deadline import Clock, Deadline
 from gateway.errors import ModelRuntimeError, RuntimeDeadlineExceeded, RuntimeUnavailable
 from gateway.runtime_client.protocol import ModelAnswer, ModelClient
 from gateway.runtime_client.targets import ModelTarget
@@ -99,7 +100,7 @@ class _Waiter:
         self,
         features: Mapping[str, FeatureScalar],
         request_id: str,
-        deadline: float,
+        deadline: Deadline,
         future: asyncio.Future[ModelAnswer],
     ) -> None:
         self.features = features
@@ -154,8 +155,11 @@ class BatchingModelClient:
         policy: BatchingPolicy | None = None,
         on_call: Callable[[int], None] | None = None,
         load: Callable[[], float] | None = None,
+        clock: Clock = time.monotonic,
     ) -> None:
         self._inner = inner
+        # Times the lanes' calls; the rows' own deadlines are kept by the event loop's timers.
+        self._clock = clock
         self.policy = policy or BatchingPolicy()
         # The event loop's busy share (``gateway.loop_load``), for the hold.
         self._load = load
@@ -173,17 +177,17 @@ class BatchingModelClient:
         self,
         target: ModelTarget,
         rows: Sequence[Mapping[str, FeatureScalar]],
-        timeout_s: float,
+        deadline: Deadline,
         request_id: str = "",
         endpoint: str | None = None,
     ) -> list[ModelAnswer]:
-        return await self._inner.infer_batch(target, rows, timeout_s, request_id, endpoint)
+        return await self._inner.infer_batch(target, rows, deadline, request_id, endpoint)
 
     async def infer(
         self,
         target: ModelTarget,
         features: Mapping[str, FeatureScalar],
-        timeout_s: float,
+        deadline: Deadline,
         request_id: str = "",
         endpoint: str | None = None,
     ) -> ModelAnswer:
@@ -200,28 +204,29 @@ class BatchingModelClient:
             self.batch_sizes[1] += 1
             if self._on_call is not None:
                 self._on_call(1)
-            started = time.monotonic()
+            started = self._clock()
             try:
-                answer = await self._inner.infer(target, features, timeout_s, request_id, endpoint)
-                lane.answered(time.monotonic() - started)
+                answer = await self._inner.infer(target, features, deadline, request_id, endpoint)
+                lane.answered(self._clock() - started)
                 return answer
             finally:
                 lane.calls -= 1
                 if lane.queue:
                     self._call_returned(lane)
-        return await self._enqueue(lane, features, request_id, timeout_s)
+        return await self._enqueue(lane, features, request_id, deadline)
 
     async def _enqueue(
         self,
         lane: _Lane,
         features: Mapping[str, FeatureScalar],
         request_id: str,
-        timeout_s: float,
+        deadline: Deadline,
     ) -> ModelAnswer:
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(features, request_id, time.monotonic() + timeout_s, loop.create_future())
+        waiter = _Waiter(features, request_id, deadline, loop.create_future())
         where = f"model {lane.target.served_name} at {lane.endpoint}"
-        waiter.timer = loop.call_later(timeout_s, _expire, waiter, where, timeout_s)
+        budget_s = deadline.remaining(self._clock())
+        waiter.timer = loop.call_later(budget_s, _expire, waiter, where, budget_s)
         lane.queue.append(waiter)
         policy = self.policy
         if len(lane.queue) >= policy.max_size:
@@ -253,18 +258,19 @@ class BatchingModelClient:
         self.batch_sizes[size] += 1
         if self._on_call is not None:
             self._on_call(size)
-        started = time.monotonic()
+        started = self._clock()
         try:
-            timeout_s = max(w.deadline for w in waiters) - started
+            # The latest of the rows' deadlines; each row still leaves at its own.
+            deadline = Deadline.latest([w.deadline for w in waiters])
             if size == 1:
                 w = waiters[0]
                 answers = [
-                    await self._inner.infer(target, w.features, timeout_s, w.request_id, endpoint)
+                    await self._inner.infer(target, w.features, deadline, w.request_id, endpoint)
                 ]
             else:
                 rows = [w.features for w in waiters]
                 batch_id = waiters[0].request_id
-                answers = await self._inner.infer_batch(target, rows, timeout_s, batch_id, endpoint)
+                answers = await self._inner.infer_batch(target, rows, deadline, batch_id, endpoint)
         except ModelRuntimeError as e:
             for w in waiters:
                 if not w.future.done():
@@ -281,7 +287,7 @@ class BatchingModelClient:
                     )
             raise
         else:
-            lane.answered(time.monotonic() - started)
+            lane.answered(self._clock() - started)
             for w, answer in zip(waiters, answers, strict=True):
                 if not w.future.done():
                     w.future.set_result(answer)

@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from gateway.deadline import Deadline
 from gateway.errors import (
     InvalidModelOutput,
     ModelRuntimeError,
@@ -312,7 +313,7 @@ class OipModelClient:
         self,
         target: ModelTarget,
         features: Mapping[str, FeatureScalar],
-        timeout_s: float,
+        deadline: Deadline,
         request_id: str = "",
         endpoint: str | None = None,
     ) -> ModelAnswer:
@@ -322,6 +323,7 @@ class OipModelClient:
         else:
             call = route.by_endpoint[endpoint]
         payload = route.encoder.encode(features, request_id)
+        timeout_s = deadline.remaining()
         try:
             data = await call(payload, timeout=timeout_s)
         except grpc.aio.AioRpcError as e:
@@ -332,7 +334,7 @@ class OipModelClient:
         self,
         target: ModelTarget,
         rows: Sequence[Mapping[str, FeatureScalar]],
-        timeout_s: float,
+        deadline: Deadline,
         request_id: str = "",
         endpoint: str | None = None,
     ) -> list[ModelAnswer]:
@@ -342,6 +344,7 @@ class OipModelClient:
         else:
             call = route.by_endpoint[endpoint]
         payload = route.batch_encoder.encode(rows, request_id)
+        timeout_s = deadline.remaining()
         try:
             data = await call(payload, timeout=timeout_s)
         except grpc.aio.AioRpcError as e:

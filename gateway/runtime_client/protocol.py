@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.deadline import Deadline
 from gateway.runtime_client.targets import ModelTarget
 from lineage.v1.record import FeatureScalar
 
@@ -29,11 +30,11 @@ class ModelClient(Protocol):
         self,
         target: ModelTarget,
         features: Mapping[str, FeatureScalar],
-        timeout_s: float,
+        deadline: Deadline,
         request_id: str = "",
         endpoint: str | None = None,
     ) -> ModelAnswer:
-        """Scores one validated row within ``timeout_s``; raises ModelRuntimeError otherwise.
+        """Scores one validated row before ``deadline``; raises ModelRuntimeError otherwise.
 
         ``endpoint`` (one of ``target.endpoints``) is where to call; None lets the client pick.
         """
@@ -43,7 +44,7 @@ class ModelClient(Protocol):
         self,
         target: ModelTarget,
         rows: Sequence[Mapping[str, FeatureScalar]],
-        timeout_s: float,
+        deadline: Deadline,
         request_id: str = "",
         endpoint: str | None = None,
     ) -> list[ModelAnswer]:

@@ -18,9 +18,11 @@ import pytest
 from fault_proxy import FaultProxy
 from opentelemetry.sdk.trace import TracerProvider
 
-from gateway.decisions.service import BATCH_SIZE, DecisionService, ScoreInput
+from gateway.deadline import Deadline
+from gateway.decisions.service import DecisionService, ScoreInput
 from gateway.errors import ModelRuntimeError, RuntimeDeadlineExceeded, RuntimeUnavailable
 from gateway.outbox.otlp import span_record
+from gateway.recording.records import BATCH_SIZE
 from gateway.recording.sinks import SpanAttributeSink
 from gateway.routing.compiled import Routes, load_routes
 from gateway.runtime_client.batching import BatchingModelClient, BatchingPolicy, HoldSwitch
@@ -103,7 +105,7 @@ def _send(
     """Each row's call started at once, in order, on the target's first endpoint."""
     endpoint = target.endpoints[0]
     return [
-        asyncio.create_task(client.infer(target, r, 5.0, f"{tag}{i}", endpoint))
+        asyncio.create_task(client.infer(target, r, Deadline.after(5.0), f"{tag}{i}", endpoint))
         for i, r in enumerate(rows)
     ]
 
@@ -143,7 +145,7 @@ async def test_a_lone_request_is_sent_alone_at_once(
     target = _card_fraud(routes)
     snapshot = _snapshot(_inputs(1)[0])
     answer = await asyncio.wait_for(
-        client.infer(target, snapshot, 5.0, "lone", target.endpoints[0]), 5.0
+        client.infer(target, snapshot, Deadline.after(5.0), "lone", target.endpoints[0]), 5.0
     )
     assert answer.batch_size == 1
     assert client.batch_sizes == Counter({1: 1})
@@ -157,7 +159,10 @@ async def test_max_size_sends_a_full_batch_without_waiting_for_the_outstanding_c
     proxy.set("pass", delay_s=0.05)
     rows = [_snapshot(r) for r in _inputs(9)]
     answers = await asyncio.gather(
-        *(client.infer(target, r, 5.0, f"r{i}", target.endpoints[0]) for i, r in enumerate(rows))
+        *(
+            client.infer(target, r, Deadline.after(5.0), f"r{i}", target.endpoints[0])
+            for i, r in enumerate(rows)
+        )
     )
     assert client.batch_sizes == Counter({1: 1, 4: 2})
     assert [a.batch_size for a in answers] == [1, 4, 4, 4, 4, 4, 4, 4, 4]
@@ -171,7 +176,9 @@ async def test_a_failed_batch_call_fails_every_row_in_it(
     rows = [_snapshot(r) for r in _inputs(5)]
     proxy.set("hang")
     calls = [
-        asyncio.create_task(client.infer(target, r, 10.0, f"r{i}", target.endpoints[0]))
+        asyncio.create_task(
+            client.infer(target, r, Deadline.after(10.0), f"r{i}", target.endpoints[0])
+        )
         for i, r in enumerate(rows)
     ]
     await asyncio.sleep(0.3)  # the lone call and the batch of 4 are both held by the proxy
@@ -194,7 +201,7 @@ async def test_each_row_keeps_its_own_deadline_in_a_batch(
     async def timed(row: dict[str, FeatureScalar], timeout_s: float) -> tuple[Any, float]:
         started = time.monotonic()
         try:
-            result: Any = await client.infer(target, row, timeout_s, "", endpoint)
+            result: Any = await client.infer(target, row, Deadline.after(timeout_s), "", endpoint)
         except ModelRuntimeError as e:
             result = e
         return result, time.monotonic() - started
@@ -212,7 +219,7 @@ async def test_each_row_keeps_its_own_deadline_in_a_batch(
     assert not isinstance(long_result, Exception) and long_result.batch_size == 2
 
     proxy.set("pass")
-    alone = await client.infer(target, long, 5.0, "", endpoint)
+    alone = await client.infer(target, long, Deadline.after(5.0), "", endpoint)
     assert alone.score == long_result.score
 
 
@@ -222,8 +229,8 @@ async def test_score_batch_through_the_outbox_is_one_group_commit_under_one_span
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from gateway.decisions.service import BATCH_SPAN_NAME
     from gateway.outbox import Outbox, OutboxConfig, OutboxSink, canonical_json
+    from gateway.recording.recorder import BATCH_SPAN_NAME
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()

@@ -19,10 +19,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from gateway.decisions.service import PARENT_DECISION_ID, DecisionService, ScoreInput
+from gateway.decisions.service import DecisionService, ScoreInput
 from gateway.demo_rules import DEMO_RULES
 from gateway.errors import RuntimeUnavailable
 from gateway.metrics import GatewayMetrics
+from gateway.recording.records import PARENT_DECISION_ID
 from gateway.recording.sinks import SpanAttributeSink
 from gateway.routing.compiled import load_routes
 from gateway.runtime_client.oip import OipModelClient

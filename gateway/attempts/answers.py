@@ -1,0 +1,41 @@
+"""What produced a score: a model version's answer or a rules file's, in one shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.attempts.rules import RulesAnswer, RulesScorer
+from gateway.runtime_client.protocol import ModelAnswer
+
+
+# Made per row and never kept: a plain (not frozen) dataclass, whose __init__ assigns the
+# attributes directly instead of through object.__setattr__ per field (see
+# docs/performance-log.md).
+@dataclass(slots=True)
+class Answer:
+    score: float
+    model_name: str
+    model_version: str
+    model_sha256: str
+    runtime_instance: str
+    reasons: RulesAnswer | None = None
+    """The rules' reasons, when a rules file answered."""
+    endpoint: str = ""
+    batch_size: int = 1
+    """Rows in the runtime call that scored this one (micro-batching, ScoreBatch)."""
+
+    @classmethod
+    def of_model(cls, answer: ModelAnswer) -> Answer:
+        return cls(
+            answer.score,
+            answer.model_name,
+            answer.model_version,
+            answer.artifact_sha256,
+            answer.runtime_instance,
+            endpoint=answer.endpoint,
+            batch_size=answer.batch_size,
+        )
+
+    @classmethod
+    def of_rules(cls, scorer: RulesScorer, answer: RulesAnswer, instance: str) -> Answer:
+        return cls(answer.score, scorer.name, scorer.version, scorer.sha256, instance, answer)

@@ -1,0 +1,22 @@
+"""A Score call or ScoreBatch row as the core sees it, converted from protobuf at the edge."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gateway.decisions.validation import FeatureInput
+
+MAX_BATCH_ROWS = 1000
+
+
+# Made per row and never kept: a plain (not frozen) dataclass (see gateway.attempts.answers).
+@dataclass(slots=True)
+class ScoreInput:
+    """Plain python values, None for an unset feature."""
+
+    request_id: str
+    decision_point: str
+    entity_key: str
+    features: Mapping[str, FeatureInput]
+    model_version: str = ""
