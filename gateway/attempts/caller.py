@@ -107,7 +107,7 @@ class ModelCaller:
     ) -> T:
         breaker = self._breakers.get(endpoint)
         started = self._clock()
-        if deadline.remaining(started) <= 0:
+        if deadline.remaining() <= 0:
             breaker.release()
             raise RuntimeDeadlineExceeded(
                 f"model {target.served_name} at {endpoint}: no time left in the budget"
@@ -146,7 +146,7 @@ class ModelCaller:
         tasks[0].add_done_callback(_consume)
         try:
             done, _ = await asyncio.wait(
-                tasks, timeout=max(0.0, min(delay, deadline.remaining(self._clock())))
+                tasks, timeout=max(0.0, min(delay, deadline.remaining()))
             )
             if done:
                 return tasks[0].result()
@@ -243,7 +243,7 @@ class ModelCaller:
             if retries_left <= 0 or retry is None:
                 raise error
             backoff = retry.backoff_s * (0.5 + random.random() / 2)
-            if deadline.remaining(self._clock()) <= backoff:
+            if deadline.remaining() <= backoff:
                 raise error
             if plan.budget is not None and not plan.budget.withdraw():
                 self._metrics.retries_denied.labels(plan.point).inc()

@@ -225,7 +225,7 @@ class BatchingModelClient:
         loop = asyncio.get_running_loop()
         waiter = _Waiter(features, request_id, deadline, loop.create_future())
         where = f"model {lane.target.served_name} at {lane.endpoint}"
-        budget_s = deadline.remaining(self._clock())
+        budget_s = deadline.remaining()
         waiter.timer = loop.call_later(budget_s, _expire, waiter, where, budget_s)
         lane.queue.append(waiter)
         policy = self.policy

@@ -1,14 +1,15 @@
-"""Micro-batching against the real runtime: same scores as one at a time, bit for bit; a lone
-request goes alone; a batch's failure reaches every row; every row keeps its own deadline.
+"""Micro-batching against the real runtime: the same scores as one at a time, bit for bit; a lone
+request goes alone; max_size; ScoreBatch's one group commit under one span; the rows metric.
 
-Batches are made deterministic by a fault proxy that slows or holds the runtime: while one call
-is outstanding, the calls behind it queue, and the counters say what went in which call.
+Batches are made deterministic by a fault proxy that slows the runtime: while one call is
+outstanding, the calls behind it queue, and the counters say what went in which call. The
+batching logic itself (queues, deadlines, failures, patience, the hold) is tested in process in
+test_batching_in_process.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -20,12 +21,11 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from gateway.deadline import Deadline
 from gateway.decisions.service import DecisionService, ScoreInput
-from gateway.errors import ModelRuntimeError, RuntimeDeadlineExceeded, RuntimeUnavailable
 from gateway.outbox.otlp import span_record
 from gateway.recording.records import BATCH_SIZE
 from gateway.recording.sinks import SpanAttributeSink
 from gateway.routing.compiled import Routes, load_routes
-from gateway.runtime_client.batching import BatchingModelClient, BatchingPolicy, HoldSwitch
+from gateway.runtime_client.batching import BatchingModelClient, BatchingPolicy
 from gateway.runtime_client.oip import OipModelClient
 from gateway.runtime_client.protocol import ModelAnswer
 from gateway.runtime_client.targets import ModelTarget
@@ -168,61 +168,6 @@ async def test_max_size_sends_a_full_batch_without_waiting_for_the_outstanding_c
     assert [a.batch_size for a in answers] == [1, 4, 4, 4, 4, 4, 4, 4, 4]
 
 
-async def test_a_failed_batch_call_fails_every_row_in_it(
-    routes: Routes, clients: Callable[..., BatchingModelClient], proxy: FaultProxy
-) -> None:
-    client = clients(routes, max_size=4)
-    target = _card_fraud(routes)
-    rows = [_snapshot(r) for r in _inputs(5)]
-    proxy.set("hang")
-    calls = [
-        asyncio.create_task(
-            client.infer(target, r, Deadline.after(10.0), f"r{i}", target.endpoints[0])
-        )
-        for i, r in enumerate(rows)
-    ]
-    await asyncio.sleep(0.3)  # the lone call and the batch of 4 are both held by the proxy
-    assert client.batch_sizes == Counter({1: 1, 4: 1})
-    proxy.set("down")
-    results = await asyncio.gather(*calls, return_exceptions=True)
-    assert all(isinstance(r, RuntimeUnavailable) for r in results), results
-    assert len({id(r) for r in results}) == len(results)  # each row its own error object
-
-
-async def test_each_row_keeps_its_own_deadline_in_a_batch(
-    routes: Routes, clients: Callable[..., BatchingModelClient], proxy: FaultProxy
-) -> None:
-    client = clients(routes, max_size=2)
-    target = _card_fraud(routes)
-    first, short, long = (_snapshot(r) for r in _inputs(3))
-    endpoint = target.endpoints[0]
-    proxy.set("pass", delay_s=0.4)
-
-    async def timed(row: dict[str, FeatureScalar], timeout_s: float) -> tuple[Any, float]:
-        started = time.monotonic()
-        try:
-            result: Any = await client.infer(target, row, Deadline.after(timeout_s), "", endpoint)
-        except ModelRuntimeError as e:
-            result = e
-        return result, time.monotonic() - started
-
-    lone = asyncio.create_task(timed(first, 5.0))
-    await asyncio.sleep(0.05)  # the first call is outstanding: the next two form a batch of 2
-    (short_result, short_s), (long_result, _) = await asyncio.gather(
-        timed(short, 0.1), timed(long, 5.0)
-    )
-    await lone
-    assert client.batch_sizes == Counter({1: 1, 2: 1})
-    # The short row left at its deadline; the slow call it rode in answered the other row.
-    assert isinstance(short_result, RuntimeDeadlineExceeded)
-    assert short_s < 0.3
-    assert not isinstance(long_result, Exception) and long_result.batch_size == 2
-
-    proxy.set("pass")
-    alone = await client.infer(target, long, Deadline.after(5.0), "", endpoint)
-    assert alone.score == long_result.score
-
-
 async def test_score_batch_through_the_outbox_is_one_group_commit_under_one_span(
     routes: Routes, clients: Callable[..., BatchingModelClient], tmp_path: Path
 ) -> None:
@@ -297,104 +242,3 @@ async def test_every_runtime_call_is_reported_with_its_rows(
     registry = metrics.registry
     assert registry.get_sample_value("scoregate_gateway_runtime_call_rows_count") == 2
     assert registry.get_sample_value("scoregate_gateway_runtime_call_rows_sum") == 5
-
-
-async def test_rows_behind_a_uniformly_slow_runtime_wait_for_the_call_ahead(
-    routes: Routes, clients: Callable[..., BatchingModelClient], proxy: FaultProxy
-) -> None:
-    # Every call takes ~200 ms, far past max_wait: sending the queue early would only queue it
-    # behind the first call in the runtime and split the rows into more, dearer calls.
-    client = clients(routes, max_wait_s=0.02)
-    target = _card_fraud(routes)
-    rows = [_snapshot(r) for r in _inputs(6)]
-    proxy.set("pass", delay_s=0.2)
-    await asyncio.gather(*_send(client, target, rows[:1], "warm"))  # the lane learns its call time
-    lone = _send(client, target, rows[:1], "lone")
-    await asyncio.sleep(0.01)
-    first = _send(client, target, rows[1:4], "a")
-    await asyncio.sleep(0.08)  # past max_wait, before the call ahead returns
-    second = _send(client, target, rows[4:], "b")
-    answers = await asyncio.gather(*lone, *first, *second)
-    assert client.batch_sizes == Counter({1: 2, 5: 1})
-    assert [a.batch_size for a in answers] == [1, 5, 5, 5, 5, 5]
-
-
-async def test_rows_behind_a_straggling_call_go_without_it_after_max_wait(
-    routes: Routes, clients: Callable[..., BatchingModelClient], proxy: FaultProxy
-) -> None:
-    # The lane's calls have been fast, so one that hangs is a straggler: the rows queued behind
-    # it leave after max_wait in a call of their own.
-    client = clients(routes, max_wait_s=0.1)
-    target = _card_fraud(routes)
-    rows = [_snapshot(r) for r in _inputs(4)]
-    for i in range(10):
-        await asyncio.gather(*_send(client, target, rows[:1], f"warm{i}-"))
-    proxy.set("hang")
-    lone = _send(client, target, rows[:1], "lone")
-    await asyncio.sleep(0.02)
-    queued = _send(client, target, rows[1:], "q")
-    await asyncio.sleep(0.5)
-    assert client.batch_sizes == Counter({1: 11, 3: 1})  # sent while the straggler is held
-    proxy.set("pass")
-    answers = await asyncio.gather(*lone, *queued)
-    assert [a.batch_size for a in answers] == [1, 3, 3, 3]
-
-
-async def _held_batches(
-    routes: Routes, proxy: FaultProxy, clients: Callable[..., BatchingModelClient], busy: float
-) -> Counter[int]:
-    """A lone call of ~100 ms with three rows queued behind it, and two more rows 50 ms after
-    it returns; the batch sizes the runtime got."""
-    # The gateway passes its event loop's LoopLoad.busy; here the test sets it.
-    client = clients(routes, load=lambda: busy, max_wait_s=0.3, hold_busy=0.85)
-    target = _card_fraud(routes)
-    rows = [_snapshot(r) for r in _inputs(6)]
-    proxy.set("pass", delay_s=0.1)
-    lone = _send(client, target, rows[:1], "lone")
-    await asyncio.sleep(0.02)
-    first = _send(client, target, rows[1:4], "a")
-    await asyncio.sleep(0.13)  # the lone call has returned
-    second = _send(client, target, rows[4:], "b")
-    await asyncio.gather(*lone, *first, *second)
-    return client.batch_sizes
-
-
-async def test_a_saturated_gateway_holds_queued_rows_for_their_patience(
-    routes: Routes, clients: Callable[..., BatchingModelClient], proxy: FaultProxy
-) -> None:
-    # Busy: the rows queued behind the lone call wait for their patience (0.3 s) and the two
-    # that come later join them: one call of five instead of two calls.
-    assert await _held_batches(routes, proxy, clients, busy=0.95) == Counter({1: 1, 5: 1})
-
-
-async def test_a_gateway_with_spare_time_sends_queued_rows_when_the_call_ahead_returns(
-    routes: Routes, clients: Callable[..., BatchingModelClient], proxy: FaultProxy
-) -> None:
-    assert await _held_batches(routes, proxy, clients, busy=0.5) == Counter({1: 1, 3: 1, 2: 1})
-
-
-def test_the_hold_ends_only_well_below_the_busy_share_that_started_it() -> None:
-    switch = HoldSwitch(0.85)
-    states = [switch.update(busy) for busy in (0.84, 0.9, 0.8, 0.76, 0.74, 0.8, 0.86)]
-    assert states == [False, True, True, True, False, False, True]
-
-
-async def test_the_hold_waits_at_most_max_wait_after_the_call_ahead_returns(
-    routes: Routes, clients: Callable[..., BatchingModelClient], proxy: FaultProxy
-) -> None:
-    # Calls take ~300 ms, so the rows' patience is ~600 ms; holding them that long after the
-    # call ahead returned would add ~250 ms. The hold ends max_wait (50 ms) after the return.
-    client = clients(routes, load=lambda: 0.95, max_wait_s=0.05, hold_busy=0.85)
-    target = _card_fraud(routes)
-    rows = [_snapshot(r) for r in _inputs(4)]
-    proxy.set("pass", delay_s=0.3)
-    await asyncio.gather(*_send(client, target, rows[:1], "warm"))  # the lane learns its call time
-    started = time.monotonic()
-    lone = _send(client, target, rows[:1], "lone")
-    await asyncio.sleep(0.01)
-    queued = _send(client, target, rows[1:], "q")
-    answers = await asyncio.gather(*lone, *queued)
-    elapsed = time.monotonic() - started
-    assert [a.batch_size for a in answers] == [1, 3, 3, 3]
-    # ~0.65 s: 0.3 (the lone call) + 0.05 (the hold) + 0.3; held for the patience it is ~0.9 s.
-    assert elapsed < 0.8, elapsed
