@@ -32,7 +32,7 @@ class UuidV7Generator:
 
     def new_many(self, unix_ns: int, count: int) -> list[str]:
         """``count`` ids for events at ``unix_ns``, in order (a ScoreBatch call's rows): one
-        lock and one ``urandom`` for all: 1.3 us per id against ``new``'s 1.9-2.0 (measured)."""
+        lock and one ``urandom`` for all, cheaper per id than ``new``."""
         with self._lock:
             stamps = [self._next(unix_ns // 1_000_000) for _ in range(count)]
         randoms = os.urandom(8 * count)

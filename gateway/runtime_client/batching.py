@@ -1,7 +1,7 @@
 """Adaptive micro-batching: concurrent single-row calls to one model version share one OIP call.
 
-A Python runtime spends ~1 ms of gRPC and framework cost per call and ~5 µs per row, so the
-gateway makes it do less per decision by coalescing. Per lane (model version, endpoint)::
+A Python runtime's cost is mostly per call (gRPC and framework), hardly per row, so the gateway
+makes it do less per decision by coalescing. Per lane (model version, endpoint)::
 
     infer() ──▶ lane idle? ── yes ──▶ call now, alone (batch of 1: a lone request never waits)
                    │ no (a call is outstanding)
@@ -16,16 +16,14 @@ While the gateway itself is saturated (its event loop busy at least ``hold_busy`
 ``gateway.loop_load``), the rows queued behind a returning call are not sent at once: they wait
 up to ``max_wait_s`` more (or the rest of their patience, if shorter), gathering the rows that
 arrive meanwhile, so that the runtime gets fewer and larger calls and both processes spend less
-CPU per decision. Measured on 2 cores at 32 calls in flight: 4-15% more decisions/s without
-lineage, 8-31% with; at 4, 8 and 16 in flight the loop is less busy and nothing changes
-(docs/performance.md).
+CPU per decision; at lower concurrency the loop is less busy and the hold never starts
+(docs/performance-log.md has the measurements).
 
 The patience is what keeps a slow runtime from being sent more work. Sending the queue early
 only pays when the call ahead is a straggler (one slow call, one slow replica); when every call
 is slow because the runtime is saturated, an early second call queues behind the first in the
 runtime, and splitting the rows into more calls makes each decision dearer, which slows the
-runtime further. Measured on 2 cores with the runtime slower than a fixed 2 ms bound, the
-split batches cost 40-70% more runtime CPU per decision (docs/performance.md).
+runtime further (docs/performance-log.md).
 
 A batch call gets the latest of its rows' deadlines as its gRPC deadline, and every row keeps
 its own: a row whose deadline passes leaves with ``RuntimeDeadlineExceeded`` at that moment
@@ -51,11 +49,10 @@ from gateway.runtime_client.targets import ModelTarget
 from lineage.v1.record import FeatureScalar
 
 DEFAULT_MAX_SIZE = 64
-# The least patience, for a lane whose calls are fast: longer than an unloaded runtime call
-# (~1-2 ms), since a shorter bound splits the rows queued behind an outstanding call into a
-# second, concurrent call, which the runtime (one Python process) then serves after the first
-# anyway; measured, 0.5 ms gave ~30% fewer decisions/s than 2 ms (docs/performance.md). A lone
-# call never waits whatever this is.
+# The least patience, for a lane whose calls are fast: longer than an unloaded runtime call,
+# since a shorter bound splits the rows queued behind an outstanding call into a second,
+# concurrent call, which the runtime (one Python process) then serves after the first anyway
+# (docs/performance-log.md). A lone call never waits whatever this is.
 DEFAULT_MAX_WAIT_S = 0.002
 DEFAULT_MAX_CALLS = 1
 # How much the latest runtime call moves a lane's mean call time (an exponential moving mean).
