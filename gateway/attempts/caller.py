@@ -145,9 +145,7 @@ class ModelCaller:
         tasks = [asyncio.create_task(self._attempt(target, endpoint, invoke, deadline, track))]
         tasks[0].add_done_callback(_consume)
         try:
-            done, _ = await asyncio.wait(
-                tasks, timeout=max(0.0, min(delay, deadline.remaining()))
-            )
+            done, _ = await asyncio.wait(tasks, timeout=max(0.0, min(delay, deadline.remaining())))
             if done:
                 return tasks[0].result()
             if plan.budget is None or not plan.budget.withdraw():
