@@ -23,7 +23,7 @@ class OutboxConfig:
     """Size at which the writer starts a new segment; a fully acknowledged one is deleted."""
     preallocate: bool = True
     """Zero-fill each segment a few MiB ahead of the writer, so that a group's fdatasync commits
-    data only (``gateway.outbox.prealloc``): about half the sync time on ext4 and XFS. Off for
+    data only (``gateway.outbox.prealloc``), a shorter sync on ext4 and XFS. Off for
     copy-on-write filesystems (btrfs, ZFS), where overwriting gains nothing."""
     sync: Literal["process", "loop", "thread"] = "process"
     """Where appends are fdatasync'd: by a helper process while the event loop goes on
@@ -37,8 +37,8 @@ class OutboxConfig:
     """How long the sender lets a partial batch grow before sending it. Each Export costs the
     store a commit (an fsync) and the outbox a cursor fsync; sending every record alone at low
     load put three fsyncs on the disk per decision, in front of the next decision's own, and
-    each Export has a fixed CPU cost in the store (200 ms against 50 ms: about a third less
-    store CPU per record at 500-1,000 decisions/s)."""
+    each Export has a fixed CPU cost in the store, which a longer linger shares among more
+    records (docs/performance-log.md)."""
     export_timeout_s: float = 10.0
     """Deadline of one Export call."""
     backoff_initial_s: float = 0.05

@@ -5,9 +5,9 @@ fields: that is what an outbox frame holds, so the sender only concatenates span
 (``encode_spans``) and never parses a record. A frame holding the bare JSON (``append_payload``,
 segments written before spans were stored) is encoded on the way out (``as_span``).
 ``encode_export`` writes a request's bytes directly: the resource and scope are encoded once, and
-each span is a join of its fields' encodings around the JSON, ~5x cheaper than building protobuf
-messages. ``export_request`` builds the same request from the protobuf messages; a test holds
-the two byte-for-byte equal.
+each span is a join of its fields' encodings around the JSON, much cheaper than building protobuf
+messages (docs/performance-log.md). ``export_request`` builds the same request from the protobuf
+messages; a test holds the two byte-for-byte equal.
 
 One span per record, named ``SPAN_NAME``, carrying the record's JSON (``RECORD_ATTRIBUTE``) and its
 decision id, with the trace and span ids and the times the record itself holds: the lineage
@@ -232,8 +232,8 @@ def encode_spans(spans: Sequence[bytes], instance: str) -> bytes:
 
     One join, so each span is copied once: the lengths of the enclosing messages are summed
     first. Nesting by concatenation copied the whole request at every level, each time into a
-    fresh buffer of up to ~1 MiB that the kernel faulted in: 6% of the gateway's event loop in a
-    ScoreBatch profile (docs/performance.md)."""
+    fresh buffer of up to ~1 MiB that the kernel faulted in, a visible share of the gateway's
+    event loop in a ScoreBatch profile (docs/performance-log.md)."""
     resource, scope = _resource_and_scope(instance)
     parts: list[bytes] = []
     body_len = 0

@@ -2,11 +2,10 @@
 
 A group commit that appends to a file changes its size, so its fdatasync must also commit the
 inode through the filesystem's journal. Overwriting blocks that are already allocated and synced
-changes no metadata: on this project's ext4 VM that halved a commit's fdatasync (p50 440-750 ->
-220-250 us, p99 1.4-5.2 -> 0.7-2.0 ms) and its CPU (290 -> 145 us per sync, most of it kernel
-time), and the lineage-on gateway, whose event loop waits for each commit, answered 5-15% more
-decisions per second (docs/performance.md). ``posix_fallocate`` does not do it: its unwritten
-extents still need a journal commit when first written.
+changes no metadata, so the commit's fdatasync is shorter and cheaper in CPU (most of it kernel
+time), and the lineage-on gateway, whose event loop waits for each commit, answers more decisions
+per second (measured on ext4: docs/performance-log.md). ``posix_fallocate`` does not do it: its
+unwritten extents still need a journal commit when first written.
 
 So the current segment is kept written with zeros and synced up to ``allocated``, a chunk (4 MiB)
 ahead of the writer. The writer writes below ``allocated`` without a lock; only a write that would

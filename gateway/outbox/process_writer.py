@@ -1,15 +1,15 @@
 """``ProcessWriter`` (``--outbox-sync process``): the loop writes, a helper process syncs.
 
 Each event-loop pass's appends are written into the open segment on the loop (a ``pwrite`` into
-the page cache, a few µs) and a sync request goes to the helper (``gateway.outbox.syncer``); the
+the page cache) and a sync request goes to the helper (``gateway.outbox.syncer``); the
 group's waiters are released when its reply arrives, in order. Requests made while a sync runs
 are synced together by the next one, so groups grow under load instead of queueing.
 
 Why a process: the ``loop`` writer blocks the event loop for every fdatasync, and the ``thread``
 writer needs the GIL three times per group, each hand-off waiting for the busy loop to let go.
-Measured on 2 cores, ScoreBatch with lineage (the gateway's loop saturated): 1.11-1.21 x the
-``loop`` writer's rows/s in 4 of 4 alternating rounds (``thread``: 1.02-1.11 x); Score at
-saturation and one call at a time: the same as ``loop`` within the noise (docs/performance.md).
+It pays where the gateway's loop is saturated (ScoreBatch with lineage: more rows/s than ``loop``
+and ``thread``); for Score at saturation and one call at a time it measured the same as ``loop``
+(docs/performance-log.md).
 
 If the helper dies, the writer syncs what it had asked for on the loop itself, releases those
 groups, and goes on as the ``loop`` writer (logged); nothing acknowledged depends on the helper.

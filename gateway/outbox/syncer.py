@@ -3,8 +3,8 @@
 With ``--outbox-sync process`` the gateway's event loop writes each group of appends into the
 page cache and asks this process, over a Unix ``SOCK_SEQPACKET`` socket pair, to make it durable;
 the group's decisions are answered when the reply arrives. The loop therefore never blocks in
-``fdatasync`` (0.15 ms or more per group here), and, unlike a writer thread, the helper needs no
-share of the gateway's GIL to run or to report back: its reply wakes the loop like any socket.
+``fdatasync``, and, unlike a writer thread, the helper needs no share of the gateway's GIL to run
+or to report back: its reply wakes the loop like any socket.
 
 Messages (``REQUEST``: kind, segment index, sequence number):
 

@@ -6,9 +6,9 @@ process, so that the loop neither blocks for the sync nor hands over the GIL. Th
 
 - ``LoopWriter`` (``loop``): the appends of one event-loop pass are written and
   synced by a callback at the end of that pass, on the loop itself, and their waiters released
-  there. No thread, so no hand-offs of the GIL: measured under load on 2 cores, an append waited
-  1.2-1.5 ms for durability, against 3.4-4.6 ms with the thread (docs/performance.md). The loop
-  is blocked for the fdatasync (0.1-0.3 ms on a local SSD).
+  there. No thread, so no hand-offs of the GIL: under load an append waits far less for
+  durability than with the thread (docs/performance-log.md). The loop is blocked for the
+  fdatasync.
 - ``GroupWriter`` (``thread``): one thread takes everything pending, writes it, calls fdatasync
   once and releases the group with a single call into the loop. While a sync runs the next group
   builds up and the loop keeps working, which wins on disks whose fdatasync takes milliseconds;
