@@ -123,8 +123,8 @@ class GatewayMetrics:
     ) -> None:
         """Counts ``count`` decisions that took ``seconds`` each (a batch's rows share one
         latency). The labelled children are kept per label set (bounded by the routing
-        config): ``labels()`` costs ~3 µs a call, the two lookups were ~7 µs of the ~55 µs of
-        Python per Score call."""
+        config): two ``labels()`` lookups per call were a visible share of a Score call's
+        Python (docs/performance-log.md)."""
         key = (point, arm, model_version, outcome)
         children = self._decided.get(key)
         if children is None:
@@ -143,7 +143,7 @@ class GatewayMetrics:
 
 def _observe_many(histogram: Any, amount: float, count: int) -> None:
     """``count`` observations of the same ``amount``: one bucket increment and one sum increment
-    instead of ``count`` observe() calls (2.2 µs per batch row, measured), through
+    instead of ``count`` observe() calls (one per batch row, docs/performance-log.md), through
     prometheus_client's histogram internals where they are as expected (the tests check the
     scraped values either way)."""
     if count == 1:  # every Score call

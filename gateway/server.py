@@ -80,9 +80,9 @@ def backlog_options(max_in_flight: int | None, max_pending: int) -> tuple[tuple[
     """With load shedding on, gRPC core also refuses calls waiting for the event loop beyond
     ``max_pending`` (with CANCELLED: gRPC core's status for it; at random between it and twice
     it, always beyond): when Python falls behind, new calls are refused before any Python runs
-    for them, instead of queueing where every answer, refusals included, gets late. Measured at
-    twice the saturation rate (docs/performance.md): with a backlog bound of 32-64 refusals took
-    34-100 ms at p99, with 2-4 they take ~7 ms and admitted calls keep their p99."""
+    for them, instead of queueing where every answer, refusals included, gets late. A small
+    bound keeps refusals fast at twice the saturation rate, and admitted calls keep their p99
+    (docs/performance.md, the shedding target; figures in docs/performance-log.md)."""
     if max_in_flight is None:
         return ()
     return (

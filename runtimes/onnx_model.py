@@ -1,7 +1,8 @@
 """One model version served by KServe: an ONNX artifact run by onnxruntime.
 
 Calls of up to ``inline_max_rows`` rows run on the event loop itself: a small tabular model
-scores a few rows in ~15-30 µs, less than handing the work to a thread and back costs. Larger
+scores a few rows in less time than handing the work to a thread and back costs
+(docs/performance-log.md). Larger
 batches run on the executor, so the loop keeps serving while they do.
 
 ``load()`` verifies the artifact's sha256 against the manifest before onnxruntime sees it, and

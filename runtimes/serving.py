@@ -72,7 +72,8 @@ def configure_logging(level: str) -> None:
     kserve_logger.propagate = True
     kserve_logger.addFilter(_DropPerRequestLines())
     # KServe's gRPC interceptor logs every call at INFO; a filter drops the line, but only after
-    # the record is built (~50-90 us of runtime CPU per call, measured). Below DEBUG, KServe
+    # the record is built, a measurable share of the runtime's CPU per call
+    # (docs/performance-log.md). Below DEBUG, KServe
     # logs from WARNING up: its INFO lines are start-up ones, which our own "loaded ..." and
     # "ready: ..." lines already say.
     if logging.getLevelName(level.upper()) != logging.DEBUG:

@@ -52,8 +52,9 @@ def batch_rows(request: scoring_pb2.ScoreBatchRequest) -> list[ScoreInput]:
 
 
 def fill_response(response: scoring_pb2.ScoreResponse, record: DecisionRecord) -> None:
-    """Sets ``response`` (empty) from ``record``, field by field: ~3x cheaper than building the
-    message from keyword arguments, and in place, so a batch's results are not copied."""
+    """Sets ``response`` (empty) from ``record``, field by field: cheaper than building the
+    message from keyword arguments (docs/performance-log.md), and in place, so a batch's results
+    are not copied."""
     response.decision_id = record.decision_id
     response.request_id = record.request_id
     response.decision_point = record.decision_point
