@@ -55,7 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     if entry is None:
         print(f"scoregate: unknown command {args[0]!r}\n\n{usage(found)}", end="", file=sys.stderr)
         return 2
-    command: Callable[[list[str]], int] = entry.load()
+    try:
+        command: Callable[[list[str]], int] = entry.load()
+    except ModuleNotFoundError as e:
+        # The container images carry the servers, not the local kit (loadtests): say so.
+        print(
+            f"scoregate: command {args[0]!r} is registered but its package is not installed "
+            f"here ({e.name} is missing); it comes with a source checkout (pip install -e .)",
+            file=sys.stderr,
+        )
+        return 2
     return command(args[1:])
 
 

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from importlib.metadata import EntryPoint
+
+import pytest
+
+from gateway import cli
 
 COMMANDS = ("models", "runtime", "gateway", "lineage", "up", "demo")
 
@@ -32,3 +37,15 @@ def test_a_subcommand_runs_in_its_own_package() -> None:
     done = _scoregate("lineage", "--help")
     assert done.returncode == 0
     assert "usage: scoregate lineage" in done.stdout
+
+
+def test_a_command_whose_package_is_absent_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As in the container images, which carry the servers but not loadtests/.
+    absent = EntryPoint("up", "scoregate_absent_kit.demo:up_main", cli.GROUP)
+    monkeypatch.setattr(cli, "commands", lambda: {"up": absent})
+    assert cli.main(["up"]) == 2
+    error = capsys.readouterr().err
+    assert "command 'up' is registered but its package is not installed here" in error
+    assert "scoregate_absent_kit" in error
