@@ -1,12 +1,13 @@
-"""``scoregate-gateway``: the ScoringService gRPC server.
+"""``scoregate-gateway``: the ScoringService gRPC server, and the gateway's composition root.
 
-Start-up: settings, manifests and routing config are checked first (a bad config exits 2 with the
-offending path), then runtime channels are opened, the server starts, health turns SERVING and the
-ready file is written (with the metrics address when ``--metrics-port`` is set). The routing file
-is then polled for changes (``gateway.routing.reload``). SIGTERM/SIGINT: health NOT_SERVING, calls
-still accepted for ``drain_delay_s``, then in-flight calls get ``grace_s`` to finish, shadow calls
-are
-let finish briefly, pending decision spans are flushed, exit 0.
+``create`` builds a ``Gateway`` from settings and checked routes (runtime client, sink and outbox
+with its sender, decision service, config watcher, gRPC server); ``run`` is the process around
+it. Start-up: settings, manifests and routing config are checked first (a bad config exits 2 with
+the offending path), then runtime channels are opened, the server starts, health turns SERVING
+and the ready file is written (with the metrics address when ``--metrics-port`` is set). The
+routing file is then polled for changes (``gateway.routing.reload``). SIGTERM/SIGINT: health
+NOT_SERVING, calls still accepted for ``drain_delay_s``, then in-flight calls get ``grace_s`` to
+finish, shadow calls are let finish briefly, pending decision spans are flushed, exit 0.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import signal
 import socket
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,8 +40,11 @@ from runtimes.manifest import ManifestError, load_manifests
 from scoring.v1 import scoring_pb2, scoring_pb2_grpc
 
 if TYPE_CHECKING:
-    from gateway.outbox import Outbox
+    from gateway.decisions.service import DecisionService
+    from gateway.outbox import Outbox, OutboxConfig, OutboxMetrics
+    from gateway.recording.route_changes import LineageRouteChangeSink
     from gateway.recording.sinks import DecisionSink
+    from gateway.routing.reload import ConfigWatcher
     from gateway.runtime_client.protocol import ModelClient
 
 log = logging.getLogger("gateway")
@@ -101,6 +106,17 @@ def load_config(settings: GatewaySettings) -> Routes:
     return load_routes(settings.routes, load_manifests(settings.model_dir))
 
 
+async def open_outbox(config: OutboxConfig, metrics: OutboxMetrics | None = None) -> Outbox:
+    """The outbox at ``config.directory``, with its sender to ``config.endpoint`` if any."""
+    from gateway.outbox import Outbox
+    from gateway.outbox.sender import Sender
+
+    outbox = await Outbox.open(config, metrics)
+    if config.endpoint:
+        outbox.start_delivery(Sender(outbox, config, outbox.metrics))
+    return outbox
+
+
 async def open_sink(
     settings: GatewaySettings, metrics: GatewayMetrics, instance: str
 ) -> tuple[DecisionSink, Outbox | None]:
@@ -109,7 +125,7 @@ async def open_sink(
 
     if settings.outbox_dir is None:
         return SpanAttributeSink(), None
-    from gateway.outbox import Outbox, OutboxConfig, OutboxMetrics, OutboxSink
+    from gateway.outbox import OutboxConfig, OutboxMetrics, OutboxSink
 
     config = OutboxConfig(
         settings.outbox_dir,
@@ -121,7 +137,7 @@ async def open_sink(
         preallocate=settings.outbox_preallocate,
         instance=instance,
     )
-    outbox = await Outbox.open(config, OutboxMetrics(metrics.registry))
+    outbox = await open_outbox(config, OutboxMetrics(metrics.registry))
     log.info(
         "decision records go through the outbox %s to %s (%d waiting from before)",
         settings.outbox_dir,
@@ -154,31 +170,125 @@ def start_metrics_server(settings: GatewaySettings, metrics: GatewayMetrics) -> 
     return httpd
 
 
-async def serve(settings: GatewaySettings, routes: Routes, load: LoopLoad) -> int:
+@dataclass
+class Gateway:
+    """A gateway built by ``create`` and not yet serving: ``start``, ``drain``, ``close``.
+
+    ``run`` is what the process does with it; a test can do the same in its own event loop.
+    """
+
+    settings: GatewaySettings
+    routes: Routes
+    metrics: GatewayMetrics
+    service: DecisionService
+    client: ModelClient
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    watcher: ConfigWatcher
+    provider: TracerProvider
+    port: int
+    outbox: Outbox | None = None
+    lineage_sink: LineageRouteChangeSink | None = None
+    httpd: Any | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.host}:{self.port}"
+
+    async def start(self) -> dict[str, object]:
+        """Serves, reports SERVING and returns what the ready file says (addresses, pid)."""
+        settings, routes = self.settings, self.routes
+        self.httpd = start_metrics_server(settings, self.metrics)
+        await self.server.start()
+        if settings.reload_interval_s > 0:
+            self.tasks.append(asyncio.create_task(self.watcher.run(settings.reload_interval_s)))
+        if self.outbox is not None:
+            self.tasks.append(
+                asyncio.create_task(leave_rotation_on_outbox_failure(self.outbox, self.health))
+            )
+        for name in ("", SCORING_SERVICE):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving ScoringService on %s (config %s; decision points %s; runtimes %s)",
+            self.address,
+            routes.config_version,
+            ", ".join(sorted(routes.decision_points)),
+            ", ".join(sorted({e for t in routes.targets for e in t.endpoints})),
+        )
+        ready: dict[str, object] = {"grpc": self.address, "pid": os.getpid()}
+        if self.httpd is not None:
+            ready["metrics"] = f"{settings.host}:{self.httpd.server_port}"
+            log.info("serving metrics on http://%s/metrics", ready["metrics"])
+        return ready
+
+    async def drain(self) -> None:
+        """NOT_SERVING, calls still accepted for ``drain_delay_s``, then in-flight calls get
+        ``grace_s`` to finish."""
+        settings = self.settings
+        log.info(
+            "stopping: NOT_SERVING, accepting for %.1f s, then draining for up to %.1f s",
+            settings.drain_delay_s,
+            settings.grace_s,
+        )
+        await self.health.enter_graceful_shutdown()
+        if settings.drain_delay_s:
+            await asyncio.sleep(settings.drain_delay_s)
+        await self.server.stop(settings.grace_s)
+
+    async def close(self) -> None:
+        """Stops whatever still runs, in dependency order; safe after ``drain`` or without it."""
+        for task in self.tasks:
+            task.cancel()
+        await self.server.stop(None)
+        await self.service.close()
+        if self.outbox is not None:
+            # The server has stopped: every answered decision's record is already durable.
+            await self.outbox.close(self.settings.outbox_drain_s)
+        await self.client.close()
+        if self.lineage_sink is not None:
+            await self.lineage_sink.close()
+        if self.httpd is not None:
+            self.httpd.shutdown()
+        # Flushes decision spans still waiting in the batch processor.
+        await asyncio.to_thread(self.provider.shutdown)
+
+
+def model_client(
+    settings: GatewaySettings, routes: Routes, metrics: GatewayMetrics, load: LoopLoad
+) -> ModelClient:
+    """The OIP v2 client, micro-batched when ``batching`` is on."""
+    from gateway.runtime_client.oip import OipModelClient
+
+    client: ModelClient = OipModelClient(routes.targets)
+    if not settings.batching:
+        return client
+    from gateway.runtime_client.batching import BatchingModelClient, BatchingPolicy
+
+    policy = BatchingPolicy(
+        settings.batch_max_size,
+        settings.batch_max_wait_us / 1e6,
+        hold_busy=settings.batch_hold_busy,
+    )
+    batching = BatchingModelClient(
+        client, policy, metrics.runtime_call_rows.observe, lambda: load.busy
+    )
+    metrics.batch_hold.set_function(lambda: float(batching.holding))
+    return batching
+
+
+async def create(settings: GatewaySettings, routes: Routes, load: LoopLoad) -> Gateway:
+    """Builds the gateway from settings and checked routes: clients, sink, service, server."""
     from gateway.decisions.service import DecisionService
     from gateway.recording.route_changes import FanOutRouteChangeSink, LineageRouteChangeSink
     from gateway.routing.changes import LoggingRouteChangeSink, RouteChangeSink
     from gateway.routing.reload import ConfigWatcher
-    from gateway.runtime_client.oip import OipModelClient
     from gateway.transport.servicer import ScoringServicer
 
     instance = gateway_instance()
     provider = tracer_provider(settings, instance)
-    client: ModelClient = OipModelClient(routes.targets)
     metrics = GatewayMetrics()
-    if settings.batching:
-        from gateway.runtime_client.batching import BatchingModelClient, BatchingPolicy
-
-        policy = BatchingPolicy(
-            settings.batch_max_size,
-            settings.batch_max_wait_us / 1e6,
-            hold_busy=settings.batch_hold_busy,
-        )
-        batching = BatchingModelClient(
-            client, policy, metrics.runtime_call_rows.observe, lambda: load.busy
-        )
-        metrics.batch_hold.set_function(lambda: float(batching.holding))
-        client = batching
+    client = model_client(settings, routes, metrics, load)
     metrics.loop_busy.set_function(lambda: load.busy)
     sink, outbox = await open_sink(settings, metrics, instance)
     service = DecisionService(
@@ -214,64 +324,27 @@ async def serve(settings: GatewaySettings, routes: Routes, load: LoopLoad) -> in
         (SCORING_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    return Gateway(
+        settings, routes, metrics, service, client, server, health_servicer, watcher, provider,
+        port, outbox, lineage_sink,
+    )  # fmt: skip
+
+
+async def run(settings: GatewaySettings, routes: Routes, load: LoopLoad) -> int:
+    """The process: create, start, write the ready file, serve until SIGTERM/SIGINT, stop."""
+    gateway = await create(settings, routes, load)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    httpd = start_metrics_server(settings, metrics)
-    await server.start()
-    reloading = None
-    if settings.reload_interval_s > 0:
-        reloading = asyncio.create_task(watcher.run(settings.reload_interval_s))
-    outbox_health = None
-    if outbox is not None:
-        outbox_health = asyncio.create_task(
-            leave_rotation_on_outbox_failure(outbox, health_servicer)
-        )
     try:
-        for name in ("", SCORING_SERVICE):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        address = f"{settings.host}:{port}"
-        log.info(
-            "serving ScoringService on %s (config %s; decision points %s; runtimes %s)",
-            address,
-            routes.config_version,
-            ", ".join(sorted(routes.decision_points)),
-            ", ".join(sorted({e for t in routes.targets for e in t.endpoints})),
-        )
-        ready: dict[str, object] = {"grpc": address, "pid": os.getpid()}
-        if httpd is not None:
-            ready["metrics"] = f"{settings.host}:{httpd.server_port}"
-            log.info("serving metrics on http://%s/metrics", ready["metrics"])
+        ready = await gateway.start()
         if settings.ready_file is not None:
             write_ready_file(settings.ready_file, ready)
         await stop.wait()
-        log.info(
-            "stopping: NOT_SERVING, accepting for %.1f s, then draining for up to %.1f s",
-            settings.drain_delay_s,
-            settings.grace_s,
-        )
-        await health_servicer.enter_graceful_shutdown()
-        if settings.drain_delay_s:
-            await asyncio.sleep(settings.drain_delay_s)
-        await server.stop(settings.grace_s)
+        await gateway.drain()
     finally:
-        if reloading is not None:
-            reloading.cancel()
-        if outbox_health is not None:
-            outbox_health.cancel()
-        await server.stop(None)
-        await service.close()
-        if outbox is not None:
-            # The server has stopped: every answered decision's record is already durable.
-            await outbox.close(settings.outbox_drain_s)
-        await client.close()
-        if lineage_sink is not None:
-            await lineage_sink.close()
-        if httpd is not None:
-            httpd.shutdown()
-        # Flushes decision spans still waiting in the batch processor.
-        await asyncio.to_thread(provider.shutdown)
+        await gateway.close()
     log.info("stopped")
     return 0
 
@@ -294,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     load = LoopLoad()
     with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(load)) as runner:
-        return runner.run(serve(settings, routes, load))
+        return runner.run(run(settings, routes, load))
 
 
 if __name__ == "__main__":

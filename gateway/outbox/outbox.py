@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.outbox.config import OutboxConfig
+from gateway.outbox.durable_log import Delivery
 from gateway.outbox.errors import OutboxClosed, OutboxFull
 from gateway.outbox.framing import frame
 from gateway.outbox.metrics import OutboxMetrics
@@ -78,16 +79,16 @@ class Outbox:
 
     @classmethod
     async def open(cls, config: OutboxConfig, metrics: OutboxMetrics | None = None) -> Outbox:
-        """Recovers the directory, starts the writer and, with an endpoint, the sender."""
+        """Recovers the directory and starts the writer; records are kept, not yet sent."""
         outbox = cls(config, metrics)
         await asyncio.to_thread(outbox._open_files)
         outbox._writer.start()  # on the loop: a writer may watch a socket
-        if config.endpoint:
-            from gateway.outbox.sender import Sender
-
-            sender = Sender(outbox, config, outbox.metrics)
-            outbox._sender = asyncio.create_task(sender.run(), name="outbox-sender")
         return outbox
+
+    def start_delivery(self, delivery: Delivery) -> None:
+        """Runs ``delivery`` (the sender) until ``close``, which lets it drain a while first."""
+        assert self._sender is None, "one delivery per outbox"
+        self._sender = asyncio.create_task(delivery.run(), name="outbox-sender")
 
     def _open_files(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -31,9 +31,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from gateway.outbox.config import OutboxConfig
+from gateway.outbox.durable_log import DurableLog
 from gateway.outbox.metrics import OutboxMetrics
 from gateway.outbox.otlp import as_span, encode_spans, named_rejections, span_record
-from gateway.outbox.outbox import Outbox
 from gateway.outbox.segments import Entry
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class _Refused(Exception):
 
 
 class Sender:
-    def __init__(self, outbox: Outbox, config: OutboxConfig, metrics: OutboxMetrics) -> None:
+    def __init__(self, outbox: DurableLog, config: OutboxConfig, metrics: OutboxMetrics) -> None:
         self._outbox = outbox
         self._config = config
         self._metrics = metrics

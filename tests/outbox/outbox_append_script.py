@@ -16,11 +16,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from support.records import make_record
 
-from gateway.outbox import Outbox, OutboxConfig
+from gateway.outbox import OutboxConfig
+from gateway.server import open_outbox
 
 
 async def run(directory: Path, endpoint: str, count: int, concurrency: int) -> None:
-    outbox = await Outbox.open(OutboxConfig(directory, endpoint=endpoint))
+    outbox = await open_outbox(OutboxConfig(directory, endpoint=endpoint))
     slots = asyncio.Semaphore(concurrency)
 
     async def one() -> None:

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from outbox_support import make_record
 
 from gateway.outbox import Outbox, OutboxConfig
+from gateway.server import open_outbox
 from loadtests.local.topology import start_lineage
 
 
@@ -55,7 +56,7 @@ async def delivery(workdir: Path, records: int) -> str:
     lineage = start_lineage(workdir / "lineage.db", workdir)
     try:
         started = time.perf_counter()
-        outbox = await Outbox.open(OutboxConfig(directory, endpoint=lineage.address))
+        outbox = await open_outbox(OutboxConfig(directory, endpoint=lineage.address))
         assert await outbox.drained(300)
         elapsed = time.perf_counter() - started
         await outbox.close()

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from outbox_support import get_decisions, make_record, restart_lineage, stored_ids
 
-from gateway.outbox import Outbox, OutboxConfig, OutboxMetrics, canonical_json
+from gateway.outbox import OutboxConfig, OutboxMetrics, canonical_json
+from gateway.server import open_outbox
 from loadtests.local.topology import ManagedProcess
 
 SCRIPT = Path(__file__).with_name("outbox_append_script.py")
@@ -28,7 +29,7 @@ async def test_appended_records_are_stored_as_recorded(
     tmp_path: Path, lineage: ManagedProcess
 ) -> None:
     metrics = OutboxMetrics()
-    outbox = await Outbox.open(_config(tmp_path, lineage, batch_records=64), metrics)
+    outbox = await open_outbox(_config(tmp_path, lineage, batch_records=64), metrics)
     try:
         records = [make_record() for _ in range(300)]
         await asyncio.gather(*(outbox.append(r) for r in records))
@@ -54,7 +55,7 @@ async def test_a_store_down_for_seconds_loses_nothing(
     tmp_path: Path, lineage: ManagedProcess
 ) -> None:
     metrics = OutboxMetrics()
-    outbox = await Outbox.open(_config(tmp_path, lineage), metrics)
+    outbox = await open_outbox(_config(tmp_path, lineage), metrics)
     restarted: ManagedProcess | None = None
     try:
         before = [make_record() for _ in range(100)]
@@ -90,7 +91,7 @@ async def test_a_rejected_record_is_dead_lettered_not_retried(
     tmp_path: Path, lineage: ManagedProcess
 ) -> None:
     metrics = OutboxMetrics()
-    outbox = await Outbox.open(_config(tmp_path, lineage), metrics)
+    outbox = await open_outbox(_config(tmp_path, lineage), metrics)
     good = [make_record() for _ in range(40)]
     bad = make_record()
     bad = make_record(decision_id=bad.decision_id.upper())  # the store wants canonical ids
@@ -136,7 +137,7 @@ async def test_a_killed_sender_resends_every_durable_record_exactly_once(
     assert len(acknowledged) >= 1500
     assert len(acknowledged) < 20000, "the sender finished before it was killed"
 
-    outbox = await Outbox.open(OutboxConfig(directory, endpoint=lineage.address))
+    outbox = await open_outbox(OutboxConfig(directory, endpoint=lineage.address))
     try:
         assert outbox.recovery is not None
         assert outbox.recovery.records > 0, "nothing was left to resend: the test proves nothing"
