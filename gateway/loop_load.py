@@ -2,8 +2,8 @@
 
 The micro-batcher reads it to tell a saturated gateway (its loop busy almost all the time, where
 fewer and larger runtime calls free CPU for everything else) from one with spare time (where a
-queued row should leave as soon as the call ahead returns). Measured on 2 cores: 0.52-0.70 with
-4 calls in flight, 0.72-0.95 with 32 (docs/performance.md).
+queued row should leave as soon as the call ahead returns); the shares seen at low and high
+concurrency are in docs/performance-log.md.
 """
 
 from __future__ import annotations

@@ -85,9 +85,8 @@ def cpu_by_process(pids: list[int]) -> dict[int, float]:
 
 def main_thread_cpu(pids: list[int]) -> dict[int, float]:
     """User + system CPU seconds of each process's main thread alone. A grpc.aio server's
-    Python (its event loop) runs there and nowhere else: at saturation on 2 cores the lineage-on
-    gateway's main thread was the part that grew, 160 -> 231 us per decision, against 20 for its
-    sync helper (docs/performance.md)."""
+    Python (its event loop) runs there and nowhere else: at saturation the lineage-on gateway's
+    main thread is the part that grows, not its sync helper (docs/performance-log.md)."""
     seconds: dict[int, float] = {}
     for pid in pids:
         for thread in psutil.Process(pid).threads():

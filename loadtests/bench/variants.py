@@ -21,10 +21,10 @@ outbox without delivery) or ``on`` (outbox delivering to the store); ``--env nam
 sets an environment variable for one variant's gateway (``PYTHONPATH=<worktree>`` runs another
 checkout's gateway). The last lines give each variant's rate per round as a ratio to the first
 variant's, and the median. ``--control`` adds a second gateway identical to the first
-(``<name>-again``): on a shared 2-core VM two identical gateways differed by up to 15% within a
-round (docs/performance.md), so a difference is real only where it clearly exceeds the
-control's, which the last line prints. ``--out`` saves everything as JSON. Figures from it are in
-docs/performance.md's log; it sets no target and never fails on a figure.
+(``<name>-again``): on a shared VM two identical gateways differ noticeably within a round
+(docs/performance-log.md), so a difference is real only where it clearly exceeds the control's,
+which the last line prints. ``--out`` saves everything as JSON. Figures from it are in
+docs/performance-log.md; it sets no target and never fails on a figure.
 """
 
 from __future__ import annotations
