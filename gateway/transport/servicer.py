@@ -83,6 +83,18 @@ def to_response(record: DecisionRecord) -> scoring_pb2.ScoreResponse:
     return response
 
 
+async def _refuse(
+    context: grpc.aio.ServicerContext[object, object], error: Exception, call: str
+) -> None:
+    """Ends the call with ``error``'s status (``gateway.errors.status_for``): a GatewayError is
+    the caller's answer, anything else a bug, logged with its traceback and reported INTERNAL."""
+    if isinstance(error, GatewayError):
+        log.debug("%s refused: %s", call, error)
+    else:
+        log.error("%s failed unexpectedly", call, exc_info=error)
+    await context.abort_with_status(status_for(error))
+
+
 class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
     def __init__(self, service: DecisionService) -> None:
         self._service = service
@@ -95,11 +107,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
                 to_input(request), time_remaining_s=context.time_remaining()
             )
         except Exception as e:
-            if isinstance(e, GatewayError):
-                log.debug("Score %s refused: %s", request.request_id, e)
-            else:
-                log.exception("Score %s failed unexpectedly", request.request_id)
-            await context.abort_with_status(status_for(e))
+            await _refuse(context, e, f"Score {request.request_id}")
         return to_response(record)
 
     async def ScoreBatch(
@@ -116,11 +124,7 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
                 time_remaining_s=context.time_remaining(),
             )
         except Exception as e:
-            if isinstance(e, GatewayError):
-                log.debug("ScoreBatch refused: %s", e)
-            else:
-                log.exception("ScoreBatch failed unexpectedly")
-            await context.abort_with_status(status_for(e))
+            await _refuse(context, e, "ScoreBatch")
         response = scoring_pb2.ScoreBatchResponse()
         add = response.results.add
         for r in results:
