@@ -32,7 +32,11 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status
 
+from gateway.limits import MAX_MESSAGE_CHARS, MAX_VIOLATIONS_SHOWN
+
 INTERNAL_MESSAGE = "internal error; the gateway log has the details"
+MAX_FIELD_CHARS = 128
+MAX_DESCRIPTION_CHARS = 240
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +54,23 @@ class GatewayError(Exception):
 
     @property
     def message(self) -> str:
-        return str(self)
+        """What the caller reads: bounded, whatever the cause quoted."""
+        return _cut(str(self), MAX_MESSAGE_CHARS)
 
     def details(self) -> Sequence[any_pb2.Any]:
         """Rich error details (google.rpc) sent alongside the status."""
         return ()
+
+
+def _bounded(violation: FieldViolation) -> FieldViolation:
+    field, description = violation.field, violation.description
+    if len(field) <= MAX_FIELD_CHARS and len(description) <= MAX_DESCRIPTION_CHARS:
+        return violation
+    return FieldViolation(_cut(field, MAX_FIELD_CHARS), _cut(description, MAX_DESCRIPTION_CHARS))
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class InvalidRequest(GatewayError):
@@ -64,16 +80,20 @@ class InvalidRequest(GatewayError):
 
     def __init__(self, violations: Sequence[FieldViolation]) -> None:
         self.violations = tuple(violations)
-        # The plain message names every field too: clients without rich status still see them.
-        super().__init__(
-            "invalid request: " + "; ".join(f"{v.field}: {v.description}" for v in self.violations)
-        )
+        # The plain message names the fields too: clients without rich status still see them.
+        # Both are bounded so that the refusal fits in a default client's metadata limit.
+        shown = [_bounded(v) for v in self.violations[:MAX_VIOLATIONS_SHOWN]]
+        more = len(self.violations) - len(shown)
+        text = "; ".join(f"{v.field}: {v.description}" for v in shown)
+        head = f"invalid request ({len(self.violations)} problems, {len(shown)} shown): "
+        super().__init__((head if more else "invalid request: ") + text)
 
     def details(self) -> Sequence[any_pb2.Any]:
         violation = error_details_pb2.BadRequest.FieldViolation
         bad = error_details_pb2.BadRequest(
             field_violations=[
-                violation(field=v.field, description=v.description) for v in self.violations
+                violation(field=v.field, description=v.description)
+                for v in map(_bounded, self.violations[:MAX_VIOLATIONS_SHOWN])
             ]
         )
         packed = any_pb2.Any()

@@ -37,7 +37,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.routing.compiled import Routes, load_routes
 from gateway.settings import GatewaySettings, parse_settings
 from runtimes.manifest import ManifestError, load_manifests
-from scoring.v1 import scoring_pb2, scoring_pb2_grpc
+from scoring.v1 import scoring_pb2
 
 if TYPE_CHECKING:
     from gateway.decisions.service import DecisionService
@@ -283,6 +283,7 @@ async def create(settings: GatewaySettings, routes: Routes, load: LoopLoad) -> G
     from gateway.recording.route_changes import FanOutRouteChangeSink, LineageRouteChangeSink
     from gateway.routing.changes import LoggingRouteChangeSink, RouteChangeSink
     from gateway.routing.reload import ConfigWatcher
+    from gateway.transport.handlers import MAX_RECEIVE_BYTES, add_scoring_service
     from gateway.transport.servicer import ScoringServicer
 
     instance = gateway_instance()
@@ -313,11 +314,12 @@ async def create(settings: GatewaySettings, routes: Routes, load: LoopLoad) -> G
         # No SO_REUSEPORT: a second gateway on a taken port must fail, not share it silently.
         options=(
             ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
             *backlog_options(settings.max_in_flight, settings.max_pending_calls),
         ),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
-    scoring_pb2_grpc.add_ScoringServiceServicer_to_server(ScoringServicer(service), server)
+    add_scoring_service(ScoringServicer(service), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -6,8 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.decisions.validation import FeatureInput
+from gateway.limits import MAX_BATCH_ROWS
 
-MAX_BATCH_ROWS = 1000
+__all__ = ["MAX_BATCH_ROWS", "ScoreInput"]
 
 
 # Made per row and never kept: a plain (not frozen) dataclass (see gateway.attempts.answers).

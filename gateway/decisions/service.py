@@ -31,7 +31,7 @@ from gateway.decisions.groups import ARM_FALLBACK, ARM_PINNED, Group, route_rows
 from gateway.decisions.ids import UuidV7Generator
 from gateway.decisions.inputs import MAX_BATCH_ROWS, ScoreInput
 from gateway.decisions.shadows import ShadowTraffic
-from gateway.decisions.validation import FeatureValidator, request_violations
+from gateway.decisions.validation import FeatureValidator, call_violations, request_violations
 from gateway.errors import (
     FieldViolation,
     GatewayError,
@@ -160,11 +160,13 @@ class DecisionService:
         routes = self.routes
         try:
             self._recorder.check_capacity()
-            if not batch:
+            if batch:
+                violations = call_violations(name, pinned)
+            else:
                 (row,) = rows
-                violations = request_violations(row.request_id, name, row.entity_key)
-                if violations:
-                    raise InvalidRequest(violations)
+                violations = request_violations(row.request_id, name, row.entity_key, pinned)
+            if violations:
+                raise InvalidRequest(violations)
             point = routes.decision_points.get(name)
             if point is None:
                 raise UnknownDecisionPoint(

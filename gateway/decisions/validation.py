@@ -12,10 +12,18 @@ from collections.abc import Mapping
 from typing import Final
 
 from gateway.errors import FieldViolation, InvalidRequest
+from gateway.limits import (
+    MAX_DECISION_POINT_CHARS,
+    MAX_ENTITY_KEY_CHARS,
+    MAX_FEATURES,
+    MAX_MODEL_VERSION_CHARS,
+    MAX_REQUEST_ID_CHARS,
+    MAX_STRING_VALUE_CHARS,
+    has_control,
+    shown,
+)
 from lineage.v1.record import FeatureScalar
 from runtimes.manifest import CategoryFeature, Manifest, NumberFeature
-
-MAX_REQUEST_ID_CHARS = 128
 
 # A feature value as converted at the edge; None is a FeatureValue with no kind set.
 FeatureInput = FeatureScalar | int | None
@@ -62,6 +70,10 @@ class FeatureValidator:
 
         Optional features that are absent are left out of the snapshot.
         """
+        if len(features) > MAX_FEATURES:
+            raise InvalidRequest(
+                [FieldViolation("features", f"{len(features):,} features; at most {MAX_FEATURES}")]
+            )
         snapshot: dict[str, FeatureScalar] = {}
         violations: list[FieldViolation] | None = None
         present = 0
@@ -94,7 +106,13 @@ class FeatureValidator:
                     if value in categories:
                         snapshot[name] = value
                         continue
-                    problem = f"{value!r} is not a known category (one of {allowed})"
+                    if len(value) > MAX_STRING_VALUE_CHARS:
+                        problem = (
+                            f"a string of {len(value):,} characters; "
+                            f"at most {MAX_STRING_VALUE_CHARS}"
+                        )
+                    else:
+                        problem = f"{shown(value)} is not a known category (one of {allowed})"
                 else:
                     problem = f"must be a category (string), got {_type_name(value)}"
             elif type(value) is bool:
@@ -110,7 +128,7 @@ class FeatureValidator:
             if violations is None:
                 violations = []
             violations.extend(
-                FieldViolation(f"features.{k}", f"unknown feature for model {self.model}")
+                FieldViolation(f"features.{_name(k)}", f"unknown feature for model {self.model}")
                 for k in unknown
             )
         if violations:
@@ -118,19 +136,47 @@ class FeatureValidator:
         return snapshot
 
 
+def _name(name: str) -> str:
+    """A feature name as it may appear in a field path: cut, with control characters escaped."""
+    if len(name) > MAX_SHOWN_NAME_CHARS or has_control(name):
+        return shown(name, MAX_SHOWN_NAME_CHARS)
+    return name
+
+
+MAX_SHOWN_NAME_CHARS = 64
+
+
+def _identifier(
+    field: str, value: str, limit: int, violations: list[FieldViolation], required: bool = True
+) -> None:
+    if not value:
+        if required:
+            violations.append(FieldViolation(field, "must not be empty"))
+    elif len(value) > limit:
+        violations.append(
+            FieldViolation(field, f"must be at most {limit} characters, got {len(value):,}")
+        )
+    elif has_control(value):
+        violations.append(
+            FieldViolation(field, f"must not contain control characters, got {shown(value)}")
+        )
+
+
 def request_violations(
-    request_id: str, decision_point: str, entity_key: str
+    request_id: str, decision_point: str, entity_key: str, model_version: str = ""
 ) -> list[FieldViolation]:
     """Problems with the API's own fields (not the features)."""
     violations: list[FieldViolation] = []
-    if not request_id:
-        violations.append(FieldViolation("request_id", "must not be empty"))
-    elif len(request_id) > MAX_REQUEST_ID_CHARS:
-        violations.append(
-            FieldViolation("request_id", f"must be at most {MAX_REQUEST_ID_CHARS} characters")
-        )
-    if not decision_point:
-        violations.append(FieldViolation("decision_point", "must not be empty"))
-    if not entity_key:
-        violations.append(FieldViolation("entity_key", "must not be empty"))
+    _identifier("request_id", request_id, MAX_REQUEST_ID_CHARS, violations)
+    _identifier("decision_point", decision_point, MAX_DECISION_POINT_CHARS, violations)
+    _identifier("entity_key", entity_key, MAX_ENTITY_KEY_CHARS, violations)
+    _identifier("model_version", model_version, MAX_MODEL_VERSION_CHARS, violations, False)
+    return violations
+
+
+def call_violations(decision_point: str, model_version: str) -> list[FieldViolation]:
+    """Problems with a ScoreBatch call's own fields."""
+    violations: list[FieldViolation] = []
+    _identifier("decision_point", decision_point, MAX_DECISION_POINT_CHARS, violations)
+    _identifier("model_version", model_version, MAX_MODEL_VERSION_CHARS, violations, False)
     return violations

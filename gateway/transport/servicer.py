@@ -10,7 +10,9 @@ import grpc
 from gateway.decisions.service import DecisionService, ScoreInput
 from gateway.decisions.validation import FeatureInput
 from gateway.errors import FieldViolation, GatewayError, InvalidRequest, status_for
+from gateway.limits import MAX_BATCH_ROWS
 from gateway.transport.columns import column_rows
+from gateway.transport.handlers import Malformed
 from lineage.v1.record import DecisionRecord
 from scoring.v1 import scoring_pb2, scoring_pb2_grpc
 
@@ -44,6 +46,15 @@ def batch_rows(request: scoring_pb2.ScoreBatchRequest) -> list[ScoreInput]:
                 [FieldViolation("columns", "set either rows or columns, not both")]
             )
         return column_rows(request.decision_point, request.columns)
+    if len(request.rows) > MAX_BATCH_ROWS:
+        # Refused before any row is converted: a 4 MiB request carries ~300k of them.
+        raise InvalidRequest(
+            [
+                FieldViolation(
+                    "rows", f"{len(request.rows):,} rows; at most {MAX_BATCH_ROWS} per call"
+                )
+            ]
+        )
     point = request.decision_point
     return [
         ScoreInput(row.request_id, point, row.entity_key, _features(row.features))
@@ -83,6 +94,10 @@ def to_response(record: DecisionRecord) -> scoring_pb2.ScoreResponse:
     return response
 
 
+def _malformed(request: Malformed) -> InvalidRequest:
+    return InvalidRequest([FieldViolation("(request body)", request.reason)])
+
+
 async def _refuse(
     context: grpc.aio.ServicerContext[object, object], error: Exception, call: str
 ) -> None:
@@ -100,8 +115,13 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         self._service = service
 
     async def Score(
-        self, request: scoring_pb2.ScoreRequest, context: grpc.aio.ServicerContext[object, object]
+        self,
+        request: scoring_pb2.ScoreRequest | Malformed,
+        context: grpc.aio.ServicerContext[object, object],
     ) -> scoring_pb2.ScoreResponse:
+        if isinstance(request, Malformed):
+            await _refuse(context, _malformed(request), "Score")
+            raise AssertionError("unreachable: the call was aborted")
         try:
             record = await self._service.score(
                 to_input(request), time_remaining_s=context.time_remaining()
@@ -112,9 +132,12 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
 
     async def ScoreBatch(
         self,
-        request: scoring_pb2.ScoreBatchRequest,
+        request: scoring_pb2.ScoreBatchRequest | Malformed,
         context: grpc.aio.ServicerContext[object, object],
     ) -> scoring_pb2.ScoreBatchResponse:
+        if isinstance(request, Malformed):
+            await _refuse(context, _malformed(request), "ScoreBatch")
+            raise AssertionError("unreachable: the call was aborted")
         try:
             rows = batch_rows(request)
             results = await self._service.score_batch(
