@@ -14,6 +14,7 @@
     │   ├── RuntimeFailed (INTERNAL)            any other runtime status
     │   └── InvalidModelOutput (INTERNAL)       no score, or not the artifact the manifest names
     ├── Overloaded (RESOURCE_EXHAUSTED)         shed: the gateway's in-flight bound is reached
+    ├── Stopping (UNAVAILABLE)                  the gateway is draining: go to another replica
     └── ConfigError (FAILED_PRECONDITION)       routing config refused (start-up or reload)
 
 A ModelRuntimeError's ``fallback_reason`` is the flag a fallback answer carries.
@@ -151,6 +152,12 @@ class Overloaded(GatewayError):
     """Shed at admission: the gateway already has its bound of requests in flight."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Stopping(GatewayError):
+    """The gateway is stopping: it admits no new request (the caller retries elsewhere)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
 
 
 class ConfigError(GatewayError):

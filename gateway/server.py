@@ -52,6 +52,8 @@ log = logging.getLogger("gateway")
 SERVICE_NAME = "scoregate-gateway"
 SCORING_SERVICE = scoring_pb2.DESCRIPTOR.services_by_name["ScoringService"].full_name
 EXIT_CONFIG = 2
+DRAIN_QUEUED_S = 0.2
+"""How long calls already queued in gRPC core have to reach the closed gate and be refused."""
 
 
 def gateway_instance() -> str:
@@ -223,18 +225,30 @@ class Gateway:
         return ready
 
     async def drain(self) -> None:
-        """NOT_SERVING, calls still accepted for ``drain_delay_s``, then in-flight calls get
-        ``grace_s`` to finish."""
+        """NOT_SERVING, calls still served for ``drain_delay_s`` (while load balancers take the
+        pod out), then new calls refused with UNAVAILABLE and those admitted given ``grace_s``
+        to be answered, before the listener closes.
+
+        The gateway refuses new calls itself rather than through gRPC's stop: gRPC cancels the
+        calls still queued for the event loop when it stops, and a CANCELLED tells a caller
+        nothing; UNAVAILABLE tells it to go to another replica."""
         settings = self.settings
         log.info(
-            "stopping: NOT_SERVING, accepting for %.1f s, then draining for up to %.1f s",
+            "stopping: NOT_SERVING, serving for %.1f s more, then draining for up to %.1f s",
             settings.drain_delay_s,
             settings.grace_s,
         )
         await self.health.enter_graceful_shutdown()
         if settings.drain_delay_s:
             await asyncio.sleep(settings.drain_delay_s)
-        await self.server.stop(settings.grace_s)
+        if not await self.service.stop_admitting(settings.grace_s):
+            log.warning(
+                "%d calls still in flight after %.1f s", self.service.admission.in_flight,
+                settings.grace_s,
+            )  # fmt: skip
+        # Calls still queued in gRPC core meet the closed gate and get UNAVAILABLE.
+        await asyncio.sleep(DRAIN_QUEUED_S)
+        await self.server.stop(DRAIN_QUEUED_S)
 
     async def close(self) -> None:
         """Stops whatever still runs, in dependency order; safe after ``drain`` or without it."""

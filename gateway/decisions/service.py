@@ -39,6 +39,7 @@ from gateway.errors import (
     ModelRuntimeError,
     Overloaded,
     RuntimeDeadlineExceeded,
+    Stopping,
     UnknownDecisionPoint,
     UnknownModelVersion,
 )
@@ -153,6 +154,8 @@ class DecisionService:
             received_ns = time.time_ns()
         started = time.monotonic()
         if not self.admission.try_enter():
+            if self.admission.closed:
+                raise Stopping("the gateway is stopping; retry on another gateway")
             raise Overloaded(
                 f"overloaded: {self.admission.in_flight} requests in flight (the bound); "
                 "retry with back-off or on another gateway"
@@ -284,6 +287,12 @@ class DecisionService:
                 self.metrics.decided(point, arm, version, outcome, elapsed, count)
             else:
                 self.metrics.requests.labels(point, arm, version, outcome).inc(count)
+
+    async def stop_admitting(self, grace_s: float) -> bool:
+        """Refuses new requests from now on (UNAVAILABLE) and waits up to ``grace_s`` for those
+        admitted to be answered; True if they all were."""
+        self.admission.close()
+        return await self.admission.idle(grace_s)
 
     async def close(self, grace_s: float = 1.0) -> None:
         """Lets shadow calls finish (bounded), before the client closes."""
