@@ -13,8 +13,9 @@ from collections.abc import Sequence
 
 import psycopg
 
+from governance.store.dialect import Dialect
 from governance.store.migrations import POSTGRES_MIGRATIONS, Migration
-from governance.store.sql import Dialect, SqlLineageStore
+from governance.store.sql import SqlLineageStore
 
 POSTGRES = Dialect(
     name="postgresql",

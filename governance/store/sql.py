@@ -16,10 +16,8 @@ import functools
 import hashlib
 import logging
 import operator
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
@@ -35,6 +33,8 @@ from governance.store.base import (
     TrafficSeen,
     VerifyReport,
 )
+from governance.store.clock import now_us
+from governance.store.dialect import Dialect
 from governance.store.entries import (
     Count,
     DecisionFilter,
@@ -60,6 +60,8 @@ from governance.store.tables import (
 )
 from lineage.v1.record import DecisionRecord, canonical_json, record_from_json
 
+__all__ = ["Dialect", "SqlLineageStore", "fast_decision_row", "now_us"]
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -84,10 +86,6 @@ _SUMMARY_COLUMNS = (
 )
 
 
-def now_us() -> int:
-    return time.time_ns() // 1000
-
-
 # The decisions columns copied from the record, in DECISION_COLUMNS order up to stored_at_us.
 _ROW_FIELDS = DECISION_COLUMNS[: DECISION_COLUMNS.index("stored_at_us")]
 _row_values = operator.attrgetter(*_ROW_FIELDS)
@@ -104,28 +102,6 @@ def fast_decision_row(record: DecisionRecord, stored_at_us: int) -> list[object]
         hashlib.sha256(body).hexdigest(),
         body.decode(),
     ]
-
-
-@dataclass(frozen=True, slots=True)
-class Dialect:
-    """What differs between the backends' SQL."""
-
-    name: str
-    placeholder: str
-    begin_write: str
-    begin_snapshot: str
-    lock_suffix: str
-    errors: tuple[type[BaseException], ...]
-    migration_lock: str = ""
-    migration_unlock: str = ""
-    # What a unique-key violation raises; empty: inserts look up stored ids first.
-    conflict_errors: tuple[type[BaseException], ...] = ()
-    # Entity entries kept in decision_entities(_recent) and merged in bulk (migration 4, SQLite)
-    # rather than by an index on decisions.
-    deferred_entity_index: bool = False
-
-    def q(self, sql: str) -> str:
-        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
 
 
 class SqlLineageStore(LineageStore):
@@ -174,7 +150,7 @@ class SqlLineageStore(LineageStore):
         return lambda: fn(self._require(self._read_conn))
 
     def _x(self, conn: Conn, sql: str, params: Sequence[object] = ()) -> Any:
-        return conn.execute(self.dialect.q(sql), tuple(params))
+        return conn.execute(self.dialect.with_placeholders(sql), tuple(params))
 
     @contextlib.contextmanager
     def _transaction(self, conn: Conn, begin: str) -> Iterator[None]:
@@ -359,7 +335,7 @@ class SqlLineageStore(LineageStore):
                     result, record.decision_id, str(earlier[sha_index]), str(row[sha_index])
                 )
         columns = (*DECISION_COLUMNS, "seq", "chain_sha256")
-        insert = self.dialect.q(
+        insert = self.dialect.with_placeholders(
             f"INSERT INTO decisions ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         )
         with self._transaction(conn, self.dialect.begin_write):
@@ -716,7 +692,7 @@ class SqlLineageStore(LineageStore):
     async def verify(self, checkpoints: Sequence[Checkpoint]) -> VerifyReport:
         def read(conn: Conn) -> VerifyReport:
             with self._transaction(conn, self.dialect.begin_snapshot):
-                return verify_chain.verify(conn, self.dialect.q, checkpoints)
+                return verify_chain.verify(conn, self.dialect.with_placeholders, checkpoints)
 
         return await self._run(self._reader, self._read(read))
 
