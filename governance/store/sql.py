@@ -10,14 +10,11 @@ writers in several processes on one PostgreSQL database still number entries wit
 from __future__ import annotations
 
 import abc
-import asyncio
-import contextlib
 import functools
 import hashlib
 import logging
 import operator
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -35,6 +32,7 @@ from governance.store.base import (
 )
 from governance.store.clock import now_us
 from governance.store.dialect import Dialect
+from governance.store.engine import Connection, Engine
 from governance.store.entries import (
     Count,
     DecisionFilter,
@@ -110,11 +108,7 @@ class SqlLineageStore(LineageStore):
     def __init__(self, dialect: Dialect, migrations: Sequence[Migration]) -> None:
         self.dialect = dialect
         self._migrations = migrations
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="lineage-writer")
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="lineage-reader")
-        self._write_conn: Conn | None = None
-        self._read_conn: Conn | None = None
-        self._closed = False
+        self._engine = Engine(dialect)
         # The backend keeps entity entries apart and this build's schema has them (a store opened
         # with fewer migrations, as the upgrade tests do, has the older index instead).
         self._deferred_entities = dialect.deferred_entity_index and any(
@@ -132,99 +126,41 @@ class SqlLineageStore(LineageStore):
     def describe(self) -> str:
         """Where the data lives, for logs (no credentials)."""
 
-    # -- plumbing -------------------------------------------------------------------------------
-
-    async def _run(self, executor: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
-        if self._closed:
-            raise StoreUnavailable("lineage store is closed")
-        try:
-            return await asyncio.get_running_loop().run_in_executor(executor, fn)
-        except self.dialect.errors as e:
-            log.error("lineage database error: %s", e)
-            raise StoreUnavailable(f"lineage database error: {e}") from e
-
-    def _write(self, fn: Callable[[Conn], T]) -> Callable[[], T]:
-        return lambda: fn(self._require(self._write_conn))
-
-    def _read(self, fn: Callable[[Conn], T]) -> Callable[[], T]:
-        return lambda: fn(self._require(self._read_conn))
-
-    def _x(self, conn: Conn, sql: str, params: Sequence[object] = ()) -> Any:
-        return conn.execute(self.dialect.with_placeholders(sql), tuple(params))
-
-    @contextlib.contextmanager
-    def _transaction(self, conn: Conn, begin: str) -> Iterator[None]:
-        conn.execute(begin)
-        try:
-            yield
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                conn.execute("ROLLBACK")
-            raise
-
-    @staticmethod
-    def _require(conn: Conn | None) -> Conn:
-        if conn is None:
-            raise StoreUnavailable("lineage store is not open")
-        return conn
-
     async def open(self) -> None:
-        try:
-            await self._run(self._writer, self._open_writer)
-            await self._run(self._reader, self._open_reader)
-        except BaseException:
-            await self.close()
-            raise
+        await self._engine.open(self._connect, self._prepare_schema)
 
-    def _open_writer(self) -> None:
-        self._write_conn = conn = self._connect(read_only=False)
-        applied = self._apply_migrations(conn)
+    def _prepare_schema(self, db: Connection) -> None:
+        applied = self._apply_migrations(db)
         if 2 in applied:
-            self._chain_existing_decisions(conn)
+            self._chain_existing_decisions(db)
         if self._deferred_entities:
-            self._recent_entities = self._count_recent_entities(conn)
+            self._recent_entities = self._count_recent_entities(db)
         log.info(
             "lineage database %s at schema version %d",
             self.describe(),
             max((m.version for m in self._migrations), default=0),
         )
 
-    def _open_reader(self) -> None:
-        self._read_conn = self._connect(read_only=True)
-
     async def close(self) -> None:
-        if self._closed:
-            return
-        await self._run(self._reader, functools.partial(self._close_conn, "_read_conn"))
-        await self._run(self._writer, functools.partial(self._close_conn, "_write_conn"))
-        self._closed = True
-        self._reader.shutdown()
-        self._writer.shutdown()
-
-    def _close_conn(self, attr: str) -> None:
-        conn: Conn | None = getattr(self, attr)
-        if conn is not None:
-            conn.close()
-            setattr(self, attr, None)
+        await self._engine.close()
 
     # -- migrations -----------------------------------------------------------------------------
 
-    def _apply_migrations(self, conn: Conn) -> list[int]:
+    def _apply_migrations(self, db: Connection) -> list[int]:
         """Applies pending migrations in order, each in its own transaction; returns those."""
         if self.dialect.migration_lock:
-            conn.execute(self.dialect.migration_lock)
+            db.run(self.dialect.migration_lock)
         try:
-            return self._apply_migrations_locked(conn)
+            return self._apply_migrations_locked(db)
         finally:
             if self.dialect.migration_unlock:
-                conn.execute(self.dialect.migration_unlock)
+                db.run(self.dialect.migration_unlock)
 
-    def _apply_migrations_locked(self, conn: Conn) -> list[int]:
-        conn.execute(SCHEMA_MIGRATIONS_TABLE)
+    def _apply_migrations_locked(self, db: Connection) -> list[int]:
+        db.run(SCHEMA_MIGRATIONS_TABLE)
         applied = {
             version: checksum
-            for version, checksum in conn.execute("SELECT version, checksum FROM schema_migrations")
+            for version, checksum in db.run("SELECT version, checksum FROM schema_migrations")
         }
         known = {m.version: m for m in self._migrations}
         unknown = sorted(set(applied) - set(known))
@@ -242,11 +178,10 @@ class SqlLineageStore(LineageStore):
                         "the one applied to this database"
                     )
                 continue
-            with self._transaction(conn, self.dialect.begin_write):
+            with db.write_transaction():
                 for statement in migration.statements:
-                    conn.execute(statement)
-                self._x(
-                    conn,
+                    db.run(statement)
+                db.execute(
                     "INSERT INTO schema_migrations (version, name, checksum, applied_at_us) "
                     "VALUES (?, ?, ?, ?)",
                     (migration.version, migration.name, migration.checksum, now_us()),
@@ -255,62 +190,58 @@ class SqlLineageStore(LineageStore):
             log.info("applied schema migration %d (%s)", migration.version, migration.name)
         return done
 
-    def _chain_existing_decisions(self, conn: Conn) -> None:
+    def _chain_existing_decisions(self, db: Connection) -> None:
         """Links decisions stored before the chain existed, in the order they were stored."""
-        with self._transaction(conn, self.dialect.begin_write):
-            seq, chain = self._head(conn)
-            rows = self._x(
-                conn,
+        with db.write_transaction():
+            seq, chain = self._head(db)
+            rows = db.execute(
                 "SELECT decision_id, record_sha256 FROM decisions WHERE seq IS NULL "
                 "ORDER BY stored_at_us, decision_id",
             ).fetchall()
             for decision_id, sha in rows:
                 seq += 1
                 chain = link(chain, sha, seq)
-                self._x(
-                    conn,
+                db.execute(
                     "UPDATE decisions SET seq = ?, chain_sha256 = ? WHERE decision_id = ?",
                     (seq, chain, decision_id),
                 )
-            self._set_head(conn, seq, chain)
+            self._set_head(db, seq, chain)
         if rows:
             log.info("linked %d decisions stored before the hash chain existed", len(rows))
 
     # -- the chain ------------------------------------------------------------------------------
 
-    def _head(self, conn: Conn) -> tuple[int, str]:
-        row = conn.execute(
+    def _head(self, db: Connection) -> tuple[int, str]:
+        row = db.run(
             "SELECT seq, chain_sha256 FROM chain_head WHERE id = 1" + self.dialect.lock_suffix
         ).fetchone()
         return int(row[0]), str(row[1])
 
-    def _set_head(self, conn: Conn, seq: int, chain: str) -> None:
-        self._x(conn, "UPDATE chain_head SET seq = ?, chain_sha256 = ? WHERE id = 1", (seq, chain))
+    def _set_head(self, db: Connection, seq: int, chain: str) -> None:
+        db.execute("UPDATE chain_head SET seq = ?, chain_sha256 = ? WHERE id = 1", (seq, chain))
 
-    def _append(self, conn: Conn, table: ChainedTable, body: dict[str, Any], now: int) -> int:
+    def _append(self, db: Connection, table: ChainedTable, body: dict[str, Any], now: int) -> int:
         """Appends one entry inside the caller's write transaction; returns its seq."""
-        seq, chain = self._head(conn)
+        seq, chain = self._head(db)
         data = canonical(body)
         sha = sha256_hex(data)
         seq += 1
         chain = link(chain, sha, seq)
         row = table.row(body, sha, now, seq, chain, data.decode())
         marks = ", ".join("?" * len(row))
-        self._x(
-            conn, f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({marks})", row
-        )
-        self._set_head(conn, seq, chain)
+        db.execute(f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({marks})", row)
+        self._set_head(db, seq, chain)
         return seq
 
     async def head(self) -> Checkpoint:
-        def read(conn: Conn) -> Checkpoint:
-            seq, chain = self._head_unlocked(conn)
+        def read(db: Connection) -> Checkpoint:
+            seq, chain = self._head_unlocked(db)
             return Checkpoint(seq, chain, now_us())
 
-        return await self._run(self._reader, self._read(read))
+        return await self._engine.read(read)
 
-    def _head_unlocked(self, conn: Conn) -> tuple[int, str]:
-        row = conn.execute("SELECT seq, chain_sha256 FROM chain_head WHERE id = 1").fetchone()
+    def _head_unlocked(self, db: Connection) -> tuple[int, str]:
+        row = db.run("SELECT seq, chain_sha256 FROM chain_head WHERE id = 1").fetchone()
         return int(row[0]), str(row[1])
 
     # -- decisions ------------------------------------------------------------------------------
@@ -318,9 +249,9 @@ class SqlLineageStore(LineageStore):
     async def insert_many(self, records: Sequence[DecisionRecord]) -> InsertResult:
         if not records:
             return InsertResult()
-        return await self._run(self._writer, self._write(functools.partial(self._insert, records)))
+        return await self._engine.write(functools.partial(self._insert, records))
 
-    def _insert(self, records: Sequence[DecisionRecord], conn: Conn) -> InsertResult:
+    def _insert(self, records: Sequence[DecisionRecord], db: Connection) -> InsertResult:
         result = InsertResult()
         stored_at = now_us()
         sha_index = DECISION_COLUMNS.index("record_sha256")
@@ -335,15 +266,15 @@ class SqlLineageStore(LineageStore):
                     result, record.decision_id, str(earlier[sha_index]), str(row[sha_index])
                 )
         columns = (*DECISION_COLUMNS, "seq", "chain_sha256")
-        insert = self.dialect.with_placeholders(
+        insert = (
             f"INSERT INTO decisions ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         )
-        with self._transaction(conn, self.dialect.begin_write):
-            head_seq, head_chain = self._head(conn)
-            new = self._insert_fresh(conn, insert, batch, head_seq, head_chain)
+        with db.write_transaction():
+            head_seq, head_chain = self._head(db)
+            new = self._insert_fresh(db, insert, batch, head_seq, head_chain)
             if new is None:
                 # Some ids are stored already: look them up and link only the others.
-                stored = self._stored_hashes(conn, list(batch))
+                stored = self._stored_hashes(db, list(batch))
                 new = []
                 seq, chain = head_seq, head_chain
                 for decision_id, row in batch.items():
@@ -354,21 +285,21 @@ class SqlLineageStore(LineageStore):
                     chain = link(chain, str(row[sha_index]), seq)
                     new.append([*row, seq, chain])
                 if new:
-                    conn.cursor().executemany(insert, new)
+                    db.execute_many(insert, new)
             recent = self._recent_entities
             if new:
-                self._set_head(conn, head_seq + len(new), str(new[-1][-1]))
+                self._set_head(db, head_seq + len(new), str(new[-1][-1]))
                 if self._deferred_entities:
-                    recent = self._index_entities(conn, new, recent)
+                    recent = self._index_entities(db, new, recent)
         self._recent_entities = recent
         result.inserted = len(new)
         return result
 
-    def _index_entities(self, conn: Conn, new: list[list[object]], recent: int) -> int:
+    def _index_entities(self, db: Connection, new: list[list[object]], recent: int) -> int:
         """Appends the new decisions' entity entries to decision_entities_recent and, once it
         holds ``entity_merge_rows``, merges it into decision_entities; returns its new size."""
         ent, at, did = _ENTITY_FIELDS
-        conn.cursor().executemany(
+        db.execute_many(
             "INSERT INTO decision_entities_recent (entity_key, decided_at_us, decision_id) "
             "VALUES (?, ?, ?)",
             [(row[ent], row[at], row[did]) for row in new],
@@ -376,16 +307,16 @@ class SqlLineageStore(LineageStore):
         recent += len(new)
         if recent < self.entity_merge_rows:
             return recent
-        conn.execute(_MERGE_ENTITIES)
-        conn.execute("DELETE FROM decision_entities_recent")
+        db.run(_MERGE_ENTITIES)
+        db.run("DELETE FROM decision_entities_recent")
         return 0
 
     @staticmethod
-    def _count_recent_entities(conn: Conn) -> int:
-        return int(conn.execute("SELECT COUNT(*) FROM decision_entities_recent").fetchone()[0])
+    def _count_recent_entities(db: Connection) -> int:
+        return int(db.run("SELECT COUNT(*) FROM decision_entities_recent").fetchone()[0])
 
     def _insert_fresh(
-        self, conn: Conn, insert: str, batch: dict[str, list[object]], seq: int, chain: str
+        self, db: Connection, insert: str, batch: dict[str, list[object]], seq: int, chain: str
     ) -> list[list[object]] | None:
         """The common case without a lookup: inserts every row of ``batch`` as new, linked after
         (seq, chain). If any id is already stored, undoes that and returns None instead."""
@@ -397,24 +328,23 @@ class SqlLineageStore(LineageStore):
             seq += 1
             chain = link(chain, str(row[sha_index]), seq)
             new.append([*row, seq, chain])
-        conn.execute("SAVEPOINT insert_fresh")
+        db.run("SAVEPOINT insert_fresh")
         try:
-            conn.cursor().executemany(insert, new)
+            db.execute_many(insert, new)
         except self.dialect.conflict_errors:
-            conn.execute("ROLLBACK TO SAVEPOINT insert_fresh")
-            conn.execute("RELEASE SAVEPOINT insert_fresh")
+            db.run("ROLLBACK TO SAVEPOINT insert_fresh")
+            db.run("RELEASE SAVEPOINT insert_fresh")
             return None
-        conn.execute("RELEASE SAVEPOINT insert_fresh")
+        db.run("RELEASE SAVEPOINT insert_fresh")
         return new
 
-    def _stored_hashes(self, conn: Conn, ids: list[str]) -> dict[str, str]:
+    def _stored_hashes(self, db: Connection, ids: list[str]) -> dict[str, str]:
         found: dict[str, str] = {}
         for start in range(0, len(ids), _LOOKUP_CHUNK):
             chunk = ids[start : start + _LOOKUP_CHUNK]
             marks = ", ".join("?" * len(chunk))
             found.update(
-                self._x(
-                    conn,
+                db.execute(
                     "SELECT decision_id, record_sha256 FROM decisions "
                     f"WHERE decision_id IN ({marks})",
                     chunk,
@@ -423,11 +353,10 @@ class SqlLineageStore(LineageStore):
         return found
 
     async def get(self, decision_id: str) -> StoredDecision | None:
-        return await self._run(self._reader, self._read(functools.partial(self._get, decision_id)))
+        return await self._engine.read(functools.partial(self._get, decision_id))
 
-    def _get(self, decision_id: str, conn: Conn) -> StoredDecision | None:
-        row = self._x(
-            conn,
+    def _get(self, decision_id: str, db: Connection) -> StoredDecision | None:
+        row = db.execute(
             "SELECT record_json, stored_at_us, seq, chain_sha256 FROM decisions "
             "WHERE decision_id = ?",
             (decision_id,),
@@ -436,8 +365,7 @@ class SqlLineageStore(LineageStore):
             return None
         overrides = tuple(
             Override(*r)
-            for r in self._x(
-                conn,
+            for r in db.execute(
                 "SELECT override_id, decision_id, reviewer, at_us, new_decision, reason, "
                 "recorded_at_us, seq FROM overrides WHERE decision_id = ? ORDER BY at_us, seq",
                 (decision_id,),
@@ -445,8 +373,7 @@ class SqlLineageStore(LineageStore):
         )
         outcomes = tuple(
             Outcome(*r)
-            for r in self._x(
-                conn,
+            for r in db.execute(
                 "SELECT outcome_id, decision_id, label, at_us, source, recorded_at_us, seq "
                 "FROM outcomes WHERE decision_id = ? ORDER BY at_us, seq",
                 (decision_id,),
@@ -462,13 +389,13 @@ class SqlLineageStore(LineageStore):
         )
 
     async def schema_version(self) -> int:
-        def read(conn: Conn) -> int:
-            (version,) = conn.execute(
+        def read(db: Connection) -> int:
+            (version,) = db.run(
                 "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"
             ).fetchone()
             return int(version)
 
-        return await self._run(self._reader, self._read(read))
+        return await self._engine.read(read)
 
     async def list_decisions(
         self,
@@ -480,7 +407,7 @@ class SqlLineageStore(LineageStore):
         with_counts: bool = True,
     ) -> DecisionPage:
         fn = functools.partial(self._list, selection, limit, after, descending, with_counts)
-        return await self._run(self._reader, self._read(fn))
+        return await self._engine.read(fn)
 
     def _list(
         self,
@@ -489,7 +416,7 @@ class SqlLineageStore(LineageStore):
         after: tuple[int, str] | None,
         descending: bool,
         with_counts: bool,
-        conn: Conn,
+        db: Connection,
     ) -> DecisionPage:
         where = ["decided_at_us >= ?", "decided_at_us < ?"]
         params: list[object] = [s.since_us, s.until_us]
@@ -514,8 +441,7 @@ class SqlLineageStore(LineageStore):
         if with_counts:
             page.counts = [
                 Count(*r)
-                for r in self._x(
-                    conn,
+                for r in db.execute(
                     "SELECT model_name, model_version, arm, decision, COUNT(*) FROM decisions "
                     f"WHERE {condition} GROUP BY model_name, model_version, arm, decision "
                     "ORDER BY model_name, model_version, arm, decision",
@@ -530,8 +456,7 @@ class SqlLineageStore(LineageStore):
         if after is not None:
             keyset = f" AND (decided_at_us {op} ? OR (decided_at_us = ? AND decision_id {op} ?))"
             page_params += [after[0], after[0], after[1]]
-        rows = self._x(
-            conn,
+        rows = db.execute(
             f"SELECT {_SUMMARY_COLUMNS} FROM decisions WHERE {condition}{keyset} "
             f"ORDER BY decided_at_us {order}, decision_id {order} LIMIT ?",
             [*page_params, limit + 1],
@@ -543,12 +468,11 @@ class SqlLineageStore(LineageStore):
         return page
 
     async def traffic_seen(self, model_name: str, decision_point: str = "") -> list[TrafficSeen]:
-        def read(conn: Conn) -> list[TrafficSeen]:
+        def read(db: Connection) -> list[TrafficSeen]:
             extra, params = ("", [model_name])
             if decision_point:
                 extra, params = (" AND decision_point = ?", [model_name, decision_point])
-            rows = self._x(
-                conn,
+            rows = db.execute(
                 "SELECT decision_point, model_version, arm, MIN(decided_at_us), "
                 "MAX(decided_at_us), COUNT(*) FROM decisions WHERE model_name = ?"
                 f"{extra} GROUP BY decision_point, model_version, arm "
@@ -557,37 +481,36 @@ class SqlLineageStore(LineageStore):
             ).fetchall()
             return [TrafficSeen(*r) for r in rows]
 
-        return await self._run(self._reader, self._read(read))
+        return await self._engine.read(read)
 
     # -- overrides, outcomes, route changes -----------------------------------------------------
 
     async def add_override(self, override: Override) -> tuple[Override, bool]:
-        def write(conn: Conn) -> tuple[Override, bool]:
-            return self._add_annotation(conn, SEQ_TABLES["overrides"], override, Override)
+        def write(db: Connection) -> tuple[Override, bool]:
+            return self._add_annotation(db, SEQ_TABLES["overrides"], override, Override)
 
-        return await self._run(self._writer, self._write(write))
+        return await self._engine.write(write)
 
     async def add_outcome(self, outcome: Outcome) -> tuple[Outcome, bool]:
-        def write(conn: Conn) -> tuple[Outcome, bool]:
-            return self._add_annotation(conn, SEQ_TABLES["outcomes"], outcome, Outcome)
+        def write(db: Connection) -> tuple[Outcome, bool]:
+            return self._add_annotation(db, SEQ_TABLES["outcomes"], outcome, Outcome)
 
-        return await self._run(self._writer, self._write(write))
+        return await self._engine.write(write)
 
     def _add_annotation(
-        self, conn: Conn, table: ChainedTable, entry: Any, cls: Callable[..., T]
+        self, db: Connection, table: ChainedTable, entry: Any, cls: Callable[..., T]
     ) -> tuple[T, bool]:
         key = table.key
-        with self._transaction(conn, self.dialect.begin_write):
-            self._head(conn)  # takes the append lock before looking
-            exists = self._x(
-                conn, "SELECT 1 FROM decisions WHERE decision_id = ?", (entry.decision_id,)
+        with db.write_transaction():
+            self._head(db)  # takes the append lock before looking
+            exists = db.execute(
+                "SELECT 1 FROM decisions WHERE decision_id = ?", (entry.decision_id,)
             ).fetchone()
             if exists is None:
                 raise DecisionNotFound(
                     f"no decision with id {entry.decision_id} in the lineage store"
                 )
-            row = self._x(
-                conn,
+            row = db.execute(
                 f"SELECT body, recorded_at_us, seq FROM {table.name} WHERE {key} = ?",
                 (getattr(entry, key),),
             ).fetchone()
@@ -600,65 +523,61 @@ class SqlLineageStore(LineageStore):
                 fields = {k: v for k, v in body.items() if k != "kind"}
                 return cls(**fields, recorded_at_us=int(row[1]), seq=int(row[2])), False
             now = now_us()
-            seq = self._append(conn, table, body, now)
+            seq = self._append(db, table, body, now)
         fields = {k: v for k, v in body.items() if k != "kind"}
         return cls(**fields, recorded_at_us=now, seq=seq), True
 
     async def add_route_change(self, change: RouteChange) -> tuple[RouteChange, bool]:
-        def write(conn: Conn) -> tuple[RouteChange, bool]:
+        def write(db: Connection) -> tuple[RouteChange, bool]:
             body = change.body()
             change_id = sha256_hex(canonical(body))
-            with self._transaction(conn, self.dialect.begin_write):
-                self._head(conn)
-                row = self._x(
-                    conn,
+            with db.write_transaction():
+                self._head(db)
+                row = db.execute(
                     "SELECT recorded_at_us, seq FROM route_changes WHERE change_id = ?",
                     (change_id,),
                 ).fetchone()
                 if row is not None:
                     return RouteChange.from_body(body, change_id, int(row[0]), int(row[1])), False
                 now = now_us()
-                seq = self._append(conn, SEQ_TABLES["route_changes"], body, now)
+                seq = self._append(db, SEQ_TABLES["route_changes"], body, now)
             return RouteChange.from_body(body, change_id, now, seq), True
 
-        return await self._run(self._writer, self._write(write))
+        return await self._engine.write(write)
 
     async def route_changes(self, until_us: int | None = None) -> list[RouteChange]:
-        def read(conn: Conn) -> list[RouteChange]:
+        def read(db: Connection) -> list[RouteChange]:
             bound = until_us if until_us is not None else 2**62
-            rows = self._x(
-                conn,
+            rows = db.execute(
                 "SELECT body, change_id, recorded_at_us, seq FROM route_changes "
                 "WHERE changed_at_us <= ? ORDER BY changed_at_us, seq",
                 (bound,),
             ).fetchall()
             return [RouteChange.from_body(orjson.loads(r[0]), r[1], r[2], r[3]) for r in rows]
 
-        return await self._run(self._reader, self._read(read))
+        return await self._engine.read(read)
 
     async def route_change_at(self, at_us: int) -> RouteChange | None:
-        def read(conn: Conn) -> RouteChange | None:
-            r = self._x(
-                conn,
+        def read(db: Connection) -> RouteChange | None:
+            r = db.execute(
                 "SELECT body, change_id, recorded_at_us, seq FROM route_changes "
                 "WHERE changed_at_us <= ? ORDER BY changed_at_us DESC, seq DESC LIMIT 1",
                 (at_us,),
             ).fetchone()
             return None if r is None else RouteChange.from_body(orjson.loads(r[0]), *r[1:])
 
-        return await self._run(self._reader, self._read(read))
+        return await self._engine.read(read)
 
     # -- manifests ------------------------------------------------------------------------------
 
     async def put_manifest(self, manifest: RegisteredManifest) -> tuple[RegisteredManifest, bool]:
-        def write(conn: Conn) -> tuple[RegisteredManifest, bool]:
-            with self._transaction(conn, self.dialect.begin_write):
-                self._head(conn)
-                found = self._get_manifest(manifest.artifact_sha256, conn)
+        def write(db: Connection) -> tuple[RegisteredManifest, bool]:
+            with db.write_transaction():
+                self._head(db)
+                found = self._get_manifest(manifest.artifact_sha256, db)
                 if found is not None:
                     return found, False
-                self._x(
-                    conn,
+                db.execute(
                     "INSERT INTO manifests (artifact_sha256, name, version, manifest_json, "
                     "registered_at_us) VALUES (?, ?, ?, ?, ?)",
                     (
@@ -671,16 +590,13 @@ class SqlLineageStore(LineageStore):
                 )
             return manifest, True
 
-        return await self._run(self._writer, self._write(write))
+        return await self._engine.write(write)
 
     async def get_manifest(self, artifact_sha256: str) -> RegisteredManifest | None:
-        return await self._run(
-            self._reader, self._read(functools.partial(self._get_manifest, artifact_sha256))
-        )
+        return await self._engine.read(functools.partial(self._get_manifest, artifact_sha256))
 
-    def _get_manifest(self, artifact_sha256: str, conn: Conn) -> RegisteredManifest | None:
-        row = self._x(
-            conn,
+    def _get_manifest(self, artifact_sha256: str, db: Connection) -> RegisteredManifest | None:
+        row = db.execute(
             "SELECT artifact_sha256, name, version, manifest_json, registered_at_us "
             "FROM manifests WHERE artifact_sha256 = ?",
             (artifact_sha256,),
@@ -690,16 +606,16 @@ class SqlLineageStore(LineageStore):
     # -- integrity and retention ----------------------------------------------------------------
 
     async def verify(self, checkpoints: Sequence[Checkpoint]) -> VerifyReport:
-        def read(conn: Conn) -> VerifyReport:
-            with self._transaction(conn, self.dialect.begin_snapshot):
-                return verify_chain.verify(conn, self.dialect.with_placeholders, checkpoints)
+        def read(db: Connection) -> VerifyReport:
+            with db.snapshot():
+                return verify_chain.verify(db, checkpoints)
 
-        return await self._run(self._reader, self._read(read))
+        return await self._engine.read(read)
 
     async def purge(self, cutoff_us: int) -> PurgeReport:
-        return await self._run(self._writer, self._write(functools.partial(self._purge, cutoff_us)))
+        return await self._engine.write(functools.partial(self._purge, cutoff_us))
 
-    def _purge(self, cutoff_us: int, conn: Conn) -> PurgeReport:
+    def _purge(self, cutoff_us: int, db: Connection) -> PurgeReport:
         """Deletes the longest prefix of the chain whose entries are all older than the cutoff.
 
         Route changes are kept (they say what served later, too) but leave the verified part of
@@ -707,10 +623,9 @@ class SqlLineageStore(LineageStore):
         with the boundary's seq and chain hash, from which ``verify`` starts afterwards.
         """
         recent = self._recent_entities
-        with self._transaction(conn, self.dialect.begin_write):
-            head_seq, _ = self._head(conn)
-            previous = self._x(
-                conn,
+        with db.write_transaction():
+            head_seq, _ = self._head(db)
+            previous = db.execute(
                 "SELECT boundary_seq, boundary_chain_sha256 FROM purges ORDER BY seq DESC LIMIT 1",
             ).fetchone()
             boundary, boundary_chain = (0, GENESIS) if previous is None else previous
@@ -718,8 +633,7 @@ class SqlLineageStore(LineageStore):
             for table in SEQ_TABLES.values():
                 if not table.purged:
                     continue
-                (young,) = self._x(
-                    conn,
+                (young,) = db.execute(
                     f"SELECT MIN(seq) FROM {table.name} WHERE {table.time_column} >= ?",
                     (cutoff_us,),
                 ).fetchone()
@@ -728,39 +642,36 @@ class SqlLineageStore(LineageStore):
             deleted: dict[str, int] = {}
             if first_young - 1 > boundary:
                 boundary = first_young - 1
-                boundary_chain = self._chain_at(conn, boundary)
+                boundary_chain = self._chain_at(db, boundary)
                 for table in SEQ_TABLES.values():
                     if table.purged:
-                        cursor = self._x(
-                            conn, f"DELETE FROM {table.name} WHERE seq <= ?", (boundary,)
-                        )
+                        cursor = db.execute(f"DELETE FROM {table.name} WHERE seq <= ?", (boundary,))
                         deleted[table.name] = max(int(cursor.rowcount), 0)
                 if self._deferred_entities:
-                    recent = self._purge_entities(conn, cutoff_us)
+                    recent = self._purge_entities(db, cutoff_us)
             run_at = now_us()
             report = PurgeReport("", run_at, cutoff_us, boundary, boundary_chain, deleted)
             body = report.body()
-            seq = self._append(conn, SEQ_TABLES["purges"], body, run_at)
+            seq = self._append(db, SEQ_TABLES["purges"], body, run_at)
         self._recent_entities = recent
         purge_id = sha256_hex(canonical(body))
         return PurgeReport(purge_id, run_at, cutoff_us, boundary, boundary_chain, deleted, seq)
 
-    def _purge_entities(self, conn: Conn, cutoff_us: int) -> int:
+    def _purge_entities(self, db: Connection, cutoff_us: int) -> int:
         """Drops the entity entries of purged decisions (all decided before the cutoff); returns
         how many recent entries are left."""
         for name in ("decision_entities", "decision_entities_recent"):
-            self._x(
-                conn,
+            db.execute(
                 f"DELETE FROM {name} WHERE decided_at_us < ? AND NOT EXISTS "
                 f"(SELECT 1 FROM decisions d WHERE d.decision_id = {name}.decision_id)",
                 (cutoff_us,),
             )
-        return self._count_recent_entities(conn)
+        return self._count_recent_entities(db)
 
-    def _chain_at(self, conn: Conn, seq: int) -> str:
+    def _chain_at(self, db: Connection, seq: int) -> str:
         for table in SEQ_TABLES.values():
-            row = self._x(
-                conn, f"SELECT chain_sha256 FROM {table.name} WHERE seq = ?", (seq,)
+            row = db.execute(
+                f"SELECT chain_sha256 FROM {table.name} WHERE seq = ?", (seq,)
             ).fetchone()
             if row is not None:
                 return str(row[0])

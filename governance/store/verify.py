@@ -11,7 +11,7 @@ entries breaks at least one of these.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -19,10 +19,11 @@ import pydantic
 
 from governance.chain import GENESIS, Checkpoint, link, sha256_hex
 from governance.store.base import VerifyReport
-from governance.store.tables import DECISION_COLUMNS, SEQ_TABLES, ChainedTable, Conn, decision_row
+from governance.store.engine import Connection
+from governance.store.tables import DECISION_COLUMNS, SEQ_TABLES, ChainedTable, decision_row
 from lineage.v1.record import record_from_json
 
-_PAGE = 5000
+_ROWS_PER_PAGE = 5000
 _KIND = {
     "decisions": "decision",
     "overrides": "override",
@@ -31,10 +32,8 @@ _KIND = {
     "purges": "purge",
 }
 
-Query = Callable[[str], str]
 
-
-class _Bad(Exception):
+class _ChainBroken(Exception):
     def __init__(self, seq: int, message: str) -> None:
         super().__init__(message)
         self.seq = seq
@@ -47,140 +46,157 @@ def _columns(table: ChainedTable) -> tuple[str, ...]:
 
 
 def _pages(
-    conn: Conn, q: Query, table: ChainedTable, after: int
+    db: Connection, table: ChainedTable, after: int
 ) -> Iterator[tuple[int, str, tuple[Any, ...]]]:
     """(seq, table name, row) in seq order, fetched a page at a time."""
     columns = _columns(table)
     seq_at = columns.index("seq")
-    sql = q(
-        f"SELECT {', '.join(columns)} FROM {table.name} WHERE seq > ? ORDER BY seq LIMIT {_PAGE}"
+    sql = (
+        f"SELECT {', '.join(columns)} FROM {table.name} WHERE seq > ? "
+        f"ORDER BY seq LIMIT {_ROWS_PER_PAGE}"
     )
     while True:
-        rows = conn.execute(sql, (after,)).fetchall()
+        rows = db.execute(sql, (after,)).fetchall()
         yield from ((int(row[seq_at]), table.name, tuple(row)) for row in rows)
-        if len(rows) < _PAGE:
+        if len(rows) < _ROWS_PER_PAGE:
             return
         after = int(rows[-1][seq_at])
 
 
-def _name(table: str, key: object, seq: int) -> str:
+def _entry_label(table: str, key: object, seq: int) -> str:
     return f"seq {seq} ({_KIND[table]} {key})"
 
 
 def _check_decision(row: tuple[Any, ...], seq: int) -> str:
     """Returns the entry hash after checking every column against the stored record JSON."""
     values = dict(zip(DECISION_COLUMNS, row, strict=False))
-    name = _name("decisions", values["decision_id"], seq)
+    name = _entry_label("decisions", values["decision_id"], seq)
     text = str(values["record_json"])
     sha = sha256_hex(text.encode())
     if sha != values["record_sha256"]:
-        raise _Bad(seq, f"{name}: the stored record does not match its sha256 (record edited)")
+        raise _ChainBroken(
+            seq, f"{name}: the stored record does not match its sha256 (record edited)"
+        )
     try:
         record = record_from_json(text)
     except pydantic.ValidationError:
-        raise _Bad(seq, f"{name}: the stored record is not a valid decision record") from None
+        raise _ChainBroken(
+            seq, f"{name}: the stored record is not a valid decision record"
+        ) from None
     derived = decision_row(record, int(values["stored_at_us"]))
     for column, want in zip(DECISION_COLUMNS, derived, strict=True):
         if values[column] != want:
-            raise _Bad(seq, f"{name}: column {column} differs from the stored record (edited)")
+            raise _ChainBroken(
+                seq, f"{name}: column {column} differs from the stored record (edited)"
+            )
     return sha
 
 
 def _check_entry(table: ChainedTable, row: tuple[Any, ...], seq: int) -> str:
     values = dict(zip(table.columns, row, strict=True))
-    name = _name(table.name, values[table.key], seq)
+    name = _entry_label(table.name, values[table.key], seq)
     text = str(values["body"])
     sha = sha256_hex(text.encode())
     if sha != values["entry_sha256"]:
-        raise _Bad(seq, f"{name}: the stored entry does not match its sha256 (entry edited)")
+        raise _ChainBroken(
+            seq, f"{name}: the stored entry does not match its sha256 (entry edited)"
+        )
     body = orjson.loads(text)
     if table.key_is_sha and values[table.key] != sha:
-        raise _Bad(seq, f"{name}: its id is not its content's sha256 (edited)")
+        raise _ChainBroken(seq, f"{name}: its id is not its content's sha256 (edited)")
     for field in table.fields:
         if values[field] != body.get(field):
-            raise _Bad(seq, f"{name}: column {field} differs from the stored entry (edited)")
+            raise _ChainBroken(
+                seq, f"{name}: column {field} differs from the stored entry (edited)"
+            )
     return sha
 
 
-def _boundary(conn: Conn) -> tuple[int, str]:
-    row = conn.execute(
+def _boundary(db: Connection) -> tuple[int, str]:
+    row = db.run(
         "SELECT boundary_seq, boundary_chain_sha256 FROM purges ORDER BY seq DESC LIMIT 1"
     ).fetchone()
     return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
 
-def _stray_rows(conn: Conn, q: Query, boundary: int) -> None:
+def _stray_rows(db: Connection, boundary: int) -> None:
     """Rows outside the chain: without a seq, or (in purged tables) at or below the boundary."""
     for table in SEQ_TABLES.values():
-        row = conn.execute(
+        row = db.run(
             f"SELECT {table.key} FROM {table.name} WHERE seq IS NULL OR chain_sha256 IS NULL"
         ).fetchone()
         if row is not None:
-            raise _Bad(0, f"{_KIND[table.name]} {row[0]} has no place in the chain (inserted)")
+            raise _ChainBroken(
+                0, f"{_KIND[table.name]} {row[0]} has no place in the chain (inserted)"
+            )
         if table.purged and boundary:
-            row = conn.execute(
-                q(f"SELECT {table.key}, seq FROM {table.name} WHERE seq <= ? ORDER BY seq"),
+            row = db.execute(
+                f"SELECT {table.key}, seq FROM {table.name} WHERE seq <= ? ORDER BY seq",
                 (boundary,),
             ).fetchone()
             if row is not None:
-                raise _Bad(
+                raise _ChainBroken(
                     int(row[1]),
-                    f"{_name(table.name, row[0], int(row[1]))}: present below the purge "
+                    f"{_entry_label(table.name, row[0], int(row[1]))}: present below the purge "
                     f"boundary {boundary} (inserted)",
                 )
 
 
-def verify(conn: Conn, q: Query, checkpoints: Sequence[Checkpoint]) -> VerifyReport:
+def verify(db: Connection, checkpoints: Sequence[Checkpoint]) -> VerifyReport:
     report = VerifyReport()
-    row = conn.execute("SELECT seq, chain_sha256 FROM chain_head WHERE id = 1").fetchone()
+    row = db.run("SELECT seq, chain_sha256 FROM chain_head WHERE id = 1").fetchone()
     head_seq, head_chain = int(row[0]), str(row[1])
     report.head = Checkpoint(head_seq, head_chain, 0)
-    boundary, chain = _boundary(conn)
+    boundary, chain = _boundary(db)
     report.boundary_seq = boundary
     wanted = {c.size for c in checkpoints if c.size > boundary}
     chains: dict[int, str] = {}
     seq = boundary
     try:
-        _stray_rows(conn, q, boundary)
-        streams = [_pages(conn, q, t, boundary) for t in SEQ_TABLES.values()]
+        _stray_rows(db, boundary)
+        streams = [_pages(db, t, boundary) for t in SEQ_TABLES.values()]
         for at, name, row in heapq.merge(*streams, key=lambda e: e[0]):
             table = SEQ_TABLES[name]
             columns = _columns(table)
             key = row[columns.index(table.key)]
             if at == seq:
-                raise _Bad(at, f"{_name(table.name, key, at)}: seq {at} is used twice (inserted)")
+                raise _ChainBroken(
+                    at, f"{_entry_label(table.name, key, at)}: seq {at} is used twice (inserted)"
+                )
             if at != seq + 1:
                 missing = f"seq {seq + 1}" + (f" to {at - 1}" if at - 1 > seq + 1 else "")
-                raise _Bad(
+                raise _ChainBroken(
                     seq + 1,
                     f"seq {seq + 1}: entry missing ({missing} deleted); next present is "
-                    f"{_name(table.name, key, at)}",
+                    f"{_entry_label(table.name, key, at)}",
                 )
             if at > head_seq:
-                raise _Bad(at, f"{_name(table.name, key, at)}: beyond the chain head {head_seq}")
+                raise _ChainBroken(
+                    at, f"{_entry_label(table.name, key, at)}: beyond the chain head {head_seq}"
+                )
             if table.name == "decisions":
                 sha = _check_decision(row[: len(DECISION_COLUMNS)], at)
             else:
                 sha = _check_entry(table, row, at)
             chain = link(chain, sha, at)
             if chain != row[columns.index("chain_sha256")]:
-                raise _Bad(
+                raise _ChainBroken(
                     at,
-                    f"{_name(table.name, key, at)}: chain hash does not follow from the previous "
-                    "entry (entries reordered, inserted or deleted before it)",
+                    f"{_entry_label(table.name, key, at)}: chain hash does not follow from the "
+                    "previous entry (entries reordered, inserted or deleted before it)",
                 )
             seq = at
             report.checked += 1
             if at in wanted:
                 chains[at] = chain
         if seq < head_seq:
-            raise _Bad(
+            raise _ChainBroken(
                 seq + 1, f"seq {seq + 1} to {head_seq}: entries missing at the end (truncated)"
             )
         if chain != head_chain:
-            raise _Bad(seq, f"seq {seq}: the chain head record does not match the entries")
-        _check_checkpoints(report, checkpoints, boundary, _boundary(conn)[1], chains, seq)
-    except _Bad as bad:
+            raise _ChainBroken(seq, f"seq {seq}: the chain head record does not match the entries")
+        _check_checkpoints(report, checkpoints, boundary, _boundary(db)[1], chains, seq)
+    except _ChainBroken as bad:
         report.bad_seq = bad.seq
         report.problem = str(bad)
     return report
@@ -200,14 +216,14 @@ def _check_checkpoints(
             continue
         report.checkpoints_checked += 1
         if cp.size > last:
-            raise _Bad(
+            raise _ChainBroken(
                 last + 1,
                 f"seq {last + 1} to {cp.size}: entries missing (truncated); a checkpoint "
                 f"covers {cp.size} entries, the store ends at {last}",
             )
         got = boundary_chain if cp.size == boundary else chains.get(cp.size, "")
         if got != cp.head_sha256:
-            raise _Bad(
+            raise _ChainBroken(
                 cp.size,
                 f"seq {cp.size}: chain hash differs from the checkpoint (entries up to seq "
                 f"{cp.size} were rewritten)",
