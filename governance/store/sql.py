@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import abc
 import functools
-import hashlib
 import logging
-import operator
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import orjson
 
 from governance.chain import GENESIS, Checkpoint, link, sha256_hex
-from governance.errors import DecisionNotFound, EntryConflict, MigrationError, StoreUnavailable
+from governance.errors import DecisionNotFound, EntryConflict, MigrationError
+from governance.store import decisions
 from governance.store import verify as verify_chain
 from governance.store.base import (
-    Conflict,
     InsertResult,
     LineageStore,
     StoredDecision,
@@ -31,13 +29,13 @@ from governance.store.base import (
     VerifyReport,
 )
 from governance.store.clock import now_us
+from governance.store.decisions import fast_decision_row
 from governance.store.dialect import Dialect
 from governance.store.engine import Connection, Engine
+from governance.store.entity_index import EntityIndex
 from governance.store.entries import (
-    Count,
     DecisionFilter,
     DecisionPage,
-    DecisionSummary,
     Outcome,
     Override,
     PurgeReport,
@@ -45,61 +43,24 @@ from governance.store.entries import (
     RouteChange,
     canonical,
 )
+from governance.store.hash_chain import append_entry, chain_hash_at, lock_head, move_head, read_head
 from governance.store.migrations import (
     DEFERRED_ENTITY_INDEX_VERSION,
     SCHEMA_MIGRATIONS_TABLE,
     Migration,
 )
 from governance.store.tables import (
-    DECISION_COLUMNS,
     SEQ_TABLES,
     ChainedTable,
     Conn,
 )
-from lineage.v1.record import DecisionRecord, canonical_json, record_from_json
+from lineage.v1.record import DecisionRecord
 
 __all__ = ["Dialect", "SqlLineageStore", "fast_decision_row", "now_us"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# Well under SQLite's bound-parameter limit.
-_LOOKUP_CHUNK = 500
-# Entity entries gathered in decision_entities_recent before a merge. A merge rewrites each leaf
-# of decision_entities once, so more per merge means fewer bytes per record; entity queries scan
-# the recent table (no index there): ~0.5 ms per 10,000 entries, measured.
-ENTITY_MERGE_ROWS = 20_000
-_ENTITY_FIELDS = tuple(
-    DECISION_COLUMNS.index(c) for c in ("entity_key", "decided_at_us", "decision_id")
-)
-_MERGE_ENTITIES = (
-    "INSERT OR IGNORE INTO decision_entities (entity_key, decided_at_us, decision_id) "
-    "SELECT entity_key, decided_at_us, decision_id FROM decision_entities_recent "
-    "ORDER BY entity_key, decided_at_us, decision_id"
-)
-_SUMMARY_COLUMNS = (
-    "decision_id, decided_at_us, decision_point, entity_key, model_name, model_version, arm, "
-    "score, decision"
-)
-
-
-# The decisions columns copied from the record, in DECISION_COLUMNS order up to stored_at_us.
-_ROW_FIELDS = DECISION_COLUMNS[: DECISION_COLUMNS.index("stored_at_us")]
-_row_values = operator.attrgetter(*_ROW_FIELDS)
-assert DECISION_COLUMNS[len(_ROW_FIELDS) :] == ("stored_at_us", "record_sha256", "record_json")
-
-
-def fast_decision_row(record: DecisionRecord, stored_at_us: int) -> list[object]:
-    """``tables.decision_row``'s exact row in one native orjson pass, without ``asdict``'s deep
-    copy (a test holds the two equal; ``verify`` re-derives rows with ``decision_row``)."""
-    body = canonical_json(record)
-    return [
-        *_row_values(record),
-        stored_at_us,
-        hashlib.sha256(body).hexdigest(),
-        body.decode(),
-    ]
 
 
 class SqlLineageStore(LineageStore):
@@ -111,12 +72,19 @@ class SqlLineageStore(LineageStore):
         self._engine = Engine(dialect)
         # The backend keeps entity entries apart and this build's schema has them (a store opened
         # with fewer migrations, as the upgrade tests do, has the older index instead).
-        self._deferred_entities = dialect.deferred_entity_index and any(
-            m.version == DEFERRED_ENTITY_INDEX_VERSION for m in migrations
+        self._entities = EntityIndex(
+            enabled=dialect.deferred_entity_index
+            and any(m.version == DEFERRED_ENTITY_INDEX_VERSION for m in migrations)
         )
-        self.entity_merge_rows = ENTITY_MERGE_ROWS
-        # Rows in decision_entities_recent (deferred_entity_index), as of the last commit.
-        self._recent_entities = 0
+
+    @property
+    def entity_merge_rows(self) -> int:
+        """Entity entries gathered before a merge (SQLite); tests lower it to see merges."""
+        return self._entities.merge_rows
+
+    @entity_merge_rows.setter
+    def entity_merge_rows(self, rows: int) -> None:
+        self._entities.merge_rows = rows
 
     @abc.abstractmethod
     def _connect(self, *, read_only: bool) -> Conn:
@@ -133,8 +101,8 @@ class SqlLineageStore(LineageStore):
         applied = self._apply_migrations(db)
         if 2 in applied:
             self._chain_existing_decisions(db)
-        if self._deferred_entities:
-            self._recent_entities = self._count_recent_entities(db)
+        if self._entities.enabled:
+            self._entities.recent = self._entities.count_recent(db)
         log.info(
             "lineage database %s at schema version %d",
             self.describe(),
@@ -193,7 +161,7 @@ class SqlLineageStore(LineageStore):
     def _chain_existing_decisions(self, db: Connection) -> None:
         """Links decisions stored before the chain existed, in the order they were stored."""
         with db.write_transaction():
-            seq, chain = self._head(db)
+            seq, chain = lock_head(db)
             rows = db.execute(
                 "SELECT decision_id, record_sha256 FROM decisions WHERE seq IS NULL "
                 "ORDER BY stored_at_us, decision_id",
@@ -205,188 +173,26 @@ class SqlLineageStore(LineageStore):
                     "UPDATE decisions SET seq = ?, chain_sha256 = ? WHERE decision_id = ?",
                     (seq, chain, decision_id),
                 )
-            self._set_head(db, seq, chain)
+            move_head(db, seq, chain)
         if rows:
             log.info("linked %d decisions stored before the hash chain existed", len(rows))
 
-    # -- the chain ------------------------------------------------------------------------------
-
-    def _head(self, db: Connection) -> tuple[int, str]:
-        row = db.run(
-            "SELECT seq, chain_sha256 FROM chain_head WHERE id = 1" + self.dialect.lock_suffix
-        ).fetchone()
-        return int(row[0]), str(row[1])
-
-    def _set_head(self, db: Connection, seq: int, chain: str) -> None:
-        db.execute("UPDATE chain_head SET seq = ?, chain_sha256 = ? WHERE id = 1", (seq, chain))
-
-    def _append(self, db: Connection, table: ChainedTable, body: dict[str, Any], now: int) -> int:
-        """Appends one entry inside the caller's write transaction; returns its seq."""
-        seq, chain = self._head(db)
-        data = canonical(body)
-        sha = sha256_hex(data)
-        seq += 1
-        chain = link(chain, sha, seq)
-        row = table.row(body, sha, now, seq, chain, data.decode())
-        marks = ", ".join("?" * len(row))
-        db.execute(f"INSERT INTO {table.name} ({', '.join(table.columns)}) VALUES ({marks})", row)
-        self._set_head(db, seq, chain)
-        return seq
-
     async def head(self) -> Checkpoint:
         def read(db: Connection) -> Checkpoint:
-            seq, chain = self._head_unlocked(db)
+            seq, chain = read_head(db)
             return Checkpoint(seq, chain, now_us())
 
         return await self._engine.read(read)
 
-    def _head_unlocked(self, db: Connection) -> tuple[int, str]:
-        row = db.run("SELECT seq, chain_sha256 FROM chain_head WHERE id = 1").fetchone()
-        return int(row[0]), str(row[1])
-
-    # -- decisions ------------------------------------------------------------------------------
-
     async def insert_many(self, records: Sequence[DecisionRecord]) -> InsertResult:
         if not records:
             return InsertResult()
-        return await self._engine.write(functools.partial(self._insert, records))
-
-    def _insert(self, records: Sequence[DecisionRecord], db: Connection) -> InsertResult:
-        result = InsertResult()
-        stored_at = now_us()
-        sha_index = DECISION_COLUMNS.index("record_sha256")
-        batch: dict[str, list[object]] = {}
-        for record in records:
-            row = fast_decision_row(record, stored_at)
-            earlier = batch.get(record.decision_id)
-            if earlier is None:
-                batch[record.decision_id] = row
-            else:
-                _count_repeat(
-                    result, record.decision_id, str(earlier[sha_index]), str(row[sha_index])
-                )
-        columns = (*DECISION_COLUMNS, "seq", "chain_sha256")
-        insert = (
-            f"INSERT INTO decisions ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        return await self._engine.write(
+            lambda db: decisions.insert_decisions(db, self._entities, records)
         )
-        with db.write_transaction():
-            head_seq, head_chain = self._head(db)
-            new = self._insert_fresh(db, insert, batch, head_seq, head_chain)
-            if new is None:
-                # Some ids are stored already: look them up and link only the others.
-                stored = self._stored_hashes(db, list(batch))
-                new = []
-                seq, chain = head_seq, head_chain
-                for decision_id, row in batch.items():
-                    if decision_id in stored:
-                        _count_repeat(result, decision_id, stored[decision_id], str(row[sha_index]))
-                        continue
-                    seq += 1
-                    chain = link(chain, str(row[sha_index]), seq)
-                    new.append([*row, seq, chain])
-                if new:
-                    db.execute_many(insert, new)
-            recent = self._recent_entities
-            if new:
-                self._set_head(db, head_seq + len(new), str(new[-1][-1]))
-                if self._deferred_entities:
-                    recent = self._index_entities(db, new, recent)
-        self._recent_entities = recent
-        result.inserted = len(new)
-        return result
-
-    def _index_entities(self, db: Connection, new: list[list[object]], recent: int) -> int:
-        """Appends the new decisions' entity entries to decision_entities_recent and, once it
-        holds ``entity_merge_rows``, merges it into decision_entities; returns its new size."""
-        ent, at, did = _ENTITY_FIELDS
-        db.execute_many(
-            "INSERT INTO decision_entities_recent (entity_key, decided_at_us, decision_id) "
-            "VALUES (?, ?, ?)",
-            [(row[ent], row[at], row[did]) for row in new],
-        )
-        recent += len(new)
-        if recent < self.entity_merge_rows:
-            return recent
-        db.run(_MERGE_ENTITIES)
-        db.run("DELETE FROM decision_entities_recent")
-        return 0
-
-    @staticmethod
-    def _count_recent_entities(db: Connection) -> int:
-        return int(db.run("SELECT COUNT(*) FROM decision_entities_recent").fetchone()[0])
-
-    def _insert_fresh(
-        self, db: Connection, insert: str, batch: dict[str, list[object]], seq: int, chain: str
-    ) -> list[list[object]] | None:
-        """The common case without a lookup: inserts every row of ``batch`` as new, linked after
-        (seq, chain). If any id is already stored, undoes that and returns None instead."""
-        if not self.dialect.conflict_errors:
-            return None
-        sha_index = DECISION_COLUMNS.index("record_sha256")
-        new: list[list[object]] = []
-        for row in batch.values():
-            seq += 1
-            chain = link(chain, str(row[sha_index]), seq)
-            new.append([*row, seq, chain])
-        db.run("SAVEPOINT insert_fresh")
-        try:
-            db.execute_many(insert, new)
-        except self.dialect.conflict_errors:
-            db.run("ROLLBACK TO SAVEPOINT insert_fresh")
-            db.run("RELEASE SAVEPOINT insert_fresh")
-            return None
-        db.run("RELEASE SAVEPOINT insert_fresh")
-        return new
-
-    def _stored_hashes(self, db: Connection, ids: list[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        for start in range(0, len(ids), _LOOKUP_CHUNK):
-            chunk = ids[start : start + _LOOKUP_CHUNK]
-            marks = ", ".join("?" * len(chunk))
-            found.update(
-                db.execute(
-                    "SELECT decision_id, record_sha256 FROM decisions "
-                    f"WHERE decision_id IN ({marks})",
-                    chunk,
-                ).fetchall()
-            )
-        return found
 
     async def get(self, decision_id: str) -> StoredDecision | None:
-        return await self._engine.read(functools.partial(self._get, decision_id))
-
-    def _get(self, decision_id: str, db: Connection) -> StoredDecision | None:
-        row = db.execute(
-            "SELECT record_json, stored_at_us, seq, chain_sha256 FROM decisions "
-            "WHERE decision_id = ?",
-            (decision_id,),
-        ).fetchone()
-        if row is None:
-            return None
-        overrides = tuple(
-            Override(*r)
-            for r in db.execute(
-                "SELECT override_id, decision_id, reviewer, at_us, new_decision, reason, "
-                "recorded_at_us, seq FROM overrides WHERE decision_id = ? ORDER BY at_us, seq",
-                (decision_id,),
-            ).fetchall()
-        )
-        outcomes = tuple(
-            Outcome(*r)
-            for r in db.execute(
-                "SELECT outcome_id, decision_id, label, at_us, source, recorded_at_us, seq "
-                "FROM outcomes WHERE decision_id = ? ORDER BY at_us, seq",
-                (decision_id,),
-            ).fetchall()
-        )
-        return StoredDecision(
-            record_from_json(row[0]),
-            int(row[1]),
-            int(row[2] or 0),
-            str(row[3] or ""),
-            overrides,
-            outcomes,
-        )
+        return await self._engine.read(lambda db: decisions.get_decision(db, decision_id))
 
     async def schema_version(self) -> int:
         def read(db: Connection) -> int:
@@ -406,82 +212,16 @@ class SqlLineageStore(LineageStore):
         descending: bool = False,
         with_counts: bool = True,
     ) -> DecisionPage:
-        fn = functools.partial(self._list, selection, limit, after, descending, with_counts)
-        return await self._engine.read(fn)
-
-    def _list(
-        self,
-        s: DecisionFilter,
-        limit: int,
-        after: tuple[int, str] | None,
-        descending: bool,
-        with_counts: bool,
-        db: Connection,
-    ) -> DecisionPage:
-        where = ["decided_at_us >= ?", "decided_at_us < ?"]
-        params: list[object] = [s.since_us, s.until_us]
-        if s.entity_key and self._deferred_entities:
-            span = "entity_key = ? AND decided_at_us >= ? AND decided_at_us < ?"
-            where.append(
-                f"decision_id IN (SELECT decision_id FROM decision_entities WHERE {span} "
-                f"UNION ALL SELECT decision_id FROM decision_entities_recent WHERE {span})"
+        return await self._engine.read(
+            lambda db: decisions.list_decisions(
+                db, self._entities, selection, limit, after, descending, with_counts
             )
-            params += [s.entity_key, s.since_us, s.until_us] * 2
-        for column, value in (
-            ("entity_key", s.entity_key),
-            ("model_name", s.model_name),
-            ("model_version", s.model_version),
-            ("decision_point", s.decision_point),
-        ):
-            if value:
-                where.append(f"{column} = ?")
-                params.append(value)
-        condition = " AND ".join(where)
-        page = DecisionPage()
-        if with_counts:
-            page.counts = [
-                Count(*r)
-                for r in db.execute(
-                    "SELECT model_name, model_version, arm, decision, COUNT(*) FROM decisions "
-                    f"WHERE {condition} GROUP BY model_name, model_version, arm, decision "
-                    "ORDER BY model_name, model_version, arm, decision",
-                    params,
-                ).fetchall()
-            ]
-        if limit <= 0:
-            return page
-        keyset = ""
-        page_params = list(params)
-        op, order = ("<", "DESC") if descending else (">", "ASC")
-        if after is not None:
-            keyset = f" AND (decided_at_us {op} ? OR (decided_at_us = ? AND decision_id {op} ?))"
-            page_params += [after[0], after[0], after[1]]
-        rows = db.execute(
-            f"SELECT {_SUMMARY_COLUMNS} FROM decisions WHERE {condition}{keyset} "
-            f"ORDER BY decided_at_us {order}, decision_id {order} LIMIT ?",
-            [*page_params, limit + 1],
-        ).fetchall()
-        page.decisions = [DecisionSummary(*r) for r in rows[:limit]]
-        if len(rows) > limit:
-            last = page.decisions[-1]
-            page.next_page_token = f"{last.decided_at_us}/{last.decision_id}"
-        return page
+        )
 
     async def traffic_seen(self, model_name: str, decision_point: str = "") -> list[TrafficSeen]:
-        def read(db: Connection) -> list[TrafficSeen]:
-            extra, params = ("", [model_name])
-            if decision_point:
-                extra, params = (" AND decision_point = ?", [model_name, decision_point])
-            rows = db.execute(
-                "SELECT decision_point, model_version, arm, MIN(decided_at_us), "
-                "MAX(decided_at_us), COUNT(*) FROM decisions WHERE model_name = ?"
-                f"{extra} GROUP BY decision_point, model_version, arm "
-                "ORDER BY decision_point, MIN(decided_at_us)",
-                params,
-            ).fetchall()
-            return [TrafficSeen(*r) for r in rows]
-
-        return await self._engine.read(read)
+        return await self._engine.read(
+            lambda db: decisions.traffic_seen(db, model_name, decision_point)
+        )
 
     # -- overrides, outcomes, route changes -----------------------------------------------------
 
@@ -502,7 +242,7 @@ class SqlLineageStore(LineageStore):
     ) -> tuple[T, bool]:
         key = table.key
         with db.write_transaction():
-            self._head(db)  # takes the append lock before looking
+            lock_head(db)  # takes the append lock before looking
             exists = db.execute(
                 "SELECT 1 FROM decisions WHERE decision_id = ?", (entry.decision_id,)
             ).fetchone()
@@ -523,7 +263,7 @@ class SqlLineageStore(LineageStore):
                 fields = {k: v for k, v in body.items() if k != "kind"}
                 return cls(**fields, recorded_at_us=int(row[1]), seq=int(row[2])), False
             now = now_us()
-            seq = self._append(db, table, body, now)
+            seq = append_entry(db, table, body, now)
         fields = {k: v for k, v in body.items() if k != "kind"}
         return cls(**fields, recorded_at_us=now, seq=seq), True
 
@@ -532,7 +272,7 @@ class SqlLineageStore(LineageStore):
             body = change.body()
             change_id = sha256_hex(canonical(body))
             with db.write_transaction():
-                self._head(db)
+                lock_head(db)
                 row = db.execute(
                     "SELECT recorded_at_us, seq FROM route_changes WHERE change_id = ?",
                     (change_id,),
@@ -540,7 +280,7 @@ class SqlLineageStore(LineageStore):
                 if row is not None:
                     return RouteChange.from_body(body, change_id, int(row[0]), int(row[1])), False
                 now = now_us()
-                seq = self._append(db, SEQ_TABLES["route_changes"], body, now)
+                seq = append_entry(db, SEQ_TABLES["route_changes"], body, now)
             return RouteChange.from_body(body, change_id, now, seq), True
 
         return await self._engine.write(write)
@@ -573,7 +313,7 @@ class SqlLineageStore(LineageStore):
     async def put_manifest(self, manifest: RegisteredManifest) -> tuple[RegisteredManifest, bool]:
         def write(db: Connection) -> tuple[RegisteredManifest, bool]:
             with db.write_transaction():
-                self._head(db)
+                lock_head(db)
                 found = self._get_manifest(manifest.artifact_sha256, db)
                 if found is not None:
                     return found, False
@@ -622,9 +362,9 @@ class SqlLineageStore(LineageStore):
         the chain; everything else in the prefix is deleted. The run is appended to the chain
         with the boundary's seq and chain hash, from which ``verify`` starts afterwards.
         """
-        recent = self._recent_entities
+        recent = self._entities.recent
         with db.write_transaction():
-            head_seq, _ = self._head(db)
+            head_seq, _ = lock_head(db)
             previous = db.execute(
                 "SELECT boundary_seq, boundary_chain_sha256 FROM purges ORDER BY seq DESC LIMIT 1",
             ).fetchone()
@@ -642,44 +382,17 @@ class SqlLineageStore(LineageStore):
             deleted: dict[str, int] = {}
             if first_young - 1 > boundary:
                 boundary = first_young - 1
-                boundary_chain = self._chain_at(db, boundary)
+                boundary_chain = chain_hash_at(db, boundary)
                 for table in SEQ_TABLES.values():
                     if table.purged:
                         cursor = db.execute(f"DELETE FROM {table.name} WHERE seq <= ?", (boundary,))
                         deleted[table.name] = max(int(cursor.rowcount), 0)
-                if self._deferred_entities:
-                    recent = self._purge_entities(db, cutoff_us)
+                if self._entities.enabled:
+                    recent = self._entities.purge(db, cutoff_us)
             run_at = now_us()
             report = PurgeReport("", run_at, cutoff_us, boundary, boundary_chain, deleted)
             body = report.body()
-            seq = self._append(db, SEQ_TABLES["purges"], body, run_at)
-        self._recent_entities = recent
+            seq = append_entry(db, SEQ_TABLES["purges"], body, run_at)
+        self._entities.recent = recent
         purge_id = sha256_hex(canonical(body))
         return PurgeReport(purge_id, run_at, cutoff_us, boundary, boundary_chain, deleted, seq)
-
-    def _purge_entities(self, db: Connection, cutoff_us: int) -> int:
-        """Drops the entity entries of purged decisions (all decided before the cutoff); returns
-        how many recent entries are left."""
-        for name in ("decision_entities", "decision_entities_recent"):
-            db.execute(
-                f"DELETE FROM {name} WHERE decided_at_us < ? AND NOT EXISTS "
-                f"(SELECT 1 FROM decisions d WHERE d.decision_id = {name}.decision_id)",
-                (cutoff_us,),
-            )
-        return self._count_recent_entities(db)
-
-    def _chain_at(self, db: Connection, seq: int) -> str:
-        for table in SEQ_TABLES.values():
-            row = db.execute(
-                f"SELECT chain_sha256 FROM {table.name} WHERE seq = ?", (seq,)
-            ).fetchone()
-            if row is not None:
-                return str(row[0])
-        raise StoreUnavailable(f"chain entry {seq} is missing; run scoregate lineage verify")
-
-
-def _count_repeat(result: InsertResult, decision_id: str, stored: str, offered: str) -> None:
-    if stored == offered:
-        result.duplicates += 1
-    else:
-        result.conflicts.append(Conflict(decision_id, stored, offered))
