@@ -40,6 +40,13 @@ class GatewayMetrics:
             ("decision_point", "reason"),
             registry=r,
         )
+        self.fallback_reserve = Gauge(
+            "scoregate_gateway_fallback_reserve_measured_seconds",
+            "The time this gateway has been measured to need to decide, record and answer once "
+            "the model is done with (1.5 x its recent p99); the fallback reserve is raised to it "
+            "when it exceeds the configured reserve_ms.",
+            registry=r,
+        )
         self.retries = Counter(
             "scoregate_gateway_retries",
             "Retries sent to a runtime.",

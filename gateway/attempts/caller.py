@@ -1,6 +1,8 @@
 """Calling one model version inside a deadline: endpoint choice, breakers, retries, hedges.
 
-Every attempt gets what is left of the request's one deadline as its gRPC deadline. A retry is
+Every attempt gets what is left of the request's one deadline as its gRPC deadline, and is
+ended by a timer of its own at that moment (the event loop's clock is the monotonic one the
+deadline is on), since gRPC reports an expired deadline a few ms late. A retry is
 made only after UNAVAILABLE (a timeout has spent the budget; a bad answer would be bad again),
 at most ``num_retries`` times, to another endpoint when there is one, after a short jittered
 back-off that must fit in the time left, and only while the decision point's retry budget has a
@@ -107,16 +109,25 @@ class ModelCaller:
     ) -> T:
         breaker = self._breakers.get(endpoint)
         started = self._clock()
-        if deadline.remaining() <= 0:
+        budget_s = deadline.remaining()
+        if budget_s <= 0:
             breaker.release()
             raise RuntimeDeadlineExceeded(
                 f"model {target.served_name} at {endpoint}: no time left in the budget"
             )
         try:
-            answer = await invoke(endpoint, deadline)
+            # Our own timer at the deadline: gRPC's DEADLINE_EXCEEDED arrives a few ms late.
+            async with asyncio.timeout_at(deadline.at):
+                answer = await invoke(endpoint, deadline)
         except ModelRuntimeError:
             breaker.failure(self._clock())
             raise
+        except TimeoutError:
+            breaker.failure(self._clock())
+            raise RuntimeDeadlineExceeded(
+                f"model {target.served_name} at {endpoint} did not answer within "
+                f"{budget_s * 1000:.0f} ms"
+            ) from None
         except BaseException:
             breaker.release()
             raise

@@ -25,6 +25,7 @@ from gateway.attempts.breaker import Breakers
 from gateway.attempts.budgets import RetryBudget
 from gateway.attempts.caller import CallPlan, ModelCaller, Tally
 from gateway.attempts.fallback import FallbackScorer
+from gateway.attempts.reserve import ReserveEstimate
 from gateway.deadline import Deadline
 from gateway.decisions.admission import AdmissionGate
 from gateway.decisions.groups import ARM_FALLBACK, ARM_PINNED, Group, route_rows
@@ -78,6 +79,8 @@ class DecisionService:
         caller = ModelCaller(client, self.breakers, self.metrics)
         self._scorer = FallbackScorer(caller, instance)
         self._recorder = Recorder(tracer, sink, instance)
+        self._reserve = ReserveEstimate()
+        self.metrics.fallback_reserve.set_function(lambda: self._reserve.measured_s)
         self._ids = UuidV7Generator()
         self.shadows = ShadowTraffic(
             caller, self._recorder, self._ids, self.metrics, shadow_max_in_flight
@@ -224,7 +227,9 @@ class DecisionService:
         """One group: one runtime call (or the fallback chain), then its records."""
         fallback = point.fallback if group.arm != ARM_PINNED else None
         if fallback is not None:
-            deadline = deadline.earlier(fallback.reserve_s)
+            deadline = deadline.earlier(
+                self._reserve.reserve(fallback.reserve_s, deadline.remaining())
+            )
         count = len(group.rows)
         ids = [self._ids.new(received_ns)] if count == 1 else self._ids.new_many(received_ns, count)
         budget = self._budgets[point.name]
@@ -245,6 +250,9 @@ class DecisionService:
             for i in group.indices:
                 results[i] = e
             return
+        done_waiting = time.monotonic()
+        if done_waiting > deadline.at:
+            done_waiting = deadline.at
         arm, extra = group.arm, None
         reason = answered.fallback_reason
         if reason:
@@ -262,6 +270,7 @@ class DecisionService:
             )
         ]
         recorded = await self._recorder.record(decided, outcomes, batch=batch)
+        self._reserve.observe(time.monotonic() - done_waiting)
         for i, outcome in zip(group.indices, recorded, strict=True):
             results[i] = outcome
 
