@@ -277,3 +277,32 @@ async def test_a_bad_row_in_a_batch_gets_its_own_error_and_the_others_are_decide
     with pytest.raises(InvalidRequest) as refused:
         await service.score(rows[1])
     assert [v.field for v in refused.value.violations] == ["features.amount"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+async def test_a_fallback_in_flight_across_a_reload_is_recorded_under_the_config_it_was_routed_by(
+    path: str, make_routes: Callable[..., Routes]
+) -> None:
+    rules_only = {"chain": [{"rules": "card-fraud-rules"}]}
+    client, sink = FakeModelClient(), ListSink()
+    before = make_routes(fallback=rules_only, retry=NO_RETRY, timeout_ms=800)
+    service = _service(before, client, sink)
+    decided = asyncio.create_task(_decide(service, _rows(2), path))
+    calls = [await client.next_call() for _ in range(2 if path == "score" else 1)]
+    after = make_routes(fallback=rules_only, retry=NO_RETRY, timeout_ms=900)
+    assert after.config_version != before.config_version
+    service.apply(after)
+    for call in calls:
+        call.fail(RuntimeUnavailable("card-fraud-v1 down (test)"))
+    results = await decided
+    for record in results:
+        assert isinstance(record, DecisionRecord)
+        assert (record.arm, record.fallback_reason) == ("fallback", "unavailable")
+        assert record.config_version == before.config_version
+    assert {r.config_version for r in sink.records} == {before.config_version}
+    # Decisions routed after the reload carry the new version.
+    deciding = asyncio.create_task(_decide(service, _rows(1, seed=1), path))
+    (await client.next_call()).answer(constant(0.1))
+    (later,) = await deciding
+    assert isinstance(later, DecisionRecord) and later.arm == "primary"
+    assert later.config_version == after.config_version
