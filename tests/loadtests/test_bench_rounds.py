@@ -84,3 +84,17 @@ def test_a_lagging_store_shows_as_a_lower_end_to_end_rate() -> None:
     assert "(8,000/s stored end to end)" in verdict.detail
     assert "stored end to end: 8,000 decisions/s" in table([batch])
     assert _row("direct", 1_000.0).stored_per_s is None
+
+
+def test_one_call_in_flight_is_judged_on_both_gateways() -> None:
+    rows = [
+        _row("direct", 1_000.0, p50_us=1_000.0, p99_us=2_000.0),
+        _row("gateway-lineage-off", 1_100.0, p50_us=1_700.0, p99_us=3_000.0),
+        _row("gateway-lineage-on", 900.0, p50_us=2_500.0, p99_us=4_500.0),
+    ]
+    found = {t.name: t for t in targets(rows)}
+    assert found["gateway p50 <= direct p50 + 0.8 ms"].ok is True
+    on_p50 = found["gateway, lineage on, p50 <= direct p50 + 0.8 ms"]
+    assert (on_p50.ok, on_p50.value) == (False, pytest.approx(1.5))
+    on_p99 = found["gateway, lineage on, p99 <= 2 x direct p99"]
+    assert (on_p99.ok, on_p99.value) == (False, pytest.approx(2.25))
