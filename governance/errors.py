@@ -4,7 +4,9 @@
 
     LineageError (INTERNAL)
     ├── InvalidRequest (INVALID_ARGUMENT)     a request field is missing or malformed (named)
-    │   └── InvalidDecisionId                 a query named an empty or malformed decision id
+    │   ├── InvalidDecisionId                 a query named an empty or malformed decision id
+    │   └── UnstorableData                    the database refused a value it can never hold
+    │                                         (NUL in text, a number out of range): permanent
     ├── DecisionNotFound (NOT_FOUND)          the store holds no record with that id
     ├── ModelNotFound (NOT_FOUND)             no manifest is registered for that artifact sha256
     ├── EntryConflict (ALREADY_EXISTS)        an id is already used by different content
@@ -15,7 +17,9 @@
 
 ``governance.status.to_status`` is the one place that turns these (and anything else) into a gRPC
 status; a malformed *record* is not an error here but a rejection reported through OTLP
-``partial_success`` (see ``governance.receiver``).
+``partial_success`` (see ``governance.servicers``), and so is a record the database refused as
+data: the ingestor stores the rest of its batch and rejects that one (``governance.ingest``).
+StoreUnavailable is only for a database that cannot be reached or written, never for its data.
 """
 
 from __future__ import annotations
@@ -35,6 +39,12 @@ class InvalidRequest(LineageError):
 
 class InvalidDecisionId(InvalidRequest):
     pass
+
+
+class UnstorableData(InvalidRequest):
+    """The database refused a value as data (SQLite's and PostgreSQL's data errors): the same
+    value is refused every time, so retrying cannot help; the message names the database's
+    reason."""
 
 
 class DecisionNotFound(LineageError):

@@ -3,6 +3,12 @@
 Transport-free: the OTLP receiver hands over parsed records and the spans it already rejected;
 this stores the good records in one durable batch and folds repeated ids with different content
 into the rejections, so one bad span never blocks a batch and nothing stored is overwritten.
+
+A record the database refuses as data (``UnstorableData``: a value it can never hold, which the
+receiver's checks should have caught) fails its whole batch's transaction. The batch is then
+halved until the refused records stand alone: those are rejected with the database's reason and
+every other record is stored, in a few transactions more (about 2·log2(n) per refused record)
+instead of one per record. A batch that stores, the common case, costs nothing more.
 """
 
 from __future__ import annotations
@@ -11,7 +17,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from governance.store import LineageStore
+from governance.errors import UnstorableData
+from governance.store import InsertResult, LineageStore
 from lineage.v1.record import DecisionRecord
 
 log = logging.getLogger(__name__)
@@ -65,9 +72,12 @@ class Ingestor:
         rejections: Sequence[Rejection] = (),
         ignored_spans: int = 0,
     ) -> IngestOutcome:
-        """Stores ``records`` durably; raises StoreUnavailable if the batch was not stored."""
-        result = await self._store.insert_many(records)
-        outcome = IngestOutcome(result.inserted, result.duplicates, list(rejections))
+        """Stores ``records`` durably, rejecting those the database refuses as data; raises
+        StoreUnavailable if the batch was not stored."""
+        result = InsertResult()
+        outcome = IngestOutcome(rejections=list(rejections))
+        await self._insert_isolating(records, result, outcome.rejections)
+        outcome.stored, outcome.duplicates = result.inserted, result.duplicates
         outcome.rejections.extend(
             Rejection(
                 c.decision_id,
@@ -89,3 +99,24 @@ class Ingestor:
                 outcome.rejection_message(),
             )
         return outcome
+
+    async def _insert_isolating(
+        self, records: Sequence[DecisionRecord], result: InsertResult, refused: list[Rejection]
+    ) -> None:
+        """Inserts ``records`` in order, adding to ``result``; a record the database refuses
+        is found by halving the batch and added to ``refused`` (see the module docstring)."""
+        try:
+            part = await self._store.insert_many(records)
+        except UnstorableData as e:
+            if len(records) == 1:
+                reason = f"the store cannot store this record ({e})"
+                refused.append(Rejection(records[0].decision_id, reason))
+                return
+            log.debug("batch of %d refused as data (%s); halving it", len(records), e)
+            half = len(records) // 2
+            for piece in (records[:half], records[half:]):
+                await self._insert_isolating(piece, result, refused)
+            return
+        result.inserted += part.inserted
+        result.duplicates += part.duplicates
+        result.conflicts.extend(part.conflicts)

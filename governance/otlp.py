@@ -2,12 +2,19 @@
 
 Only spans named ``SPAN_NAME`` are decisions; every other span is counted and ignored, so the
 store can sit behind a collector pipeline that also carries ordinary traces.
+
+A record is also rejected, with the field named, when it holds what no backend can store
+faithfully (``unstorable_field``): a NUL character in any text (PostgreSQL's text cannot hold
+one), an integer outside 64 bits, a number that is not finite (its canonical JSON would hold
+``null``, which does not parse back). Both backends thus refuse the same records, before the
+database is asked; a value the database refuses all the same is isolated by the ingestor.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import pydantic
@@ -47,6 +54,66 @@ def _validation_summary(error: pydantic.ValidationError, limit: int = 3) -> str:
     )
 
 
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+_TEXT_FIELDS = tuple(f.name for f in fields(DecisionRecord) if f.type in ("str", str))
+
+
+def _nul_in(record: DecisionRecord) -> str | None:
+    """The first text of ``record`` that holds a NUL character, named as a field."""
+    for name in _TEXT_FIELDS:
+        if "\x00" in getattr(record, name):
+            return name
+    for name, mapping in (("features", record.features), ("extra", record.extra)):
+        for key, value in mapping.items():
+            if "\x00" in key:
+                return f"{name} key {key!r}"
+            if isinstance(value, str) and "\x00" in value:
+                return f"{name}[{key!r}]"
+    for n, reason in enumerate(record.reasons):
+        if "\x00" in reason.code or "\x00" in reason.description:
+            return f"reasons[{n}]"
+    return None
+
+
+def _out_of_range(record: DecisionRecord) -> str:
+    integers = [
+        ("received_at_us", record.received_at_us),
+        ("decided_at_us", record.decided_at_us),
+        ("attempts", record.attempts),
+        *((f"reasons[{n}].rank", r.rank) for n, r in enumerate(record.reasons)),
+    ]
+    name, value = next((n, v) for n, v in integers if not _I64_MIN <= v <= _I64_MAX)
+    return f"{name} {value} is outside the signed 64-bit range"
+
+
+def unstorable_field(record: DecisionRecord, payload: str) -> str | None:
+    """Why no backend can store ``record`` as it came (``payload``, its JSON), starting with
+    the field's name; None for every record a sender can be expected to send. The common case
+    costs about a microsecond (a search of the payload for a backslash, a few comparisons and a
+    pass over the features)."""
+    # In JSON a NUL can only be escaped (the parser refuses raw control characters); the record
+    # is searched too, since "\\u0000" may follow an escaped backslash and be no NUL.
+    if "\\" in payload and "\\u0000" in payload:
+        where = _nul_in(record)
+        if where is not None:
+            return f"{where} contains a NUL character (U+0000), which stored text cannot hold"
+    if not (
+        _I64_MIN <= record.received_at_us <= _I64_MAX
+        and _I64_MIN <= record.decided_at_us <= _I64_MAX
+        and _I64_MIN <= record.attempts <= _I64_MAX
+    ):
+        return _out_of_range(record)
+    for reason in record.reasons:
+        if not _I64_MIN <= reason.rank <= _I64_MAX:
+            return _out_of_range(record)
+    if not math.isfinite(record.score):
+        return f"score {record.score} is not a finite number"
+    for key, value in record.features.items():
+        if value.__class__ is float and not math.isfinite(value):
+            return f"features[{key!r}] {value} is not a finite number"
+    return None
+
+
 def _record_from_span(span: Any) -> DecisionRecord:
     """The span's record; raises ValueError with a reason a sender can act on."""
     payload, span_decision_id = decision_attributes(span)
@@ -70,6 +137,9 @@ def _record_from_span(span: Any) -> DecisionRecord:
             f"span attribute {DECISION_ID_ATTRIBUTE} {span_decision_id!r} differs from the "
             f"record's decision_id {record.decision_id!r}"
         )
+    unstorable = unstorable_field(record, payload)
+    if unstorable is not None:
+        raise ValueError(unstorable)
     return record
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
 
-from governance.errors import StoreUnavailable
+from governance.errors import StoreUnavailable, UnstorableData
 from governance.store.dialect import Dialect
 from governance.store.tables import Conn
 
@@ -72,7 +72,9 @@ class Connect(Protocol):
 class Engine:
     """Runs functions of a connection on the writer or the reader thread, off the event loop.
 
-    The backend's database errors leave as StoreUnavailable, so the OTLP sender retries.
+    The backend's database errors leave as StoreUnavailable, so the OTLP sender retries; its
+    data errors (a value the database can never hold) leave as UnstorableData instead, because
+    retrying them cannot help (the ingestor isolates the record that caused one).
     """
 
     def __init__(self, dialect: Dialect) -> None:
@@ -94,6 +96,10 @@ class Engine:
             raise StoreUnavailable("lineage store is closed")
         try:
             return await asyncio.get_running_loop().run_in_executor(executor, fn)
+        except self._dialect.data_errors as e:
+            # Reported by whoever asked (the ingestor logs the records it rejects for this).
+            log.debug("lineage database refused a value: %s", e)
+            raise UnstorableData(f"the database refused a value: {_first_line(e)}") from e
         except self._dialect.errors as e:
             log.error("lineage database error: %s", e)
             raise StoreUnavailable(f"lineage database error: {e}") from e
@@ -134,6 +140,13 @@ class Engine:
         if self._write_conn is not None:
             self._write_conn.raw.close()
             self._write_conn = None
+
+
+def _first_line(error: BaseException) -> str:
+    """The error's message without the lines PostgreSQL adds (DETAIL, CONTEXT: they may quote
+    the data)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def _opened(db: Connection | None) -> Connection:

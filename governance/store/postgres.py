@@ -25,6 +25,10 @@ POSTGRES = Dialect(
     lock_suffix=" FOR UPDATE",
     errors=(psycopg.Error,),
     conflict_errors=(psycopg.errors.UniqueViolation,),
+    # SQLSTATE class 22 (data exception: NUL or an untranslatable character in text, a number out
+    # of range, ...) and psycopg's own refusal to send NUL in text; a str that is not UTF-8 (lone
+    # surrogates) fails to encode before it is sent.
+    data_errors=(psycopg.DataError, UnicodeEncodeError),
     # Session-level, held while migrations run; the key is arbitrary but fixed.
     migration_lock="SELECT pg_advisory_lock(712400417)",
     migration_unlock="SELECT pg_advisory_unlock(712400417)",

@@ -34,6 +34,9 @@ SQLITE = Dialect(
     lock_suffix="",
     errors=(sqlite3.Error,),
     conflict_errors=(sqlite3.IntegrityError,),
+    # SQLite stores NUL in text; what it cannot hold is an integer beyond 64 bits (refused while
+    # binding, as OverflowError), a str that is not UTF-8 (lone surrogates) and an oversized value.
+    data_errors=(sqlite3.DataError, OverflowError, UnicodeEncodeError),
     deferred_entity_index=True,
 )
 

@@ -227,6 +227,7 @@ EXPECTED_CODES = {
     "LineageError": grpc.StatusCode.INTERNAL,
     "InvalidRequest": grpc.StatusCode.INVALID_ARGUMENT,
     "InvalidDecisionId": grpc.StatusCode.INVALID_ARGUMENT,
+    "UnstorableData": grpc.StatusCode.INVALID_ARGUMENT,
     "DecisionNotFound": grpc.StatusCode.NOT_FOUND,
     "ModelNotFound": grpc.StatusCode.NOT_FOUND,
     "EntryConflict": grpc.StatusCode.ALREADY_EXISTS,
