@@ -14,7 +14,6 @@ import itertools
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import grpc
 import pytest
 import yaml
 from support.postgres import postgres_database
+from support.waiting import wait_until_async
 
 from loadtests.local.topology import (
     ManagedProcess,
@@ -88,6 +88,8 @@ class Load:
             except grpc.aio.AioRpcError:
                 # Not acknowledged: the caller would retry; the test needs no more than that.
                 self.errors += 1
+                # Not synchronisation: the caller's pause before its next call, so a worker
+                # facing a dead gateway does not spin on refusals while it is restarted.
                 await asyncio.sleep(0.02)
                 continue
             self.acked.append(response.decision_id)
@@ -95,11 +97,11 @@ class Load:
             await channel.close()
 
 
-async def _until(predicate: object, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "load stalled"
-        await asyncio.sleep(0.05)
+async def _until_acknowledged(load: Load, count: int) -> None:
+    await wait_until_async(
+        lambda: len(load.acked), 120, f"{count} decisions acknowledged (the load stalled)",
+        until=lambda acked: acked >= count,
+    )  # fmt: skip
 
 
 async def test_no_acknowledged_decision_is_lost_when_gateway_and_store_are_killed(
@@ -125,13 +127,15 @@ async def test_no_acknowledged_decision_is_lost_when_gateway_and_store_are_kille
         load = Load(processes[2].address)
         workers = [asyncio.create_task(load.worker()) for _ in range(IN_FLIGHT)]
 
-        await _until(lambda: len(load.acked) >= ACKNOWLEDGED * 3 // 10, 120)
+        await _until_acknowledged(load, ACKNOWLEDGED * 3 // 10)
         processes[2].kill()  # SIGKILL: whatever it acknowledged is only in its outbox
         processes[2] = await asyncio.to_thread(gateway)
         load.address = processes[2].address
 
-        await _until(lambda: len(load.acked) >= ACKNOWLEDGED * 6 // 10, 120)
+        await _until_acknowledged(load, ACKNOWLEDGED * 6 // 10)
         processes[1].kill()  # SIGKILL the store while the gateway keeps deciding
+        # Not synchronisation: the outage itself. The store stays down for a while, so the
+        # gateway acknowledges decisions its outbox cannot deliver and the sender backs off.
         await asyncio.sleep(1.5)
         port = lineage_address.rsplit(":", 1)[1]
         processes[1] = await asyncio.to_thread(
@@ -142,16 +146,16 @@ async def test_no_acknowledged_decision_is_lost_when_gateway_and_store_are_kille
         acked = set(load.acked)
         assert len(acked) == len(load.acked) >= ACKNOWLEDGED
 
-        deadline = time.monotonic() + 90
-        while True:
-            stored = stored_ids(db_url)
-            missing = acked - set(stored)
-            if not missing or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.5)
-        assert not missing, (
-            f"{len(missing)} acknowledged decisions lost, e.g. {sorted(missing)[:3]}"
-        )
+        def lost(missing: set[str]) -> str:
+            return f"{len(missing)} acknowledged decisions lost, e.g. {sorted(missing)[:3]}"
+
+        # The outbox delivers its backlog to the restarted store; wait until it has.
+        missing = await wait_until_async(
+            lambda: acked - set(stored_ids(db_url)), 90, "every acknowledged decision stored",
+            until=lambda missing: not missing, describe=lost, interval_s=0.1,
+        )  # fmt: skip
+        assert not missing, lost(missing)
+        stored = stored_ids(db_url)
         assert len(stored) == len(set(stored)), "a decision was stored twice"
 
         verify = await asyncio.to_thread(

@@ -22,6 +22,8 @@ import pytest
 import yaml
 from fault_proxy import FaultProxy
 from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from support.waiting import wait_until_async
 
 from gateway.demo_rules import DEMO_RULES
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
@@ -31,6 +33,9 @@ from scoring.v1 import scoring_pb2, scoring_pb2_grpc
 from scoring.v1.requests import score_request
 
 Config = dict[str, Any]
+
+# How often the gateways here poll their routing config for changes.
+RELOAD_INTERVAL_S = 0.1
 
 
 class ConfigMapDir:
@@ -120,7 +125,9 @@ def gateway(
     )  # fmt: skip
     proc = start_gateway(
         configmap.routes, model_dir, tmp_path_factory.mktemp("gw"),
-        extra_args=["--reload-interval-s", "0.1", "--metrics-port", str(free_port())],
+        extra_args=[
+            "--reload-interval-s", str(RELOAD_INTERVAL_S), "--metrics-port", str(free_port())
+        ],
     )  # fmt: skip
     try:
         yield proc
@@ -150,11 +157,23 @@ async def _arms(scoring: scoring_pb2_grpc.ScoringServiceStub, n: int = 20) -> se
     return {r.arm for r in replies}
 
 
-async def _until(check: Callable[[], Any], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
+async def _in_flight(gateway: ManagedProcess) -> float:
+    """The gateway's own count of calls admitted and not yet answered."""
+    text = await asyncio.to_thread(_metrics, gateway)
+    return _sample(text, "scoregate_gateway_in_flight_requests ")
+
+
+async def _until_in_flight(gateway: ManagedProcess, n: int) -> None:
+    await wait_until_async(
+        lambda: _in_flight(gateway), 5, f"{n} calls admitted and in flight",
+        until=lambda count: count == n,
+    )  # fmt: skip
+
+
+async def _health(channel: grpc.aio.Channel) -> int:
+    request = health_pb2.HealthCheckRequest(service="")
+    reply = await health_pb2_grpc.HealthStub(channel).Check(request, timeout=1)
+    return int(reply.status)
 
 
 async def test_a_valid_change_applies_through_a_configmap_symlink_swap(
@@ -171,7 +190,7 @@ async def test_a_valid_change_applies_through_a_configmap_symlink_swap(
     async def all_canary() -> bool:
         return await _arms(scoring, 5) == {"canary"}
 
-    await _until(all_canary)
+    await wait_until_async(all_canary, 5, "every call on the canary arm after the reload")
     reply = await scoring.Score(_request(1), timeout=5)
     assert (reply.arm, reply.model_version) == ("canary", "2")
     after = _sample(_metrics(gateway), 'scoregate_gateway_config_reloads_total{result="ok"}')
@@ -194,7 +213,7 @@ async def test_a_change_to_a_rules_file_alone_is_applied(
     async def applied() -> bool:
         return _sample(_metrics(gateway), ok) == before + 1
 
-    await _until(applied)
+    await wait_until_async(applied, 5, "one more ok reload after the rules file changed")
     assert "rules.card-fraud-rules: file content changed" in gateway.log_tail(50)
 
 
@@ -210,7 +229,7 @@ async def test_an_invalid_change_is_refused_and_the_old_config_keeps_serving(
     async def all_canary() -> bool:
         return await _arms(scoring, 3) == {"canary"}
 
-    await _until(all_canary)
+    await wait_until_async(all_canary, 5, "every call on the canary arm after the reload")
     failed = 'scoregate_gateway_config_reloads_total{result="failed"}'
     before = _sample(_metrics(gateway), failed)
     configmap.publish({"routes.yaml": _config(base, proxy.address, canary=_canary(150))})
@@ -218,11 +237,14 @@ async def test_an_invalid_change_is_refused_and_the_old_config_keeps_serving(
     async def refused() -> bool:
         return _sample(_metrics(gateway), failed) == before + 1
 
-    await _until(refused)
+    await wait_until_async(refused, 5, "the invalid change refused (one more failed reload)")
     assert "decision_points.card-fraud.canary.weight" in gateway.log_tail(20)
     assert "refused" in gateway.log_tail(20)
     assert await _arms(scoring) == {"canary"}  # the old config serves on
-    await asyncio.sleep(0.3)  # polled again: refused once, not once per poll
+    # Not synchronisation: nothing is meant to happen here. The reloader re-reads a refused
+    # version on every poll; three poll intervals pass so that counting it once per poll, not
+    # once per version, would show in the counter below.
+    await asyncio.sleep(3 * RELOAD_INTERVAL_S)
     assert _sample(_metrics(gateway), failed) == before + 1
 
 
@@ -238,7 +260,7 @@ async def test_a_hanging_runtime_is_answered_within_the_callers_100ms_deadline_f
     async def primary() -> bool:
         return await _arms(scoring, 3) == {"primary"}
 
-    await _until(primary)
+    await wait_until_async(primary, 5, "every call on the primary arm after the reload")
     proxy.set("hang")
     try:
         for seed in range(3):
@@ -268,7 +290,10 @@ def slow_gateway(
     routes.write_text(_config(base, proxy.address, timeout_ms=5000))
     proc = start_gateway(
         routes, model_dir, tmp_path,
-        extra_args=["--max-in-flight", "4", "--grace-s", "5", "--drain-delay-s", "0.3"],
+        extra_args=[
+            "--max-in-flight", "4", "--grace-s", "5", "--drain-delay-s", "0.3",
+            "--metrics-port", str(free_port()),
+        ],
     )  # fmt: skip
     proxy.set("pass", delay_s=0.4)
     try:
@@ -283,7 +308,7 @@ async def test_load_beyond_the_in_flight_bound_is_shed_fast(slow_gateway: Manage
         stub = scoring_pb2_grpc.ScoringServiceStub(channel)
         await channel.channel_ready()
         admitted = [asyncio.ensure_future(stub.Score(_request(s), timeout=5)) for s in range(4)]
-        await asyncio.sleep(0.1)
+        await _until_in_flight(slow_gateway, 4)  # the bound is reached: the next call is shed
         shed_latencies = []
         for s in range(12):
             started = time.monotonic()
@@ -302,9 +327,12 @@ async def test_sigterm_under_load_drops_nothing(slow_gateway: ManagedProcess) ->
         stub = scoring_pb2_grpc.ScoringServiceStub(channel)
         await channel.channel_ready()
         in_flight = [asyncio.ensure_future(stub.Score(_request(s), timeout=5)) for s in range(3)]
-        await asyncio.sleep(0.1)
+        await _until_in_flight(slow_gateway, 3)  # admitted before the SIGTERM
         slow_gateway.popen.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.1)
+        await wait_until_async(
+            lambda: _health(channel), 5, "health NOT_SERVING after SIGTERM",
+            until=lambda status: status == health_pb2.HealthCheckResponse.NOT_SERVING,
+        )  # fmt: skip
         # Still accepted during the drain delay, while health already says NOT_SERVING.
         late = asyncio.ensure_future(stub.Score(_request(9), timeout=5))
         replies = await asyncio.gather(*in_flight, late)
@@ -323,7 +351,9 @@ async def test_route_changes_are_recorded_in_the_lineage_store(
     )  # fmt: skip
     gateway = start_gateway(
         configmap.routes, model_dir, tmp_path,
-        extra_args=["--reload-interval-s", "0.1", "--lineage-endpoint", lineage.address],
+        extra_args=[
+            "--reload-interval-s", str(RELOAD_INTERVAL_S), "--lineage-endpoint", lineage.address
+        ],
     )  # fmt: skip
     try:
         async with grpc.aio.insecure_channel(lineage.address) as channel:
@@ -340,9 +370,13 @@ async def test_route_changes_are_recorded_in_the_lineage_store(
                 targets = {(t.arm, t.model_version): t.weight for t in (await in_force()).targets}
                 return targets.get(("canary", "2")) == pytest.approx(weight)
 
-            await _until(lambda: canary_at(0.05))
+            await wait_until_async(
+                lambda: canary_at(0.05), 5, "the store's route in force: canary at 5%"
+            )
             configmap.publish({"routes.yaml": _config(base, proxy.address, canary=_canary(25))})
-            await _until(lambda: canary_at(0.25))
+            await wait_until_async(
+                lambda: canary_at(0.25), 5, "the store's route in force: canary at 25%"
+            )
             change = await in_force()
             diff = json.loads(change.diff_json)
             weight = diff["decision_points"]["card-fraud"]["canary"]["weight"]

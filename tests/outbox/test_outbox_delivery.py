@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from outbox_support import get_decisions, make_record, restart_lineage, stored_ids
+from support.waiting import wait_until_async
 
 from gateway.outbox import OutboxConfig, OutboxMetrics, canonical_json
 from gateway.server import open_outbox
@@ -66,12 +67,26 @@ async def test_a_store_down_for_seconds_loses_nothing(
         lineage.popen.wait()
         during = [make_record() for _ in range(300)]
         await asyncio.gather(*(outbox.append(r) for r in during))  # still durable: answered
-        await asyncio.sleep(3)
+
+        # "Down for seconds" as the outbox sees it: the sender has been refused at least twice
+        # and the oldest record has waited two seconds. Then the store comes back.
+        def unavailable_sends() -> float:
+            return (
+                metrics.registry.get_sample_value(
+                    "scoregate_outbox_send_failures_total", {"code": "UNAVAILABLE"}
+                )
+                or 0.0
+            )
+
+        failures = await wait_until_async(
+            unavailable_sends, 20, "two sends refused UNAVAILABLE", until=lambda n: n >= 2
+        )
+        await wait_until_async(
+            outbox.oldest_unacked_age, 20, "the oldest record 2 s unacknowledged",
+            until=lambda age: age >= 2,
+        )  # fmt: skip
         assert outbox.unacked_records == 300
         assert outbox.oldest_unacked_age() >= 2
-        failures = metrics.registry.get_sample_value(
-            "scoregate_outbox_send_failures_total", {"code": "UNAVAILABLE"}
-        )
         assert failures and failures >= 2
 
         restarted = await asyncio.to_thread(
