@@ -87,7 +87,7 @@ class ShadowConfig(_Strict):
 
     target: TargetConfig
     percent: Percent = 100.0
-    """Share of requests mirrored (sticky by the canary's stickiness key)."""
+    """Share of requests mirrored (sticky by entity key, whatever the canary's stickiness key)."""
 
 
 class RetryConfig(_Strict):

@@ -1,7 +1,9 @@
 """Sticky traffic splits: which arm a key lands on, from a hash, with no state.
 
-A key's bucket is the first 8 bytes of blake2b(salt, key) modulo 10,000; it is on the split when
-its bucket is below ``weight * 100``. The bucket never changes, so a key stays on its arm while
+A key's bucket is the 8-byte blake2b digest (``digest_size=8``, the decision point's name as salt,
+hashed down to 16 bytes when longer) of the key, big-endian, modulo 10,000; it is on the split
+when its bucket is below ``weight * 100`` (docs/routing.md states the formula exactly).
+The bucket never changes, so a key stays on its arm while
 the weight stays, and raising the weight only adds buckets: keys move from primary to canary and
 never back. The salt (the decision point's name) keeps one customer from being the canary's
 guinea pig at every decision point at once.
