@@ -6,8 +6,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import postgres
 
 from loadtests.local.topology import Topology
+
+
+def pytest_report_header() -> str:
+    """Which PostgreSQL server the run uses (tests/support/postgres.py), printed once."""
+    return f"postgresql: {postgres.plan()}"
+
+
+def pytest_sessionfinish() -> None:
+    """Stops and removes the throwaway PostgreSQL server, if the run started one."""
+    postgres.stop_session()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    throwaway = postgres.session_throwaway()
+    if throwaway is not None:
+        terminalreporter.write_line(
+            f"postgresql: used the throwaway server at {throwaway.url}; stopped and removed it"
+        )
 
 
 @pytest.fixture(scope="session")

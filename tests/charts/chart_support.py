@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
-import pytest
 import yaml
+from support import postgres as support_postgres
 
 REPO = Path(__file__).resolve().parents[2]
 CHART_DIR = REPO / "charts" / "scoregate"
@@ -200,25 +198,8 @@ def crd_schemas(crd_dir: Path) -> dict[tuple[str, str], Obj]:
 SCENARIOS_EXPECTED = {"default", "minimal", "production", "canary-in-progress"}
 
 
-# The machine's PostgreSQL server (trust auth); each test run makes and drops its own database.
-POSTGRES_SERVER = os.environ.get("SCOREGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
-
-
-@contextlib.contextmanager
-def postgres_database(prefix: str = "scoregate_chart") -> Iterator[str]:
-    """A new, uniquely named database on the local PostgreSQL, dropped afterwards; skips the
-    test (saying why) only when the server cannot be reached."""
-    import psycopg
-
-    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:10]}"
-    admin_url = f"{POSTGRES_SERVER}/postgres"
-    try:
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as e:
-        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_SERVER} (SCOREGATE_TEST_POSTGRES): {e}")
-    try:
-        yield f"{POSTGRES_SERVER}/{name}"
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def postgres_database(prefix: str = "scoregate_chart") -> contextlib.AbstractContextManager[str]:
+    """A new, uniquely named database on the run's PostgreSQL server (tests/support/postgres.py:
+    the configured one, or a throwaway one), dropped afterwards; skips, saying why, when there is
+    no server."""
+    return support_postgres.postgres_database(prefix)
