@@ -137,8 +137,16 @@ class FeatureValidator:
 
 
 def _name(name: str) -> str:
-    """A feature name as it may appear in a field path: cut, with control characters escaped."""
-    if len(name) > MAX_SHOWN_NAME_CHARS or has_control(name):
+    """A feature name as it may appear in a field path: as it is if it can be read there, else
+    quoted (cut, control and invisible characters escaped): an empty name, one with spaces at
+    either end, or one with a character that does not print (NUL, zero-width space, ...) would
+    leave the path ending in nothing visible, or in something the reader cannot tell apart."""
+    if (
+        not name
+        or len(name) > MAX_SHOWN_NAME_CHARS
+        or not name.isprintable()
+        or name.strip() != name
+    ):
         return shown(name, MAX_SHOWN_NAME_CHARS)
     return name
 
