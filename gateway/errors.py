@@ -25,7 +25,7 @@ GatewayError becomes INTERNAL with a generic message (the caller sees no interna
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -33,11 +33,14 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status
 
-from gateway.limits import MAX_MESSAGE_CHARS, MAX_VIOLATIONS_SHOWN
+from gateway.limits import MAX_MESSAGE_BYTES, MAX_VIOLATIONS_SHOWN
 
 INTERNAL_MESSAGE = "internal error; the gateway log has the details"
-MAX_FIELD_CHARS = 128
-MAX_DESCRIPTION_CHARS = 240
+MAX_FIELD_BYTES = 128
+MAX_DESCRIPTION_BYTES = 240
+"""A violation's field and description in the BadRequest details, UTF-8. With the message this
+bounds a refusal's trailers: the message percent-encoded (<= 1 KiB), and base64 of a Status that
+holds it again with 8 violations (<= 4/3 * ~4 KiB): ~6.5 KiB, under a client's 8 KiB."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +59,7 @@ class GatewayError(Exception):
     @property
     def message(self) -> str:
         """What the caller reads: bounded, whatever the cause quoted."""
-        return _cut(str(self), MAX_MESSAGE_CHARS)
+        return _cut(str(self), MAX_MESSAGE_BYTES, _message_bytes)
 
     def details(self) -> Sequence[any_pb2.Any]:
         """Rich error details (google.rpc) sent alongside the status."""
@@ -65,13 +68,38 @@ class GatewayError(Exception):
 
 def _bounded(violation: FieldViolation) -> FieldViolation:
     field, description = violation.field, violation.description
-    if len(field) <= MAX_FIELD_CHARS and len(description) <= MAX_DESCRIPTION_CHARS:
+    if _utf8_bytes(field) <= MAX_FIELD_BYTES and _utf8_bytes(description) <= MAX_DESCRIPTION_BYTES:
         return violation
-    return FieldViolation(_cut(field, MAX_FIELD_CHARS), _cut(description, MAX_DESCRIPTION_CHARS))
+    return FieldViolation(
+        _cut(field, MAX_FIELD_BYTES, _utf8_bytes),
+        _cut(description, MAX_DESCRIPTION_BYTES, _utf8_bytes),
+    )
 
 
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _utf8_bytes(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode(errors="replace"))
+
+
+def _message_bytes(text: str) -> int:
+    """``text``'s size as a grpc-message: UTF-8, each byte outside printable ASCII, and ``%``,
+    percent-encoded (three bytes)."""
+    if text.isascii() and text.isprintable() and "%" not in text:
+        return len(text)  # the common case: sent as it is
+    data = text.encode(errors="replace")
+    escaped = sum(1 for b in data if b < 0x20 or b > 0x7E or b == 0x25)
+    return len(data) + 2 * escaped
+
+
+def _cut(text: str, limit: int, size: Callable[[str], int]) -> str:
+    """``text``, or as much of it as fits in ``limit`` (as measured by ``size``) with "..."."""
+    if len(text) <= limit and size(text) <= limit:
+        return text
+    budget = limit - 3
+    for end, char in enumerate(text):
+        budget -= size(char)
+        if budget < 0:
+            return text[:end] + "..."
+    return text  # unreachable: the whole text did not fit
 
 
 class InvalidRequest(GatewayError):

@@ -3,8 +3,9 @@
 Each is the answer to "what is the largest legitimate request", with room to spare; anything
 larger is a client bug or an attack, refused with INVALID_ARGUMENT naming the field (docs/api.md
 lists them). They also bound what the gateway sends back: an error names at most
-``MAX_VIOLATIONS_SHOWN`` fields and shows at most ``MAX_SHOWN_CHARS`` of any value, so a refusal
-always fits in gRPC's default metadata limit and reaches the caller.
+``MAX_VIOLATIONS_SHOWN`` fields and shows at most ``MAX_SHOWN_CHARS`` of any value, and its parts
+are bounded in bytes as sent (``gateway.errors``), so a refusal always fits in gRPC's default
+metadata limit (8 KiB) and reaches the caller.
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ MAX_SCORE_BATCH_BYTES = 3 * 1024 * 1024
 
 MAX_VIOLATIONS_SHOWN = 8
 MAX_SHOWN_CHARS = 48
-MAX_MESSAGE_CHARS = 1024
-"""Of an error's message, as a status message or a ScoreBatch row's error."""
+MAX_MESSAGE_BYTES = 1024
+"""Of an error's message, as a status message or a ScoreBatch row's error: its bytes as gRPC
+sends a status message (UTF-8, and each byte outside printable ASCII, and ``%``, percent-encoded
+as three), so that non-ASCII text in a refusal cannot take it past a client's metadata limit."""
+MAX_MESSAGE_CHARS = MAX_MESSAGE_BYTES
+"""A message is never more characters than bytes."""
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
