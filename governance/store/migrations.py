@@ -4,7 +4,7 @@ A migration is never edited once released: the runner stores each one's checksum
 database whose applied migrations differ from these. Add a new version instead. Both backends
 carry the same versions with the same names; version 1 is written per dialect, versions 2 and 3 use
 types both understand (BIGINT, DOUBLE PRECISION, TEXT) and are shared, version 4 changes SQLite
-only.
+only, version 5 is written per dialect (each reads JSON its own way).
 """
 
 from __future__ import annotations
@@ -238,7 +238,37 @@ _SQLITE_ENTITY_INDEX = Migration(
 # once per commit, so random keys cost it far less. The version exists so both stay in step.
 _POSTGRES_ENTITY_INDEX = Migration(DEFERRED_ENTITY_INDEX_VERSION, "deferred_entity_index", ())
 
-SQLITE_MIGRATIONS: tuple[Migration, ...] = (*_SQLITE_V1, *_SHARED, _SQLITE_ENTITY_INDEX)
+# Version 5: a shadow decision's parent (``extra.parent_decision_id`` of its stored JSON) is
+# indexed, so that the shadows of a decision are found without a scan (``ListShadows``). A partial
+# index on an expression rather than a column: only shadow rows enter it (the predicate is tested
+# first, so other inserts skip the JSON), records stored earlier are indexed when it is built, and
+# the decisions row that ``verify`` re-derives is unchanged. A query uses it when its WHERE has the
+# same expression and ``arm = 'shadow'`` as a literal: ``SHADOW_PARENT`` is that expression.
+SHADOW_PARENT_VERSION = 5
+SHADOW_PARENT: dict[str, str] = {
+    "sqlite": "json_extract(record_json, '$.extra.parent_decision_id')",
+    "postgresql": "((record_json::json -> 'extra') ->> 'parent_decision_id')",
+}
+SHADOW_ARM_PREDICATE = "arm = 'shadow'"
+
+
+def _shadow_parent_index(dialect: str) -> Migration:
+    return Migration(
+        SHADOW_PARENT_VERSION,
+        "shadow_parent_index",
+        (
+            f"CREATE INDEX decisions_shadow_parent ON decisions ({SHADOW_PARENT[dialect]}) "
+            f"WHERE {SHADOW_ARM_PREDICATE}",
+        ),
+    )
+
+
+SQLITE_MIGRATIONS: tuple[Migration, ...] = (
+    *_SQLITE_V1,
+    *_SHARED,
+    _SQLITE_ENTITY_INDEX,
+    _shadow_parent_index("sqlite"),
+)
 
 POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -256,4 +286,5 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
     ),
     *_SHARED,
     _POSTGRES_ENTITY_INDEX,
+    _shadow_parent_index("postgresql"),
 )
