@@ -16,6 +16,7 @@ from governance.chain import Checkpoint
 from governance.store.entries import (
     DecisionFilter,
     DecisionPage,
+    DecisionSummary,
     Outcome,
     Override,
     PurgeReport,
@@ -152,6 +153,11 @@ class LineageStore(abc.ABC):
     ) -> DecisionPage:
         """Decisions in the selection ordered by (decided_at, id), after a keyset position,
         with counts over the whole selection."""
+
+    @abc.abstractmethod
+    async def list_shadows(self, decision_id: str) -> list[DecisionSummary] | None:
+        """The shadow decisions of a canonical decision id (``extra.parent_decision_id``), by
+        (decided_at, id), found by index; None when neither it nor a shadow of it is stored."""
 
     @abc.abstractmethod
     async def traffic_seen(self, model_name: str, decision_point: str = "") -> list[TrafficSeen]:

@@ -2,9 +2,10 @@
 
 Each call runs one function of a connection on the store's writer or reader thread (``engine``);
 those functions are the same SQL for both backends, written with ``?`` placeholders, and live by
-concern: ``decisions`` (with SQLite's ``entity_index``), ``facts`` (overrides, outcomes, route
-changes, manifests), ``hash_chain`` (the head every append locks) and ``maintenance``
-(migrations, purge). A backend adds only how it connects and its ``Dialect``.
+concern: ``decisions`` (with SQLite's ``entity_index``), ``links`` (a decision's shadows),
+``facts`` (overrides, outcomes, route changes, manifests), ``hash_chain`` (the head every append
+locks) and ``maintenance`` (migrations, purge). A backend adds only how it connects and its
+``Dialect``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 from collections.abc import Sequence
 
 from governance.chain import Checkpoint
-from governance.store import decisions, facts, maintenance
+from governance.store import decisions, facts, links, maintenance
 from governance.store import verify as verify_chain
 from governance.store.base import (
     InsertResult,
@@ -31,6 +32,7 @@ from governance.store.entity_index import EntityIndex
 from governance.store.entries import (
     DecisionFilter,
     DecisionPage,
+    DecisionSummary,
     Outcome,
     Override,
     PurgeReport,
@@ -130,6 +132,9 @@ class SqlLineageStore(LineageStore):
                 db, self._entities, selection, limit, after, descending, with_counts
             )
         )
+
+    async def list_shadows(self, decision_id: str) -> list[DecisionSummary] | None:
+        return await self._engine.read(lambda db: links.shadows_of(db, decision_id))
 
     async def traffic_seen(self, model_name: str, decision_point: str = "") -> list[TrafficSeen]:
         return await self._engine.read(
