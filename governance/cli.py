@@ -20,6 +20,7 @@ USAGE = """usage: scoregate lineage COMMAND ...
 
   serve            run the lineage store (OTLP receiver + lineage.v1.LineageService)
   show             one decision: which model made it, when, on what inputs, overrides, outcomes
+  shadows          the shadow decisions that mirrored one decision's request
   decisions        decisions of an entity or a model version in a time range, with counts
   serving-at       which model versions, arms and weights served a decision point at a time
   model-history    when each version of a model started and stopped taking traffic
@@ -52,6 +53,11 @@ def _feature(value: lineage_pb2.FeatureSnapshotValue) -> str:
     return "(unset)"
 
 
+def _one_line(text: str) -> str:
+    """A value for the table's one line (the JSON format keeps it exactly)."""
+    return " ".join(text.split())
+
+
 def format_table(
     record: lineage_pb2.DecisionRecord, manifest: lineage_pb2.ModelManifest | None = None
 ) -> str:
@@ -72,6 +78,13 @@ def format_table(
             "arm",
             route.arm + (f" (fallback: {route.fallback_reason})" if route.fallback_reason else ""),
         ),
+    ]
+    if record.parent_decision_id:
+        rows.append(("shadow of", record.parent_decision_id))
+    if record.fallback_from or record.fallback_error:
+        rows.append(("fallback from", record.fallback_from))
+        rows.append(("fallback error", _one_line(record.fallback_error)))
+    rows += [
         ("routing config", route.config_version),
         ("attempts", str(route.attempts)),
         ("score", f"{out.score:.6f}"),
@@ -157,6 +170,7 @@ def _commands() -> dict[str, Callable[[list[str]], int]]:
 
     return {
         "show": show_main,
+        "shadows": commands.shadows_main,
         "decisions": commands.decisions_main,
         "serving-at": commands.serving_at_main,
         "model-history": commands.model_history_main,

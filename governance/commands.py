@@ -54,6 +54,10 @@ def summary_row(d: lineage_pb2.DecisionSummary) -> Row:
     }
 
 
+# The header of a listing with no rows too (CSV).
+SUMMARY_COLUMNS = tuple(summary_row(lineage_pb2.DecisionSummary()))
+
+
 def count_row(c: lineage_pb2.DecisionCount) -> Row:
     return {
         "model": c.model_name,
@@ -125,6 +129,27 @@ def decisions_main(argv: list[str], prog: str = "scoregate lineage decisions") -
                 print("\n" + table([count_row(c) for c in reply.counts]))
             if reply.next_page_token:
                 print(f"\nmore: --page-token {reply.next_page_token}")
+        return 0
+
+    return _run(main)
+
+
+def shadows_main(argv: list[str], prog: str = "scoregate lineage shadows") -> int:
+    parser = _parser(prog, "The shadow decisions that mirrored one decision's request.")
+    parser.add_argument("decision_id", help="the decision id the gateway returned to the caller")
+    args = parser.parse_args(argv)
+
+    def main() -> int:
+        request = lineage_pb2.ListShadowsRequest(decision_id=args.decision_id)
+        reply = call(prog, args.lineage, lambda s: s.ListShadows(request, timeout=args.timeout))
+        if args.format == "json":
+            print(as_json(reply))
+            return 0
+        rows = [summary_row(d) for d in reply.shadows]
+        if args.format == "csv":
+            print(as_csv(rows, SUMMARY_COLUMNS))
+            return 0
+        print(table(rows) if rows else f"no shadow decisions of {args.decision_id}")
         return 0
 
     return _run(main)

@@ -23,7 +23,13 @@ from governance.store.entries import (
     RouteChange,
 )
 from lineage.v1 import lineage_pb2
-from lineage.v1.record import FeatureScalar, canonical_record_json
+from lineage.v1.record import (
+    FALLBACK_ERROR,
+    FALLBACK_FROM,
+    PARENT_DECISION_ID,
+    FeatureScalar,
+    canonical_record_json,
+)
 
 END_OF_TIME_US = 2**62
 
@@ -93,6 +99,9 @@ def decision_to_proto(stored: StoredDecision) -> lineage_pb2.DecisionRecord:
         record_sha256=hashlib.sha256(canonical_record_json(r)).hexdigest(),
         overrides=[override_to_proto(o) for o in stored.overrides],
         outcomes=[outcome_to_proto(o) for o in stored.outcomes],
+        parent_decision_id=r.extra.get(PARENT_DECISION_ID, ""),
+        fallback_from=r.extra.get(FALLBACK_FROM, ""),
+        fallback_error=r.extra.get(FALLBACK_ERROR, ""),
     )
 
 

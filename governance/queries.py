@@ -149,6 +149,15 @@ class LineageQueries:
         after = parse_page_token(page_token)
         return await self._store.list_decisions(selection, limit or DEFAULT_LIST, after)
 
+    async def list_shadows(self, decision_id: str) -> list[DecisionSummary]:
+        """The shadow decisions of a decision, oldest first; InvalidDecisionId, or
+        DecisionNotFound when the store holds neither that decision nor a shadow of it."""
+        canonical_id = canonical_decision_id(decision_id)
+        shadows = await self._store.list_shadows(canonical_id)
+        if shadows is None:
+            raise DecisionNotFound(f"no decision with id {canonical_id} in the lineage store")
+        return shadows
+
     async def serving_at(
         self, decision_point: str, at_us: int, window_s: int = 0, limit: int = 0
     ) -> ServingAt:

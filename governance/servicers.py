@@ -52,6 +52,14 @@ class LineageServicer(lineage_pb2_grpc.LineageServiceServicer):
         page = await self._queries.list_decisions(selection, request.limit, request.page_token)
         return convert.page_to_proto(page)
 
+    async def ListShadows(
+        self, request: lineage_pb2.ListShadowsRequest, context: grpc.aio.ServicerContext
+    ) -> lineage_pb2.ListShadowsResponse:
+        shadows = await self._queries.list_shadows(request.decision_id)
+        return lineage_pb2.ListShadowsResponse(
+            shadows=[convert.summary_to_proto(d) for d in shadows]
+        )
+
     async def RecordRouteChange(
         self, request: lineage_pb2.RecordRouteChangeRequest, context: grpc.aio.ServicerContext
     ) -> lineage_pb2.RecordRouteChangeResponse:

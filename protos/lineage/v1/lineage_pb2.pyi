@@ -290,6 +290,9 @@ class DecisionRecord(_message.Message):
     RECORD_SHA256_FIELD_NUMBER: _builtins.int
     OVERRIDES_FIELD_NUMBER: _builtins.int
     OUTCOMES_FIELD_NUMBER: _builtins.int
+    PARENT_DECISION_ID_FIELD_NUMBER: _builtins.int
+    FALLBACK_FROM_FIELD_NUMBER: _builtins.int
+    FALLBACK_ERROR_FIELD_NUMBER: _builtins.int
     decision_id: _builtins.str
     """Time-ordered decision id (UUIDv7)."""
     request_id: _builtins.str
@@ -312,6 +315,18 @@ class DecisionRecord(_message.Message):
     """The chain hash at this record: sha256(previous chain hash || record sha256 || seq)."""
     record_sha256: _builtins.str
     """sha256 of the record's canonical JSON as stored."""
+    parent_decision_id: _builtins.str
+    """For a shadow decision (route.arm "shadow"): the decision the caller got, whose request it
+    mirrored; empty for every other decision.
+    """
+    fallback_from: _builtins.str
+    """For a fallback decision (route.arm "fallback"): the model version that failed to answer,
+    e.g. "card-fraud-v1"; empty when no fallback answered.
+    """
+    fallback_error: _builtins.str
+    """For a fallback decision: that version's error as the gateway saw it (at most 300
+    characters); empty when no fallback answered.
+    """
     @_builtins.property
     def received_at(self) -> _timestamp_pb2.Timestamp:
         """When the gateway received the request, UTC."""
@@ -371,10 +386,13 @@ class DecisionRecord(_message.Message):
         record_sha256: _builtins.str = ...,
         overrides: _abc.Iterable[Global___Override] | None = ...,
         outcomes: _abc.Iterable[Global___Outcome] | None = ...,
+        parent_decision_id: _builtins.str = ...,
+        fallback_from: _builtins.str = ...,
+        fallback_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at", "inputs", b"inputs", "model", b"model", "outputs", b"outputs", "received_at", b"received_at", "route", b"route", "stored_at", b"stored_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_sha256", b"chain_sha256", "decided_at", b"decided_at", "decision_id", b"decision_id", "decision_point", b"decision_point", "entity_key", b"entity_key", "gateway_instance", b"gateway_instance", "inputs", b"inputs", "latency_us", b"latency_us", "model", b"model", "outcomes", b"outcomes", "outputs", b"outputs", "overrides", b"overrides", "received_at", b"received_at", "record_sha256", b"record_sha256", "request_id", b"request_id", "route", b"route", "seq", b"seq", "span_id", b"span_id", "stored_at", b"stored_at", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_sha256", b"chain_sha256", "decided_at", b"decided_at", "decision_id", b"decision_id", "decision_point", b"decision_point", "entity_key", b"entity_key", "fallback_error", b"fallback_error", "fallback_from", b"fallback_from", "gateway_instance", b"gateway_instance", "inputs", b"inputs", "latency_us", b"latency_us", "model", b"model", "outcomes", b"outcomes", "outputs", b"outputs", "overrides", b"overrides", "parent_decision_id", b"parent_decision_id", "received_at", b"received_at", "record_sha256", b"record_sha256", "request_id", b"request_id", "route", b"route", "seq", b"seq", "span_id", b"span_id", "stored_at", b"stored_at", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -587,6 +605,52 @@ class ListDecisionsRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListDecisionsRequest: _TypeAlias = ListDecisionsRequest  # noqa: Y015
+
+@_typing.final
+class ListShadowsRequest(_message.Message):
+    """Which decision's shadows to list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    decision_id: _builtins.str
+    """The decision the caller got (ScoreResponse.decision_id)."""
+    def __init__(
+        self,
+        *,
+        decision_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_id", b"decision_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListShadowsRequest: _TypeAlias = ListShadowsRequest  # noqa: Y015
+
+@_typing.final
+class ListShadowsResponse(_message.Message):
+    """The shadow decisions of one decision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHADOWS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def shadows(self) -> _containers.RepeatedCompositeFieldContainer[Global___DecisionSummary]:
+        """Every shadow decision recorded for it, ordered by decided_at, then id; empty when none was."""
+
+    def __init__(
+        self,
+        *,
+        shadows: _abc.Iterable[Global___DecisionSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["shadows", b"shadows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListShadowsResponse: _TypeAlias = ListShadowsResponse  # noqa: Y015
 
 @_typing.final
 class DecisionSummary(_message.Message):

@@ -70,6 +70,11 @@ class LineageServiceStub:
                 request_serializer=lineage_dot_v1_dot_lineage__pb2.GetModelRequest.SerializeToString,
                 response_deserializer=lineage_dot_v1_dot_lineage__pb2.ModelManifest.FromString,
                 _registered_method=True)
+        self.ListShadows = channel.unary_unary(
+                '/lineage.v1.LineageService/ListShadows',
+                request_serializer=lineage_dot_v1_dot_lineage__pb2.ListShadowsRequest.SerializeToString,
+                response_deserializer=lineage_dot_v1_dot_lineage__pb2.ListShadowsResponse.FromString,
+                _registered_method=True)
         self.RecordOverride = channel.unary_unary(
                 '/lineage.v1.LineageService/RecordOverride',
                 request_serializer=lineage_dot_v1_dot_lineage__pb2.RecordOverrideRequest.SerializeToString,
@@ -144,6 +149,14 @@ class LineageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListShadows(self, request, context):
+        """The shadow decisions of a decision (arm "shadow", parent_decision_id = that decision),
+        oldest first; NOT_FOUND if the store has neither that decision nor a shadow of it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RecordOverride(self, request, context):
         """Records a reviewer's override of a decision; NOT_FOUND for an unknown decision id.
         """
@@ -202,6 +215,11 @@ def add_LineageServiceServicer_to_server(servicer, server):
                     servicer.GetModel,
                     request_deserializer=lineage_dot_v1_dot_lineage__pb2.GetModelRequest.FromString,
                     response_serializer=lineage_dot_v1_dot_lineage__pb2.ModelManifest.SerializeToString,
+            ),
+            'ListShadows': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListShadows,
+                    request_deserializer=lineage_dot_v1_dot_lineage__pb2.ListShadowsRequest.FromString,
+                    response_serializer=lineage_dot_v1_dot_lineage__pb2.ListShadowsResponse.SerializeToString,
             ),
             'RecordOverride': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordOverride,
@@ -409,6 +427,33 @@ class LineageService:
             '/lineage.v1.LineageService/GetModel',
             lineage_dot_v1_dot_lineage__pb2.GetModelRequest.SerializeToString,
             lineage_dot_v1_dot_lineage__pb2.ModelManifest.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListShadows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lineage.v1.LineageService/ListShadows',
+            lineage_dot_v1_dot_lineage__pb2.ListShadowsRequest.SerializeToString,
+            lineage_dot_v1_dot_lineage__pb2.ListShadowsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,10 @@ class LineageServiceStub:
     """Keeps a model manifest by its artifact sha256. Idempotent; the first manifest stands."""
     GetModel: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.GetModelRequest, _lineage_pb2.ModelManifest]
     """The manifest registered for an artifact sha256 (ModelRef.artifact_sha256); NOT_FOUND if none."""
+    ListShadows: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.ListShadowsRequest, _lineage_pb2.ListShadowsResponse]
+    """The shadow decisions of a decision (arm "shadow", parent_decision_id = that decision),
+    oldest first; NOT_FOUND if the store has neither that decision nor a shadow of it.
+    """
     RecordOverride: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.RecordOverrideRequest, _lineage_pb2.Override]
     """Records a reviewer's override of a decision; NOT_FOUND for an unknown decision id."""
     RecordOutcome: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.RecordOutcomeRequest, _lineage_pb2.Outcome]
@@ -89,6 +93,10 @@ class LineageServiceAsyncStub(LineageServiceStub):
     """Keeps a model manifest by its artifact sha256. Idempotent; the first manifest stands."""
     GetModel: _aio.UnaryUnaryMultiCallable[_lineage_pb2.GetModelRequest, _lineage_pb2.ModelManifest]  # type: ignore[assignment]
     """The manifest registered for an artifact sha256 (ModelRef.artifact_sha256); NOT_FOUND if none."""
+    ListShadows: _aio.UnaryUnaryMultiCallable[_lineage_pb2.ListShadowsRequest, _lineage_pb2.ListShadowsResponse]  # type: ignore[assignment]
+    """The shadow decisions of a decision (arm "shadow", parent_decision_id = that decision),
+    oldest first; NOT_FOUND if the store has neither that decision nor a shadow of it.
+    """
     RecordOverride: _aio.UnaryUnaryMultiCallable[_lineage_pb2.RecordOverrideRequest, _lineage_pb2.Override]  # type: ignore[assignment]
     """Records a reviewer's override of a decision; NOT_FOUND for an unknown decision id."""
     RecordOutcome: _aio.UnaryUnaryMultiCallable[_lineage_pb2.RecordOutcomeRequest, _lineage_pb2.Outcome]  # type: ignore[assignment]
@@ -162,6 +170,16 @@ class LineageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_lineage_pb2.ModelManifest, _abc.Awaitable[_lineage_pb2.ModelManifest]]:
         """The manifest registered for an artifact sha256 (ModelRef.artifact_sha256); NOT_FOUND if none."""
+
+    @_abc_1.abstractmethod
+    def ListShadows(
+        self,
+        request: _lineage_pb2.ListShadowsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lineage_pb2.ListShadowsResponse, _abc.Awaitable[_lineage_pb2.ListShadowsResponse]]:
+        """The shadow decisions of a decision (arm "shadow", parent_decision_id = that decision),
+        oldest first; NOT_FOUND if the store has neither that decision nor a shadow of it.
+        """
 
     @_abc_1.abstractmethod
     def RecordOverride(

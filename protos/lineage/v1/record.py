@@ -15,6 +15,16 @@ from pydantic import TypeAdapter
 
 FeatureScalar = float | str | bool
 
+# Keys of ``DecisionRecord.extra`` that the lineage store reads: it returns them as fields of
+# lineage.v1.DecisionRecord, and indexes PARENT_DECISION_ID to list the shadows of a decision
+# (``ListShadows``). The gateway writes them (gateway.recording.records).
+PARENT_DECISION_ID = "parent_decision_id"
+"""A shadow decision's: the id of the decision the caller got, whose request it mirrored."""
+FALLBACK_FROM = "fallback_from"
+"""A fallback decision's: the model version that failed to answer (its served name)."""
+FALLBACK_ERROR = "fallback_error"
+"""A fallback decision's: that version's error as the gateway saw it."""
+
 
 # Both classes declare their fields in sorted order, so that orjson, which writes a dataclass's
 # fields in declaration order, writes the canonical JSON (sorted keys at every level) itself, in C:
@@ -36,7 +46,7 @@ class DecisionRecord:
     features, features_sha256, feature_schema_version), when (received_at_us, decided_at_us),
     who answered (model_name, model_version, model_sha256, runtime_instance, gateway_instance,
     arm, config_version, fallback_reason, attempts) and what (score, decision, policy_version,
-    reasons, reason_catalogue_version, extra).
+    reasons, reason_catalogue_version, extra). ``extra`` keys the store reads are named above.
     """
 
     arm: str
