@@ -31,8 +31,6 @@ MAX_MESSAGE_BYTES = 1024
 """Of an error's message, as a status message or a ScoreBatch row's error: its bytes as gRPC
 sends a status message (UTF-8, and each byte outside printable ASCII, and ``%``, percent-encoded
 as three), so that non-ASCII text in a refusal cannot take it past a client's metadata limit."""
-MAX_MESSAGE_CHARS = MAX_MESSAGE_BYTES
-"""A message is never more characters than bytes."""
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 

@@ -22,6 +22,8 @@ WINDOW = 1024
 # The quantile is recomputed every RECOMPUTE_EVERY observations, not per call: sorting the
 # window is ~50 us, a per-call cost of well under a microsecond this way.
 RECOMPUTE_EVERY = 128
+# A first estimate as soon as a few costs are in, so a fresh gateway is not on the floor alone.
+FIRST_ESTIMATE_AFTER = 16
 QUANTILE = 0.99
 # Beyond the observed quantile: the answer's own send after the commit, and rarer stalls.
 MARGIN = 1.5
@@ -48,14 +50,12 @@ class ReserveEstimate:
             self._costs[self._next] = cost_s
             self._next = (self._next + 1) % WINDOW
         self._seen += 1
-        if self._seen % RECOMPUTE_EVERY == 0 or self._seen == 16:
+        if self._seen % RECOMPUTE_EVERY == 0 or self._seen == FIRST_ESTIMATE_AFTER:
             ordered = sorted(self._costs)
             self.measured_s = MARGIN * ordered[int(QUANTILE * (len(ordered) - 1))]
 
     def reserve(self, floor_s: float, remaining_s: float) -> float:
         """What to hold back from a call with ``remaining_s`` left whose chain asks ``floor_s``."""
         if self.measured_s <= floor_s:
-            return floor_s
-        cap = MAX_SHARE * remaining_s
-        raised = self.measured_s if self.measured_s < cap else cap
-        return raised if raised > floor_s else floor_s
+            return floor_s  # the common case, without the min/max
+        return max(floor_s, min(self.measured_s, MAX_SHARE * remaining_s))

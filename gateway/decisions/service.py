@@ -46,11 +46,11 @@ from gateway.errors import (
 )
 from gateway.metrics import GatewayMetrics
 from gateway.recording.recorder import Recorded, Recorder
-from gateway.recording.records import FALLBACK_ERROR, FALLBACK_FROM, Decided, RowOutcome
+from gateway.recording.records import Decided, RowOutcome
 from gateway.recording.sinks import DecisionSink
 from gateway.routing.compiled import DecisionPoint, Routes
 from gateway.runtime_client.protocol import ModelClient
-from lineage.v1.record import DecisionRecord
+from lineage.v1.record import FALLBACK_ERROR, FALLBACK_FROM, DecisionRecord
 
 __all__ = ["MAX_BATCH_ROWS", "DecisionService", "ScoreInput"]
 

@@ -23,11 +23,11 @@ from gateway.decisions.ids import UuidV7Generator
 from gateway.errors import ModelRuntimeError
 from gateway.metrics import GatewayMetrics
 from gateway.recording.recorder import Recorder
-from gateway.recording.records import PARENT_DECISION_ID, Decided, RowOutcome
+from gateway.recording.records import Decided, RowOutcome
 from gateway.routing import splits as split
 from gateway.routing.compiled import DecisionPoint
 from gateway.runtime_client.targets import ModelTarget
-from lineage.v1.record import FeatureScalar
+from lineage.v1.record import PARENT_DECISION_ID, FeatureScalar
 
 log = logging.getLogger(__name__)
 

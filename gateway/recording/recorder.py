@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from opentelemetry.trace import INVALID_SPAN, Span, Tracer
 
 from gateway.errors import GatewayError
-from gateway.recording.records import PARENT_DECISION_ID, Decided, RowOutcome, build_record
+from gateway.recording.records import Decided, RowOutcome, build_record
 from gateway.recording.sinks import DecisionSink, redacted_attributes
-from lineage.v1.record import DecisionRecord
+from lineage.v1.record import PARENT_DECISION_ID, DecisionRecord
 from lineage.v1.spans import SPAN_NAME
 
 BATCH_SPAN_NAME = "scoregate.decision_batch"

@@ -12,14 +12,10 @@ from gateway.attempts.answers import Answer
 from gateway.routing.thresholds import ThresholdPolicy
 from lineage.v1.record import DecisionRecord, FeatureScalar, features_sha256
 
-PARENT_DECISION_ID = "parent_decision_id"
-"""Key in a shadow record's ``extra``: the decision the caller got."""
 BATCH_SIZE = "batch_size"
 """Key in a record's ``extra``: rows in the runtime call that scored it."""
 ENDPOINT = "endpoint"
 """Key in a record's ``extra``: the runtime endpoint that answered."""
-FALLBACK_FROM = "fallback_from"
-FALLBACK_ERROR = "fallback_error"
 
 
 @dataclass(slots=True)

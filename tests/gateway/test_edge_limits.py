@@ -17,7 +17,7 @@ from grpc_status import rpc_status
 from gateway.limits import (
     MAX_BATCH_ROWS,
     MAX_ENTITY_KEY_CHARS,
-    MAX_MESSAGE_CHARS,
+    MAX_MESSAGE_BYTES,
     MAX_SCORE_BYTES,
     MAX_VIOLATIONS_SHOWN,
 )
@@ -64,7 +64,7 @@ async def _refused(call: Any) -> tuple[str, list[str]]:
         await call
     error = refused.value
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (error.code(), error.details())
-    assert len(error.details() or "") <= MAX_MESSAGE_CHARS
+    assert len((error.details() or "").encode()) <= MAX_MESSAGE_BYTES
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
     fields: list[str] = []
     if status is not None:
@@ -126,7 +126,7 @@ async def test_a_batch_answers_every_good_row_around_bad_ones(channel: grpc.aio.
     assert kinds == ["error" if i in (3, 7, 9) else "decision" for i in range(20)]
     for i in (3, 7, 9):
         error = response.results[i].error
-        assert error.code == "INVALID_ARGUMENT" and len(error.message) <= MAX_MESSAGE_CHARS
+        assert error.code == "INVALID_ARGUMENT" and len(error.message.encode()) <= MAX_MESSAGE_BYTES
     assert "rows[3].entity_key" in response.results[3].error.message
     assert "rows[7].features.merchant_category" in response.results[7].error.message
 

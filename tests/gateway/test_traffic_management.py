@@ -23,11 +23,10 @@ from gateway.decisions.service import DecisionService, ScoreInput
 from gateway.demo_rules import DEMO_RULES
 from gateway.errors import RuntimeUnavailable
 from gateway.metrics import GatewayMetrics
-from gateway.recording.records import PARENT_DECISION_ID
 from gateway.recording.sinks import SpanAttributeSink
 from gateway.routing.compiled import load_routes
 from gateway.runtime_client.oip import OipModelClient
-from lineage.v1.record import DecisionRecord, record_from_json
+from lineage.v1.record import PARENT_DECISION_ID, DecisionRecord, record_from_json
 from lineage.v1.spans import RECORD_ATTRIBUTE
 from loadtests.local.topology import ManagedProcess
 from runtimes.manifest import Manifest

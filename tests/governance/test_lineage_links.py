@@ -31,7 +31,6 @@ from lineage_support import (
 )
 
 from gateway.demo_rules import DEMO_RULES
-from gateway.recording import records as gateway_records
 from governance.store import PostgresLineageStore, SqliteLineageStore
 from governance.store.base import LineageStore
 from governance.store.links import shadows_sql
@@ -175,12 +174,6 @@ def table_value(out: str, label: str) -> str:
         if line.startswith(label + "  "):
             return line[len(label) :].strip()
     raise AssertionError(f"no {label!r} line in:\n{out}")
-
-
-def test_the_gateway_writes_the_keys_the_store_reads() -> None:
-    assert gateway_records.PARENT_DECISION_ID == contract.PARENT_DECISION_ID
-    assert gateway_records.FALLBACK_FROM == contract.FALLBACK_FROM
-    assert gateway_records.FALLBACK_ERROR == contract.FALLBACK_ERROR
 
 
 def test_a_shadow_names_its_parent_and_the_parent_lists_it(stack: Stack) -> None:
