@@ -75,37 +75,35 @@ def _nul_in(record: DecisionRecord) -> str | None:
     return None
 
 
-def _out_of_range(record: DecisionRecord) -> str:
-    integers = [
+def _out_of_range(record: DecisionRecord) -> str | None:
+    """The first integer of ``record`` outside 64 bits, named as a field."""
+    for name, value in (
         ("received_at_us", record.received_at_us),
         ("decided_at_us", record.decided_at_us),
         ("attempts", record.attempts),
-        *((f"reasons[{n}].rank", r.rank) for n, r in enumerate(record.reasons)),
-    ]
-    name, value = next((n, v) for n, v in integers if not _I64_MIN <= v <= _I64_MAX)
-    return f"{name} {value} is outside the signed 64-bit range"
+    ):
+        if not _I64_MIN <= value <= _I64_MAX:
+            return f"{name} {value} is outside the signed 64-bit range"
+    for n, reason in enumerate(record.reasons):
+        if not _I64_MIN <= reason.rank <= _I64_MAX:
+            return f"reasons[{n}].rank {reason.rank} is outside the signed 64-bit range"
+    return None
 
 
 def unstorable_field(record: DecisionRecord, payload: str) -> str | None:
     """Why no backend can store ``record`` as it came (``payload``, its JSON), starting with
     the field's name; None for every record a sender can be expected to send. The common case
-    costs about a microsecond (a search of the payload for a backslash, a few comparisons and a
-    pass over the features)."""
+    costs about a microsecond (a search of the payload, a few comparisons and a pass over the
+    features)."""
     # In JSON a NUL can only be escaped (the parser refuses raw control characters); the record
     # is searched too, since "\\u0000" may follow an escaped backslash and be no NUL.
-    if "\\" in payload and "\\u0000" in payload:
+    if "\\u0000" in payload:
         where = _nul_in(record)
         if where is not None:
             return f"{where} contains a NUL character (U+0000), which stored text cannot hold"
-    if not (
-        _I64_MIN <= record.received_at_us <= _I64_MAX
-        and _I64_MIN <= record.decided_at_us <= _I64_MAX
-        and _I64_MIN <= record.attempts <= _I64_MAX
-    ):
-        return _out_of_range(record)
-    for reason in record.reasons:
-        if not _I64_MIN <= reason.rank <= _I64_MAX:
-            return _out_of_range(record)
+    out_of_range = _out_of_range(record)
+    if out_of_range is not None:
+        return out_of_range
     if not math.isfinite(record.score):
         return f"score {record.score} is not a finite number"
     for key, value in record.features.items():

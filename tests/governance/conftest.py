@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from lineage_support import (
+    BACKENDS,
     MakeRecord,
-    postgres_database,
-    sqlite_url,
+    database,
     start_lineage,
 )
 from lineage_support import (
@@ -24,19 +23,6 @@ from loadtests.local.topology import ManagedProcess
 def make_record() -> MakeRecord:
     """Builds a valid, realistic record; keyword arguments override fields."""
     return build_record
-
-
-BACKENDS = ["sqlite", "postgresql"]
-
-
-@contextlib.contextmanager
-def database(backend: str, workdir: Path) -> Iterator[str]:
-    """A fresh database URL of the backend: a new SQLite file, or a new PostgreSQL database."""
-    if backend == "sqlite":
-        yield sqlite_url(workdir / "db" / "lineage.db")
-    else:
-        with postgres_database() as url:
-            yield url
 
 
 @pytest.fixture(params=BACKENDS)

@@ -28,6 +28,19 @@ from loadtests.local.topology import start_lineage as start_lineage
 MakeRecord = Callable[..., DecisionRecord]
 
 
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@contextlib.contextmanager
+def database(backend: str, workdir: Path) -> Iterator[str]:
+    """A fresh database URL of the backend: a new SQLite file, or a new PostgreSQL database."""
+    if backend == "sqlite":
+        yield sqlite_url(workdir / "db" / "lineage.db")
+    else:
+        with postgres_database() as url:
+            yield url
+
+
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 

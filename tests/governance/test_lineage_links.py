@@ -7,7 +7,6 @@ address accepts no connections), so its rules file answers as the fallback.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
@@ -21,11 +20,11 @@ import grpc
 import pytest
 import yaml
 from lineage_support import (
+    BACKENDS,
     MakeRecord,
+    database,
     get_decision,
-    postgres_database,
     raw_database,
-    sqlite_url,
     uuid7,
     wait_for_decision,
 )
@@ -53,17 +52,6 @@ from runtimes.manifest import load_manifests
 from runtimes.training.datasets import sample_requests
 from scoring.v1 import scoring_pb2, scoring_pb2_grpc
 from scoring.v1.requests import score_request
-
-BACKENDS = ["sqlite", "postgresql"]
-
-
-@contextlib.contextmanager
-def database(backend: str, workdir: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield sqlite_url(workdir / "db" / "lineage.db")
-    else:
-        with postgres_database() as url:
-            yield url
 
 
 @dataclass
