@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from array import array
 
+from gateway.deadline import Deadline
+
 # Recent costs kept (a ring): a few seconds of traffic at production rates, enough for a stable
 # 99th percentile, small enough to follow a change of load.
 WINDOW = 1024
@@ -54,8 +56,8 @@ class ReserveEstimate:
             ordered = sorted(self._costs)
             self.measured_s = MARGIN * ordered[int(QUANTILE * (len(ordered) - 1))]
 
-    def reserve(self, floor_s: float, remaining_s: float) -> float:
-        """What to hold back from a call with ``remaining_s`` left whose chain asks ``floor_s``."""
+    def reserve(self, floor_s: float, deadline: Deadline) -> float:
+        """What to hold back from a call due at ``deadline`` whose chain asks ``floor_s``."""
         if self.measured_s <= floor_s:
-            return floor_s  # the common case, without the min/max
-        return max(floor_s, min(self.measured_s, MAX_SHARE * remaining_s))
+            return floor_s  # the common case: no clock read, no min/max
+        return max(floor_s, min(self.measured_s, MAX_SHARE * deadline.remaining()))

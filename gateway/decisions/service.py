@@ -227,9 +227,7 @@ class DecisionService:
         """One group: one runtime call (or the fallback chain), then its records."""
         fallback = point.fallback if group.arm != ARM_PINNED else None
         if fallback is not None:
-            deadline = deadline.earlier(
-                self._reserve.reserve(fallback.reserve_s, deadline.remaining())
-            )
+            deadline = deadline.earlier(self._reserve.reserve(fallback.reserve_s, deadline))
         count = len(group.rows)
         ids = [self._ids.new(received_ns)] if count == 1 else self._ids.new_many(received_ns, count)
         budget = self._budgets[point.name]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from lineage_support import (
     uuid7,
     wait_for_decision,
 )
+from support.waiting import wait_until
 
 from gateway.demo_rules import DEMO_RULES
 from governance.store import PostgresLineageStore, SqliteLineageStore
@@ -132,18 +132,18 @@ def wait_for_shadows(
     address: str, decision_id: str, timeout: float = 15.0
 ) -> lineage_pb2.ListShadowsResponse:
     """The shadows once at least one is stored (the primary and its shadow arrive apart)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def shadows() -> lineage_pb2.ListShadowsResponse:
         try:
-            reply = list_shadows(address, decision_id)
-            if reply.shadows:
-                return reply
+            return list_shadows(address, decision_id)
         except grpc.RpcError as e:
             if e.code() != grpc.StatusCode.NOT_FOUND:
                 raise
-        if time.monotonic() > deadline:
-            pytest.fail(f"no shadow of {decision_id} stored within {timeout} s")
-        time.sleep(0.1)
+            return lineage_pb2.ListShadowsResponse()
+
+    return wait_until(
+        shadows, timeout, f"a shadow of {decision_id} stored", until=lambda r: bool(r.shadows)
+    )
 
 
 def scoregate_lineage(*args: str) -> subprocess.CompletedProcess[str]:
