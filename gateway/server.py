@@ -13,14 +13,12 @@ finish, shadow calls are let finish briefly, pending decision spans are flushed,
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
 import os
 import signal
 import socket
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +32,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from pydantic import ValidationError
 
 from gateway.errors import ConfigError
+from gateway.heap import settle_heap
 from gateway.loop_load import LoopLoad
 from gateway.metrics import GatewayMetrics
 from gateway.routing.compiled import Routes, load_routes
@@ -345,19 +344,6 @@ async def create(settings: GatewaySettings, routes: Routes, load: LoopLoad) -> G
     return Gateway(
         settings, routes, metrics, service, client, server, health_servicer, watcher, provider,
         port, outbox, lineage_sink,
-    )  # fmt: skip
-
-
-def settle_heap() -> None:
-    """Collects once and freezes what start-up left on the heap (modules, compiled routes,
-    manifests), so the collector never walks it again: otherwise the first full collection,
-    a few seconds into traffic, stops every call in flight for as long as this one takes."""
-    started = time.perf_counter()
-    gc.collect()
-    gc.freeze()
-    log.info(
-        "heap settled: %d objects frozen after a %.1f ms full collection",
-        gc.get_freeze_count(), (time.perf_counter() - started) * 1000,
     )  # fmt: skip
 
 
