@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,19 +110,23 @@ def load_config(settings: GatewaySettings) -> Routes:
     return load_routes(settings.routes, load_manifests(settings.model_dir))
 
 
-async def open_outbox(config: OutboxConfig, metrics: OutboxMetrics | None = None) -> Outbox:
+async def open_outbox(
+    config: OutboxConfig,
+    metrics: OutboxMetrics | None = None,
+    loop_busy: Callable[[], float] | None = None,
+) -> Outbox:
     """The outbox at ``config.directory``, with its sender to ``config.endpoint`` if any."""
     from gateway.outbox import Outbox
     from gateway.outbox.sender import Sender
 
-    outbox = await Outbox.open(config, metrics)
+    outbox = await Outbox.open(config, metrics, loop_busy)
     if config.endpoint:
         outbox.start_delivery(Sender(outbox, config, outbox.metrics))
     return outbox
 
 
 async def open_sink(
-    settings: GatewaySettings, metrics: GatewayMetrics, instance: str
+    settings: GatewaySettings, metrics: GatewayMetrics, instance: str, load: LoopLoad
 ) -> tuple[DecisionSink, Outbox | None]:
     """The durable outbox's sink when ``outbox_dir`` is set, else the span-attribute sink."""
     from gateway.recording.sinks import SpanAttributeSink
@@ -140,7 +145,7 @@ async def open_sink(
         preallocate=settings.outbox_preallocate,
         instance=instance,
     )
-    outbox = await open_outbox(config, OutboxMetrics(metrics.registry))
+    outbox = await open_outbox(config, OutboxMetrics(metrics.registry), lambda: load.busy)
     log.info(
         "decision records go through the outbox %s to %s (%d waiting from before)",
         settings.outbox_dir,
@@ -306,7 +311,7 @@ async def create(settings: GatewaySettings, routes: Routes, load: LoopLoad) -> G
     metrics = GatewayMetrics()
     client = model_client(settings, routes, metrics, load)
     metrics.loop_busy.set_function(lambda: load.busy)
-    sink, outbox = await open_sink(settings, metrics, instance)
+    sink, outbox = await open_sink(settings, metrics, instance, load)
     service = DecisionService(
         routes,
         client,

@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gateway.outbox.config import OutboxConfig
@@ -57,8 +57,14 @@ WRITERS: dict[str, type[SegmentWriter]] = {
 class Outbox:
     """Use ``await Outbox.open(config)``; ``close`` flushes and lets the sender drain a while."""
 
-    def __init__(self, config: OutboxConfig, metrics: OutboxMetrics | None = None) -> None:
+    def __init__(
+        self,
+        config: OutboxConfig,
+        metrics: OutboxMetrics | None = None,
+        loop_busy: Callable[[], float] | None = None,
+    ) -> None:
         self.config = config
+        self._loop_busy = loop_busy
         self.metrics = metrics or OutboxMetrics()
         self.directory = Path(config.directory)
         self.recovery: Recovery | None = None
@@ -78,9 +84,15 @@ class Outbox:
         self._sender: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, config: OutboxConfig, metrics: OutboxMetrics | None = None) -> Outbox:
-        """Recovers the directory and starts the writer; records are kept, not yet sent."""
-        outbox = cls(config, metrics)
+    async def open(
+        cls,
+        config: OutboxConfig,
+        metrics: OutboxMetrics | None = None,
+        loop_busy: Callable[[], float] | None = None,
+    ) -> Outbox:
+        """Recovers the directory and starts the writer; records are kept, not yet sent.
+        ``loop_busy`` is the event loop's busy share, where the writer may use it."""
+        outbox = cls(config, metrics, loop_busy)
         await asyncio.to_thread(outbox._open_files)
         outbox._writer.start()  # on the loop: a writer may watch a socket
         return outbox
@@ -126,6 +138,7 @@ class Outbox:
             self._published,
             self._failed,
             self.config.preallocate,
+            self._loop_busy,
         )
         self._durable = self._writer.position
         self._fsyncs_seen = self._writer.fsyncs

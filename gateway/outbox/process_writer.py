@@ -5,6 +5,11 @@ the page cache) and a sync request goes to the helper (``gateway.outbox.syncer``
 group's waiters are released when its reply arrives, in order. Requests made while a sync runs
 are synced together by the next one, so groups grow under load instead of queueing.
 
+While the loop is mostly idle (``gateway.loop_load``, busy share below ``SYNC_HERE_BELOW_BUSY``)
+and the helper holds no group, the writer syncs on the loop instead: with one call in flight
+nothing else waits for the loop, and the answer skips the wake-up of the helper and its reply
+(about 0.1 ms at one call in flight, docs/performance.md).
+
 Why a process: the ``loop`` writer blocks the event loop for every fdatasync, and the ``thread``
 writer needs the GIL three times per group, each hand-off waiting for the busy loop to let go.
 It pays where the gateway's loop is saturated (ScoreBatch with lineage: more rows/s than ``loop``
@@ -33,6 +38,9 @@ from gateway.outbox.syncer import CLOSE, OPEN, REPLY, REQUEST, SYNC
 from gateway.outbox.writer import LoopWriter, Waiters
 
 log = logging.getLogger(__name__)
+
+# The loop's busy share below which a group is synced on the loop itself (``_sync_here``).
+SYNC_HERE_BELOW_BUSY = 0.5
 
 # How long close waits for the helper's last replies before syncing on the loop instead.
 CLOSE_WAIT_S = 5.0
@@ -99,7 +107,7 @@ class ProcessWriter(LoopWriter):
         self._send(OPEN, self._index, 0, self._fd)
 
     def _write_group(self, frames: list[bytes], waiters: Waiters) -> None:
-        if self._sock is None:  # the helper is gone: sync on the loop
+        if self._sock is None or self._sync_here():
             super()._write_group(frames, waiters)
             return
         error = self._commit(frames, sync=False)
@@ -109,6 +117,18 @@ class ProcessWriter(LoopWriter):
         self._seq += 1
         self._unsynced.append((self._seq, self.position, waiters, len(frames)))
         self._send(SYNC, self._index, self._seq)
+
+    def _sync_here(self) -> bool:
+        """Whether this group is synced on the loop rather than by the helper: when the loop is
+        mostly idle (few calls in flight) and the helper has nothing outstanding, so the groups
+        stay in order. Blocking an idle loop for one fdatasync costs no other call anything,
+        while waking the helper and waiting for its reply adds two context switches to the
+        answer's path."""
+        return (
+            not self._unsynced
+            and self._loop_busy is not None
+            and self._loop_busy() < SYNC_HERE_BELOW_BUSY
+        )
 
     def _on_replies(self) -> None:
         while self._sock is not None:

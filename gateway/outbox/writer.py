@@ -56,12 +56,16 @@ class SegmentWriter:
         published: Published,
         failed: Failed,
         preallocate: bool = True,
+        loop_busy: Callable[[], float] | None = None,
     ) -> None:
         self._directory = directory
         self._segment_bytes = segment_bytes
         self._loop = loop
         self._published = published
         self._failed = failed
+        # The event loop's busy share (``gateway.loop_load``), for a writer that syncs where it
+        # is cheapest at the moment; None when the loop is not measured.
+        self._loop_busy = loop_busy
         self._frames: list[bytes] = []
         self._waiters: Waiters = []
         self._error: BaseException | None = None

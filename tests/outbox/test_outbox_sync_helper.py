@@ -201,3 +201,33 @@ async def test_a_sync_failure_in_the_helper_refuses_decisions(tmp_path: Path) ->
     # The acknowledged record is on disk; what else reached it after the failed sync is
     # unknown, as with a failed sync on the loop.
     assert canonical_json(first) in await read_back(tmp_path)
+
+
+async def test_an_idle_loop_syncs_itself_and_a_busy_one_waits_for_the_helper(
+    tmp_path: Path,
+) -> None:
+    """One call in flight syncs on the loop (no hand-off to the helper on its answer's path);
+    under load the helper syncs, and a group never overtakes one the helper still holds."""
+    busy = 0.0
+    outbox = await Outbox.open(OutboxConfig(tmp_path), loop_busy=lambda: busy)
+    helper = outbox.sync_helper_pid
+    assert helper is not None
+    os.kill(helper, signal.SIGSTOP)  # the helper answers nothing until it is continued
+    try:
+        idle = make_record()
+        await asyncio.wait_for(outbox.append(idle), 5)  # durable without the helper
+        busy = 1.0
+        loaded = asyncio.ensure_future(outbox.append(make_record()))
+        await asyncio.sleep(0.2)
+        assert not loaded.done(), "under load the group waits for the helper's sync"
+        busy = 0.0
+        behind = asyncio.ensure_future(outbox.append(make_record()))
+        await asyncio.sleep(0.2)
+        assert not behind.done(), "a group synced on the loop would overtake the helper's"
+        os.kill(helper, signal.SIGCONT)
+        await asyncio.wait_for(asyncio.gather(loaded, behind), 5)
+        assert outbox.sync_helper_pid == helper and outbox.failure is None
+    finally:
+        os.kill(helper, signal.SIGCONT)
+        await outbox.close(0)
+    assert len(await read_back(tmp_path)) == 3
