@@ -3,7 +3,7 @@
 ::
 
     GatewayError (INTERNAL)
-    ├── InvalidRequest (INVALID_ARGUMENT)       field violations, one per offending field
+    ├── InvalidRequest (INVALID_ARGUMENT)       the first field violations, and their count
     ├── NotFound (NOT_FOUND)
     │   ├── UnknownDecisionPoint
     │   └── UnknownModelVersion                 a pinned model_version the model does not have
@@ -103,31 +103,67 @@ def _cut(text: str, limit: int, size: Callable[[str], int]) -> str:
 
 
 class InvalidRequest(GatewayError):
-    """The request breaks the API or the model's feature schema; each field is named."""
+    """The request breaks the API or the model's feature schema; each field shown is named.
+
+    ``violations`` are the first ``MAX_VIOLATIONS_SHOWN`` (what the caller is shown), ``count``
+    is how many problems there are in all: a request with thousands of them is refused at the
+    cost of the few it is told about (``Violations`` collects them so).
+    """
 
     code = grpc.StatusCode.INVALID_ARGUMENT
 
-    def __init__(self, violations: Sequence[FieldViolation]) -> None:
-        self.violations = tuple(violations)
+    def __init__(self, violations: Sequence[FieldViolation], count: int = 0) -> None:
+        self.violations = tuple(violations[:MAX_VIOLATIONS_SHOWN])
+        self.count = max(count, len(violations))
         # The plain message names the fields too: clients without rich status still see them.
         # Both are bounded so that the refusal fits in a default client's metadata limit.
-        shown = [_bounded(v) for v in self.violations[:MAX_VIOLATIONS_SHOWN]]
-        more = len(self.violations) - len(shown)
+        shown = [_bounded(v) for v in self.violations]
         text = "; ".join(f"{v.field}: {v.description}" for v in shown)
-        head = f"invalid request ({len(self.violations)} problems, {len(shown)} shown): "
-        super().__init__((head if more else "invalid request: ") + text)
+        head = f"invalid request ({self.count} problems, {len(shown)} shown): "
+        super().__init__((head if self.count > len(shown) else "invalid request: ") + text)
 
     def details(self) -> Sequence[any_pb2.Any]:
         violation = error_details_pb2.BadRequest.FieldViolation
         bad = error_details_pb2.BadRequest(
             field_violations=[
                 violation(field=v.field, description=v.description)
-                for v in map(_bounded, self.violations[:MAX_VIOLATIONS_SHOWN])
+                for v in map(_bounded, self.violations)
             ]
         )
         packed = any_pb2.Any()
         packed.Pack(bad)
         return (packed,)
+
+
+class Violations:
+    """A refusal's violations as they are found: the first ``MAX_VIOLATIONS_SHOWN`` are kept,
+    the rest only counted, so that refusing costs what is shown, however much is wrong."""
+
+    __slots__ = ("count", "shown")
+
+    def __init__(self) -> None:
+        self.shown: list[FieldViolation] = []
+        self.count = 0
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+    @property
+    def room(self) -> int:
+        """How many more violations would be shown: describe only that many."""
+        return MAX_VIOLATIONS_SHOWN - len(self.shown)
+
+    def add(self, field: str, description: str) -> None:
+        self.count += 1
+        if len(self.shown) < MAX_VIOLATIONS_SHOWN:
+            self.shown.append(FieldViolation(field, description))
+
+    def add_counted(self, problems: int) -> None:
+        """Problems found beyond ``room``: counted, never described."""
+        self.count += problems
+
+    def error(self) -> InvalidRequest:
+        return InvalidRequest(self.shown, self.count)
 
 
 class NotFound(GatewayError):

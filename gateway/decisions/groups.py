@@ -48,9 +48,10 @@ def arm_of(point: DecisionPoint, row: ScoreInput) -> tuple[ModelTarget, str]:
     return point.primary, ARM_PRIMARY
 
 
-def _in_row(i: int, violations: Sequence[FieldViolation]) -> InvalidRequest:
+def _in_row(i: int, violations: Sequence[FieldViolation], count: int = 0) -> InvalidRequest:
+    """The row's error: the violations shown, named by row, and the count of them all."""
     return InvalidRequest(
-        [FieldViolation(f"rows[{i}].{v.field}", v.description) for v in violations]
+        [FieldViolation(f"rows[{i}].{v.field}", v.description) for v in violations], count
     )
 
 
@@ -78,7 +79,7 @@ def route_rows(
         try:
             features = validators[target.served_name].validate(row.features)
         except InvalidRequest as e:
-            results[i] = _in_row(i, e.violations) if batch else e
+            results[i] = _in_row(i, e.violations, e.count) if batch else e
             continue
         key = (target.served_name, arm)
         group = groups.get(key)

@@ -2,7 +2,9 @@
 
 A ``FeatureValidator`` is compiled once per manifest (at config load) into a flat tuple of checks,
 so a request costs one dictionary lookup and a couple of comparisons per feature. Every violation
-is collected, each naming its field, before ``InvalidRequest`` is raised.
+is counted, but only those a refusal shows are described (``gateway.errors.Violations``): unknown
+names are found as one set difference and only the first few (sorted) get a message, so a row of
+hundreds of unknown features costs a set difference and a sort, not hundreds of messages.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Final
 
-from gateway.errors import FieldViolation, InvalidRequest
+from gateway.errors import FieldViolation, InvalidRequest, Violations
 from gateway.limits import (
     MAX_DECISION_POINT_CHARS,
     MAX_ENTITY_KEY_CHARS,
@@ -75,7 +77,7 @@ class FeatureValidator:
                 [FieldViolation("features", f"{len(features):,} features; at most {MAX_FEATURES}")]
             )
         snapshot: dict[str, FeatureScalar] = {}
-        violations: list[FieldViolation] | None = None
+        violations: Violations | None = None
         present = 0
         for name, kind, low, high, categories, required, allowed in self._checks:
             value = features.get(name, _ABSENT)
@@ -121,19 +123,23 @@ class FeatureValidator:
             else:
                 problem = f"must be a boolean, got {_type_name(value)}"
             if violations is None:
-                violations = []
-            violations.append(FieldViolation(f"features.{name}", problem))
+                violations = Violations()
+            violations.add(f"features.{name}", problem)
         if present != len(features):
-            unknown = sorted(k for k in features if k not in self._known)
             if violations is None:
-                violations = []
-            violations.extend(
-                FieldViolation(f"features.{_name(k)}", f"unknown feature for model {self.model}")
-                for k in unknown
-            )
+                violations = Violations()
+            self._unknown(features, violations)
         if violations:
-            raise InvalidRequest(violations)
+            raise violations.error()
         return snapshot
+
+    def _unknown(self, features: Features, violations: Violations) -> None:
+        """The names not in the schema: all counted, the first (sorted) few described."""
+        unknown = features.keys() - self._known
+        described = sorted(unknown)[: violations.room] if violations.room > 0 else []
+        for k in described:
+            violations.add(f"features.{_name(k)}", f"unknown feature for model {self.model}")
+        violations.add_counted(len(unknown) - len(described))
 
 
 def _name(name: str) -> str:

@@ -6,39 +6,37 @@ per ScoreBatch row is ~30 us in process). A column is one packed list per featur
 native call, and its name is sent once.
 
 Only the shape is checked here (lengths, names, row indexes): a bad shape fails the whole call
-with INVALID_ARGUMENT naming the column. Values are checked per row by the same validator as the
-row form, so a bad value fails only its row, with the same message the row form would get.
+with INVALID_ARGUMENT naming the column. More columns than a row may have features are refused
+before any column is read: 3 MiB holds over a million empty columns, each of which would
+otherwise be read and checked on the event loop. Values are checked per row by the same
+validator as the row form, so a bad value fails only its row, with the same message the row
+form would get.
 """
 
 from __future__ import annotations
 
 from gateway.decisions.service import MAX_BATCH_ROWS, ScoreInput
 from gateway.decisions.validation import FeatureInput
-from gateway.errors import FieldViolation, InvalidRequest
+from gateway.errors import FieldViolation, InvalidRequest, Violations
+from gateway.limits import MAX_FEATURES
 from scoring.v1 import scoring_pb2
 
 
 def column_values(
-    column: scoring_pb2.FeatureColumn, rows: int, where: str, violations: list[FieldViolation]
+    column: scoring_pb2.FeatureColumn, rows: int, where: str, violations: Violations
 ) -> list[FeatureInput] | None:
     """The column's value per row (None where missing); None after adding what is wrong."""
     kind = column.WhichOneof("values")
     if kind is None:
-        violations.append(FieldViolation(where, "no values (set numbers, strings or bools)"))
+        violations.add(where, "no values (set numbers, strings or bools)")
         return None
     values: list[FeatureInput] = list(getattr(column, kind).values)
     if len(values) != rows:
-        violations.append(
-            FieldViolation(f"{where}.{kind}", f"{len(values)} values for {rows} rows")
-        )
+        violations.add(f"{where}.{kind}", f"{len(values)} values for {rows} rows")
         return None
     for index in column.missing_rows:
         if index >= rows:
-            violations.append(
-                FieldViolation(
-                    f"{where}.missing_rows", f"row {index} is out of range ({rows} rows)"
-                )
-            )
+            violations.add(f"{where}.missing_rows", f"row {index} is out of range ({rows} rows)")
             return None
         values[index] = None
     return values
@@ -55,14 +53,21 @@ def column_rows(decision_point: str, columns: scoring_pb2.BatchColumns) -> list[
                 )
             ]
         )
-    violations: list[FieldViolation] = []
+    if len(columns.features) > MAX_FEATURES:
+        raise InvalidRequest(
+            [
+                FieldViolation(
+                    "columns.features",
+                    f"{len(columns.features):,} columns; at most {MAX_FEATURES} (features per row)",
+                )
+            ]
+        )
+    violations = Violations()
     entity_keys = list(columns.entity_keys)
     if len(entity_keys) != rows:
-        violations.append(
-            FieldViolation(
-                "columns.entity_keys",
-                f"{len(entity_keys)} values for {rows} rows (one per columns.request_ids)",
-            )
+        violations.add(
+            "columns.entity_keys",
+            f"{len(entity_keys)} values for {rows} rows (one per columns.request_ids)",
         )
     names: list[str] = []
     values: list[list[FeatureInput]] = []
@@ -70,9 +75,7 @@ def column_rows(decision_point: str, columns: scoring_pb2.BatchColumns) -> list[
     for k, column in enumerate(columns.features):
         where = f"columns.features[{k}]"
         if column.name in seen:
-            violations.append(
-                FieldViolation(f"{where}.name", f"{column.name!r} has a column already")
-            )
+            violations.add(f"{where}.name", f"{column.name!r} has a column already")
             continue
         seen.add(column.name)
         found = column_values(column, rows, where, violations)
@@ -80,7 +83,7 @@ def column_rows(decision_point: str, columns: scoring_pb2.BatchColumns) -> list[
             names.append(column.name)
             values.append(found)
     if violations:
-        raise InvalidRequest(violations)
+        raise violations.error()
     per_row = zip(*values, strict=True) if values else iter([()] * rows)
     return [
         ScoreInput(request_id, decision_point, entity_key, dict(zip(names, row, strict=True)))

@@ -230,6 +230,8 @@ def _column_rows(c: pb.BatchColumns) -> Expected | list[Row]:
     n = len(c.request_ids)
     if n > MAX_BATCH_ROWS:
         return Expected(INVALID, ("columns.request_ids",))
+    if len(c.features) > MAX_FEATURES:
+        return Expected(INVALID, ("columns.features",))
     fields = []
     if len(c.entity_keys) != n:
         fields.append("columns.entity_keys")
@@ -405,7 +407,7 @@ WEIGHTS: dict[str, float] = {
     "batch.bad_call": 4,
 }
 HEAVY_CALLS = 4
-"""batch.heavy cases, spread evenly through the run (each holds the gateway's loop ~0.5 s)."""
+"""batch.heavy cases, spread evenly through the run: the most work one call may ask for."""
 
 
 @dataclass(frozen=True)
@@ -886,8 +888,8 @@ class Fuzzer:
 
     def batch_heavy(self, i: int, columns: bool) -> Case:
         """About as much work as the limits allow in one call: MAX_BATCH_ROWS rows, each with
-        130 unknown features (rows form: ~2.7 MB), or MAX_FEATURES columns, or one more
-        (columns form: ~0.4 MB)."""
+        130 unknown features (rows form: ~2.7 MB), or MAX_FEATURES columns (columns form:
+        ~0.4 MB, every row refused), or one more (the call refused before any column is read)."""
         point = self.point()
         if not columns:
             features = self.features(point) | {f"u{k}": 1.0 for k in range(130)}

@@ -65,8 +65,8 @@ HEALTH_EVERY_S = 0.1
 HEALTH_TIMEOUT_S = 2.0
 """Twice a kubelet's default probe timeout: about the largest ScoreBatch the limits allow (1,000
 rows of ~140 features, unknown ones; fuzz_inputs.HEAVY_CALLS of them) holds the gateway's event
-loop ~0.6 s on an idle machine, and took a check past 1 s on a busy one. The slowest check is
-printed."""
+loop while its rows are read (refusing them costs only the violations shown: test_refusal_cost),
+and a busy machine stretches that. The slowest check is printed."""
 SERVICE = "scoring.v1.ScoringService"
 DECISIONS = ("approve", "review", "decline")
 
