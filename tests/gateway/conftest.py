@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
 
-from loadtests.local.topology import ManagedProcess, demo_routes, start_runtime
+from loadtests.local.topology import ManagedProcess, demo_routes, start_gateway, start_runtime
 from runtimes.manifest import Manifest, load_manifests
 
 
@@ -46,3 +47,29 @@ def write_routes() -> RoutesWriter:
 def demo_config(manifests: dict[tuple[str, str], Manifest]) -> Callable[[str], dict[str, Any]]:
     """The demo routing config (card-fraud champion v1, challenger v2) on one runtime address."""
     return lambda address: demo_routes(manifests, address)
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    runtime: ManagedProcess,
+    model_dir: Path,
+    demo_config: Callable[[str], dict[str, Any]],
+    write_routes: RoutesWriter,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ManagedProcess]:
+    """A real gateway on the demo routes, one per test module (a module may define its own),
+    which must stop cleanly."""
+    workdir = tmp_path_factory.mktemp("gateway")
+    routes = write_routes(workdir / "routes.yaml", demo_config(runtime.address))
+    proc = start_gateway(routes, model_dir, workdir)
+    try:
+        yield proc
+    finally:
+        assert proc.stop() == 0, proc.log_tail()
+
+
+@pytest.fixture
+async def channel(gateway: ManagedProcess) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to ``gateway`` with gRPC's default client options, as a caller opens one."""
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        yield channel

@@ -5,8 +5,6 @@ what an unbounded refusal used to break). Valid rows around a bad one are still 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -21,7 +19,7 @@ from gateway.limits import (
     MAX_SCORE_BYTES,
     MAX_VIOLATIONS_SHOWN,
 )
-from loadtests.local.topology import ManagedProcess, start_gateway
+from loadtests.local.topology import ManagedProcess
 from runtimes.training.datasets import sample_requests
 from scoring.v1 import scoring_pb2, scoring_pb2_grpc
 from scoring.v1.requests import score_batch_request, score_request
@@ -29,29 +27,6 @@ from scoring.v1.requests import score_batch_request, score_request
 Config = dict[str, Any]
 SCORE = "/scoring.v1.ScoringService/Score"
 SCORE_BATCH = "/scoring.v1.ScoringService/ScoreBatch"
-
-
-@pytest.fixture(scope="module")
-def gateway(
-    runtime: ManagedProcess,
-    model_dir: Path,
-    demo_config: Callable[[str], Config],
-    write_routes: Callable[[Path, Config], Path],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ManagedProcess]:
-    workdir = tmp_path_factory.mktemp("edge")
-    routes = write_routes(workdir / "routes.yaml", demo_config(runtime.address))
-    proc = start_gateway(routes, model_dir, workdir)
-    try:
-        yield proc
-    finally:
-        assert proc.stop() == 0, proc.log_tail()
-
-
-@pytest.fixture
-async def channel(gateway: ManagedProcess) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(gateway.address) as channel:  # default options
-        yield channel
 
 
 def _features(seed: int = 1) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,29 +23,6 @@ from scoring.v1 import scoring_pb2, scoring_pb2_grpc
 from scoring.v1.requests import score_batch_columns_request, score_batch_request, score_request
 
 Config = dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def gateway(
-    runtime: ManagedProcess,
-    model_dir: Path,
-    demo_config: Callable[[str], Config],
-    write_routes: Callable[[Path, Config], Path],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ManagedProcess]:
-    workdir = tmp_path_factory.mktemp("gateway")
-    routes = write_routes(workdir / "routes.yaml", demo_config(runtime.address))
-    proc = start_gateway(routes, model_dir, workdir)
-    try:
-        yield proc
-    finally:
-        assert proc.stop() == 0, proc.log_tail()
-
-
-@pytest.fixture
-async def channel(gateway: ManagedProcess) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(gateway.address) as channel:
-        yield channel
 
 
 @pytest.fixture

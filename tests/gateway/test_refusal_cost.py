@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,7 +21,7 @@ from grpc_status import rpc_status
 from gateway.decisions.validation import FeatureValidator
 from gateway.errors import FieldViolation, InvalidRequest, status_for
 from gateway.limits import MAX_BATCH_ROWS, MAX_FEATURES, MAX_VIOLATIONS_SHOWN
-from loadtests.local.topology import ManagedProcess, start_gateway
+from loadtests.local.topology import ManagedProcess
 from runtimes.manifest import Manifest
 from runtimes.training.datasets import sample_requests
 from scoring.v1 import scoring_pb2, scoring_pb2_grpc
@@ -110,29 +108,6 @@ def test_a_batch_of_such_rows_keeps_only_what_each_row_error_shows(
 
 
 # --- The real gateway -------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def gateway(
-    runtime: ManagedProcess,
-    model_dir: Path,
-    demo_config: Callable[[str], Config],
-    write_routes: Callable[[Path, Config], Path],
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[ManagedProcess]:
-    workdir = tmp_path_factory.mktemp("refusal-cost")
-    routes = write_routes(workdir / "routes.yaml", demo_config(runtime.address))
-    proc = start_gateway(routes, model_dir, workdir)
-    try:
-        yield proc
-    finally:
-        assert proc.stop() == 0, proc.log_tail()
-
-
-@pytest.fixture
-async def channel(gateway: ManagedProcess) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(gateway.address) as channel:  # default options
-        yield channel
 
 
 def _heavy_rows() -> list[tuple[str, str, dict[str, Any]]]:
