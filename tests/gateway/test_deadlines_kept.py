@@ -36,11 +36,6 @@ def proxy(runtime: ManagedProcess) -> Iterator[FaultProxy]:
     proxy.stop()
 
 
-@pytest.mark.xfail(
-    reason="open (issue 20, item 5): 1-9 of 400 answers still arrive after the deadline, with "
-    "stalls of 15-25 ms that a larger reserve (20 ms tried) does not absorb",
-    strict=False,
-)
 async def test_a_hanging_runtime_is_answered_by_the_fallback_before_every_deadline(
     proxy: FaultProxy,
     model_dir: Path,
