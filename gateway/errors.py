@@ -12,6 +12,7 @@
     │   │   └── CircuitOpen                     every endpoint's circuit is open: not even tried
     │   ├── RuntimeDeadlineExceeded (DEADLINE_EXCEEDED)
     │   ├── RuntimeFailed (INTERNAL)            any other runtime status
+    │   │   └── RuntimeRefusedInput             INVALID_ARGUMENT, OUT_OF_RANGE: the call's inputs
     │   └── InvalidModelOutput (INTERNAL)       no score, or not the artifact the manifest names
     ├── Overloaded (RESOURCE_EXHAUSTED)         shed: the gateway's in-flight bound is reached
     ├── Stopping (UNAVAILABLE)                  the gateway is draining: go to another replica
@@ -203,6 +204,12 @@ class RuntimeDeadlineExceeded(ModelRuntimeError):
 class RuntimeFailed(ModelRuntimeError):
     code = grpc.StatusCode.INTERNAL
     fallback_reason = "runtime_error"
+
+
+class RuntimeRefusedInput(RuntimeFailed):
+    """The runtime refused the call's inputs (INVALID_ARGUMENT, OUT_OF_RANGE): rows the gateway
+    accepted but the runtime did not, so one row may be the cause. Micro-batching re-sends the
+    rows of a refused batch alone, so that only the refused rows fail."""
 
 
 class InvalidModelOutput(ModelRuntimeError):

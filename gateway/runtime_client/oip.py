@@ -26,6 +26,7 @@ from gateway.errors import (
     ModelRuntimeError,
     RuntimeDeadlineExceeded,
     RuntimeFailed,
+    RuntimeRefusedInput,
     RuntimeUnavailable,
 )
 from gateway.runtime_client.protocol import ModelAnswer
@@ -367,4 +368,7 @@ def _runtime_error(
         return RuntimeDeadlineExceeded(f"{where} did not answer within {timeout_s * 1000:.0f} ms")
     if code in _UNAVAILABLE_CODES:
         return RuntimeUnavailable(f"{where} unavailable: {code.name}: {error.details()}")
-    return RuntimeFailed(f"{where} failed: {code.name}: {error.details()}")
+    # The runtime's verdict on the inputs, which one row of a batch may have caused.
+    refused = code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE)
+    failed = RuntimeRefusedInput if refused else RuntimeFailed
+    return failed(f"{where} failed: {code.name}: {error.details()}")

@@ -20,6 +20,7 @@ from gateway.errors import FieldViolation, status_for
         (errors.RuntimeUnavailable("model m-v1 at h:1 unavailable"), "UNAVAILABLE"),
         (errors.RuntimeDeadlineExceeded("model m-v1 at h:1 too slow"), "DEADLINE_EXCEEDED"),
         (errors.RuntimeFailed("model m-v1 at h:1 failed"), "INTERNAL"),
+        (errors.RuntimeRefusedInput("model m-v1 at h:1 failed: INVALID_ARGUMENT"), "INTERNAL"),
         (errors.InvalidModelOutput("model m-v1 at h:1 bad sha"), "INTERNAL"),
         (errors.CircuitOpen("model m-v1: every endpoint's circuit is open"), "UNAVAILABLE"),
         (errors.Overloaded("shed: 64 requests in flight"), "RESOURCE_EXHAUSTED"),
@@ -77,6 +78,7 @@ def test_every_error_class_is_a_gateway_error_with_a_status() -> None:
         (errors.RuntimeDeadlineExceeded("x"), "timeout"),
         (errors.InvalidModelOutput("x"), "invalid_output"),
         (errors.RuntimeFailed("x"), "runtime_error"),
+        (errors.RuntimeRefusedInput("x"), "runtime_error"),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, Exception) else v,
 )
