@@ -74,6 +74,7 @@ def format_table(
         ("model", f"{m.name} v{m.version}"),
         ("model sha256", m.artifact_sha256),
         ("runtime", m.runtime_instance),
+        ("scored in", m.scoring_environment or "(not reported)"),
         (
             "arm",
             route.arm + (f" (fallback: {route.fallback_reason})" if route.fallback_reason else ""),

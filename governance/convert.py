@@ -27,6 +27,7 @@ from lineage.v1.record import (
     FALLBACK_ERROR,
     FALLBACK_FROM,
     PARENT_DECISION_ID,
+    SCORING_ENVIRONMENT,
     FeatureScalar,
     canonical_record_json,
 )
@@ -68,6 +69,7 @@ def decision_to_proto(stored: StoredDecision) -> lineage_pb2.DecisionRecord:
             version=r.model_version,
             artifact_sha256=r.model_sha256,
             runtime_instance=r.runtime_instance,
+            scoring_environment=r.extra.get(SCORING_ENVIRONMENT, ""),
         ),
         route=lineage_pb2.RouteRef(
             arm=r.arm,

@@ -3,22 +3,31 @@
 The artifact is found in a model directory by the sha256 the decision recorded (and checked
 again before it is loaded); the stored feature snapshot is fed to onnxruntime in this process as
 the runtime feeds it (one [1, 1] input per feature: float32 for numbers and booleans, strings for
-categories); the score must equal the stored one bit for bit. Exit 0 match, 1 mismatch (or the
-artifact is not in the directory), 2 the store could not be asked.
+categories, through ``runtimes.graph.run_rows``, which scores a row the same whatever shared its
+call); the score must equal the stored one bit for bit. A bit-for-bit claim also needs the same
+scoring environment (onnxruntime version, execution provider, thread settings): the decision
+records the runtime's, and replay names every difference from its own and claims no MATCH while
+there is one. Exit 0 match, 1 mismatch, a different or unrecorded environment, or an artifact
+not in the directory; 2 the store could not be asked.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from governance.client import EXIT_NO, CliExit, call, fail
 from governance.output import pairs
 from lineage.v1 import lineage_pb2
 from lineage.v1.record import FeatureScalar
 from runtimes.manifest import Manifest, ManifestError, find_model_folders, read_manifest
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +36,33 @@ class ReplayResult:
     replayed_score: float
     model: str
     folder: Path
+    recorded_environment: str
+    """The scoring environment the runtime reported when it scored ("" when none was)."""
+    environment: str
+    """This replay's scoring environment."""
+
+    @property
+    def score_equal(self) -> bool:
+        return _bits(self.stored_score) == _bits(self.replayed_score)
+
+    @property
+    def environment_differences(self) -> list[str]:
+        """One line per setting that differs ("" recorded: the runtime did not say)."""
+        from runtimes.graph import parse_environment
+
+        if not self.recorded_environment:
+            return ["the scoring environment was not recorded (the server did not report it)"]
+        recorded = parse_environment(self.recorded_environment)
+        here = parse_environment(self.environment)
+        return [
+            f"{key}: recorded {recorded.get(key, '(none)')}, here {here.get(key, '(none)')}"
+            for key in sorted(recorded.keys() | here.keys())
+            if recorded.get(key) != here.get(key)
+        ]
 
     @property
     def match(self) -> bool:
-        return _bits(self.stored_score) == _bits(self.replayed_score)
+        return self.score_equal and not self.environment_differences
 
 
 def _bits(value: float) -> bytes:
@@ -53,15 +85,12 @@ def rescore(folder: Path, manifest: Manifest, features: dict[str, FeatureScalar]
     never load it.
     """
     import numpy as np
-    import onnxruntime as ort
 
-    from runtimes.graph import BYTES, input_specs, session_options
+    from runtimes.graph import BYTES, input_specs, run_rows
     from runtimes.manifest import verify_artifact
 
     artifact = verify_artifact(folder, manifest)
-    session = ort.InferenceSession(
-        str(artifact), sess_options=session_options(), providers=["CPUExecutionProvider"]
-    )
+    session = _session(str(artifact), manifest.artifact_sha256)
     feed: dict[str, np.ndarray] = {}
     for spec in input_specs(manifest.features):
         if spec.name not in features:
@@ -72,8 +101,17 @@ def rescore(folder: Path, manifest: Manifest, features: dict[str, FeatureScalar]
         else:
             feed[spec.name] = np.array([[float(value)]], dtype=np.float32)
     outputs = manifest.outputs
-    _, probabilities = session.run([outputs.label, outputs.probabilities], feed)
+    (probabilities,) = run_rows(session, [outputs.probabilities], feed)
     return float(np.asarray(probabilities, dtype=np.float32)[0, outputs.positive_class_index])
+
+
+@functools.lru_cache(maxsize=8)
+def _session(artifact: str, sha256: str) -> ort.InferenceSession:
+    """One session per artifact for a run replaying many decisions (keyed by digest too, so a
+    file replaced on disk is opened afresh once verified)."""
+    from runtimes.graph import open_session
+
+    return open_session(artifact)
 
 
 def stored_features(record: lineage_pb2.DecisionRecord) -> dict[str, FeatureScalar]:
@@ -91,8 +129,17 @@ def stored_features(record: lineage_pb2.DecisionRecord) -> dict[str, FeatureScal
 
 def replay(record: lineage_pb2.DecisionRecord, model_dir: Path) -> ReplayResult:
     folder, manifest = find_artifact(model_dir, record.model.artifact_sha256)
+    from runtimes.graph import scoring_environment
+
     score = rescore(folder, manifest, stored_features(record))
-    return ReplayResult(record.outputs.score, score, manifest.served_name, folder)
+    return ReplayResult(
+        record.outputs.score,
+        score,
+        manifest.served_name,
+        folder,
+        record.model.scoring_environment,
+        scoring_environment(),
+    )
 
 
 def replay_main(argv: list[str], prog: str = "scoregate lineage replay") -> int:
@@ -129,11 +176,22 @@ def _replay_one(prog: str, decision_id: str, lineage: str, model_dir: Path, time
                 ("artifact sha256", record.model.artifact_sha256),
                 ("stored score", repr(result.stored_score)),
                 ("replayed score", repr(result.replayed_score)),
+                ("scored in", result.recorded_environment or "(not recorded)"),
+                ("replayed in", result.environment),
             ]
         )
     )
+    differences = result.environment_differences
     if result.match:
         print("MATCH: the replayed score equals the stored score bit for bit\n")
         return 0
-    print("MISMATCH: the replayed score differs from the stored score\n")
+    for line in differences:
+        print(f"environment differs: {line}")
+    if result.score_equal:
+        print(
+            "NOT CONFIRMED: the scores are equal, but this replay does not run in the scoring "
+            "environment the decision was made in, so equality is not guaranteed\n"
+        )
+    else:
+        print("MISMATCH: the replayed score differs from the stored score\n")
     return EXIT_NO

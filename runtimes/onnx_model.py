@@ -7,8 +7,9 @@ batches run on the executor, so the loop keeps serving while they do.
 
 ``load()`` verifies the artifact's sha256 against the manifest before onnxruntime sees it, and
 checks the graph takes exactly the manifest's features; it is idempotent. Every response names
-the model version, the artifact digest and the runtime instance, so the gateway records what
-actually answered.
+the model version, the artifact digest, the runtime instance and the scoring environment
+(``runtimes.graph``), so the gateway records what actually answered and replay can tell whether
+it computes in the same one.
 """
 
 from __future__ import annotations
@@ -25,9 +26,19 @@ import onnxruntime as ort
 from kserve import Model
 from kserve.protocol.infer_type import InferRequest, InferResponse
 
-from oip.v2.parameters import ARTIFACT_SHA256_PARAMETER, RUNTIME_INSTANCE_PARAMETER
+from oip.v2.parameters import (
+    ARTIFACT_SHA256_PARAMETER,
+    RUNTIME_INSTANCE_PARAMETER,
+    SCORING_ENVIRONMENT_PARAMETER,
+)
 from runtimes.errors import InvalidTensor, ModelLoadError
-from runtimes.graph import OUTPUT_METADATA, input_specs, session_options
+from runtimes.graph import (
+    OUTPUT_METADATA,
+    input_specs,
+    open_session,
+    run_rows,
+    scoring_environment,
+)
 from runtimes.manifest import Manifest, ManifestError, read_manifest, verify_artifact
 from runtimes.tensors import decode_request, encode_outputs
 
@@ -56,6 +67,7 @@ class OnnxModel(Model):  # type: ignore[misc]
         self._inline_max_rows = inline_max_rows
         self._specs = input_specs(manifest.features)
         self._session: ort.InferenceSession | None = None
+        self._environment = scoring_environment()
 
     @classmethod
     def from_folder(
@@ -75,9 +87,7 @@ class OnnxModel(Model):  # type: ignore[misc]
             artifact = verify_artifact(self.folder, self.manifest)
         except ManifestError as e:
             raise ModelLoadError(str(e)) from e
-        session = ort.InferenceSession(
-            str(artifact), sess_options=session_options(), providers=["CPUExecutionProvider"]
-        )
+        session = open_session(str(artifact))
         self._check_graph(session)
         self._session = session
         self.ready = True
@@ -109,8 +119,10 @@ class OnnxModel(Model):  # type: ignore[misc]
         if self._session is None:
             raise RuntimeError(f"{self.name} is not loaded")
         outputs = self.manifest.outputs
-        labels, probabilities = self._session.run([outputs.label, outputs.probabilities], feed)
-        return np.asarray(probabilities), np.asarray(labels)
+        labels, probabilities = run_rows(
+            self._session, (outputs.label, outputs.probabilities), feed
+        )
+        return probabilities, labels
 
     async def predict(
         self,
@@ -136,6 +148,7 @@ class OnnxModel(Model):  # type: ignore[misc]
             parameters={
                 ARTIFACT_SHA256_PARAMETER: self.manifest.artifact_sha256,
                 RUNTIME_INSTANCE_PARAMETER: self.instance,
+                SCORING_ENVIRONMENT_PARAMETER: self._environment,
             },
         )
 

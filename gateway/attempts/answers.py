@@ -23,6 +23,8 @@ class Answer:
     endpoint: str = ""
     batch_size: int = 1
     """Rows in the runtime call that scored this one (micro-batching, ScoreBatch)."""
+    scoring_environment: str = ""
+    """The runtime's onnxruntime version and settings (a model's answers only)."""
 
     @classmethod
     def of_model(cls, answer: ModelAnswer) -> Answer:
@@ -34,6 +36,7 @@ class Answer:
             answer.runtime_instance,
             endpoint=answer.endpoint,
             batch_size=answer.batch_size,
+            scoring_environment=answer.scoring_environment,
         )
 
     @classmethod

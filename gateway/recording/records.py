@@ -10,7 +10,12 @@ from dataclasses import dataclass
 
 from gateway.attempts.answers import Answer
 from gateway.routing.thresholds import ThresholdPolicy
-from lineage.v1.record import DecisionRecord, FeatureScalar, features_sha256
+from lineage.v1.record import (
+    SCORING_ENVIRONMENT,
+    DecisionRecord,
+    FeatureScalar,
+    features_sha256,
+)
 
 BATCH_SIZE = "batch_size"
 """Key in a record's ``extra``: rows in the runtime call that scored it."""
@@ -57,6 +62,8 @@ def build_record(
     if answer.endpoint:
         extra[ENDPOINT] = answer.endpoint
         extra[BATCH_SIZE] = str(answer.batch_size)
+        if answer.scoring_environment:
+            extra[SCORING_ENVIRONMENT] = answer.scoring_environment
     rules = answer.reasons
     return DecisionRecord(
         decision_id=row.decision_id,

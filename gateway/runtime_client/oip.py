@@ -38,6 +38,7 @@ from oip.v2.parameters import (
     ARTIFACT_SHA256_PARAMETER,
     MODEL_INFER,
     RUNTIME_INSTANCE_PARAMETER,
+    SCORING_ENVIRONMENT_PARAMETER,
 )
 from runtimes.manifest import CategoryFeature, Manifest, NumberFeature, served_name
 
@@ -185,7 +186,11 @@ def parse_answers(target: ModelTarget, endpoint: str, data: bytes, rows: int) ->
             f"(model_name {response.model_name!r})"
         )
     instance = _string_param(params, RUNTIME_INSTANCE_PARAMETER) or endpoint
-    return [ModelAnswer(x, target.model, version, sha, instance, endpoint, rows) for x in scores]
+    environment = _string_param(params, SCORING_ENVIRONMENT_PARAMETER)
+    return [
+        ModelAnswer(x, target.model, version, sha, instance, endpoint, rows, environment)
+        for x in scores
+    ]
 
 
 _RAW_INPUT_CONTENTS = pb.ModelInferRequest.RAW_INPUT_CONTENTS_FIELD_NUMBER

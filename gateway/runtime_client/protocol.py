@@ -23,6 +23,8 @@ class ModelAnswer:
     endpoint: str
     batch_size: int = 1
     """Rows in the runtime call this answer came from (micro-batching, ScoreBatch)."""
+    scoring_environment: str = ""
+    """The runtime's onnxruntime version and settings, as it reported them ("" if it did not)."""
 
 
 class ModelClient(Protocol):

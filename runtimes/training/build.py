@@ -2,7 +2,8 @@
 
 ``build_all(out)`` writes ``out/<name>/<version>/{model.onnx, manifest.json}`` for every entry of
 ``MODEL_SPECS``. Each artifact is checked before it is written: onnxruntime must reproduce
-sklearn's probabilities on the held-out rows (|diff| < 1e-4), or the build fails.
+sklearn's probabilities on the held-out rows (|diff| < 1e-4), and score each of 1,000 held-out
+rows identically alone and in batches of every size and position, or the build fails.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
+from runtimes.graph import BatchDependentScores, check_batch_invariance, open_session
 from runtimes.manifest import (
     ARTIFACT_FILE,
     MANIFEST_FILE,
@@ -41,6 +43,8 @@ log = logging.getLogger(__name__)
 # Pinned so the same libraries always emit the same graph; onnxruntime >= 1.20 runs both domains.
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 MAX_PROBABILITY_DIFF = 1e-4
+# Held-out rows scored alone and in every batch shape by the batch-invariance check.
+INVARIANCE_ROWS = 1000
 _LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "numpy", "pandas")
 
 
@@ -153,6 +157,23 @@ def _check_onnx(spec: ModelSpec, blob: bytes, frame: pd.DataFrame, expected: np.
         )
 
 
+def _check_batch_invariance(spec: ModelSpec, blob: bytes, frame: pd.DataFrame) -> None:
+    """Fails the build unless every held-out row scores the same float32 alone and in batches
+    of any size and position (``runtimes.graph.check_batch_invariance``): replay scores a
+    decision alone, and micro-batching scored it among other callers' rows."""
+    rows = frame.iloc[:INVARIANCE_ROWS]
+    try:
+        compared = check_batch_invariance(
+            open_session(blob), "probabilities", onnx_inputs(spec.features, rows)
+        )
+    except BatchDependentScores as e:
+        raise BuildError(
+            f"{spec.name} v{spec.version}: its scores depend on the rows that share a call "
+            f"({e}); replay could not reproduce them, refusing to write the artifact"
+        ) from e
+    log.info("%s v%s: %d row scores identical in every batch", spec.name, spec.version, compared)
+
+
 def build_model(spec: ModelSpec, out_dir: Path) -> Manifest:
     """Trains, exports, checks and writes one model version; returns its manifest."""
     data = generate(spec.name, spec.rows, spec.data_seed)
@@ -171,6 +192,7 @@ def build_model(spec: ModelSpec, out_dir: Path) -> Manifest:
 
     blob = export_onnx(pipeline, spec).SerializeToString(deterministic=True)
     _check_onnx(spec, blob, heldout, heldout_proba)
+    _check_batch_invariance(spec, blob, heldout)
 
     manifest = Manifest(
         name=spec.name,

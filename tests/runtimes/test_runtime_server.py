@@ -13,7 +13,6 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-import onnxruntime as ort
 import pytest
 from kserve import InferenceGRPCClient
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
@@ -22,7 +21,7 @@ from kserve.protocol.infer_type import InferInput, InferResponse
 from support.oip import Row, infer_request
 
 from loadtests.local.topology import ManagedProcess, entry_point, free_port, start_process
-from runtimes.graph import session_options
+from runtimes.graph import open_session, run_rows
 from runtimes.manifest import ARTIFACT_FILE, CategoryFeature, Manifest
 from runtimes.training.datasets import sample_requests
 
@@ -39,17 +38,15 @@ async def client(runtime: ManagedProcess) -> AsyncIterator[InferenceGRPCClient]:
 
 
 def in_process_probabilities(m: Manifest, model_dir: Path, rows: Sequence[Row]) -> np.ndarray:
-    session = ort.InferenceSession(
-        str(model_dir / m.name / m.version / ARTIFACT_FILE), sess_options=session_options()
-    )
+    session = open_session(str(model_dir / m.name / m.version / ARTIFACT_FILE))
     feed = {}
     for f in m.features:
         if isinstance(f, CategoryFeature):
             feed[f.name] = np.array([[row[f.name]] for row in rows], dtype=object)
         else:
             feed[f.name] = np.array([[float(row[f.name])] for row in rows], dtype=np.float32)
-    _, probabilities = session.run(None, feed)
-    return np.asarray(probabilities)
+    (probabilities,) = run_rows(session, ["probabilities"], feed)
+    return probabilities
 
 
 def probabilities_of(response: InferResponse) -> np.ndarray:

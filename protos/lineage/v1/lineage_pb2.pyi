@@ -51,6 +51,7 @@ class ModelRef(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     ARTIFACT_SHA256_FIELD_NUMBER: _builtins.int
     RUNTIME_INSTANCE_FIELD_NUMBER: _builtins.int
+    SCORING_ENVIRONMENT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Model name, e.g. "card-fraud"."""
     version: _builtins.str
@@ -59,6 +60,12 @@ class ModelRef(_message.Message):
     """sha256 of the ONNX artifact that scored, as reported by its runtime."""
     runtime_instance: _builtins.str
     """Which runtime process answered (host and process id, or pod name)."""
+    scoring_environment: _builtins.str
+    """What besides the artifact decides the score's last bit, as the runtime reported it:
+    "key=value" pairs joined by "; " (onnxruntime version, execution provider, thread
+    settings). Replay compares it with its own. Empty for rules and for servers that do not
+    report it.
+    """
     def __init__(
         self,
         *,
@@ -66,10 +73,11 @@ class ModelRef(_message.Message):
         version: _builtins.str = ...,
         artifact_sha256: _builtins.str = ...,
         runtime_instance: _builtins.str = ...,
+        scoring_environment: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_sha256", b"artifact_sha256", "name", b"name", "runtime_instance", b"runtime_instance", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_sha256", b"artifact_sha256", "name", b"name", "runtime_instance", b"runtime_instance", "scoring_environment", b"scoring_environment", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

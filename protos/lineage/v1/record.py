@@ -24,6 +24,8 @@ FALLBACK_FROM = "fallback_from"
 """A fallback decision's: the model version that failed to answer (its served name)."""
 FALLBACK_ERROR = "fallback_error"
 """A fallback decision's: that version's error as the gateway saw it."""
+SCORING_ENVIRONMENT = "scoring_environment"
+"""A model decision's: the runtime's scoring environment (onnxruntime version and settings)."""
 
 
 # Both classes declare their fields in sorted order, so that orjson, which writes a dataclass's

@@ -1,7 +1,8 @@
 """What scoregate's runtimes add to an OIP v2 response, and the method paths the gateway calls.
 
-The runtimes put the served artifact's sha256 and their instance name in the response's
-``parameters``; the gateway records both, so a decision names what actually answered.
+The runtimes put the served artifact's sha256, their instance name and their scoring environment
+(onnxruntime version and settings, ``runtimes.graph.scoring_environment``) in the response's
+``parameters``; the gateway records them, so a decision names what actually answered and how.
 """
 
 from __future__ import annotations
@@ -14,3 +15,4 @@ MODEL_METADATA = f"/{SERVICE}/ModelMetadata"
 
 ARTIFACT_SHA256_PARAMETER = "artifact_sha256"
 RUNTIME_INSTANCE_PARAMETER = "runtime_instance"
+SCORING_ENVIRONMENT_PARAMETER = "scoring_environment"
