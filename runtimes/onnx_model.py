@@ -31,7 +31,7 @@ from oip.v2.parameters import (
     RUNTIME_INSTANCE_PARAMETER,
     SCORING_ENVIRONMENT_PARAMETER,
 )
-from runtimes.errors import InvalidTensor, ModelLoadError
+from runtimes.errors import InvalidTensor, ModelLoadError, UnknownVersion
 from runtimes.graph import (
     OUTPUT_METADATA,
     input_specs,
@@ -40,7 +40,10 @@ from runtimes.graph import (
     scoring_environment,
 )
 from runtimes.manifest import Manifest, ManifestError, read_manifest, verify_artifact
-from runtimes.tensors import decode_request, encode_outputs
+from runtimes.tensors import decode_request, encode_outputs, requested_outputs
+
+# Triton's name for an ONNX model run by onnxruntime; OIP v2 leaves the platform's naming open.
+PLATFORM = "onnxruntime_onnx"
 
 
 def runtime_instance() -> str:
@@ -115,6 +118,11 @@ class OnnxModel(Model):  # type: ignore[misc]
     def get_output_types(self) -> list[dict[str, Any]]:
         return OUTPUT_METADATA
 
+    def check_version(self, version: str | None) -> None:
+        """Refuses any ``model_version`` but the one served; an empty one means the served one."""
+        if version and version != self.manifest.version:
+            raise UnknownVersion(self.name, version, self.manifest.version)
+
     def _run(self, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         if self._session is None:
             raise RuntimeError(f"{self.name} is not loaded")
@@ -132,6 +140,8 @@ class OnnxModel(Model):  # type: ignore[misc]
     ) -> InferResponse:
         if not isinstance(payload, InferRequest):
             raise InvalidTensor(f"{self.name} speaks the Open Inference Protocol (v2) only")
+        self.check_version(payload.model_version)
+        wanted = requested_outputs(payload.request_outputs)
         feed = decode_request(payload, self._specs)
         if len(next(iter(feed.values()))) <= self._inline_max_rows:
             probabilities, labels = self._run(feed)
@@ -143,7 +153,7 @@ class OnnxModel(Model):  # type: ignore[misc]
             response_id=payload.id or "",
             model_name=self.name,
             model_version=self.manifest.version,
-            infer_outputs=encode_outputs(probabilities, labels),
+            infer_outputs=encode_outputs(probabilities, labels, wanted),
             from_grpc=payload.from_grpc,
             parameters={
                 ARTIFACT_SHA256_PARAMETER: self.manifest.artifact_sha256,

@@ -17,13 +17,13 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
-from kserve import ModelServer
 from kserve.errors import InvalidInput, ModelNotFound
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
-from runtimes.errors import ModelLoadError
+from runtimes.errors import ModelLoadError, Unsupported
 from runtimes.manifest import find_model_folders
+from runtimes.oip_service import RuntimeModelServer
 from runtimes.onnx_model import OnnxModel, runtime_instance
 from runtimes.settings import RuntimeSettings
 
@@ -38,16 +38,13 @@ _PROBE_CHANNEL_OPTIONS = [
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-_CALLER_ERRORS = (InvalidInput, ModelNotFound)
+_CALLER_ERRORS = (InvalidInput, ModelNotFound, Unsupported)
 
 
-class _DropPerRequestLines(logging.Filter):
-    """KServe logs every gRPC call at INFO and a traceback for every malformed request."""
+class _DropCallerTracebacks(logging.Filter):
+    """KServe logs a traceback for every malformed request."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = str(record.msg)
-        if message.startswith("grpc method:"):
-            return False
         if record.exc_info and isinstance(record.exc_info[1], _CALLER_ERRORS):
             # The caller already got INVALID_ARGUMENT / NOT_FOUND with the reason: one line
             # without a traceback is enough.
@@ -70,12 +67,11 @@ def configure_logging(level: str) -> None:
     # A handler on "kserve" stops ModelServer from installing its own logging configuration.
     kserve_logger.handlers[:] = [logging.NullHandler()]
     kserve_logger.propagate = True
-    kserve_logger.addFilter(_DropPerRequestLines())
-    # KServe's gRPC interceptor logs every call at INFO; a filter drops the line, but only after
-    # the record is built, a measurable share of the runtime's CPU per call
-    # (docs/performance-log.md). Below DEBUG, KServe
-    # logs from WARNING up: its INFO lines are start-up ones, which our own "loaded ..." and
-    # "ready: ..." lines already say.
+    kserve_logger.addFilter(_DropCallerTracebacks())
+    # Building a log record costs CPU even when a filter then drops it (docs/performance-log.md),
+    # so below DEBUG KServe logs from WARNING up: its INFO lines are start-up ones, which our own
+    # "loaded ..." and "ready: ..." lines already say. (Its per-call gRPC logging interceptor is
+    # not installed at all: runtimes.oip_service.)
     if logging.getLevelName(level.upper()) != logging.DEBUG:
         kserve_logger.setLevel(logging.WARNING)
     logging.getLogger("kserve.trace").setLevel(logging.WARNING)
@@ -184,7 +180,7 @@ def serve(settings: RuntimeSettings) -> int:
         log.error("refusing to start: %s", e)
         executor.shutdown()
         return 1
-    server = ModelServer(
+    server = RuntimeModelServer(
         http_port=settings.http_port,
         grpc_port=settings.grpc_port,
         max_threads=settings.max_threads,

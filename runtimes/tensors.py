@@ -2,7 +2,8 @@
 
 The graph takes one [N, 1] input per feature: FP32 for numbers and booleans, BYTES (strings) for
 categories. Requests may carry typed ``contents`` or ``raw_input_contents``; KServe's InferInput
-decodes both. Every rejection names the offending input.
+decodes both. A request may name the outputs it wants (OIP v2 ``outputs``); none named means all.
+Every rejection names the offending tensor.
 """
 
 from __future__ import annotations
@@ -10,10 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest
+from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, RequestedOutput
 
 from runtimes.errors import InvalidTensor
-from runtimes.graph import FP32, INT64, InputSpec
+from runtimes.graph import FP32, INT64, OUTPUT_METADATA, InputSpec
+
+OUTPUT_NAMES: tuple[str, ...] = tuple(str(output["name"]) for output in OUTPUT_METADATA)
+# KServe's REST decoding reads ``binary_data`` itself; any other output parameter asks for an
+# extension (Triton's ``classification``, shared memory) this runtime does not implement.
+_OUTPUT_PARAMETERS = frozenset({"binary_data"})
 
 
 def _as_array(tensor: InferInput, spec: InputSpec) -> np.ndarray:
@@ -74,11 +80,38 @@ def decode_request(request: InferRequest, specs: Sequence[InputSpec]) -> dict[st
     return feed
 
 
-def encode_outputs(probabilities: np.ndarray, labels: np.ndarray) -> list[InferOutput]:
-    """``probabilities`` FP32 [N, 2] and ``label`` INT64 [N], sent as raw bytes (exact floats)."""
+def requested_outputs(requested: Sequence[RequestedOutput] | None) -> tuple[str, ...]:
+    """The output names to answer with, in the order asked; every output when none is asked."""
+    if not requested:
+        return OUTPUT_NAMES
+    names: list[str] = []
+    for output in requested:
+        if output.name not in OUTPUT_NAMES:
+            raise InvalidTensor(
+                f"requested output '{output.name}' does not exist; outputs are {list(OUTPUT_NAMES)}"
+            )
+        if output.name in names:
+            raise InvalidTensor(f"output '{output.name}' is requested more than once")
+        unsupported = sorted(set(output.parameters or {}) - _OUTPUT_PARAMETERS)
+        if unsupported:
+            raise InvalidTensor(
+                f"requested output '{output.name}' has parameter '{unsupported[0]}', "
+                "which this runtime does not implement"
+            )
+        names.append(output.name)
+    return tuple(names)
+
+
+def encode_outputs(
+    probabilities: np.ndarray, labels: np.ndarray, names: Sequence[str] = OUTPUT_NAMES
+) -> list[InferOutput]:
+    """The outputs in ``names``, sent as raw bytes (exact floats): ``probabilities`` FP32 [N, 2]
+    and ``label`` INT64 [N]."""
     probabilities = np.ascontiguousarray(probabilities, dtype=np.float32)
     labels = np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
-    return [
-        InferOutput("probabilities", list(probabilities.shape), FP32, probabilities),
-        InferOutput("label", list(labels.shape), INT64, labels),
-    ]
+    tensors = {"probabilities": (FP32, probabilities), "label": (INT64, labels)}
+    outputs = []
+    for name in names:
+        datatype, data = tensors[name]
+        outputs.append(InferOutput(name, list(data.shape), datatype, data))
+    return outputs

@@ -8,11 +8,17 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from kserve.errors import InvalidInput
+from kserve.errors import InvalidInput, ModelNotFound
 from kserve.protocol.infer_type import InferRequest
 from support.oip import infer_request
 
-from runtimes.errors import InvalidTensor, ModelLoadError, RuntimeServingError
+from runtimes.errors import (
+    InvalidTensor,
+    ModelLoadError,
+    RuntimeServingError,
+    UnknownVersion,
+    Unsupported,
+)
 from runtimes.manifest import Manifest, NumberFeature
 from runtimes.onnx_model import OnnxModel
 from runtimes.training.datasets import sample_requests
@@ -24,6 +30,7 @@ from runtimes.training.datasets import sample_requests
         (RuntimeServingError("x"), grpc.StatusCode.INTERNAL),
         (ModelLoadError("x"), grpc.StatusCode.FAILED_PRECONDITION),
         (InvalidTensor("x"), grpc.StatusCode.INVALID_ARGUMENT),
+        (Unsupported("x"), grpc.StatusCode.UNIMPLEMENTED),
     ],
 )
 def test_every_error_carries_its_status(error: RuntimeServingError, code: grpc.StatusCode) -> None:
@@ -34,6 +41,17 @@ def test_invalid_tensor_is_what_kserve_answers_invalid_argument_for() -> None:
     # KServe's interceptor maps InvalidInput to INVALID_ARGUMENT with its reason.
     assert isinstance(InvalidTensor("input 'a' is missing"), InvalidInput)
     assert InvalidTensor("input 'a' is missing").reason == "input 'a' is missing"
+
+
+def test_the_other_caller_errors_are_what_kserve_answers_their_status_for() -> None:
+    # KServe's interceptor: ModelNotFound -> NOT_FOUND, NotImplementedError -> UNIMPLEMENTED,
+    # each with the error's reason.
+    unknown = UnknownVersion("m-v1", "9", "1")
+    assert isinstance(unknown, ModelNotFound) and unknown.code == grpc.StatusCode.NOT_FOUND
+    assert (
+        unknown.reason == str(unknown) == "model 'm-v1' has no version '9'; it serves version '1'"
+    )
+    assert isinstance(Unsupported("x"), NotImplementedError) and Unsupported("x").reason == "x"
 
 
 def test_load_is_idempotent(model_dir: Path, manifests: dict[str, Manifest]) -> None:
