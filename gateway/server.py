@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -38,6 +37,7 @@ from gateway.loop_load import LoopLoad
 from gateway.metrics import GatewayMetrics
 from gateway.routing.compiled import Routes, load_routes
 from gateway.settings import GatewaySettings, parse_settings
+from reflection.service import enable_reflection
 from runtimes.manifest import ManifestError, load_manifests
 from scoring.v1 import scoring_pb2
 
@@ -342,9 +342,7 @@ async def create(settings: GatewaySettings, routes: Routes, load: LoopLoad) -> G
     add_scoring_service(ScoringServicer(service), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SCORING_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection((SCORING_SERVICE, health.SERVICE_NAME), server)
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     return Gateway(
         settings, routes, metrics, service, client, server, health_servicer, watcher, provider,

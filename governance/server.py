@@ -20,7 +20,6 @@ from pathlib import Path
 import grpc
 import pydantic
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from governance.chain import append_checkpoint
@@ -32,6 +31,7 @@ from governance.settings import LineageSettings
 from governance.status import ErrorStatusInterceptor
 from governance.store import LineageStore, create_store
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
+from reflection.service import enable_reflection
 
 log = logging.getLogger("governance.server")
 
@@ -95,9 +95,7 @@ def build_server(
         LineageServicer(LineageQueries(store)), server
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (TRACE_SERVICE, LINEAGE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_reflection((TRACE_SERVICE, LINEAGE_SERVICE, health.SERVICE_NAME), server)
     return server
 
 

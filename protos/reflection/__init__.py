@@ -1,0 +1,1 @@
+"""gRPC server reflection, v1 and v1alpha, for scoregate's grpc.aio servers."""
