@@ -1,11 +1,13 @@
-"""The runtime's OIP v2 gRPC service: KServe's servicer, with the parts of the protocol it skips.
+"""The runtime's OIP v2 service: KServe's, with the parts of the protocol it skips.
 
 KServe 0.21 ignores ``model_version`` everywhere, leaves ModelMetadata's ``platform`` and
-``versions`` empty, advertises a ``model_repository_extension`` its gRPC calls cannot serve
-(RepositoryModelLoad always fails; RepositoryModelUnload unloads the model, then fails), and builds
-its servicer inside ``GRPCServer.start`` with nothing to hand it another. So this module has its
-own servicer (KServe's, with those calls answered as OIP v2 says), its own small gRPC server, and
-a ``ModelServer`` that runs it in place of KServe's.
+``versions`` empty, and advertises a ``model_repository_extension`` that lets any caller unload a
+model (over REST; over gRPC RepositoryModelLoad always fails and RepositoryModelUnload unloads the
+model, then fails). It builds its gRPC servicer inside ``GRPCServer.start``, with nothing to hand
+it another. So this module has a data plane and a repository extension for both protocols (no
+extension advertised, load and unload refused, platform and version in the model metadata), its
+own gRPC servicer (KServe's, answering ``model_version``), its own small gRPC server, and a
+``ModelServer`` that runs them in place of KServe's.
 
 Versions: every model version is served under its own name, ``<model>-v<version>``
 (``runtimes.manifest.served_name``); ``model_version`` may be empty or that version, and anything
@@ -32,7 +34,7 @@ from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from runtimes.errors import Unsupported
 from runtimes.onnx_model import PLATFORM, OnnxModel
 
-# OIP v2 extensions this runtime implements over gRPC: none. (KServe's list names the model
+# The OIP v2 extensions this runtime implements: none. (KServe's list names the model
 # repository extension, whose calls are refused here.)
 EXTENSIONS: tuple[str, ...] = ()
 
@@ -42,8 +44,34 @@ _FIXED_REPOSITORY = (
 )
 
 
+class OipDataPlane(DataPlane):  # type: ignore[misc]
+    """KServe's data plane, advertising no extension and naming each model's platform and version
+    (REST and gRPC alike)."""
+
+    def metadata(self) -> dict[str, Any]:
+        return {**super().metadata(), "extensions": list(EXTENSIONS)}
+
+    async def model_metadata(self, model_name: str) -> dict[str, Any]:
+        metadata: dict[str, Any] = await super().model_metadata(model_name)
+        model = self.get_model_from_registry(model_name)
+        if isinstance(model, OnnxModel):
+            metadata |= {"platform": PLATFORM, "versions": [model.manifest.version]}
+        return metadata
+
+
+class FixedRepository(ModelRepositoryExtension):  # type: ignore[misc]
+    """The model repository extension's calls, refused: what a runtime serves is what it loaded
+    and checked at start-up."""
+
+    async def load(self, model_name: str) -> None:
+        raise Unsupported(_FIXED_REPOSITORY)
+
+    async def unload(self, model_name: str) -> None:
+        raise Unsupported(_FIXED_REPOSITORY)
+
+
 class OipServicer(InferenceServicer):  # type: ignore[misc]
-    """KServe's servicer, with model versions, platform and extensions answered as OIP v2 says."""
+    """KServe's servicer, answering ``model_version`` and the model metadata's ``versions``."""
 
     def __init__(self, data_plane: DataPlane, repository: ModelRepositoryExtension) -> None:
         super().__init__(data_plane, repository)
@@ -56,14 +84,6 @@ class OipServicer(InferenceServicer):  # type: ignore[misc]
         model.check_version(version)
         return model
 
-    async def ServerMetadata(
-        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ServerMetadataResponse:
-        metadata = self._plane.metadata()
-        return pb.ServerMetadataResponse(
-            name=metadata["name"], version=metadata["version"], extensions=EXTENSIONS
-        )
-
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
@@ -73,11 +93,15 @@ class OipServicer(InferenceServicer):  # type: ignore[misc]
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
-        model = self._served(request.name, request.version)
-        response: pb.ModelMetadataResponse = await super().ModelMetadata(request, context)
-        response.platform = PLATFORM
-        response.versions[:] = [model.manifest.version]
-        return response
+        self._served(request.name, request.version)
+        metadata = await self._plane.model_metadata(model_name=request.name)
+        return pb.ModelMetadataResponse(
+            name=metadata["name"],
+            versions=metadata["versions"],
+            platform=metadata["platform"],
+            inputs=metadata["inputs"],
+            outputs=metadata["outputs"],
+        )
 
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
@@ -87,16 +111,6 @@ class OipServicer(InferenceServicer):  # type: ignore[misc]
         self._served(request.model_name, request.model_version)
         response: pb.ModelInferResponse = await super().ModelInfer(request, context)
         return response
-
-    async def RepositoryModelLoad(
-        self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
-    ) -> pb.RepositoryModelLoadResponse:
-        raise Unsupported(_FIXED_REPOSITORY)
-
-    async def RepositoryModelUnload(
-        self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
-    ) -> pb.RepositoryModelUnloadResponse:
-        raise Unsupported(_FIXED_REPOSITORY)
 
 
 class OipGrpcServer:
@@ -136,10 +150,14 @@ class OipGrpcServer:
 
 
 class RuntimeModelServer(ModelServer):  # type: ignore[misc]
-    """KServe's ModelServer (REST, signals, model registry) serving gRPC with OipGrpcServer."""
+    """KServe's ModelServer (REST, signals, model registry) with this module's data plane and
+    repository extension, serving gRPC with OipGrpcServer."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(enable_grpc=False, **kwargs)
+        # Read by start(), which builds the REST server with them.
+        self.dataplane = OipDataPlane(model_registry=self.registered_models)
+        self.model_repository_extension = FixedRepository(model_registry=self.registered_models)
 
     def start(self, models: list[OnnxModel]) -> None:
         grpc_server = OipGrpcServer(

@@ -1,9 +1,14 @@
 """The real runtime against the OIP v2 rules KServe leaves out: model versions, requested outputs,
-model platform and versions, advertised extensions, the repository calls it refuses."""
+model platform and versions, advertised extensions, the repository calls it refuses (gRPC, and
+KServe's REST where it shares the behaviour)."""
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -162,3 +167,26 @@ async def test_repository_calls_are_unimplemented_and_unload_nothing(
         assert "fixed when the runtime starts" in str(error.details())
     ready = await stub.ModelReady(pb.ModelReadyRequest(name="card-fraud-v1"), timeout=5)
     assert ready.ready
+
+
+def rest(runtime: ManagedProcess, method: str, path: str) -> tuple[int, Any]:
+    request = urllib.request.Request(f"http://{runtime.info['http']}{path}", method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
+def test_over_rest_no_extension_is_advertised_and_unload_is_refused(
+    runtime: ManagedProcess, manifests: dict[str, Manifest]
+) -> None:
+    status, server = rest(runtime, "GET", "/v2")
+    assert status == 200 and server["extensions"] == []
+    status, meta = rest(runtime, "GET", "/v2/models/credit-risk-v1")
+    assert status == 200 and meta["platform"] == "onnxruntime_onnx" and meta["versions"] == ["1"]
+    for action in ("unload", "load"):
+        status, body = rest(runtime, "POST", f"/v2/repository/models/credit-risk-v1/{action}")
+        assert status == 501 and "fixed when the runtime starts" in body["error"]
+    status, ready = rest(runtime, "GET", "/v2/models/credit-risk-v1/ready")
+    assert status == 200 and ready["ready"]
