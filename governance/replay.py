@@ -24,7 +24,13 @@ from governance.client import EXIT_NO, CliExit, call, fail
 from governance.output import pairs
 from lineage.v1 import lineage_pb2
 from lineage.v1.record import FeatureScalar
-from runtimes.manifest import Manifest, ManifestError, find_model_folders, read_manifest
+from runtimes.manifest import (
+    Manifest,
+    ManifestError,
+    absent_value,
+    find_model_folders,
+    read_manifest,
+)
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -92,10 +98,14 @@ def rescore(folder: Path, manifest: Manifest, features: dict[str, FeatureScalar]
     artifact = verify_artifact(folder, manifest)
     session = _session(str(artifact), manifest.artifact_sha256)
     feed: dict[str, np.ndarray] = {}
-    for spec in input_specs(manifest.features):
-        if spec.name not in features:
-            raise ManifestError(f"the stored inputs lack feature {spec.name!r}")
-        value = features[spec.name]
+    for spec, feature in zip(input_specs(manifest.features), manifest.features, strict=True):
+        value = features.get(spec.name)
+        if value is None:
+            if feature.required:
+                raise ManifestError(f"the stored inputs lack feature {spec.name!r}")
+            # An optional feature the request left out: the model was given what the gateway
+            # sends for it (its default, or the graph's missing value).
+            value = absent_value(feature)
         if spec.datatype == BYTES:
             feed[spec.name] = np.array([[str(value)]], dtype=object)
         else:

@@ -39,6 +39,9 @@ class InputSpec:
     name: str
     datatype: str
     categories: frozenset[str] | None = None
+    missing_allowed: bool = False
+    """The feature is declared ``absent: missing``: its missing value (NaN; the empty string for
+    a category) is a valid input, which the graph handles."""
 
     @property
     def onnx_type(self) -> str:
@@ -50,9 +53,9 @@ class InputSpec:
 
 def input_specs(features: Sequence[Feature]) -> tuple[InputSpec, ...]:
     return tuple(
-        InputSpec(f.name, BYTES, frozenset(f.categories))
+        InputSpec(f.name, BYTES, frozenset(f.categories), f.absent == "missing")
         if isinstance(f, CategoryFeature)
-        else InputSpec(f.name, FP32)
+        else InputSpec(f.name, FP32, None, f.absent == "missing")
         for f in features
     )
 

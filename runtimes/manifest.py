@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MANIFEST_FILE = "manifest.json"
 ARTIFACT_FILE = "model.onnx"
@@ -22,34 +23,98 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class NumberFeature(_Strict):
+Absence = Literal["default", "missing"]
+"""How an optional feature that a request leaves out reaches the model:
+
+- ``default``: as the manifest's ``default`` value, which the model was trained to read as
+  "not known" (e.g. 0 months of credit history for an applicant with no credit file);
+- ``missing``: as the graph's missing value, which the exported graph handles itself (NaN for a
+  number or boolean, e.g. a tree ensemble trained with missing values or an imputer inside the
+  graph; the empty string for a category, which the graph's one-hot encoding reads as none).
+
+Either way the decision record stores the feature as absent, not as what the model was given.
+"""
+
+MISSING_CATEGORY = ""
+"""The string a category declared ``absent: missing`` is sent as when a request leaves it out."""
+
+
+class _Feature(_Strict):
+    name: str
+    description: str = ""
+    required: bool = True
+    absent: Absence | None = None
+    """For an optional feature (``required: false``), how its absence reaches the model."""
+
+    def _check_absence(self, default: object) -> None:
+        if self.required:
+            if self.absent is not None or default is not None:
+                raise ValueError(
+                    f"feature {self.name!r}: a required feature has no 'absent' or 'default'"
+                )
+            return
+        if self.absent is None:
+            raise ValueError(
+                f"feature {self.name!r}: an optional feature must say how its absence reaches "
+                "the model: absent: default (with a default) or absent: missing"
+            )
+        if self.absent == "default" and default is None:
+            raise ValueError(f"feature {self.name!r}: absent: default needs a default value")
+        if self.absent == "missing" and default is not None:
+            raise ValueError(
+                f"feature {self.name!r}: absent: missing takes no default (the graph handles "
+                "the missing value itself)"
+            )
+
+
+class NumberFeature(_Feature):
     """A numeric feature, fed to the ONNX graph as a float32 [N, 1] tensor."""
 
-    name: str
     type: Literal["number"] = "number"
-    description: str = ""
-    required: bool = True
     min: float
     max: float
+    default: float | None = None
+
+    @model_validator(mode="after")
+    def _valid_absence(self) -> NumberFeature:
+        self._check_absence(self.default)
+        if self.default is not None and not self.min <= self.default <= self.max:
+            raise ValueError(
+                f"feature {self.name!r}: default {self.default:g} is outside "
+                f"[{self.min:g}, {self.max:g}]"
+            )
+        return self
 
 
-class CategoryFeature(_Strict):
+class CategoryFeature(_Feature):
     """A categorical feature, fed as a BYTES (string) [N, 1] tensor and encoded inside the graph."""
 
-    name: str
     type: Literal["category"] = "category"
-    description: str = ""
-    required: bool = True
     categories: tuple[str, ...]
+    default: str | None = None
+
+    @model_validator(mode="after")
+    def _valid_absence(self) -> CategoryFeature:
+        self._check_absence(self.default)
+        if self.default is not None and self.default not in self.categories:
+            raise ValueError(
+                f"feature {self.name!r}: default {self.default!r} is not one of its categories"
+            )
+        if MISSING_CATEGORY in self.categories:
+            raise ValueError(f"feature {self.name!r}: the empty string cannot be a category")
+        return self
 
 
-class BooleanFeature(_Strict):
+class BooleanFeature(_Feature):
     """A yes/no feature, fed as a float32 [N, 1] tensor holding 0.0 or 1.0."""
 
-    name: str
     type: Literal["boolean"] = "boolean"
-    description: str = ""
-    required: bool = True
+    default: bool | None = None
+
+    @model_validator(mode="after")
+    def _valid_absence(self) -> BooleanFeature:
+        self._check_absence(self.default)
+        return self
 
 
 Feature = Annotated[NumberFeature | CategoryFeature | BooleanFeature, Field(discriminator="type")]
@@ -69,6 +134,8 @@ class Histogram(_Strict):
     counts: tuple[int, ...]
     edges: tuple[float, ...] = ()
     categories: tuple[str, ...] = ()
+    missing: int = 0
+    """Training rows where an optional feature was absent (not in ``counts``)."""
 
 
 class Training(_Strict):
@@ -108,11 +175,30 @@ class Manifest(_Strict):
     def feature_schema_version(self) -> str:
         """A short hash of the feature schema; changes whenever a feature's contract does."""
         canonical = json.dumps(
-            [f.model_dump(mode="json") for f in self.features],
+            [_schema_fields(f) for f in self.features],
             sort_keys=True,
             separators=(",", ":"),
         )
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _schema_fields(feature: Feature) -> dict[str, object]:
+    # ``absent`` and ``default`` are left out while unset, so a required feature hashes as it did
+    # before optional features could say how they are absent.
+    fields = feature.model_dump(mode="json")
+    for key in ("absent", "default"):
+        if fields.get(key) is None:
+            fields.pop(key, None)
+    return fields
+
+
+def absent_value(feature: Feature) -> float | str | bool:
+    """What the model is given for an optional feature a request leaves out (see ``Absence``):
+    its default, or the graph's missing value (NaN; the empty string for a category)."""
+    default = feature.default
+    if default is not None:
+        return default
+    return MISSING_CATEGORY if isinstance(feature, CategoryFeature) else math.nan
 
 
 def served_name(name: str, version: str) -> str:

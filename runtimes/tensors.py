@@ -15,7 +15,9 @@ from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, Re
 
 from runtimes.errors import InvalidTensor
 from runtimes.graph import FP32, INT64, OUTPUT_METADATA, InputSpec
+from runtimes.manifest import MISSING_CATEGORY
 
+_MISSING_CATEGORY = frozenset({MISSING_CATEGORY})
 OUTPUT_NAMES: tuple[str, ...] = tuple(str(output["name"]) for output in OUTPUT_METADATA)
 # KServe's REST decoding reads ``binary_data`` itself; any other output parameter asks for an
 # extension (Triton's ``classification``, shared memory) this runtime does not implement.
@@ -35,7 +37,8 @@ def _as_array(tensor: InferInput, spec: InputSpec) -> np.ndarray:
     except (ValueError, TypeError, UnicodeDecodeError) as e:
         raise InvalidTensor(f"input '{spec.name}': data does not match shape {shape}") from e
     if spec.datatype == FP32:
-        if not np.isfinite(array).all():
+        # NaN is a declared-missing feature's missing value; infinity is nobody's.
+        if not np.isfinite(array).all() and (not spec.missing_allowed or np.isinf(array).any()):
             raise InvalidTensor(f"input '{spec.name}' holds NaN or infinity")
         return np.ascontiguousarray(array, dtype=np.float32)
     return _strings(array, spec)
@@ -47,13 +50,17 @@ def _strings(array: np.ndarray, spec: InputSpec) -> np.ndarray:
     except UnicodeDecodeError as e:
         raise InvalidTensor(f"input '{spec.name}' is not valid UTF-8") from e
     if spec.categories is not None:
-        unknown = sorted(set(values) - spec.categories)
+        unknown = sorted(set(values) - spec.categories - _missing(spec))
         if unknown:
             raise InvalidTensor(
                 f"input '{spec.name}' has unknown categories {unknown[:3]}; "
                 f"expected one of {sorted(spec.categories)}"
             )
     return np.array(values, dtype=object).reshape(-1, 1)
+
+
+def _missing(spec: InputSpec) -> frozenset[str]:
+    return _MISSING_CATEGORY if spec.missing_allowed else frozenset()
 
 
 def decode_request(request: InferRequest, specs: Sequence[InputSpec]) -> dict[str, np.ndarray]:

@@ -13,7 +13,6 @@ boolean's or a category's whole tensor is one of a few known byte strings. A req
 from __future__ import annotations
 
 import itertools
-import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -40,7 +39,7 @@ from oip.v2.parameters import (
     RUNTIME_INSTANCE_PARAMETER,
     SCORING_ENVIRONMENT_PARAMETER,
 )
-from runtimes.manifest import CategoryFeature, Manifest, NumberFeature, served_name
+from runtimes.manifest import CategoryFeature, Manifest, NumberFeature, absent_value, served_name
 
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.enable_retries", 0),
@@ -80,25 +79,28 @@ class RequestEncoder:
 
     def __init__(self, manifest: Manifest) -> None:
         self._header = pb.ModelInferRequest(model_name=manifest.served_name).SerializeToString()
-        parts: list[tuple[str, int, Any]] = []
+        parts: list[tuple[str, int, Any, float]] = []
         for f in manifest.features:
+            # What an absent optional feature is sent as (``runtimes.manifest.absent_value``).
+            absent = absent_value(f)
             if isinstance(f, NumberFeature):
                 encoded = _tensor_bytes(f.name, "FP32", pb.InferTensorContents(fp32_contents=[0.0]))
-                parts.append((f.name, 0, encoded[: -_F32.size]))
+                parts.append((f.name, 0, encoded[: -_F32.size], float(absent)))
             elif isinstance(f, CategoryFeature):
                 table: dict[Any, bytes] = {
                     c: _tensor_bytes(
                         f.name, "BYTES", pb.InferTensorContents(bytes_contents=[c.encode()])
                     )
-                    for c in f.categories
+                    for c in (*f.categories, str(absent))
                 }
-                parts.append((f.name, 1, table))
+                table[None] = table[str(absent)]
+                parts.append((f.name, 1, table, 0.0))
             else:
                 table = {
                     v: _tensor_bytes(f.name, "FP32", pb.InferTensorContents(fp32_contents=[x]))
-                    for v, x in ((False, 0.0), (True, 1.0))
+                    for v, x in ((False, 0.0), (True, 1.0), (None, float(absent)))
                 }
-                parts.append((f.name, 1, table))
+                parts.append((f.name, 1, table, 0.0))
         self._parts = tuple(parts)
 
     def encode(self, features: Mapping[str, FeatureScalar], request_id: str = "") -> bytes:
@@ -106,23 +108,13 @@ class RequestEncoder:
         chunks = [self._header]
         if request_id:
             chunks.append(pb.ModelInferRequest(id=request_id).SerializeToString())
-        for name, kind, encoded in self._parts:
+        for name, kind, encoded, absent in self._parts:
             value = features.get(name)
             if kind == 0:
-                # An absent optional number goes as NaN, the graph's missing value.
-                chunks.append(encoded + _F32.pack(math.nan if value is None else value))
+                chunks.append(encoded + _F32.pack(absent if value is None else value))
             else:
-                piece = encoded.get(value)
-                if piece is None:  # an absent optional category or boolean
-                    piece = _missing(name, encoded)
-                chunks.append(piece)
+                chunks.append(encoded[value])
         return b"".join(chunks)
-
-
-def _missing(name: str, table: Mapping[Any, bytes]) -> bytes:
-    if True in table:
-        return _tensor_bytes(name, "FP32", pb.InferTensorContents(fp32_contents=[math.nan]))
-    return _tensor_bytes(name, "BYTES", pb.InferTensorContents(bytes_contents=[b""]))
 
 
 def _floats(response: pb.ModelInferResponse, index: int) -> list[float]:
@@ -211,16 +203,18 @@ class BatchEncoder:
     def __init__(self, manifest: Manifest) -> None:
         self._manifest = manifest
         self._model = pb.ModelInferRequest(model_name=manifest.served_name).SerializeToString()
-        features: list[tuple[str, dict[Any, bytes] | None]] = []
+        features: list[tuple[str, dict[Any, bytes] | None, float]] = []
         for f in manifest.features:
+            absent = absent_value(f)  # what an absent optional feature is sent as
             if isinstance(f, CategoryFeature):
                 table: dict[Any, bytes] = {
-                    c: struct.pack("<I", len(c.encode())) + c.encode() for c in f.categories
+                    c: struct.pack("<I", len(c.encode())) + c.encode()
+                    for c in (*f.categories, str(absent))
                 }
-                table[None] = struct.pack("<I", 0)  # an absent optional category
-                features.append((f.name, table))
+                table[None] = table[str(absent)]
+                features.append((f.name, table, 0.0))
             else:
-                features.append((f.name, None))
+                features.append((f.name, None, float(absent)))
         self._features = tuple(features)
         self._headers: dict[int, bytes] = {}
 
@@ -231,7 +225,7 @@ class BatchEncoder:
                 pb.ModelInferRequest.InferInputTensor(
                     name=name, datatype="FP32" if table is None else "BYTES", shape=[rows, 1]
                 )
-                for name, table in self._features
+                for name, table, _ in self._features
             ]
             header = bytes(pb.ModelInferRequest(inputs=tensors).SerializeToString())
             if len(self._headers) < self._MAX_HEADERS:
@@ -245,13 +239,11 @@ class BatchEncoder:
         if request_id:
             chunks.append(pb.ModelInferRequest(id=request_id).SerializeToString())
         numbers = struct.Struct(f"<{count}f")
-        nan = math.nan
-        for name, table in self._features:
+        for name, table, absent in self._features:
             if table is None:
                 values = [row.get(name) for row in rows]
-                # An absent optional number goes as NaN (the graph's missing value); a boolean
-                # as 0.0/1.0 (struct packs True as 1.0).
-                data = numbers.pack(*(nan if v is None else v for v in values))
+                # A boolean goes as 0.0/1.0 (struct packs True as 1.0).
+                data = numbers.pack(*(absent if v is None else v for v in values))
             else:
                 data = b"".join([table[row.get(name)] for row in rows])
             chunks.append(length_delimited(_RAW_INPUT_CONTENTS, data))

@@ -79,17 +79,24 @@ def data_fingerprint(frame: pd.DataFrame, labels: np.ndarray) -> str:
 
 
 def _quantile_histogram(values: np.ndarray, low: float, high: float) -> Histogram:
-    """Ten (or fewer, for discrete values) quantile bins, outer edges at the valid range."""
+    """Ten (or fewer, for discrete values) quantile bins, outer edges at the valid range; absent
+    (NaN) values are counted apart."""
+    absent = np.isnan(values)
+    values = values[~absent]
     inner = np.unique(np.quantile(values, np.linspace(0.1, 0.9, 9)))
     inner = inner[(inner > low) & (inner < high)]
     edges = np.concatenate([[low], inner, [high]])
     counts, _ = np.histogram(np.clip(values, low, high), bins=edges)
-    return Histogram(counts=tuple(int(c) for c in counts), edges=tuple(float(e) for e in edges))
+    return Histogram(
+        counts=tuple(int(c) for c in counts),
+        edges=tuple(float(e) for e in edges),
+        missing=int(absent.sum()),
+    )
 
 
 def _category_histogram(values: np.ndarray, categories: tuple[str, ...]) -> Histogram:
     counts = tuple(int(np.count_nonzero(values == c)) for c in categories)
-    return Histogram(counts=counts, categories=categories)
+    return Histogram(counts=counts, categories=categories, missing=len(values) - sum(counts))
 
 
 def baselines(
@@ -104,7 +111,8 @@ def baselines(
         elif isinstance(f, CategoryFeature):
             out[f.name] = _category_histogram(column, f.categories)
         else:
-            flags = np.where(column > 0.5, "true", "false")
+            column = column.astype(np.float64)
+            flags = np.where(np.isnan(column), "", np.where(column > 0.5, "true", "false"))
             out[f.name] = _category_histogram(flags, ("false", "true"))
     out["score"] = _quantile_histogram(scores.astype(np.float64), 0.0, 1.0)
     return out

@@ -174,28 +174,56 @@ _GENERATORS: dict[str, Callable[[int, np.random.Generator], tuple[pd.DataFrame, 
 }
 BOOLEAN_FEATURES = frozenset({"card_present", "home_owner"})
 
+# Card-not-present transactions often come without a device location: the distance from home is
+# then not known (an optional feature the card-fraud models read as missing).
+UNKNOWN_DISTANCE_SHARE_ECOMMERCE = 0.3
 
-def generate(model_name: str, n: int, seed: int) -> Dataset:
-    """``n`` labelled rows for "card-fraud" or "credit-risk"; the same seed gives the same rows."""
+
+def _unobserved_card_values(frame: pd.DataFrame, rng: np.random.Generator) -> None:
+    unknown = (frame["channel"] == "ecommerce").to_numpy()
+    unknown &= rng.random(len(frame)) < UNKNOWN_DISTANCE_SHARE_ECOMMERCE
+    frame.loc[unknown, "distance_from_home_km"] = np.nan
+
+
+_UNOBSERVED: dict[str, Callable[[pd.DataFrame, np.random.Generator], None]] = {
+    "card-fraud": _unobserved_card_values,
+}
+
+
+def generate(model_name: str, n: int, seed: int, unobserved: bool = True) -> Dataset:
+    """``n`` labelled rows for "card-fraud" or "credit-risk"; the same seed gives the same rows.
+
+    With ``unobserved``, values a bank would not know for some rows are NaN (the labels were
+    drawn from the true values); without, every value is there, and all others are the same.
+    """
     try:
         generator = _GENERATORS[model_name]
     except KeyError:
         raise ValueError(f"no synthetic data for model {model_name!r}") from None
     frame, labels = generator(n, np.random.default_rng(seed))
+    blank = _UNOBSERVED.get(model_name)
+    if unobserved and blank is not None:
+        blank(frame, np.random.default_rng([seed, 1]))
     return Dataset(frame, labels)
 
 
-def sample_requests(model_name: str, n: int, seed: int) -> list[dict[str, FeatureValue]]:
+def sample_requests(
+    model_name: str, n: int, seed: int, absent: bool = False
+) -> list[dict[str, FeatureValue]]:
     """``n`` realistic feature dicts for ``model_name``, as a bank would send them for scoring.
 
     Numbers are floats, categories strings and booleans bools; the same seed gives the same rows.
+    With ``absent``, a feature the bank would not know for a row is left out of it, as often as
+    in the training data; without, every row has every feature.
     """
-    frame = generate(model_name, n, seed).features
+    frame = generate(model_name, n, seed, unobserved=absent).features
     rows: list[dict[str, FeatureValue]] = []
     for record in frame.to_dict(orient="records"):
         row: dict[str, FeatureValue] = {}
         for name, value in record.items():
             key = str(name)
+            if isinstance(value, float) and np.isnan(value):
+                continue
             if key in BOOLEAN_FEATURES:
                 row[key] = bool(value)
             elif isinstance(value, str):

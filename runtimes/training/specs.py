@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import KBinsDiscretizer, OneHotEncoder, StandardScaler
@@ -26,7 +27,12 @@ CARD_FRAUD_FEATURES: tuple[Feature, ...] = (
     CategoryFeature(name="channel", categories=CHANNELS, description="how the card was used"),
     NumberFeature(name="hour_of_day", min=0, max=23, description="local hour of the transaction"),
     NumberFeature(
-        name="distance_from_home_km", min=0, max=20_000, description="distance from home address"
+        name="distance_from_home_km",
+        min=0,
+        max=20_000,
+        description="distance from home address; unknown without a device location",
+        required=False,
+        absent="missing",
     ),
     NumberFeature(name="txn_count_24h", min=0, max=500, description="card transactions in 24h"),
     BooleanFeature(name="card_present", description="card physically present"),
@@ -37,7 +43,13 @@ CREDIT_RISK_FEATURES: tuple[Feature, ...] = (
     NumberFeature(name="annual_income", min=0, max=5_000_000, description="declared income"),
     NumberFeature(name="debt_to_income", min=0, max=10, description="monthly debt / income"),
     NumberFeature(
-        name="credit_history_months", min=0, max=1200, description="length of credit history"
+        name="credit_history_months",
+        min=0,
+        max=1200,
+        description="length of credit history; an applicant without a credit file has none",
+        required=False,
+        absent="default",
+        default=0,
     ),
     NumberFeature(name="delinquencies_2y", min=0, max=50, description="delinquencies, 2 years"),
     NumberFeature(name="loan_amount", min=500, max=2_000_000, description="amount requested"),
@@ -60,20 +72,36 @@ def _one_hot(features: tuple[Feature, ...]) -> tuple[OneHotEncoder, list[str]]:
     return encoder, [f.name for f in cats]
 
 
-def _tree_inputs(features: tuple[Feature, ...]) -> ColumnTransformer:
+def _missing(features: tuple[Feature, ...]) -> list[str]:
+    """Numbers and booleans whose absence reaches the graph as NaN (``absent: missing``)."""
+    return [
+        f.name for f in features if f.absent == "missing" and not isinstance(f, CategoryFeature)
+    ]
+
+
+def _tree_inputs(features: tuple[Feature, ...], impute: bool) -> ColumnTransformer:
+    """One-hot categories and the numbers as they are; with ``impute``, a missing number is
+    replaced by the training median inside the graph (for a learner that takes no NaN)."""
     encoder, categorical = _one_hot(features)
-    others = [f.name for f in features if not isinstance(f, CategoryFeature)]
-    return ColumnTransformer(
-        [("categories", encoder, categorical), ("numbers", "passthrough", others)],
-        sparse_threshold=0.0,
-    )
+    missing = _missing(features) if impute else []
+    others = [
+        f.name for f in features if not isinstance(f, CategoryFeature) and f.name not in missing
+    ]
+    steps: list[tuple[str, object, list[str]]] = [
+        ("categories", encoder, categorical),
+        ("numbers", "passthrough", others),
+    ]
+    if missing:
+        steps.append(("imputed", SimpleImputer(strategy="median"), missing))
+    return ColumnTransformer(steps, sparse_threshold=0.0)
 
 
 def card_fraud_v1(seed: int) -> Pipeline:
     classifier = GradientBoostingClassifier(
         n_estimators=120, max_depth=3, learning_rate=0.1, subsample=0.8, random_state=seed
     )
-    return Pipeline([("inputs", _tree_inputs(CARD_FRAUD_FEATURES)), ("classifier", classifier)])
+    inputs = _tree_inputs(CARD_FRAUD_FEATURES, impute=True)
+    return Pipeline([("inputs", inputs), ("classifier", classifier)])
 
 
 def card_fraud_v2(seed: int) -> Pipeline:
@@ -86,7 +114,9 @@ def card_fraud_v2(seed: int) -> Pipeline:
         early_stopping=False,
         random_state=seed,
     )
-    return Pipeline([("inputs", _tree_inputs(CARD_FRAUD_FEATURES)), ("classifier", classifier)])
+    # Histogram gradient boosting learns where missing values go at each split.
+    inputs = _tree_inputs(CARD_FRAUD_FEATURES, impute=False)
+    return Pipeline([("inputs", inputs), ("classifier", classifier)])
 
 
 def credit_risk_v1(seed: int) -> Pipeline:

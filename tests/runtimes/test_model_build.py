@@ -60,7 +60,9 @@ def test_manifest_describes_artifact_training_and_baselines(
     folder = model_dir / m.name / m.version
     assert sha256_file(folder / ARTIFACT_FILE) == m.artifact_sha256
     assert m.description and m.features
-    assert all(f.required and f.description for f in m.features)
+    assert all(f.description for f in m.features)
+    # Optional features say how their absence reaches the model (the manifest refuses otherwise).
+    assert all(f.required == (f.absent is None) for f in m.features)
     t = m.training
     print(f"\n{served}: held-out AUC {t.heldout_auc:.4f} ({t.algorithm})")
     assert 0.75 < t.heldout_auc < 0.99
@@ -71,7 +73,9 @@ def test_manifest_describes_artifact_training_and_baselines(
     assert set(m.baselines) == {f.name for f in m.features} | {"score"}
     for f in m.features:
         h = m.baselines[f.name]
-        assert sum(h.counts) == t.rows, f.name
+        assert sum(h.counts) + h.missing == t.rows, f.name
+        # Only features declared "absent: missing" were absent in training (as NaN).
+        assert (h.missing > 0) == (f.absent == "missing"), f.name
         if isinstance(f, NumberFeature):
             assert len(h.edges) == len(h.counts) + 1 and 2 <= len(h.counts) <= 10
             assert h.edges[0] == f.min and h.edges[-1] == f.max

@@ -126,6 +126,10 @@ async def test_missing_input_is_invalid_argument_naming_it(
         ("amount", "FP32", [2, 1], [1.0], "does not match shape"),
         ("channel", "BYTES", [1, 1], ["teleport"], "unknown categories"),
         ("amount", "FP32", [1, 1], [float("nan")], "NaN"),
+        # NaN is distance_from_home_km's declared missing value; infinity is not.
+        ("distance_from_home_km", "FP32", [1, 1], [float("inf")], "infinity"),
+        # The empty string is a missing category only where the manifest declares one.
+        ("channel", "BYTES", [1, 1], [""], "unknown categories"),
     ],
 )
 async def test_malformed_input_is_invalid_argument_naming_it(
@@ -145,6 +149,20 @@ async def test_malformed_input_is_invalid_argument_naming_it(
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     details = str(caught.value.details())
     assert f"'{name}'" in details and needle in details
+
+
+@pytest.mark.parametrize("served", ["card-fraud-v1", "card-fraud-v2"])
+async def test_a_declared_missing_value_is_scored_by_the_graph(
+    served: str, client: InferenceGRPCClient, manifests: dict[str, Manifest], model_dir: Path
+) -> None:
+    m = manifests[served]
+    rows = sample_requests(m.name, 4, seed=6)
+    for row in rows[:2]:
+        row["distance_from_home_km"] = float("nan")
+    response = await client.infer(infer_request(m, rows))
+    got = probabilities_of(response)
+    assert np.array_equal(got, in_process_probabilities(m, model_dir, rows))
+    assert np.isfinite(got).all()
 
 
 async def test_single_row_latency(
