@@ -58,6 +58,18 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+_VERIFIED_BY = {
+    "response_parameter": "the runtime's answer (artifact_sha256 response parameter)",
+    "metadata": "the server's model metadata, checked when the gateway connected",
+    "declared": "nothing: declared in the routes file and trusted",
+    "rules_file": "the gateway, which hashed the rules file it loaded",
+}
+
+
+def _verified_by(how: str) -> str:
+    return f"{how}: {_VERIFIED_BY[how]}" if how in _VERIFIED_BY else how or "(not recorded)"
+
+
 def format_table(
     record: lineage_pb2.DecisionRecord, manifest: lineage_pb2.ModelManifest | None = None
 ) -> str:
@@ -73,6 +85,7 @@ def format_table(
         ("stored", _when(record.stored_at)),
         ("model", f"{m.name} v{m.version}"),
         ("model sha256", m.artifact_sha256),
+        ("identity verified by", _verified_by(m.identity_verified_by)),
         ("runtime", m.runtime_instance),
         ("scored in", m.scoring_environment or "(not reported)"),
         (

@@ -26,6 +26,7 @@ from lineage.v1 import lineage_pb2
 from lineage.v1.record import (
     FALLBACK_ERROR,
     FALLBACK_FROM,
+    IDENTITY_VERIFIED_BY,
     PARENT_DECISION_ID,
     SCORING_ENVIRONMENT,
     FeatureScalar,
@@ -70,6 +71,7 @@ def decision_to_proto(stored: StoredDecision) -> lineage_pb2.DecisionRecord:
             artifact_sha256=r.model_sha256,
             runtime_instance=r.runtime_instance,
             scoring_environment=r.extra.get(SCORING_ENVIRONMENT, ""),
+            identity_verified_by=r.extra.get(IDENTITY_VERIFIED_BY, ""),
         ),
         route=lineage_pb2.RouteRef(
             arm=r.arm,

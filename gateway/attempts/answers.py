@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from gateway.attempts.rules import RulesAnswer, RulesScorer
 from gateway.runtime_client.protocol import ModelAnswer
+from lineage.v1.record import VERIFIED_BY_RULES_FILE
 
 
 # Made per row and never kept: a plain (not frozen) dataclass, whose __init__ assigns the
@@ -25,6 +26,8 @@ class Answer:
     """Rows in the runtime call that scored this one (micro-batching, ScoreBatch)."""
     scoring_environment: str = ""
     """The runtime's onnxruntime version and settings (a model's answers only)."""
+    identity_verified_by: str = VERIFIED_BY_RULES_FILE
+    """How the artifact sha256 was verified (``lineage.v1.record``'s VERIFIED_BY_ values)."""
 
     @classmethod
     def of_model(cls, answer: ModelAnswer) -> Answer:
@@ -37,6 +40,7 @@ class Answer:
             endpoint=answer.endpoint,
             batch_size=answer.batch_size,
             scoring_environment=answer.scoring_environment,
+            identity_verified_by=answer.identity_verified_by,
         )
 
     @classmethod

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from gateway.attempts.answers import Answer
 from gateway.routing.thresholds import ThresholdPolicy
 from lineage.v1.record import (
+    IDENTITY_VERIFIED_BY,
     SCORING_ENVIRONMENT,
     DecisionRecord,
     FeatureScalar,
@@ -64,6 +65,7 @@ def build_record(
         extra[BATCH_SIZE] = str(answer.batch_size)
         if answer.scoring_environment:
             extra[SCORING_ENVIRONMENT] = answer.scoring_environment
+    extra[IDENTITY_VERIFIED_BY] = answer.identity_verified_by
     rules = answer.reasons
     return DecisionRecord(
         decision_id=row.decision_id,

@@ -25,13 +25,14 @@ from gateway.routing import splits as split
 from gateway.routing.schema import (
     CircuitBreakerConfig,
     DecisionPointConfig,
+    EndpointConfig,
     FallbackConfig,
     RoutesConfig,
     TargetConfig,
     parse_routes,
 )
 from gateway.routing.thresholds import ThresholdPolicy
-from gateway.runtime_client.targets import ModelTarget
+from gateway.runtime_client.targets import ModelTarget, Serving
 from runtimes.manifest import Manifest, served_name
 
 __all__ = [
@@ -103,17 +104,31 @@ class _Compiler:
         self.rules: dict[str, RulesScorer] = {}
 
     def models(self) -> None:
+        served: dict[tuple[str, str, str], str] = {}
         for name, model in self.config.models.items():
             for version, where in model.versions.items():
+                here = f"models.{name}.versions.{version}"
                 manifest = self.manifests.get((name, version))
                 if manifest is None:
                     self.problems.append(
-                        f"models.{name}.versions.{version}: no manifest for "
+                        f"{here}: no manifest for "
                         f"{served_name(name, version)} in the model directory"
                     )
                     continue
+                servings = tuple(_serving(e, manifest) for e in where.endpoints)
+                for i, endpoint in enumerate(where.endpoints):
+                    serving = servings[i]
+                    # One model on one server cannot be two versions' artifact: one of the two
+                    # identities would be wrong, and a declared one would be recorded as true.
+                    key = (endpoint.address, serving.served_name, serving.served_version)
+                    other = served.setdefault(key, f"{name} version {version}")
+                    if other != f"{name} version {version}":
+                        self.problems.append(
+                            f"{here}.endpoints[{i}]: {endpoint.address} serves "
+                            f"{_shown(serving)} for {other} already"
+                        )
                 self.targets[(name, version)] = ModelTarget(
-                    name, version, where.endpoints, manifest
+                    name, version, where.addresses, manifest, servings
                 )
             for alias, version in model.aliases.items():
                 if version not in model.versions:
@@ -251,6 +266,17 @@ class _Compiler:
             hedge=None if hedge is None else HedgePolicy(hedge.delay_ms / 1000.0, hedge.use_p95),
             fallback=fallback,
         )
+
+
+def _serving(endpoint: EndpointConfig, manifest: Manifest) -> Serving:
+    return Serving(
+        endpoint.served_name or manifest.served_name, endpoint.served_version, endpoint.identity
+    )
+
+
+def _shown(serving: Serving) -> str:
+    version = f" version {serving.served_version!r}" if serving.served_version else ""
+    return f"model {serving.served_name!r}{version}"
 
 
 def _breaker(config: CircuitBreakerConfig) -> BreakerPolicy:

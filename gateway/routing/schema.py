@@ -8,10 +8,19 @@ the config is compiled (``gateway.routing.compiled``).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from gateway.errors import ConfigError
 
@@ -25,22 +34,72 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
+Identity = Literal["response_parameter", "metadata", "declared"]
+"""How the gateway knows an endpoint serves the manifest's artifact (``docs/routing.md``)."""
+DEFAULT_IDENTITY: Identity = "response_parameter"
+
+
+class EndpointConfig(_Strict):
+    """One OIP v2 server of a model version: where it is, what it calls the model, and how the
+    gateway checks that it serves the manifest's artifact. A plain ``host:port`` string in the
+    file stands for ``{address: host:port}`` with every other key at its default."""
+
+    address: NonEmpty
+    """OIP v2 gRPC address, ``host:port``."""
+    served_name: NonEmpty | None = None
+    """The model name the server serves this version under; default ``<name>-v<version>``."""
+    served_version: str = ""
+    """The ``model_version`` to ask for (a Triton version folder, an MLServer model version);
+    empty asks for none, and the answer may then name the manifest's version or none."""
+    identity: Identity = DEFAULT_IDENTITY
+    """``response_parameter``: every answer carries the artifact sha256 (scoregate's runtime);
+    ``metadata``: the server's model metadata carries it, checked at start-up and on every
+    reconnect; ``declared``: trusted as configured, and recorded as such."""
+
+    @field_validator("address")
+    @classmethod
+    def _host_port(cls, address: str) -> str:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"endpoint {address!r} is not host:port")
+        return address
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # An endpoint with nothing but an address is shown as the string it was written as, so
+        # route-change diffs of files that never use the other keys stay as they were.
+        plain = self.served_name is None and not self.served_version
+        if plain and self.identity == DEFAULT_IDENTITY:
+            return self.address
+        return handler(self)
+
+
 class VersionConfig(_Strict):
     """Where one model version is served."""
 
-    endpoints: tuple[NonEmpty, ...] = Field(min_length=1)
-    """OIP v2 gRPC addresses (``host:port``) of runtimes serving this version."""
+    endpoints: tuple[EndpointConfig, ...]
+    """The OIP v2 servers of this version: ``host:port`` strings or ``EndpointConfig`` maps."""
+
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _addresses(cls, endpoints: Any) -> Any:
+        if isinstance(endpoints, list | tuple):
+            return [{"address": e} if isinstance(e, str) else e for e in endpoints]
+        return endpoints
 
     @field_validator("endpoints")
     @classmethod
-    def _host_port(cls, endpoints: tuple[str, ...]) -> tuple[str, ...]:
-        for e in endpoints:
-            host, _, port = e.rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"endpoint {e!r} is not host:port")
-        if len(set(endpoints)) != len(endpoints):
+    def _once_each(cls, endpoints: tuple[EndpointConfig, ...]) -> tuple[EndpointConfig, ...]:
+        if not endpoints:
+            raise ValueError("a version needs at least one endpoint")
+        addresses = [e.address for e in endpoints]
+        if len(set(addresses)) != len(addresses):
             raise ValueError("an endpoint is listed twice")
         return endpoints
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return tuple(e.address for e in self.endpoints)
 
 
 class ModelConfig(_Strict):

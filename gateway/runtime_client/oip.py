@@ -12,6 +12,7 @@ boolean's or a category's whole tensor is one of a few known byte strings. A req
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,18 +29,20 @@ from gateway.errors import (
     RuntimeRefusedInput,
     RuntimeUnavailable,
 )
+from gateway.runtime_client.identity import MetadataCheck
 from gateway.runtime_client.protocol import ModelAnswer
-from gateway.runtime_client.targets import ModelTarget
+from gateway.runtime_client.targets import ModelTarget, Serving
 from gateway.wire import length_delimited
-from lineage.v1.record import FeatureScalar
+from lineage.v1.record import VERIFIED_BY_METADATA, VERIFIED_BY_RESPONSE_PARAMETER, FeatureScalar
 from oip.v2 import grpc_predict_v2_pb2 as pb
 from oip.v2.parameters import (
     ARTIFACT_SHA256_PARAMETER,
     MODEL_INFER,
+    MODEL_METADATA,
     RUNTIME_INSTANCE_PARAMETER,
     SCORING_ENVIRONMENT_PARAMETER,
 )
-from runtimes.manifest import CategoryFeature, Manifest, NumberFeature, absent_value, served_name
+from runtimes.manifest import CategoryFeature, Manifest, NumberFeature, absent_value
 
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.enable_retries", 0),
@@ -77,8 +80,8 @@ class RequestEncoder:
 
     __slots__ = ("_header", "_parts")
 
-    def __init__(self, manifest: Manifest) -> None:
-        self._header = pb.ModelInferRequest(model_name=manifest.served_name).SerializeToString()
+    def __init__(self, manifest: Manifest, serving: Serving | None = None) -> None:
+        self._header = _model_header(manifest, serving)
         parts: list[tuple[str, int, Any, float]] = []
         for f in manifest.features:
             # What an absent optional feature is sent as (``runtimes.manifest.absent_value``).
@@ -117,6 +120,16 @@ class RequestEncoder:
         return b"".join(chunks)
 
 
+def _model_header(manifest: Manifest, serving: Serving | None) -> bytes:
+    """The encoded model_name (and model_version) a request addresses."""
+    if serving is None:
+        return bytes(pb.ModelInferRequest(model_name=manifest.served_name).SerializeToString())
+    request = pb.ModelInferRequest(
+        model_name=serving.served_name, model_version=serving.served_version
+    )
+    return bytes(request.SerializeToString())
+
+
 def _floats(response: pb.ModelInferResponse, index: int) -> list[float]:
     output = response.outputs[index]
     contents = output.contents
@@ -143,8 +156,12 @@ def parse_answer(target: ModelTarget, endpoint: str, data: bytes) -> ModelAnswer
 
 
 def parse_answers(target: ModelTarget, endpoint: str, data: bytes, rows: int) -> list[ModelAnswer]:
-    """One answer per row of a (batched) ModelInferResponse; InvalidModelOutput when unusable."""
-    where = f"model {target.served_name} at {endpoint}"
+    """One answer per row of a (batched) ModelInferResponse; InvalidModelOutput when unusable.
+
+    Identity per the endpoint's serving: the answer must come from its served name and version,
+    and carry the manifest's artifact sha256 (identity ``response_parameter``) or none other."""
+    serving = target.serving(endpoint)
+    where = f"model {serving.served_name} at {endpoint}"
     manifest = target.manifest
     try:
         response = pb.ModelInferResponse.FromString(data)
@@ -166,21 +183,31 @@ def parse_answers(target: ModelTarget, endpoint: str, data: bytes, rows: int) ->
             raise InvalidModelOutput(f"{where} sent score {score}, outside [0, 1]")
     params = response.parameters
     sha = _string_param(params, ARTIFACT_SHA256_PARAMETER)
-    if sha != manifest.artifact_sha256:
+    # Only scoregate's runtime must name its artifact on every answer; any server that does
+    # name one must name the manifest's.
+    required = serving.identity == VERIFIED_BY_RESPONSE_PARAMETER
+    if sha != manifest.artifact_sha256 and (sha or required):
         raise InvalidModelOutput(
             f"{where} reports artifact sha256 {sha or '(none)'}, but the manifest says "
             f"{manifest.artifact_sha256}; refusing its score"
         )
-    version = response.model_version or target.version
-    if version != target.version or response.model_name not in ("", target.served_name):
+    answered = serving.served_version or target.version
+    if response.model_version not in ("", answered) or response.model_name not in (
+        "",
+        serving.served_name,
+    ):
         raise InvalidModelOutput(
-            f"{where} answered as {served_name(target.model, version)} "
-            f"(model_name {response.model_name!r})"
+            f"{where} answered as model {response.model_name!r} version "
+            f"{response.model_version!r}, not {serving.served_name!r} version {answered!r}"
         )
     instance = _string_param(params, RUNTIME_INSTANCE_PARAMETER) or endpoint
     environment = _string_param(params, SCORING_ENVIRONMENT_PARAMETER)
+    sha = manifest.artifact_sha256
+    verified_by = serving.identity
     return [
-        ModelAnswer(x, target.model, version, sha, instance, endpoint, rows, environment)
+        ModelAnswer(
+            x, target.model, target.version, sha, instance, endpoint, rows, environment, verified_by
+        )
         for x in scores
     ]
 
@@ -200,9 +227,9 @@ class BatchEncoder:
 
     _MAX_HEADERS = 1024
 
-    def __init__(self, manifest: Manifest) -> None:
+    def __init__(self, manifest: Manifest, serving: Serving | None = None) -> None:
         self._manifest = manifest
-        self._model = pb.ModelInferRequest(model_name=manifest.served_name).SerializeToString()
+        self._model = _model_header(manifest, serving)
         features: list[tuple[str, dict[Any, bytes] | None, float]] = []
         for f in manifest.features:
             absent = absent_value(f)  # what an absent optional feature is sent as
@@ -257,14 +284,28 @@ def encode_batch(
     return BatchEncoder(manifest).encode(rows, request_id)
 
 
+class _Endpoint:
+    """One endpoint of a model version: its ModelInfer callable, the encoders addressing the
+    model as that endpoint serves it, and its metadata check when its identity needs one."""
+
+    __slots__ = ("batch_encoder", "call", "check", "encoder")
+
+    def __init__(
+        self, manifest: Manifest, serving: Serving, call: Any, check: MetadataCheck | None
+    ) -> None:
+        self.encoder = RequestEncoder(manifest, serving)
+        self.batch_encoder = BatchEncoder(manifest, serving)
+        self.call = call
+        self.check = check
+
+
 class _Route:
-    """A model version's encoder and the ModelInfer callables of its endpoints, in turn."""
+    """A model version's endpoints, called in turn."""
 
-    __slots__ = ("batch_encoder", "by_endpoint", "calls", "encoder", "next_index")
+    __slots__ = ("by_endpoint", "calls", "next_index", "target")
 
-    def __init__(self, manifest: Manifest, calls: list[tuple[str, Any]]) -> None:
-        self.encoder = RequestEncoder(manifest)
-        self.batch_encoder = BatchEncoder(manifest)
+    def __init__(self, target: ModelTarget, calls: list[tuple[str, _Endpoint]]) -> None:
+        self.target = target
         self.calls = calls
         self.by_endpoint = dict(calls)
         self.next_index = itertools.cycle(range(len(calls))).__next__
@@ -276,6 +317,8 @@ class OipModelClient:
     def __init__(self, targets: Iterable[ModelTarget]) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._routes: dict[tuple[str, str], _Route] = {}
+        self._checks: dict[str, list[MetadataCheck]] = {}
+        self._watchers: list[asyncio.Task[None]] = []
         for target in targets:
             self._add(target)
 
@@ -284,24 +327,66 @@ class OipModelClient:
         stay open, so calls in flight on a removed endpoint finish)."""
         for target in targets:
             route = self._routes.get((target.model, target.version))
-            if route is None or set(route.by_endpoint) != set(target.endpoints):
+            if (
+                route is None
+                or route.target.servings != target.servings
+                or set(route.by_endpoint) != set(target.endpoints)
+            ):
                 self._add(target)
+
+    def _channel(self, endpoint: str) -> grpc.aio.Channel:
+        channel = self._channels.get(endpoint)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+            # Connect now, so the first decision does not pay for the handshake.
+            channel.get_state(try_to_connect=True)
+            self._channels[endpoint] = channel
+        return channel
 
     def _add(self, target: ModelTarget) -> _Route:
         calls = []
-        for endpoint in target.endpoints:
-            channel = self._channels.get(endpoint)
-            if channel is None:
-                channel = grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
-                # Connect now, so the first decision does not pay for the handshake.
-                channel.get_state(try_to_connect=True)
-                self._channels[endpoint] = channel
+        for endpoint, serving in zip(target.endpoints, target.servings, strict=True):
+            channel = self._channel(endpoint)
+            check = None
+            if serving.identity == VERIFIED_BY_METADATA:
+                metadata = channel.unary_unary(
+                    MODEL_METADATA,
+                    request_serializer=pb.ModelMetadataRequest.SerializeToString,
+                    response_deserializer=pb.ModelMetadataResponse.FromString,
+                )
+                check = MetadataCheck(target, endpoint, metadata)
+                check.restart()
+                if endpoint not in self._checks:
+                    self._checks[endpoint] = []
+                    self._watchers.append(asyncio.create_task(self._watch(endpoint, channel)))
+                self._checks[endpoint].append(check)
             # No serializers: the request is already bytes, and the reply is parsed (and its
             # errors classified) in parse_answer.
-            calls.append((endpoint, channel.unary_unary(MODEL_INFER)))
-        route = _Route(target.manifest, calls)
+            call = channel.unary_unary(MODEL_INFER)
+            calls.append((endpoint, _Endpoint(target.manifest, serving, call, check)))
+        route = _Route(target, calls)
         self._routes[(target.model, target.version)] = route
         return route
+
+    async def _watch(self, endpoint: str, channel: grpc.aio.Channel) -> None:
+        """Checks the endpoint's identities again whenever its channel is READY after having
+        been anything else: what answers after a reconnect may be another server."""
+        ready = grpc.ChannelConnectivity.READY
+        state = channel.get_state()
+        was_ready = state == ready
+        while True:
+            await channel.wait_for_state_change(state)
+            state = channel.get_state(try_to_connect=True)
+            if state == ready and not was_ready:
+                for check in self._checks[endpoint]:
+                    check.restart()
+            was_ready = state == ready
+
+    def _endpoint(self, target: ModelTarget, endpoint: str | None) -> tuple[str, _Endpoint]:
+        route = self._routes.get((target.model, target.version)) or self._add(target)
+        if endpoint is None:
+            return route.calls[route.next_index()]
+        return endpoint, route.by_endpoint[endpoint]
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -315,15 +400,13 @@ class OipModelClient:
         request_id: str = "",
         endpoint: str | None = None,
     ) -> ModelAnswer:
-        route = self._routes.get((target.model, target.version)) or self._add(target)
-        if endpoint is None:
-            endpoint, call = route.calls[route.next_index()]
-        else:
-            call = route.by_endpoint[endpoint]
-        payload = route.encoder.encode(features, request_id)
+        endpoint, at = self._endpoint(target, endpoint)
+        if at.check is not None and not at.check.verified:
+            await at.check.wait(deadline.remaining())
+        payload = at.encoder.encode(features, request_id)
         timeout_s = deadline.remaining()
         try:
-            data = await call(payload, timeout=timeout_s)
+            data = await at.call(payload, timeout=timeout_s)
         except grpc.aio.AioRpcError as e:
             raise _runtime_error(target, endpoint, timeout_s, e) from None
         return parse_answer(target, endpoint, data)
@@ -336,20 +419,25 @@ class OipModelClient:
         request_id: str = "",
         endpoint: str | None = None,
     ) -> list[ModelAnswer]:
-        route = self._routes.get((target.model, target.version)) or self._add(target)
-        if endpoint is None:
-            endpoint, call = route.calls[route.next_index()]
-        else:
-            call = route.by_endpoint[endpoint]
-        payload = route.batch_encoder.encode(rows, request_id)
+        endpoint, at = self._endpoint(target, endpoint)
+        if at.check is not None and not at.check.verified:
+            await at.check.wait(deadline.remaining())
+        payload = at.batch_encoder.encode(rows, request_id)
         timeout_s = deadline.remaining()
         try:
-            data = await call(payload, timeout=timeout_s)
+            data = await at.call(payload, timeout=timeout_s)
         except grpc.aio.AioRpcError as e:
             raise _runtime_error(target, endpoint, timeout_s, e) from None
         return parse_answers(target, endpoint, data, len(rows))
 
     async def close(self) -> None:
+        for task in self._watchers:
+            task.cancel()
+        self._watchers.clear()
+        for checks in self._checks.values():
+            for check in checks:
+                check.cancel()
+        self._checks.clear()
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
@@ -359,7 +447,7 @@ class OipModelClient:
 def _runtime_error(
     target: ModelTarget, endpoint: str, timeout_s: float, error: grpc.aio.AioRpcError
 ) -> ModelRuntimeError:
-    where = f"model {target.served_name} at {endpoint}"
+    where = f"model {target.serving(endpoint).served_name} at {endpoint}"
     code = error.code()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return RuntimeDeadlineExceeded(f"{where} did not answer within {timeout_s * 1000:.0f} ms")

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from gateway.deadline import Deadline
 from gateway.runtime_client.targets import ModelTarget
-from lineage.v1.record import FeatureScalar
+from lineage.v1.record import VERIFIED_BY_RESPONSE_PARAMETER, FeatureScalar
 
 
 @dataclass(slots=True)  # made per row, never kept: see gateway.service.ScoreInput
@@ -25,6 +25,8 @@ class ModelAnswer:
     """Rows in the runtime call this answer came from (micro-batching, ScoreBatch)."""
     scoring_environment: str = ""
     """The runtime's onnxruntime version and settings, as it reported them ("" if it did not)."""
+    identity_verified_by: str = VERIFIED_BY_RESPONSE_PARAMETER
+    """How the artifact sha256 above was verified (``lineage.v1.record``'s VERIFIED_BY_ values)."""
 
 
 class ModelClient(Protocol):

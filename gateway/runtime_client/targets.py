@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lineage.v1.record import VERIFIED_BY_RESPONSE_PARAMETER
 from runtimes.manifest import Manifest
+
+
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """How one endpoint serves a model version: the OIP v2 name and version it answers to, and
+    how the gateway verifies that it serves the manifest's artifact."""
+
+    served_name: str
+    served_version: str = ""
+    """The ``model_version`` sent with each request; empty sends none."""
+    identity: str = VERIFIED_BY_RESPONSE_PARAMETER
+    """``response_parameter``, ``metadata`` or ``declared`` (``lineage.v1.record``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,11 +28,26 @@ class ModelTarget:
     version: str
     endpoints: tuple[str, ...]
     manifest: Manifest
+    servings: tuple[Serving, ...] = ()
+    """One per endpoint, in order; empty means every endpoint is scoregate's runtime (the
+    default name, no version, identity from the response parameter)."""
     feature_schema_version: str = field(init=False, compare=False)
     served_name: str = field(init=False, compare=False)
-    """The OIP v2 model name the runtimes serve this version under."""
+    """The OIP v2 model name the runtimes serve this version under by default."""
 
     def __post_init__(self) -> None:
         # Derived once per config load: the schema hash is dear, and both are read per row.
         object.__setattr__(self, "feature_schema_version", self.manifest.feature_schema_version)
         object.__setattr__(self, "served_name", self.manifest.served_name)
+        if not self.servings:
+            default = Serving(self.manifest.served_name)
+            object.__setattr__(self, "servings", tuple(default for _ in self.endpoints))
+        elif len(self.servings) != len(self.endpoints):
+            raise ValueError("a target needs one serving per endpoint")
+
+    def serving(self, endpoint: str) -> Serving:
+        """How ``endpoint`` serves this version; the default for an endpoint not listed."""
+        for address, serving in zip(self.endpoints, self.servings, strict=True):
+            if address == endpoint:
+                return serving
+        return Serving(self.served_name)

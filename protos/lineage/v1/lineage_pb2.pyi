@@ -52,6 +52,7 @@ class ModelRef(_message.Message):
     ARTIFACT_SHA256_FIELD_NUMBER: _builtins.int
     RUNTIME_INSTANCE_FIELD_NUMBER: _builtins.int
     SCORING_ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    IDENTITY_VERIFIED_BY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Model name, e.g. "card-fraud"."""
     version: _builtins.str
@@ -66,6 +67,13 @@ class ModelRef(_message.Message):
     settings). Replay compares it with its own. Empty for rules and for servers that do not
     report it.
     """
+    identity_verified_by: _builtins.str
+    """How the gateway knew artifact_sha256 is what answered: "response_parameter" (the runtime's
+    answer named it), "metadata" (the server's model metadata named it when the gateway last
+    connected), "declared" (not verified: the routes file says what the endpoint serves) or
+    "rules_file" (a rules scorer answered; the gateway hashed the file itself). Empty for
+    decisions recorded before the gateway said.
+    """
     def __init__(
         self,
         *,
@@ -74,10 +82,11 @@ class ModelRef(_message.Message):
         artifact_sha256: _builtins.str = ...,
         runtime_instance: _builtins.str = ...,
         scoring_environment: _builtins.str = ...,
+        identity_verified_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_sha256", b"artifact_sha256", "name", b"name", "runtime_instance", b"runtime_instance", "scoring_environment", b"scoring_environment", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_sha256", b"artifact_sha256", "identity_verified_by", b"identity_verified_by", "name", b"name", "runtime_instance", b"runtime_instance", "scoring_environment", b"scoring_environment", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -24,6 +24,18 @@ FALLBACK_FROM = "fallback_from"
 """A fallback decision's: the model version that failed to answer (its served name)."""
 FALLBACK_ERROR = "fallback_error"
 """A fallback decision's: that version's error as the gateway saw it."""
+IDENTITY_VERIFIED_BY = "identity_verified_by"
+"""How the gateway knew which artifact answered: one of the VERIFIED_BY_ values below."""
+
+# The values of IDENTITY_VERIFIED_BY, and the routes file's `identity` of an endpoint.
+VERIFIED_BY_RESPONSE_PARAMETER = "response_parameter"
+"""The runtime's answer carried the artifact sha256, equal to the manifest's."""
+VERIFIED_BY_METADATA = "metadata"
+"""The server's model metadata named the manifest's artifact sha256 when last (re)connected."""
+VERIFIED_BY_DECLARED = "declared"
+"""Not verified: the routes file declares what the endpoint serves, and it was trusted."""
+VERIFIED_BY_RULES_FILE = "rules_file"
+"""A rules scorer answered: the gateway hashed the rules file it loaded itself."""
 SCORING_ENVIRONMENT = "scoring_environment"
 """A model decision's: the runtime's scoring environment (onnxruntime version and settings)."""
 
