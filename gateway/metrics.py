@@ -94,6 +94,12 @@ class GatewayMetrics:
             buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256),
             registry=r,
         )
+        self.batch_rows_resent = Counter(
+            "scoregate_gateway_batch_rows_resent",
+            "Rows of micro-batches the runtime refused (INVALID_ARGUMENT, OUT_OF_RANGE), sent "
+            "again alone so that only the rows it refuses fail.",
+            registry=r,
+        )
         self.loop_busy = Gauge(
             "scoregate_gateway_event_loop_busy_ratio",
             "Share of wall time the event loop spent running callbacks, smoothed over ~200 ms: "

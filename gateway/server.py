@@ -291,7 +291,11 @@ def model_client(
         hold_busy=settings.batch_hold_busy,
     )
     batching = BatchingModelClient(
-        client, policy, metrics.runtime_call_rows.observe, lambda: load.busy
+        client,
+        policy,
+        metrics.runtime_call_rows.observe,
+        lambda: load.busy,
+        on_resend=metrics.batch_rows_resent.inc,
     )
     metrics.batch_hold.set_function(lambda: float(batching.holding))
     return batching

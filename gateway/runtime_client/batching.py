@@ -27,10 +27,22 @@ runtime further (docs/performance-log.md).
 
 A batch call gets the latest of its rows' deadlines as its gRPC deadline, and every row keeps
 its own: a row whose deadline passes leaves with ``RuntimeDeadlineExceeded`` at that moment
-while the others wait on, so no row delays another beyond its budget. A batch's failure is given
-to every row still waiting (each its own copy), so retries, hedges, fallbacks and circuit
-breakers above this client work per request exactly as without batching. ``infer_batch``
-(ScoreBatch) is passed through: it is one call already.
+while the others wait on, so no row delays another beyond its budget.
+
+A row that fails in the runtime fails alone. When the runtime refuses a batch's inputs
+(``RuntimeRefusedInput``: INVALID_ARGUMENT or OUT_OF_RANGE, which one row may cause), every
+row still waiting is sent again alone, all at once, each with its own deadline; each row then
+gets its own answer or error, so only the refused rows fail. Sending rows alone rather than
+bisecting the batch costs more calls when the batch is large (N rather than about 2 log2 N for
+one refused row), but never more than N, even when the runtime refuses every row, and each row
+is then scored as a replay scores it. Any other failure (unavailable, deadline, another runtime
+status, an unusable answer) is not a row's doing: it is given to every row still waiting, each
+its own copy. Either way the retries, hedges, fallbacks and circuit breakers above this client
+see one outcome per request, exactly as without batching: a refused row counts once, not once
+per row batched with it.
+
+``infer_batch`` (ScoreBatch) is passed through: it is one caller's call already, and the rows
+of a ScoreBatch group share that call's outcome (docs/api.md).
 """
 
 from __future__ import annotations
@@ -43,7 +55,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.deadline import Clock, Deadline
-from gateway.errors import ModelRuntimeError, RuntimeDeadlineExceeded, RuntimeUnavailable
+from gateway.errors import (
+    ModelRuntimeError,
+    RuntimeDeadlineExceeded,
+    RuntimeRefusedInput,
+    RuntimeUnavailable,
+)
 from gateway.runtime_client.protocol import ModelAnswer, ModelClient
 from gateway.runtime_client.targets import ModelTarget
 from lineage.v1.record import FeatureScalar
@@ -133,6 +150,14 @@ class _Lane:
         return max(max_wait_s, PATIENCE_FACTOR * self.call_s)
 
 
+def _fail(waiters: Iterable[_Waiter], error: ModelRuntimeError) -> None:
+    """Gives ``error`` to every row of ``waiters`` still waiting, a copy each: a waiter's
+    handler may rewrite its error's message."""
+    for w in waiters:
+        if not w.future.done():
+            w.future.set_exception(copy.copy(error))
+
+
 def _expire(waiter: _Waiter, where: str, budget_s: float) -> None:
     if not waiter.future.done():
         waiter.future.set_exception(
@@ -143,7 +168,8 @@ def _expire(waiter: _Waiter, where: str, budget_s: float) -> None:
 class BatchingModelClient:
     """A ModelClient that coalesces concurrent ``infer`` calls; see the module docstring.
 
-    ``batch_sizes`` counts runtime calls by the rows they carried (1: a row that went alone).
+    ``batch_sizes`` counts runtime calls by the rows they carried (1: a row that went alone);
+    ``rows_resent`` the rows of refused batches sent again alone.
     """
 
     def __init__(
@@ -153,6 +179,7 @@ class BatchingModelClient:
         on_call: Callable[[int], None] | None = None,
         load: Callable[[], float] | None = None,
         clock: Clock = time.monotonic,
+        on_resend: Callable[[int], None] | None = None,
     ) -> None:
         self._inner = inner
         # Times the lanes' calls; the rows' own deadlines are kept by the event loop's timers.
@@ -166,6 +193,9 @@ class BatchingModelClient:
         self._lanes: dict[tuple[str, str, str], _Lane] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.batch_sizes: Counter[int] = Counter()
+        # Told how many rows of a refused batch are sent again alone (a counter's inc).
+        self._on_resend = on_resend
+        self.rows_resent = 0
 
     def add_targets(self, targets: Iterable[ModelTarget]) -> None:
         self._inner.add_targets(targets)
@@ -250,6 +280,16 @@ class BatchingModelClient:
         task.add_done_callback(self._tasks.discard)
 
     async def _call(self, lane: _Lane, waiters: list[_Waiter]) -> None:
+        try:
+            await self._send(lane, waiters)
+        finally:
+            lane.calls -= 1
+            if lane.queue and lane.calls < self.policy.max_calls:
+                self._call_returned(lane)
+
+    async def _send(self, lane: _Lane, waiters: list[_Waiter]) -> None:
+        """One runtime call for ``waiters``' rows; if the runtime refuses the rows of a batch,
+        each is sent again alone, so that only the refused ones fail."""
         target, endpoint = lane.target, lane.endpoint
         size = len(waiters)
         self.batch_sizes[size] += 1
@@ -268,30 +308,36 @@ class BatchingModelClient:
                 rows = [w.features for w in waiters]
                 batch_id = waiters[0].request_id
                 answers = await self._inner.infer_batch(target, rows, deadline, batch_id, endpoint)
+        except RuntimeRefusedInput as e:
+            if size == 1:
+                _fail(waiters, e)
+            else:
+                await self._isolate(lane, waiters)
         except ModelRuntimeError as e:
-            for w in waiters:
-                if not w.future.done():
-                    # A copy each: a waiter's handler may rewrite its error's message.
-                    w.future.set_exception(copy.copy(e))
+            _fail(waiters, e)
         except BaseException as e:
-            for w in waiters:
-                if not w.future.done():
-                    w.future.set_exception(
-                        RuntimeUnavailable(
-                            f"model {target.served_name} at {endpoint}: batch call abandoned "
-                            f"({type(e).__name__})"
-                        )
-                    )
+            _fail(
+                waiters,
+                RuntimeUnavailable(
+                    f"model {target.served_name} at {endpoint}: batch call abandoned "
+                    f"({type(e).__name__})"
+                ),
+            )
             raise
         else:
             lane.answered(self._clock() - started)
             for w, answer in zip(waiters, answers, strict=True):
                 if not w.future.done():
                     w.future.set_result(answer)
-        finally:
-            lane.calls -= 1
-            if lane.queue and lane.calls < self.policy.max_calls:
-                self._call_returned(lane)
+
+    async def _isolate(self, lane: _Lane, waiters: list[_Waiter]) -> None:
+        """Sends each row of a refused batch alone, all at once, each within its own deadline
+        (a row whose deadline has passed already left)."""
+        alone = [[w] for w in waiters if not w.future.done()]
+        self.rows_resent += len(alone)
+        if self._on_resend is not None:
+            self._on_resend(len(alone))
+        await asyncio.gather(*(self._send(lane, w) for w in alone))
 
     @property
     def holding(self) -> bool:
