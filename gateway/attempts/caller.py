@@ -29,6 +29,7 @@ from gateway.errors import (
     CircuitOpen,
     ModelRuntimeError,
     RuntimeDeadlineExceeded,
+    RuntimeRefusedInput,
     RuntimeUnavailable,
 )
 from gateway.metrics import GatewayMetrics
@@ -119,6 +120,11 @@ class ModelCaller:
             # Our own timer at the deadline: gRPC's DEADLINE_EXCEEDED arrives a few ms late.
             async with asyncio.timeout_at(deadline.at):
                 answer = await invoke(endpoint, deadline)
+        except RuntimeRefusedInput:
+            # The runtime answered, and refused the rows: the caller's inputs are at fault, not
+            # the endpoint, so its circuit must not open for other callers.
+            breaker.success(self._clock())
+            raise
         except ModelRuntimeError:
             breaker.failure(self._clock())
             raise

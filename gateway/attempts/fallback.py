@@ -6,10 +6,18 @@ cannot answer, each step of the chain in order, a model version called once (no 
 hedges: the budget is nearly spent) while the deadline lasts, or a rules file, which always
 answers. The answer says whether it came from the chain and why; when nothing answers, the
 routed version's error is raised with every step's error appended.
+
+A group of many rows (a ScoreBatch's rows for one version) that the runtime refuses
+(``RuntimeRefusedInput``: one row may be the cause) is split in halves, each answered the same
+way, so that only the refused rows fall back or fail and the others keep the model's answer.
+Bisection finds one bad row among 1,000 in about 20 calls; ``MAX_SPLIT_CALLS`` bounds the extra
+calls for a group, so a runtime that refuses every row (a runtime and manifest out of step) is
+not sent 2N calls: past it, what is still refused falls back (or fails) as a whole.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,7 +25,7 @@ from gateway.attempts.answers import Answer
 from gateway.attempts.caller import CallPlan, ModelCaller, Tally
 from gateway.attempts.rules import RulesScorer
 from gateway.deadline import Deadline
-from gateway.errors import ModelRuntimeError
+from gateway.errors import ModelRuntimeError, RuntimeRefusedInput
 from gateway.runtime_client.targets import ModelTarget
 from lineage.v1.record import FeatureScalar
 
@@ -25,6 +33,8 @@ FallbackStep = ModelTarget | RulesScorer
 
 MAX_ERROR_CHARS = 300
 """Of the routed version's error, kept on a fallback decision's record."""
+MAX_SPLIT_CALLS = 64
+"""Extra runtime calls a refused group may take to isolate its refused rows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +53,10 @@ class Answered:
     """Why the routed version did not answer ("" when it did)."""
     fallback_from: str = ""
     fallback_error: str = ""
+
+
+Part = tuple[int, int, Answered | ModelRuntimeError]
+"""Rows ``[start, stop)`` of a group, and their answer or their error."""
 
 
 class FallbackScorer:
@@ -84,7 +98,82 @@ class FallbackScorer:
         except ModelRuntimeError as e:
             if fallback is None:
                 raise
+            return await self._fall_back(
+                target, rows, request_id, deadline, plan, fallback, e, tally
+            )
+
+    async def answer_parts(
+        self,
+        target: ModelTarget,
+        rows: Sequence[dict[str, FeatureScalar]],
+        request_id: str,
+        deadline: Deadline,
+        plan: CallPlan,
+        fallback: Fallback | None,
+        tally: Tally,
+    ) -> list[Part]:
+        """As ``answer``, for a group of many rows: a refused group is split until the refused
+        rows are found (see the module docstring); every row is in exactly one part."""
+        return await self._parts(
+            target, rows, 0, request_id, deadline, plan, fallback, tally, [MAX_SPLIT_CALLS]
+        )
+
+    async def _parts(
+        self,
+        target: ModelTarget,
+        rows: Sequence[dict[str, FeatureScalar]],
+        start: int,
+        request_id: str,
+        deadline: Deadline,
+        plan: CallPlan,
+        fallback: Fallback | None,
+        tally: Tally,
+        calls_left: list[int],
+    ) -> list[Part]:
+        stop = start + len(rows)
+        try:
+            answers = await self._model(target, rows, request_id, deadline, plan, tally)
+            return [(start, stop, Answered(answers))]
+        except RuntimeRefusedInput as e:
+            error: ModelRuntimeError = e
+            if len(rows) > 1 and calls_left[0] >= 2 and deadline.remaining() > 0:
+                calls_left[0] -= 2
+                mid = len(rows) // 2
+                halves = await asyncio.gather(
+                    self._parts(
+                        target, rows[:mid], start, request_id, deadline, plan, fallback, tally,
+                        calls_left,
+                    ),
+                    self._parts(
+                        target, rows[mid:], start + mid, request_id, deadline, plan, fallback,
+                        tally, calls_left,
+                    ),
+                )  # fmt: skip
+                return halves[0] + halves[1]
+        except ModelRuntimeError as e:
             error = e
+        if fallback is None:
+            return [(start, stop, error)]
+        try:
+            answered = await self._fall_back(
+                target, rows, request_id, deadline, plan, fallback, error, tally
+            )
+        except ModelRuntimeError as e:
+            return [(start, stop, e)]
+        return [(start, stop, answered)]
+
+    async def _fall_back(
+        self,
+        target: ModelTarget,
+        rows: Sequence[dict[str, FeatureScalar]],
+        request_id: str,
+        deadline: Deadline,
+        plan: CallPlan,
+        fallback: Fallback,
+        error: ModelRuntimeError,
+        tally: Tally,
+    ) -> Answered:
+        """The chain's answer after the routed version failed with ``error``."""
         errors: list[str] = []
         answers: list[Answer] | None = None
         for step in fallback.chain:

@@ -24,7 +24,7 @@ from opentelemetry.trace import Tracer
 from gateway.attempts.breaker import Breakers
 from gateway.attempts.budgets import RetryBudget
 from gateway.attempts.caller import CallPlan, ModelCaller, Tally
-from gateway.attempts.fallback import FallbackScorer
+from gateway.attempts.fallback import Answered, FallbackScorer, Part
 from gateway.attempts.reserve import ReserveEstimate
 from gateway.deadline import Deadline
 from gateway.decisions.admission import AdmissionGate
@@ -241,9 +241,15 @@ class DecisionService:
         tally = Tally()
         plan = CallPlan(point.name, point.retry, budget, point.hedge)
         try:
-            answered = await self._scorer.answer(
-                group.target, group.features, ids[0], deadline, plan, fallback, tally
-            )
+            if count == 1:
+                answered = await self._scorer.answer(
+                    group.target, group.features, ids[0], deadline, plan, fallback, tally
+                )
+                parts: list[Part] = [(0, 1, answered)]
+            else:
+                parts = await self._scorer.answer_parts(
+                    group.target, group.features, ids[0], deadline, plan, fallback, tally
+                )
         except ModelRuntimeError as e:
             for i in group.indices:
                 results[i] = e
@@ -251,12 +257,45 @@ class DecisionService:
         done_waiting = time.monotonic()
         if done_waiting > deadline.at:
             done_waiting = deadline.at
+        recording = []
+        for start, stop, part in parts:
+            if isinstance(part, ModelRuntimeError):
+                for i in group.indices[start:stop]:
+                    results[i] = part
+            else:
+                recording.append(
+                    self._record(
+                        point, group, start, stop, part, ids, received_ns, config_version,
+                        tally, results, batch,
+                    )
+                )  # fmt: skip
+        if len(recording) == 1:
+            await recording[0]
+        elif recording:
+            await asyncio.gather(*recording)
+        self._reserve.observe(time.monotonic() - done_waiting)
+
+    async def _record(
+        self,
+        point: DecisionPoint,
+        group: Group,
+        start: int,
+        stop: int,
+        answered: Answered,
+        ids: list[str],
+        received_ns: int,
+        config_version: str,
+        tally: Tally,
+        results: list[Recorded | None],
+        batch: bool,
+    ) -> None:
+        """Rows ``[start, stop)`` of a group, answered alike: their records, then their results."""
         arm, extra = group.arm, None
         reason = answered.fallback_reason
         if reason:
             arm = ARM_FALLBACK
             extra = {FALLBACK_FROM: answered.fallback_from, FALLBACK_ERROR: answered.fallback_error}
-            self.metrics.fallbacks.labels(point.name, reason).inc(count)
+            self.metrics.fallbacks.labels(point.name, reason).inc(stop - start)
         decided = Decided(
             point.name, point.policy, arm, group.target.feature_schema_version, config_version,
             received_ns, tally.attempts, reason, extra,
@@ -264,12 +303,15 @@ class DecisionService:
         outcomes = [
             RowOutcome(row.request_id, row.entity_key, features, answer, decision_id)
             for row, features, answer, decision_id in zip(
-                group.rows, group.features, answered.answers, ids, strict=True
+                group.rows[start:stop],
+                group.features[start:stop],
+                answered.answers,
+                ids[start:stop],
+                strict=True,
             )
         ]
         recorded = await self._recorder.record(decided, outcomes, batch=batch)
-        self._reserve.observe(time.monotonic() - done_waiting)
-        for i, outcome in zip(group.indices, recorded, strict=True):
+        for i, outcome in zip(group.indices[start:stop], recorded, strict=True):
             results[i] = outcome
 
     def _count(self, point: str, results: list[Recorded], elapsed: float) -> None:

@@ -196,22 +196,51 @@ async def test_the_refused_row_takes_its_routes_fallback_and_the_others_stay_on_
 
 
 @pytest.mark.parametrize("point", ["card-fraud", GUARDED])
-async def test_a_score_batch_group_shares_its_one_runtime_calls_outcome(
+async def test_a_score_batch_row_the_runtime_refuses_fails_alone_and_the_others_are_scored(
     point: str, proxy: FaultProxy, scoring: scoring_pb2_grpc.ScoringServiceStub
 ) -> None:
-    """What docs/api.md says of ScoreBatch: one call per group, passed through, not re-sent."""
-    rows = sample_requests("card-fraud", 4, seed=23)
-    rows[1] = {**rows[1], "amount": BAD_AMOUNT}
+    """A ScoreBatch group the runtime refuses is split in halves until the refused row is
+    found: only that row falls back (or fails), the others keep the model's answer."""
+    rows = sample_requests("card-fraud", 16, seed=23)
+    rows[5] = {**rows[5], "amount": BAD_AMOUNT}
     request = score_batch_request(point, [(f"b-{i}", f"e-{i}", r) for i, r in enumerate(rows)])
     proxy.refuse(REFUSAL)
     reply = await scoring.ScoreBatch(request, timeout=10)
-    (seen,) = proxy.requests_seen()
-    assert (_rows(seen), seen.refused) == (4, True)
+    seen = proxy.requests_seen()
+    # 16 refused, 8+8 (one refused), 4+4, 2+2, 1+1: the bad row found in 9 calls.
+    assert sorted((_rows(s) for s in seen), reverse=True) == [16, 8, 8, 4, 4, 2, 2, 1, 1]
+    assert sorted(_rows(s) for s in seen if s.refused) == [1, 2, 4, 8, 16]
+    good = [r for i, r in enumerate(reply.results) if i != 5]
+    assert all(
+        (r.WhichOneof("result"), r.decision.arm, r.decision.fallback_reason)
+        == ("decision", "primary", "")
+        for r in good
+    )
+    proxy.refuse(None)
+    alone = await _alone(
+        scoring, [score_request(f"a-{i}", point, f"e-{i}", r) for i, r in enumerate(rows) if i != 5]
+    )
+    assert [r.decision.score for r in good] == alone
+    bad = reply.results[5]
     if point == GUARDED:
-        outcomes = {(r.decision.arm, r.decision.fallback_reason) for r in reply.results}
-        assert outcomes == {("fallback", "runtime_error")}
+        assert (bad.decision.arm, bad.decision.fallback_reason) == ("fallback", "runtime_error")
     else:
-        assert {(r.WhichOneof("result"), r.error.code) for r in reply.results} == {
-            ("error", "INTERNAL")
-        }
-        assert all("INVALID_ARGUMENT" in r.error.message for r in reply.results)
+        assert (bad.WhichOneof("result"), bad.error.code) == ("error", "INTERNAL")
+        assert "INVALID_ARGUMENT" in bad.error.message
+
+
+async def test_refused_rows_do_not_open_the_circuit_for_other_callers(
+    gateway: ManagedProcess, proxy: FaultProxy, scoring: scoring_pb2_grpc.ScoringServiceStub
+) -> None:
+    """Twice the breaker's consecutive-failure threshold of refused calls in a row: the runtime
+    answered each, so its circuit stays closed and the next caller is scored by the model."""
+    proxy.refuse(REFUSAL)
+    bad = sample_requests("card-fraud", 1, seed=24)[0] | {"amount": BAD_AMOUNT}
+    for i in range(10):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await scoring.Score(score_request(f"r-{i}", "card-fraud", "e-r", bad), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INTERNAL
+    good = sample_requests("card-fraud", 1, seed=25)[0]
+    answer = await scoring.Score(score_request("g", "card-fraud", "e-g", good), timeout=10)
+    assert (answer.arm, answer.fallback_reason) == ("primary", "")
+    assert _metric(gateway, "scoregate_gateway_circuit_state") == 0
