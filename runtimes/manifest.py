@@ -165,6 +165,9 @@ class Manifest(_Strict):
     baselines: dict[str, Histogram] = Field(
         description="per feature name, plus 'score': distributions on the training set"
     )
+    reason_catalogue_sha256: str = ""
+    """sha256 of the ``reasons.json`` beside the manifest (``runtimes.reasons``); empty: the
+    model gives no reasons."""
 
     @property
     def served_name(self) -> str:

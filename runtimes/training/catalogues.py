@@ -1,0 +1,71 @@
+"""The demo models' reason catalogues: for each feature, what it means when it pushed a score
+towards fraud or default, in words an applicant or a fraud analyst can act on.
+
+Codes are stable across model versions for the same meaning (card-fraud v1 and v2 share them),
+so a reason code means the same thing in every decision that gives it.
+"""
+
+from __future__ import annotations
+
+from runtimes.reasons import ReasonCatalogue, ReasonEntry, Side
+
+_Row = tuple[str, str, Side | None, str | None, str]
+"""(code, feature, side, value, statement): see ``runtimes.reasons``."""
+
+_CARD_FRAUD: tuple[_Row, ...] = (
+    ("F01", "amount", "high", None, "The amount is unusually high"),
+    ("F02", "amount", "low", None, "The amount is typical of card testing"),
+    ("F03", "merchant_category", None, None, "The merchant's sector has a high fraud rate"),
+    ("F04", "channel", None, "ecommerce", "The card was used online, without being present"),
+    ("F05", "channel", None, "atm", "The card was used at a cash machine"),
+    ("F06", "channel", None, None, "The way the card was used is unusual for fraud checks"),
+    ("F07", "hour_of_day", None, None, "The transaction was made at an unusual hour"),
+    ("F08", "distance_from_home_km", "high", None, "The transaction is far from home"),
+    ("F09", "distance_from_home_km", "low", None, "The location of the transaction is unknown"),
+    ("F10", "txn_count_24h", "high", None, "Many card transactions in the last 24 hours"),
+    ("F11", "txn_count_24h", "low", None, "Card activity in the last 24 hours is unusual"),
+    ("F12", "card_present", None, "false", "The card was not present"),
+    ("F13", "card_present", None, "true", "The card's presence did not lower the risk"),
+    ("F14", "account_age_days", "low", None, "The account was opened recently"),
+    ("F15", "account_age_days", "high", None, "The account's age did not lower the risk"),
+)
+
+_CREDIT_RISK: tuple[_Row, ...] = (
+    ("R01", "annual_income", "low", None, "Income is insufficient for the amount of credit"),
+    ("R02", "annual_income", "high", None, "Income did not offset the other risk factors"),
+    ("R03", "debt_to_income", "high", None, "Debt obligations are high relative to income"),
+    ("R04", "debt_to_income", "low", None, "Debt relative to income did not lower the risk"),
+    ("R05", "credit_history_months", "low", None, "Length of credit history is too short"),
+    ("R06", "credit_history_months", "high", None, "Credit history did not lower the risk"),
+    ("R07", "delinquencies_2y", None, None, "Delinquent payments in the last two years"),
+    ("R08", "loan_amount", "high", None, "The amount requested is high relative to income"),
+    ("R09", "loan_amount", "low", None, "The amount requested did not lower the risk"),
+    ("R10", "employment_type", None, None, "Employment status or income stability"),
+    ("R11", "home_owner", None, "false", "No home ownership"),
+    ("R12", "home_owner", None, "true", "Home ownership did not lower the risk"),
+    ("R13", "age", None, None, "Length of time at current circumstances"),
+)
+
+
+def _entries(rows: tuple[_Row, ...]) -> tuple[ReasonEntry, ...]:
+    return tuple(
+        ReasonEntry(
+            code=code,
+            feature=feature,
+            side=side,
+            value=value,
+            statement=statement,
+        )
+        for code, feature, side, value, statement in rows
+    )
+
+
+def demo_catalogue(name: str, version: str) -> ReasonCatalogue:
+    """The catalogue for a demo model version (``catalogue_version`` names model and revision)."""
+    rows = {"card-fraud": _CARD_FRAUD, "credit-risk": _CREDIT_RISK}[name]
+    return ReasonCatalogue(
+        model=name,
+        model_version=version,
+        catalogue_version=f"{name}-v{version}-reasons-1",
+        reasons=_entries(rows),
+    )

@@ -1,0 +1,108 @@
+"""A model's reason catalogue is refused, naming the bad entry, unless it covers every feature
+with unique codes and non-empty statements, and matches the sha256 its manifest records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runtimes.manifest import Manifest, load_manifests
+from runtimes.reasons import (
+    CATALOGUE_FILE,
+    ReasonCatalogue,
+    ReasonCatalogueError,
+    ReasonEntry,
+    catalogue_bytes,
+    catalogue_sha256,
+    read_catalogue,
+    validate,
+)
+from runtimes.training.catalogues import demo_catalogue
+
+
+@pytest.fixture(scope="module")
+def credit(model_dir: Path) -> Manifest:
+    return load_manifests(model_dir)[("credit-risk", "1")]
+
+
+def _with(catalogue: ReasonCatalogue, reasons: tuple[ReasonEntry, ...]) -> ReasonCatalogue:
+    return catalogue.model_copy(update={"reasons": reasons})
+
+
+@pytest.mark.parametrize(
+    ("name", "version"), [("card-fraud", "1"), ("card-fraud", "2"), ("credit-risk", "1")]
+)
+def test_every_demo_catalogue_covers_its_model(model_dir: Path, name: str, version: str) -> None:
+    manifest = load_manifests(model_dir)[(name, version)]
+    catalogue = demo_catalogue(name, version)
+    validate(catalogue, manifest, Path(CATALOGUE_FILE))
+    assert {e.feature for e in catalogue.reasons} == {f.name for f in manifest.features}
+
+
+def test_a_feature_without_a_reason_is_refused_naming_it(credit: Manifest) -> None:
+    full = demo_catalogue("credit-risk", "1")
+    reasons = tuple(
+        e for e in full.reasons if not (e.feature == "debt_to_income" and e.side == "low")
+    )
+    with pytest.raises(
+        ReasonCatalogueError, match=r"feature 'debt_to_income' has no reason for side low"
+    ):
+        validate(_with(full, reasons), credit, Path("reasons.json"))
+    reasons = tuple(e for e in full.reasons if e.feature != "home_owner" or e.value != "true")
+    with pytest.raises(ReasonCatalogueError, match=r"'home_owner' has no reason for value 'true'"):
+        validate(_with(full, reasons), credit, Path("reasons.json"))
+
+
+def test_a_duplicate_code_is_refused_naming_both_entries(credit: Manifest) -> None:
+    full = demo_catalogue("credit-risk", "1")
+    copy = full.reasons[3].model_copy(update={"code": full.reasons[0].code})
+    reasons = (*full.reasons[:3], copy, *full.reasons[4:])
+    with pytest.raises(
+        ReasonCatalogueError, match=r"reasons\[3\] \(R01, .*already used by reasons\[0\]"
+    ):
+        validate(_with(full, reasons), credit, Path("reasons.json"))
+
+
+@pytest.mark.parametrize(
+    ("update", "problem"),
+    [
+        ({"statement": "   "}, "the statement is empty"),
+        ({"feature": "shoe_size"}, "the model has no feature 'shoe_size'"),
+        ({"side": None, "value": "high"}, "a number feature takes side, not value"),
+    ],
+)
+def test_a_bad_entry_is_refused_naming_it(
+    credit: Manifest, update: dict[str, object], problem: str
+) -> None:
+    full = demo_catalogue("credit-risk", "1")
+    bad = full.reasons[2].model_copy(update=update)
+    reasons = (*full.reasons[:2], bad, *full.reasons[3:])
+    with pytest.raises(ReasonCatalogueError, match=r"reasons\[2\]") as caught:
+        validate(_with(full, reasons), credit, Path("reasons.json"))
+    assert problem in str(caught.value)
+
+
+def test_a_catalogue_whose_sha256_does_not_match_the_manifest_is_refused(
+    credit: Manifest, tmp_path: Path
+) -> None:
+    data = catalogue_bytes(demo_catalogue("credit-risk", "1"))
+    (tmp_path / CATALOGUE_FILE).write_bytes(data)
+    assert read_catalogue(tmp_path, credit, catalogue_sha256(data)).catalogue_version
+    (tmp_path / CATALOGUE_FILE).write_bytes(data.replace(b"too short", b"fine"))
+    with pytest.raises(ReasonCatalogueError, match=rf"{CATALOGUE_FILE}: sha256 .* does not match"):
+        read_catalogue(tmp_path, credit, catalogue_sha256(data))
+    with pytest.raises(ReasonCatalogueError, match="no reason catalogue"):
+        read_catalogue(tmp_path / "elsewhere", credit, catalogue_sha256(data))
+
+
+def test_a_catalogue_for_another_model_is_refused(credit: Manifest) -> None:
+    with pytest.raises(ReasonCatalogueError, match="not for credit-risk v1"):
+        validate(demo_catalogue("card-fraud", "1"), credit, Path("reasons.json"))
+
+
+def test_the_most_specific_entry_describes_a_value() -> None:
+    catalogue = demo_catalogue("card-fraud", "1")
+    assert catalogue.entry_for("channel", None, "ecommerce").code == "F04"
+    assert catalogue.entry_for("channel", None, "pos").code == "F06"
+    assert catalogue.entry_for("amount", "low", None).code == "F02"
