@@ -8,11 +8,13 @@ which code and statement describe that:
 
 - a number feature: for a value above its training median (``side: high``), below it
   (``side: low``), or either (no side);
-- a category or boolean feature: for one value (``value``), or any value (no value).
+- a category or boolean feature: for one value (``value``), or any value (no value);
+- an optional feature: when the request left it out (``absent: true``).
 
 A catalogue is refused, naming the bad entry, unless every feature of the manifest is covered
 (a number by an entry without side or by both sides; a category or boolean by an entry without
-value or by one for each of its values), codes are unique, and no statement is empty. It is
+value or by one for each of its values; an optional feature's absence by an ``absent`` entry),
+codes are unique, and no statement is empty. It is
 checked when the model is built and whenever the gateway loads the model.
 """
 
@@ -20,12 +22,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from runtimes.manifest import BooleanFeature, CategoryFeature, Feature, Manifest, NumberFeature
+from runtimes.manifest import (
+    BooleanFeature,
+    CategoryFeature,
+    Feature,
+    Histogram,
+    Manifest,
+    NumberFeature,
+)
 
 CATALOGUE_FILE = "reasons.json"
 MAX_STATEMENT_CHARS = 200
@@ -50,6 +61,8 @@ class ReasonEntry(_Strict):
     feature: str
     side: Side | None = None
     value: str | None = None
+    absent: bool = False
+    """The entry describes the feature's absence (an optional feature left out)."""
     statement: str = Field(max_length=MAX_STATEMENT_CHARS)
     """What the applicant or analyst reads, e.g. "Time since account opening is too short"."""
 
@@ -62,12 +75,15 @@ class ReasonCatalogue(_Strict):
     """Recorded with every decision whose reasons came from this catalogue."""
     reasons: tuple[ReasonEntry, ...]
 
-    def entry_for(self, feature: str, side: Side | None, value: str | None) -> ReasonEntry:
-        """The entry describing ``feature`` as adverse for this side or value (the most
-        specific one); KeyError when none does, which a validated catalogue never raises."""
+    def entry_for(
+        self, feature: str, side: Side | None, value: str | None, absent: bool = False
+    ) -> ReasonEntry:
+        """The entry describing ``feature`` as adverse for this side or value, or its absence
+        (the most specific one); KeyError when none does, which a validated catalogue never
+        raises."""
         best: ReasonEntry | None = None
         for entry in self.reasons:
-            if entry.feature != feature:
+            if entry.feature != feature or entry.absent != absent:
                 continue
             if entry.side is not None and entry.side != side:
                 continue
@@ -109,6 +125,12 @@ def validate(catalogue: ReasonCatalogue, manifest: Manifest, path: Path) -> None
         feature = features.get(entry.feature)
         if feature is None:
             raise ReasonCatalogueError(f"{where}: the model has no feature {entry.feature!r}")
+        if entry.absent:
+            if feature.required:
+                raise ReasonCatalogueError(f"{where}: a required feature is never absent")
+            if entry.side is not None or entry.value is not None:
+                raise ReasonCatalogueError(f"{where}: an absent entry takes no side or value")
+            continue
         if isinstance(feature, NumberFeature):
             if entry.value is not None:
                 raise ReasonCatalogueError(f"{where}: a number feature takes side, not value")
@@ -137,15 +159,16 @@ def _values(feature: Feature) -> tuple[str, ...]:
 
 def _uncovered(feature: Feature, catalogue: ReasonCatalogue) -> list[str]:
     entries = [e for e in catalogue.reasons if e.feature == feature.name]
+    missing = [] if feature.required or any(e.absent for e in entries) else ["its absence"]
+    entries = [e for e in entries if not e.absent]
     if isinstance(feature, NumberFeature):
-        if any(e.side is None for e in entries):
-            return []
-        sides = {e.side for e in entries}
-        return [f"side {s}" for s in ("high", "low") if s not in sides]
-    if any(e.value is None for e in entries):
-        return []
-    values = {e.value for e in entries}
-    return [f"value {v!r}" for v in _values(feature) if v not in values]
+        if not any(e.side is None for e in entries):
+            sides = {e.side for e in entries}
+            missing += [f"side {s}" for s in ("high", "low") if s not in sides]
+    elif not any(e.value is None for e in entries):
+        values = {e.value for e in entries}
+        missing += [f"value {v!r}" for v in _values(feature) if v not in values]
+    return missing
 
 
 def read_catalogue(folder: Path, manifest: Manifest, sha256: str) -> ReasonCatalogue:
@@ -173,3 +196,81 @@ def catalogue_bytes(catalogue: ReasonCatalogue) -> bytes:
     """The catalogue as written beside a manifest: the same bytes for the same catalogue."""
     text = json.dumps(catalogue.model_dump(mode="json", exclude_none=True), indent=2)
     return (text + "\n").encode()
+
+
+MAX_REASONS = 4
+"""Regulation B and FCRA: at most four principal reasons, in order of importance."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """One ranked reason: 1 is the principal one."""
+
+    rank: int
+    code: str
+    statement: str
+    feature: str
+    contribution: float
+
+
+def training_median(histogram: Histogram) -> float:
+    """The median of a number feature's training values, from its baseline histogram (linear
+    within the bin that holds it): the line between its "high" and "low" sides."""
+    counts, edges = histogram.counts, histogram.edges
+    half = sum(counts) / 2
+    seen = 0
+    for count, low, high in zip(counts, edges, edges[1:], strict=False):
+        if count and seen + count >= half:
+            return low + (high - low) * (half - seen) / count
+        seen += count
+    return edges[-1]
+
+
+class ReasonRanker:
+    """Turns a row's feature contributions into its principal reasons, through one catalogue.
+
+    Only features that pushed the score towards the adverse outcome (a positive contribution to
+    the log-odds of fraud or default) can be reasons; the largest first; ties in the manifest's
+    feature order; at most ``MAX_REASONS``."""
+
+    __slots__ = ("_catalogue", "_features", "_medians")
+
+    def __init__(self, manifest: Manifest, catalogue: ReasonCatalogue) -> None:
+        self._catalogue = catalogue
+        self._features = manifest.features
+        self._medians = {
+            f.name: training_median(manifest.baselines[f.name])
+            for f in manifest.features
+            if isinstance(f, NumberFeature)
+        }
+
+    @property
+    def catalogue_version(self) -> str:
+        return self._catalogue.catalogue_version
+
+    def rank(
+        self,
+        contributions: Sequence[float],
+        features: Mapping[str, float | str | bool],
+        limit: int = MAX_REASONS,
+    ) -> tuple[Reason, ...]:
+        """``contributions`` in the manifest's feature order; ``features`` the snapshot as
+        recorded (absent optional features left out)."""
+        adverse = sorted((-c, i) for i, c in enumerate(contributions) if c > 0.0)[
+            : min(limit, MAX_REASONS)
+        ]
+        reasons = []
+        for rank, (negative, i) in enumerate(adverse, start=1):
+            feature = self._features[i]
+            value = features.get(feature.name)
+            if value is None:
+                entry = self._catalogue.entry_for(feature.name, None, None, absent=True)
+            elif isinstance(feature, NumberFeature):
+                side: Side = "high" if float(value) >= self._medians[feature.name] else "low"
+                entry = self._catalogue.entry_for(feature.name, side, None)
+            elif isinstance(value, bool):
+                entry = self._catalogue.entry_for(feature.name, None, BOOLEAN_VALUES[value])
+            else:
+                entry = self._catalogue.entry_for(feature.name, None, str(value))
+            reasons.append(Reason(rank, entry.code, entry.statement, feature.name, -negative))
+        return tuple(reasons)

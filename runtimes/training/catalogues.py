@@ -21,13 +21,16 @@ _CARD_FRAUD: tuple[_Row, ...] = (
     ("F06", "channel", None, None, "The way the card was used is unusual for fraud checks"),
     ("F07", "hour_of_day", None, None, "The transaction was made at an unusual hour"),
     ("F08", "distance_from_home_km", "high", None, "The transaction is far from home"),
-    ("F09", "distance_from_home_km", "low", None, "The location of the transaction is unknown"),
+    ("F09", "distance_from_home_km", "low", None, "The distance from home is unusual"),
     ("F10", "txn_count_24h", "high", None, "Many card transactions in the last 24 hours"),
     ("F11", "txn_count_24h", "low", None, "Card activity in the last 24 hours is unusual"),
     ("F12", "card_present", None, "false", "The card was not present"),
     ("F13", "card_present", None, "true", "The card's presence did not lower the risk"),
     ("F14", "account_age_days", "low", None, "The account was opened recently"),
     ("F15", "account_age_days", "high", None, "The account's age did not lower the risk"),
+)
+_CARD_FRAUD_ABSENT = (
+    ("F16", "distance_from_home_km", "The location of the transaction is unknown"),
 )
 
 _CREDIT_RISK: tuple[_Row, ...] = (
@@ -45,10 +48,17 @@ _CREDIT_RISK: tuple[_Row, ...] = (
     ("R12", "home_owner", None, "true", "Home ownership did not lower the risk"),
     ("R13", "age", None, None, "Length of time at current circumstances"),
 )
+_CREDIT_RISK_ABSENT = (("R14", "credit_history_months", "No credit history on file"),)
 
 
-def _entries(rows: tuple[_Row, ...]) -> tuple[ReasonEntry, ...]:
-    return tuple(
+def _entries(
+    rows: tuple[_Row, ...], absent: tuple[tuple[str, str, str], ...]
+) -> tuple[ReasonEntry, ...]:
+    when_absent = tuple(
+        ReasonEntry(code=code, feature=feature, absent=True, statement=statement)
+        for code, feature, statement in absent
+    )
+    return when_absent + tuple(
         ReasonEntry(
             code=code,
             feature=feature,
@@ -62,10 +72,13 @@ def _entries(rows: tuple[_Row, ...]) -> tuple[ReasonEntry, ...]:
 
 def demo_catalogue(name: str, version: str) -> ReasonCatalogue:
     """The catalogue for a demo model version (``catalogue_version`` names model and revision)."""
-    rows = {"card-fraud": _CARD_FRAUD, "credit-risk": _CREDIT_RISK}[name]
+    rows, absent = {
+        "card-fraud": (_CARD_FRAUD, _CARD_FRAUD_ABSENT),
+        "credit-risk": (_CREDIT_RISK, _CREDIT_RISK_ABSENT),
+    }[name]
     return ReasonCatalogue(
         model=name,
         model_version=version,
         catalogue_version=f"{name}-v{version}-reasons-1",
-        reasons=_entries(rows),
+        reasons=_entries(rows, absent),
     )

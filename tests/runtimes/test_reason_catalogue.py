@@ -13,9 +13,11 @@ from runtimes.reasons import (
     ReasonCatalogue,
     ReasonCatalogueError,
     ReasonEntry,
+    ReasonRanker,
     catalogue_bytes,
     catalogue_sha256,
     read_catalogue,
+    training_median,
     validate,
 )
 from runtimes.training.catalogues import demo_catalogue
@@ -59,7 +61,7 @@ def test_a_duplicate_code_is_refused_naming_both_entries(credit: Manifest) -> No
     copy = full.reasons[3].model_copy(update={"code": full.reasons[0].code})
     reasons = (*full.reasons[:3], copy, *full.reasons[4:])
     with pytest.raises(
-        ReasonCatalogueError, match=r"reasons\[3\] \(R01, .*already used by reasons\[0\]"
+        ReasonCatalogueError, match=r"reasons\[3\] \(R14, .*already used by reasons\[0\]"
     ):
         validate(_with(full, reasons), credit, Path("reasons.json"))
 
@@ -106,3 +108,47 @@ def test_the_most_specific_entry_describes_a_value() -> None:
     assert catalogue.entry_for("channel", None, "ecommerce").code == "F04"
     assert catalogue.entry_for("channel", None, "pos").code == "F06"
     assert catalogue.entry_for("amount", "low", None).code == "F02"
+
+
+def test_reasons_are_the_adverse_contributions_largest_first_at_most_four(credit: Manifest) -> None:
+    ranker = ReasonRanker(credit, demo_catalogue("credit-risk", "1"))
+    names = [f.name for f in credit.features]
+    row = {"annual_income": 12_000.0, "debt_to_income": 1.4, "credit_history_months": 8.0,
+           "delinquencies_2y": 3.0, "loan_amount": 9_000.0, "employment_type": "student",
+           "home_owner": False, "age": 22.0}  # fmt: skip
+    by_name = {"annual_income": 0.5, "debt_to_income": 1.2, "credit_history_months": 0.3,
+               "delinquencies_2y": 0.5, "loan_amount": -0.2, "employment_type": 0.05,
+               "home_owner": 0.1, "age": -0.4}  # fmt: skip
+    reasons = ranker.rank([by_name[n] for n in names], row)
+    assert [r.rank for r in reasons] == [1, 2, 3, 4]
+    # 1.2, then the tie 0.5/0.5 in the manifest's order, then 0.3; nothing that lowered the risk.
+    assert [r.code for r in reasons] == ["R03", "R01", "R07", "R05"]
+    assert reasons[0].statement == "Debt obligations are high relative to income"
+    assert [r.code for r in ranker.rank([by_name[n] for n in names], row, limit=2)] == [
+        "R03",
+        "R01",
+    ]
+    assert len(ranker.rank([by_name[n] for n in names], row, limit=9)) == 4
+    assert ranker.rank([-1.0] * len(names), row) == ()
+
+
+def test_a_reason_says_which_side_of_the_training_median_or_the_absence(credit: Manifest) -> None:
+    ranker = ReasonRanker(credit, demo_catalogue("credit-risk", "1"))
+    names = [f.name for f in credit.features]
+    only_history = [1.0 if n == "credit_history_months" else 0.0 for n in names]
+    median = training_median(credit.baselines["credit_history_months"])
+    assert 0 < median < 1200
+    assert ranker.rank(only_history, {"credit_history_months": median / 2})[0].code == "R05"
+    assert ranker.rank(only_history, {"credit_history_months": median * 2})[0].code == "R06"
+    assert ranker.rank(only_history, {})[0].code == "R14"  # left out: "No credit history on file"
+    only_home = [1.0 if n == "home_owner" else 0.0 for n in names]
+    assert ranker.rank(only_home, {"home_owner": False})[0].code == "R11"
+
+
+def test_an_optional_feature_without_an_absence_reason_is_refused(model_dir: Path) -> None:
+    fraud = load_manifests(model_dir)[("card-fraud", "1")]
+    full = demo_catalogue("card-fraud", "1")
+    with pytest.raises(
+        ReasonCatalogueError, match="'distance_from_home_km' has no reason for its absence"
+    ):
+        validate(_with(full, tuple(e for e in full.reasons if not e.absent)), fraud, Path("r.json"))
