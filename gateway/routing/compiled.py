@@ -254,7 +254,14 @@ class _Compiler:
             primary=primary,
             versions={v: t for (m, v), t in self.targets.items() if m == point.primary.model},
             timeout_s=point.timeout_ms / 1000.0,
-            policy=ThresholdPolicy(policy.version, policy.review_at, policy.decline_at),
+            policy=ThresholdPolicy(
+                policy.version,
+                policy.review_at,
+                policy.decline_at,
+                policy.decisions.approve,
+                policy.decisions.review,
+                policy.decisions.decline,
+            ),
             canary=canary,
             shadows=tuple(shadows),
             retry=RetryPolicy(

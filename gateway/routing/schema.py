@@ -27,6 +27,8 @@ from gateway.errors import ConfigError
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Percent = Annotated[float, Field(ge=0.0, le=100.0)]
 NonEmpty = Annotated[str, Field(min_length=1)]
+DecisionName = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z][a-z0-9_-]*$")]
+"""A decision as answers carry it: lower case, e.g. ``decline`` or ``retain-offer``."""
 
 
 class _Strict(BaseModel):
@@ -123,12 +125,27 @@ class RulesConfig(_Strict):
     """Path of the rules YAML, relative to the routing file's folder."""
 
 
+class DecisionNames(_Strict):
+    """What each band of the policy is called in answers and records."""
+
+    approve: DecisionName = "approve"
+    review: DecisionName = "review"
+    decline: DecisionName = "decline"
+
+    @model_validator(mode="after")
+    def _distinct(self) -> DecisionNames:
+        if len({self.approve, self.review, self.decline}) != 3:
+            raise ValueError("the three decisions must have distinct names")
+        return self
+
+
 class PolicyConfig(_Strict):
-    """Thresholds turning a score into approve / review / decline."""
+    """Thresholds turning a score into approve / review / decline (or the names given)."""
 
     version: NonEmpty
     review_at: Probability
     decline_at: Probability
+    decisions: DecisionNames = DecisionNames()
 
 
 class CanaryConfig(_Strict):

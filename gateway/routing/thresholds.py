@@ -1,4 +1,10 @@
-"""Threshold policies: how a score in [0, 1] becomes approve, review or decline."""
+"""Threshold policies: how a score in [0, 1] becomes a decision.
+
+Three bands: below ``review_at``, from ``review_at``, from ``decline_at``. Credit and fraud call
+them approve, review and decline; a decision point may name them otherwise (a churn model's
+``none`` / ``retain-offer``, a trade monitor's ``pass`` / ``flag``). The highest band is always
+the adverse one: the outcome principal reasons explain.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +25,16 @@ class ThresholdPolicy:
     version: str
     review_at: float
     decline_at: float
+    approve: str = APPROVE
+    """The decision below ``review_at``."""
+    review: str = REVIEW
+    """The decision from ``review_at`` to ``decline_at``."""
+    decline: str = DECLINE
+    """The decision from ``decline_at``: the adverse one."""
 
     def decide(self, score: float) -> str:
         if score >= self.decline_at:
-            return DECLINE
+            return self.decline
         if score >= self.review_at:
-            return REVIEW
-        return APPROVE
+            return self.review
+        return self.approve

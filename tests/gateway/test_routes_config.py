@@ -80,6 +80,16 @@ BAD_CONFIGS: list[tuple[str, Callable[[Config], None], str]] = [
         ),
         "decision_points.churn.primary: no manifest for churn-v1",
     ),
+    (
+        "decision-names-not-distinct",
+        _set(f"{CARD}/policy/decisions", {"approve": "pass", "review": "pass"}),
+        "card-fraud.policy.decisions: Value error, the three decisions must have distinct names",
+    ),
+    (
+        "decision-name-not-lower-case",
+        _set(f"{CARD}/policy/decisions", {"decline": "Flag!"}),
+        "card-fraud.policy.decisions.decline",
+    ),
 ]
 
 

@@ -1,4 +1,5 @@
-"""Scores become approve / review / decline at inclusive thresholds."""
+"""Scores become approve / review / decline (or the names a decision point gives the three
+bands) at inclusive thresholds."""
 
 from __future__ import annotations
 
@@ -31,3 +32,8 @@ def test_equal_thresholds_leave_no_review_band() -> None:
 
 def test_zero_thresholds_decline_everything() -> None:
     assert ThresholdPolicy("p", 0.0, 0.0).decide(0.0) == "decline"
+
+
+def test_a_decision_point_names_its_bands() -> None:
+    churn = ThresholdPolicy("churn-policy-1", 0.6, 0.6, "none", "watch", "retain-offer")
+    assert [churn.decide(s) for s in (0.1, 0.6, 0.9)] == ["none", "retain-offer", "retain-offer"]
