@@ -154,3 +154,20 @@ async def test_with_the_runtime_stopped_score_fails_with_a_clear_unavailable(
         assert "credit-risk" in (info.value.details() or "")
     finally:
         topo.stop()
+
+
+async def test_churn_decisions_carry_the_names_its_policy_gives_them(
+    scoring: scoring_pb2_grpc.ScoringServiceStub,
+    lineage: lineage_pb2_grpc.LineageServiceStub,
+) -> None:
+    """churn's policy names its bands none / retain-offer (no review band): answers and records
+    carry those names, split at the policy's threshold."""
+    answers = [
+        await scoring.Score(score_request(f"churn-{i}", "churn", f"cust-{i}", row), timeout=10)
+        for i, row in enumerate(sample_requests("churn", 60, seed=13))
+    ]
+    assert {a.decision for a in answers} == {"none", "retain-offer"}
+    assert all((a.decision == "retain-offer") == (a.score >= 0.35) for a in answers)
+    stored = await _get_when_stored(lineage, answers[0].decision_id)
+    assert stored.outputs.decision == answers[0].decision
+    assert stored.outputs.policy_version == "churn-policy-1"

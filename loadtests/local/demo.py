@@ -192,6 +192,7 @@ def demo_main(argv: list[str]) -> int:
     _common_args(parser)
     parser.add_argument("--card-fraud", type=int, default=200, help="card-fraud decisions to send")
     parser.add_argument("--credit-risk", type=int, default=100, help="credit-risk decisions")
+    parser.add_argument("--churn", type=int, default=50, help="churn decisions")
     parser.add_argument("--seed", type=int, default=7, help="seed for the sample requests")
     args = parser.parse_args(argv)
     workdir: Path = args.workdir.resolve()
@@ -208,7 +209,11 @@ def demo_main(argv: list[str]) -> int:
         addresses = topology.addresses()
         print(f"gateway {addresses['gateway']}, lineage {addresses['lineage']}", flush=True)
         started = time.perf_counter()
-        per_point = {"card-fraud": args.card_fraud, "credit-risk": args.credit_risk}
+        per_point = {
+            "card-fraud": args.card_fraud,
+            "credit-risk": args.credit_risk,
+            "churn": args.churn,
+        }
         results = asyncio.run(score_samples(topology.gateway.address, per_point, args.seed))
         elapsed = time.perf_counter() - started
         print(f"\nscored {len(results)} decisions in {elapsed:.2f} s")

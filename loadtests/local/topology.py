@@ -175,6 +175,15 @@ def start_gateway(
     return start_process(name, argv, workdir)
 
 
+CHURN_POLICY: dict[str, Any] = {
+    "version": "churn-policy-1",
+    "review_at": 0.35,
+    "decline_at": 0.35,
+    "decisions": {"approve": "none", "review": "watch", "decline": "retain-offer"},
+}
+"""Two bands: a retention offer for customers likely to leave, nothing for the others."""
+
+
 def demo_routes(manifests: dict[tuple[str, str], Manifest], runtime_address: str) -> dict[str, Any]:
     """The local routing config: every model version on the one local runtime.
 
@@ -198,6 +207,11 @@ def demo_routes(manifests: dict[tuple[str, str], Manifest], runtime_address: str
             "primary": {"model": "credit-risk", "version": "champion"},
             "timeout_ms": 500,
             "policy": {"version": "credit-risk-policy-1", "review_at": 0.3, "decline_at": 0.6},
+        },
+        "churn": {
+            "primary": {"model": "churn", "version": "champion"},
+            "timeout_ms": 500,
+            "policy": CHURN_POLICY,
         },
     }
     return {"models": models, "decision_points": {k: v for k, v in points.items() if k in models}}

@@ -54,8 +54,13 @@ _EMPLOYMENT_LOGIT = {
     "unemployed": 1.2,
 }
 
+SERVICE_CHANNELS = ("branch", "online", "mobile", "phone")
+_SERVICE_CHANNEL_SHARE = (0.2, 0.3, 0.4, 0.1)
+_SERVICE_CHANNEL_LOGIT = {"branch": -0.2, "online": 0.1, "mobile": 0.0, "phone": 0.5}
+
 CARD_FRAUD_RATE = 0.03
 CREDIT_DEFAULT_RATE = 0.09
+CHURN_RATE = 0.12
 
 
 @dataclass(frozen=True)
@@ -168,11 +173,44 @@ def _loan_applications(n: int, rng: np.random.Generator) -> tuple[pd.DataFrame, 
     return frame, labels
 
 
+def _retail_customers(n: int, rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
+    """Customers who may leave within 90 days: short tenure, few products, a falling balance,
+    complaints and no salary paid in are what retention teams watch."""
+    tenure = np.clip(np.round(rng.gamma(1.6, 40.0, n)), 0, 600)
+    products = np.clip(1 + rng.poisson(np.where(tenure > 36, 1.6, 0.7)), 1, 10)
+    trend = np.clip(np.round(rng.normal(0.0, 18.0, n), 1), -100.0, 300.0)
+    complaints = np.clip(rng.poisson(np.where(rng.random(n) < 0.1, 1.8, 0.1)), 0, 50)
+    channel = rng.choice(np.array(SERVICE_CHANNELS), size=n, p=_SERVICE_CHANNEL_SHARE)
+    salary = rng.random(n) < np.clip(0.3 + products * 0.1, 0.0, 0.9)
+    z = (
+        -0.012 * np.minimum(tenure, 120)
+        - 0.35 * np.minimum(products, 5)
+        - 0.03 * np.clip(trend, -60, 60)
+        + 0.55 * np.minimum(complaints, 5)
+        + np.array([_SERVICE_CHANNEL_LOGIT[c] for c in channel])
+        - 0.8 * salary
+    )
+    p = _sigmoid(z + _intercept_for_rate(z, CHURN_RATE))
+    labels = (rng.random(n) < p).astype(np.int64)
+    frame = pd.DataFrame(
+        {
+            "tenure_months": tenure,
+            "product_count": products.astype(np.float64),
+            "balance_trend_pct": trend,
+            "complaints_12m": complaints.astype(np.float64),
+            "service_channel": channel.astype(object),
+            "salary_paid_in": salary.astype(np.float64),
+        }
+    )
+    return frame, labels
+
+
 _GENERATORS: dict[str, Callable[[int, np.random.Generator], tuple[pd.DataFrame, np.ndarray]]] = {
     "card-fraud": _card_transactions,
     "credit-risk": _loan_applications,
+    "churn": _retail_customers,
 }
-BOOLEAN_FEATURES = frozenset({"card_present", "home_owner"})
+BOOLEAN_FEATURES = frozenset({"card_present", "home_owner", "salary_paid_in"})
 
 # Card-not-present transactions often come without a device location: the distance from home is
 # then not known (an optional feature the card-fraud models read as missing).
@@ -191,7 +229,8 @@ _UNOBSERVED: dict[str, Callable[[pd.DataFrame, np.random.Generator], None]] = {
 
 
 def generate(model_name: str, n: int, seed: int, unobserved: bool = True) -> Dataset:
-    """``n`` labelled rows for "card-fraud" or "credit-risk"; the same seed gives the same rows.
+    """``n`` labelled rows for "card-fraud", "credit-risk" or "churn"; the same seed gives the
+    same rows.
 
     With ``unobserved``, values a bank would not know for some rows are NaN (the labels were
     drawn from the true values); without, every value is there, and all others are the same.

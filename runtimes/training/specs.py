@@ -17,7 +17,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import KBinsDiscretizer, OneHotEncoder, StandardScaler
 
 from runtimes.manifest import BooleanFeature, CategoryFeature, Feature, NumberFeature
-from runtimes.training.datasets import CHANNELS, EMPLOYMENT_TYPES, MERCHANT_CATEGORIES
+from runtimes.training.datasets import (
+    CHANNELS,
+    EMPLOYMENT_TYPES,
+    MERCHANT_CATEGORIES,
+    SERVICE_CHANNELS,
+)
 
 CARD_FRAUD_FEATURES: tuple[Feature, ...] = (
     NumberFeature(name="amount", min=0, max=50_000, description="transaction amount"),
@@ -58,6 +63,23 @@ CREDIT_RISK_FEATURES: tuple[Feature, ...] = (
     ),
     BooleanFeature(name="home_owner", description="owns their home"),
     NumberFeature(name="age", min=18, max=100, description="applicant age in years"),
+)
+
+
+CHURN_FEATURES: tuple[Feature, ...] = (
+    NumberFeature(name="tenure_months", min=0, max=600, description="months as a customer"),
+    NumberFeature(name="product_count", min=1, max=10, description="products held"),
+    NumberFeature(
+        name="balance_trend_pct",
+        min=-100,
+        max=300,
+        description="change of the average balance over the last 3 months, in percent",
+    ),
+    NumberFeature(name="complaints_12m", min=0, max=50, description="complaints in 12 months"),
+    CategoryFeature(
+        name="service_channel", categories=SERVICE_CHANNELS, description="main service channel"
+    ),
+    BooleanFeature(name="salary_paid_in", description="salary paid into the account"),
 )
 
 
@@ -116,6 +138,14 @@ def card_fraud_v2(seed: int) -> Pipeline:
     )
     # Histogram gradient boosting learns where missing values go at each split.
     inputs = _tree_inputs(CARD_FRAUD_FEATURES, impute=False)
+    return Pipeline([("inputs", inputs), ("classifier", classifier)])
+
+
+def churn_v1(seed: int) -> Pipeline:
+    classifier = GradientBoostingClassifier(
+        n_estimators=80, max_depth=3, learning_rate=0.1, subsample=0.8, random_state=seed
+    )
+    inputs = _tree_inputs(CHURN_FEATURES, impute=False)
     return Pipeline([("inputs", inputs), ("classifier", classifier)])
 
 
@@ -186,5 +216,16 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         rows=20_000,
         data_seed=20240202,
         model_seed=33,
+    ),
+    ModelSpec(
+        name="churn",
+        version="1",
+        description="Retail customer attrition within 90 days (gradient-boosted trees).",
+        algorithm="sklearn.ensemble.GradientBoostingClassifier",
+        features=CHURN_FEATURES,
+        pipeline=churn_v1,
+        rows=20_000,
+        data_seed=20240303,
+        model_seed=44,
     ),
 )

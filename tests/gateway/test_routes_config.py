@@ -50,7 +50,7 @@ BAD_CONFIGS: list[tuple[str, Callable[[Config], None], str]] = [
     ("unknown-top-level-key", _set("listen", ":80"), "listen: Extra inputs are not permitted"),
     ("unknown-policy-key", _set(f"{CARD}/policy/colour", "red"), "card-fraud.policy.colour"),
     ("unknown-version-key", _set("models/card-fraud/versions/1/weight", 3), "versions.1.weight"),
-    ("unknown-model", _set(f"{CARD}/primary/model", "churn"), "card-fraud.primary.model"),
+    ("unknown-model", _set(f"{CARD}/primary/model", "mortgage"), "card-fraud.primary.model"),
     ("unknown-alias", _set(f"{CARD}/primary/version", "stable"), "card-fraud.primary.version"),
     ("alias-to-nothing", _set("models/card-fraud/aliases/champion", "9"), "aliases.champion"),
     ("review-above-decline", _set(f"{CARD}/policy/review_at", 0.9), "policy.review_at"),
@@ -69,16 +69,16 @@ BAD_CONFIGS: list[tuple[str, Callable[[Config], None], str]] = [
     (
         "decision-point-model-without-manifest",
         lambda c: (
-            c["models"].update(churn={"versions": {"1": {"endpoints": ["127.0.0.1:9001"]}}}),
+            c["models"].update(mortgage={"versions": {"1": {"endpoints": ["127.0.0.1:9001"]}}}),
             c["decision_points"].update(
-                churn={
-                    "primary": {"model": "churn", "version": "1"},
+                mortgage={
+                    "primary": {"model": "mortgage", "version": "1"},
                     "timeout_ms": 100,
                     "policy": {"version": "p", "review_at": 0.2, "decline_at": 0.3},
                 }
             ),
         ),
-        "decision_points.churn.primary: no manifest for churn-v1",
+        "decision_points.mortgage.primary: no manifest for mortgage-v1",
     ),
     (
         "decision-names-not-distinct",
@@ -248,7 +248,7 @@ BAD_TRAFFIC: list[tuple[str, Callable[[Config], object], str]] = [
     ("canary-is-primary", _set(f"{CARD}/canary/target/version", "1"), "is the primary itself"),
     (
         "shadow-unknown-model",
-        _set(f"{CARD}/shadows", [{"target": {"model": "churn", "version": "1"}}]),
+        _set(f"{CARD}/shadows", [{"target": {"model": "mortgage", "version": "1"}}]),
         f"{TRAFFIC}.shadows[0].target.model",
     ),
     (

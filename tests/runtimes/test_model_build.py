@@ -23,7 +23,7 @@ from runtimes.manifest import (
 from runtimes.training.build import build_all, onnx_inputs
 from runtimes.training.datasets import generate, sample_requests
 
-SERVED = ("card-fraud-v1", "card-fraud-v2", "credit-risk-v1")
+SERVED = ("card-fraud-v1", "card-fraud-v2", "churn-v1", "credit-risk-v1")
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -42,7 +42,7 @@ def test_two_builds_give_identical_bytes(model_dir: Path, tmp_path: Path) -> Non
     first, second = _digests(model_dir), _digests(tmp_path)
     assert sorted(first) == sorted(
         f"{m}/{v}/{f}"
-        for m, v in [("card-fraud", "1"), ("card-fraud", "2"), ("credit-risk", "1")]
+        for m, v in [("card-fraud", "1"), ("card-fraud", "2"), ("churn", "1"), ("credit-risk", "1")]
         for f in ("manifest.json", "model.onnx")
     )
     assert first == second
@@ -162,6 +162,7 @@ def test_cli_build_prints_one_line_per_model(
         ["card-fraud", "v1"],
         ["card-fraud", "v2"],
         ["credit-risk", "v1"],
+        ["churn", "v1"],
     ]
     assert all("sha256=" in line and "heldout_auc=0." in line for line in lines)
 

@@ -25,7 +25,7 @@ from runtimes.graph import open_session, run_rows
 from runtimes.manifest import ARTIFACT_FILE, CategoryFeature, Manifest
 from runtimes.training.datasets import sample_requests
 
-SERVED = ("card-fraud-v1", "card-fraud-v2", "credit-risk-v1")
+SERVED = ("card-fraud-v1", "card-fraud-v2", "churn-v1", "credit-risk-v1")
 
 
 @pytest.fixture

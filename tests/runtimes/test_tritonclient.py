@@ -23,7 +23,7 @@ from runtimes.manifest import ARTIFACT_FILE, CategoryFeature, Manifest
 from runtimes.training.datasets import sample_requests
 
 HERE = Path(__file__).resolve().parent / "triton"
-SERVED = ("card-fraud-v1", "card-fraud-v2", "credit-risk-v1")
+SERVED = ("card-fraud-v1", "card-fraud-v2", "churn-v1", "credit-risk-v1")
 ROWS = 64
 
 
