@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import warnings
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from runtimes.manifest import (
     Training,
 )
 from runtimes.training.datasets import generate
+from runtimes.training.explain_data import ExplanationDataError, add_explanation_data
 from runtimes.training.specs import MODEL_SPECS, ModelSpec
 
 log = logging.getLogger(__name__)
@@ -182,23 +184,44 @@ def _check_batch_invariance(spec: ModelSpec, blob: bytes, frame: pd.DataFrame) -
     log.info("%s v%s: %d row scores identical in every batch", spec.name, spec.version, compared)
 
 
-def build_model(spec: ModelSpec, out_dir: Path) -> Manifest:
-    """Trains, exports, checks and writes one model version; returns its manifest."""
+@dataclass(frozen=True)
+class TrainedModel:
+    """A spec's fitted pipeline and the rows it was trained and checked on."""
+
+    spec: ModelSpec
+    pipeline: Pipeline
+    train: pd.DataFrame
+    heldout: pd.DataFrame
+    y_train: np.ndarray
+    y_heldout: np.ndarray
+
+
+def train(spec: ModelSpec) -> TrainedModel:
+    """Generates the spec's data and fits its pipeline (the same model every run)."""
     data = generate(spec.name, spec.rows, spec.data_seed)
     # Rows are drawn independently, so the tail is a fair held-out split.
     split = spec.rows - int(spec.rows * spec.heldout_fraction)
-    train, heldout = data.features.iloc[:split], data.features.iloc[split:]
-    y_train, y_heldout = data.labels[:split], data.labels[split:]
     # The graph computes in float32; training on float32-exact values keeps both sides equal.
-    train = _float32_exact(train)
-    heldout = _float32_exact(heldout)
-
+    rows = _float32_exact(data.features.iloc[:split])
+    heldout = _float32_exact(data.features.iloc[split:])
     pipeline = spec.pipeline(spec.model_seed)
-    pipeline.fit(train, y_train)
-    heldout_proba = pipeline.predict_proba(heldout)
-    auc = float(roc_auc_score(y_heldout, heldout_proba[:, 1]))
+    pipeline.fit(rows, data.labels[:split])
+    return TrainedModel(spec, pipeline, rows, heldout, data.labels[:split], data.labels[split:])
 
-    blob = export_onnx(pipeline, spec).SerializeToString(deterministic=True)
+
+def build_model(spec: ModelSpec, out_dir: Path) -> Manifest:
+    """Trains, exports, checks and writes one model version; returns its manifest."""
+    trained = train(spec)
+    pipeline, train_rows, heldout = trained.pipeline, trained.train, trained.heldout
+    heldout_proba = pipeline.predict_proba(heldout)
+    auc = float(roc_auc_score(trained.y_heldout, heldout_proba[:, 1]))
+
+    model = export_onnx(pipeline, spec)
+    try:
+        add_explanation_data(model, pipeline, train_rows)
+    except ExplanationDataError as e:
+        raise BuildError(f"{spec.name} v{spec.version}: {e}; refusing to write the artifact") from e
+    blob = model.SerializeToString(deterministic=True)
     _check_onnx(spec, blob, heldout, heldout_proba)
     _check_batch_invariance(spec, blob, heldout)
 
@@ -211,13 +234,13 @@ def build_model(spec: ModelSpec, out_dir: Path) -> Manifest:
         training=Training(
             algorithm=spec.algorithm,
             seed=spec.model_seed,
-            rows=len(train),
+            rows=len(train_rows),
             heldout_rows=len(heldout),
-            data_fingerprint=data_fingerprint(train, y_train),
+            data_fingerprint=data_fingerprint(train_rows, trained.y_train),
             heldout_auc=round(auc, 6),
             libraries={lib: metadata.version(lib) for lib in _LIBRARIES},
         ),
-        baselines=baselines(spec.features, train, pipeline.predict_proba(train)[:, 1]),
+        baselines=baselines(spec.features, train_rows, pipeline.predict_proba(train_rows)[:, 1]),
     )
     folder = out_dir / spec.name / spec.version
     folder.mkdir(parents=True, exist_ok=True)
