@@ -294,9 +294,9 @@ def check_covers(label: str, tree: Tree) -> None:
         parent, children = tree.cover[i], tree.cover[t] + tree.cover[f]
         if not parent > 0 or abs(parent - children) > COVER_RELATIVE_TOLERANCE * parent:
             raise UnexplainableModel(
-                f"{label}: {tree.node_label(i)} has cover {parent:g} but its children "
-                f"({tree.node_label(t)}, node {int(tree.node_ids[f])}) have "
-                f"{tree.cover[t]:g} + {tree.cover[f]:g}; the covers are inconsistent"
+                f"{label}: {tree.node_label(i)} has cover {parent:g} but its children (nodes "
+                f"{int(tree.node_ids[t])} and {int(tree.node_ids[f])}) have {tree.cover[t]:g} + "
+                f"{tree.cover[f]:g}; the covers are inconsistent"
             )
         stack.extend((t, f))
     if not seen.all():
