@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 import onnx
@@ -35,10 +35,8 @@ Method = Literal["tree-shap", "linear-points"]
 EXPLAINED_CLASS_INDEX = 1
 
 
-class _Attribution(Protocol):
-    base_value: float
-
-    def values(self, columns: np.ndarray) -> np.ndarray: ...
+Attribution = TreeShap | LinearPoints
+"""What computes the per-feature values from the scoring node's input columns."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,7 @@ class Explainer:
         manifest: Manifest,
         method: Method,
         preprocessing: Preprocessing,
-        attribution: _Attribution,
+        attribution: Attribution,
         post_transform: str,
     ) -> None:
         self.manifest = manifest
@@ -72,7 +70,7 @@ class Explainer:
         self.features = tuple(f.name for f in manifest.features)
         self.post_transform = post_transform
         self.preprocessing = preprocessing
-        self._attribution = attribution
+        self.attribution = attribution
 
     @classmethod
     def for_artifact(
@@ -88,7 +86,7 @@ class Explainer:
                 f"{manifest.outputs.positive_class_index}"
             )
         n = len(manifest.features)
-        attribution: _Attribution
+        attribution: Attribution
         try:
             if find_node(model, TREE_OPS) is not None:
                 ensemble = read_tree_ensemble(model)
@@ -115,7 +113,7 @@ class Explainer:
 
     @property
     def base_value(self) -> float:
-        return self._attribution.base_value
+        return self.attribution.base_value
 
     def contributions(self, feed: Mapping[str, np.ndarray]) -> Contributions:
         """Contributions for the rows of ``feed``, the graph's inputs ([N, 1] per feature)."""
@@ -123,7 +121,7 @@ class Explainer:
 
     def contributions_of_columns(self, columns: np.ndarray) -> Contributions:
         """Contributions for rows given as the scoring node's input ([N, C] float32)."""
-        return Contributions(self._attribution.values(columns), self._attribution.base_value)
+        return Contributions(self.attribution.values(columns), self.attribution.base_value)
 
 
 def _model(artifact: bytes | str | Path | ModelProto) -> ModelProto:
