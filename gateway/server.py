@@ -38,7 +38,8 @@ from gateway.metrics import GatewayMetrics
 from gateway.routing.compiled import Routes, load_routes
 from gateway.settings import GatewaySettings, parse_settings
 from reflection.service import enable_reflection
-from runtimes.manifest import ManifestError, load_manifests
+from runtimes.manifest import ManifestError
+from runtimes.reasons import load_checked_manifests
 from scoring.v1 import scoring_pb2
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ def write_ready_file(path: Path, info: dict[str, object]) -> None:
 
 
 def load_config(settings: GatewaySettings) -> Routes:
-    return load_routes(settings.routes, load_manifests(settings.model_dir))
+    return load_routes(settings.routes, load_checked_manifests(settings.model_dir))
 
 
 async def open_outbox(

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from runtimes.manifest import ManifestError, find_model_folders, read_manifest, verify_artifact
+from runtimes.reasons import read_catalogue
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -14,7 +15,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="train the demo models and export them to ONNX")
     build.add_argument("--out", type=Path, required=True, help="model repository to write")
-    verify = commands.add_parser("verify", help="check every artifact against its manifest")
+    verify = commands.add_parser(
+        "verify", help="check every artifact and reason catalogue against its manifest"
+    )
     verify.add_argument("--model-dir", type=Path, required=True, help="model repository")
     return parser
 
@@ -41,6 +44,8 @@ def verify(model_dir: Path) -> int:
         try:
             manifest = read_manifest(folder)
             verify_artifact(folder, manifest)
+            if manifest.reason_catalogue_sha256:
+                read_catalogue(folder, manifest, manifest.reason_catalogue_sha256)
         except ManifestError as e:
             failures += 1
             print(f"FAILED {e}", file=sys.stderr)

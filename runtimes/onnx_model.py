@@ -40,6 +40,7 @@ from runtimes.graph import (
     scoring_environment,
 )
 from runtimes.manifest import Manifest, ManifestError, read_manifest, verify_artifact
+from runtimes.reasons import read_catalogue
 from runtimes.tensors import decode_request, encode_outputs, requested_outputs
 
 # Triton's name for an ONNX model run by onnxruntime; OIP v2 leaves the platform's naming open.
@@ -92,6 +93,11 @@ class OnnxModel(Model):  # type: ignore[misc]
             raise ModelLoadError(str(e)) from e
         session = open_session(str(artifact))
         self._check_graph(session)
+        if self.manifest.reason_catalogue_sha256:
+            try:
+                read_catalogue(self.folder, self.manifest, self.manifest.reason_catalogue_sha256)
+            except ManifestError as e:
+                raise ModelLoadError(str(e)) from e
         self._session = session
         self.ready = True
         return True

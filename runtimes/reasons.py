@@ -35,7 +35,11 @@ from runtimes.manifest import (
     Feature,
     Histogram,
     Manifest,
+    ManifestError,
     NumberFeature,
+    find_model_folders,
+    load_manifests,
+    read_manifest,
 )
 
 CATALOGUE_FILE = "reasons.json"
@@ -47,8 +51,9 @@ BOOLEAN_VALUES = ("false", "true")
 """How a boolean feature's values are named in ``value``."""
 
 
-class ReasonCatalogueError(Exception):
-    """A catalogue that cannot be used, with the file and the entry at fault."""
+class ReasonCatalogueError(ManifestError):
+    """A catalogue that cannot be used, with the file and the entry at fault (a problem with a
+    model version's files, like its manifest's)."""
 
 
 class _Strict(BaseModel):
@@ -274,3 +279,14 @@ class ReasonRanker:
                 entry = self._catalogue.entry_for(feature.name, None, str(value))
             reasons.append(Reason(rank, entry.code, entry.statement, feature.name, -negative))
         return tuple(reasons)
+
+
+def load_checked_manifests(root: Path) -> dict[tuple[str, str], Manifest]:
+    """``load_manifests(root)``, each version's reason catalogue checked too (when its manifest
+    names one): what the gateway loads at start and at every reload."""
+    manifests = load_manifests(root)
+    for folder in find_model_folders(root):
+        manifest = read_manifest(folder)
+        if manifest.reason_catalogue_sha256:
+            read_catalogue(folder, manifest, manifest.reason_catalogue_sha256)
+    return manifests

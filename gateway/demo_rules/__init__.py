@@ -13,4 +13,5 @@ DEMO_RULES_DIR = Path(__file__).parent
 DEMO_RULES = {
     "card-fraud": DEMO_RULES_DIR / "card-fraud-rules.yaml",
     "credit-risk": DEMO_RULES_DIR / "credit-risk-rules.yaml",
+    "churn": DEMO_RULES_DIR / "churn-rules.yaml",
 }

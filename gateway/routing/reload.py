@@ -23,7 +23,8 @@ from gateway.errors import ConfigError
 from gateway.metrics import GatewayMetrics
 from gateway.routing.changes import RouteChange, RouteChangeSink, arm_targets, describe_changes
 from gateway.routing.compiled import ConfigFiles, Routes, compile_routes, read_config_files
-from runtimes.manifest import MANIFEST_FILE, ManifestError, load_manifests
+from runtimes.manifest import MANIFEST_FILE, ManifestError
+from runtimes.reasons import load_checked_manifests
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,9 @@ log = logging.getLogger(__name__)
 def _compile(path: Path, model_dir: Path) -> tuple[Routes, ConfigFiles]:
     files, config = read_config_files(path)
     try:
-        routes = compile_routes(config, load_manifests(model_dir), files.version, files.rules)
+        routes = compile_routes(
+            config, load_checked_manifests(model_dir), files.version, files.rules
+        )
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from e
     return routes, files

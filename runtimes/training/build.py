@@ -36,6 +36,14 @@ from runtimes.manifest import (
     NumberFeature,
     Training,
 )
+from runtimes.reasons import (
+    CATALOGUE_FILE,
+    ReasonCatalogueError,
+    catalogue_bytes,
+    catalogue_sha256,
+    validate,
+)
+from runtimes.training.catalogues import demo_catalogue
 from runtimes.training.datasets import generate
 from runtimes.training.explain_data import ExplanationDataError, add_explanation_data
 from runtimes.training.specs import MODEL_SPECS, ModelSpec
@@ -242,9 +250,16 @@ def build_model(spec: ModelSpec, out_dir: Path) -> Manifest:
         ),
         baselines=baselines(spec.features, train_rows, pipeline.predict_proba(train_rows)[:, 1]),
     )
+    catalogue = catalogue_bytes(demo_catalogue(spec.name, spec.version))
+    manifest = manifest.model_copy(update={"reason_catalogue_sha256": catalogue_sha256(catalogue)})
+    try:
+        validate(demo_catalogue(spec.name, spec.version), manifest, Path(CATALOGUE_FILE))
+    except ReasonCatalogueError as e:
+        raise BuildError(f"{spec.name} v{spec.version}: {e}; refusing to write it") from e
     folder = out_dir / spec.name / spec.version
     folder.mkdir(parents=True, exist_ok=True)
     (folder / ARTIFACT_FILE).write_bytes(blob)
+    (folder / CATALOGUE_FILE).write_bytes(catalogue)
     (folder / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
     log.info("built %s sha256=%s auc=%.4f", manifest.served_name, manifest.artifact_sha256, auc)
     return manifest

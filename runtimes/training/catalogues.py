@@ -52,17 +52,17 @@ _CREDIT_RISK_ABSENT = (("R14", "credit_history_months", "No credit history on fi
 
 
 _CHURN: tuple[_Row, ...] = (
-    ("C01", "tenure_months", "low", None, "The customer joined recently"),
-    ("C02", "tenure_months", "high", None, "Long tenure did not lower the risk of leaving"),
-    ("C03", "product_count", "low", None, "The customer holds few products"),
-    ("C04", "product_count", "high", None, "Holding several products did not lower the risk"),
-    ("C05", "balance_trend_pct", "low", None, "The balance has been falling"),
-    ("C06", "balance_trend_pct", "high", None, "A rising balance did not lower the risk"),
-    ("C07", "complaints_12m", None, None, "Complaints in the last 12 months"),
-    ("C08", "service_channel", None, "phone", "Served mainly by phone"),
-    ("C09", "service_channel", None, None, "The main service channel"),
-    ("C10", "salary_paid_in", None, "false", "No salary paid into the account"),
-    ("C11", "salary_paid_in", None, "true", "A salary paid in did not lower the risk"),
+    ("A01", "tenure_months", "low", None, "The customer joined recently"),
+    ("A02", "tenure_months", "high", None, "Long tenure did not lower the risk of leaving"),
+    ("A03", "product_count", "low", None, "The customer holds few products"),
+    ("A04", "product_count", "high", None, "Holding several products did not lower the risk"),
+    ("A05", "balance_trend_pct", "low", None, "The balance has been falling"),
+    ("A06", "balance_trend_pct", "high", None, "A rising balance did not lower the risk"),
+    ("A07", "complaints_12m", None, None, "Complaints in the last 12 months"),
+    ("A08", "service_channel", None, "phone", "Served mainly by phone"),
+    ("A09", "service_channel", None, None, "The main service channel"),
+    ("A10", "salary_paid_in", None, "false", "No salary paid into the account"),
+    ("A11", "salary_paid_in", None, "true", "A salary paid in did not lower the risk"),
 )
 
 

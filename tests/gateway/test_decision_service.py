@@ -157,7 +157,7 @@ async def test_pinned_version_is_answered_by_that_version(
     ("request_", "error", "named"),
     [
         (_input(model_version="9"), UnknownModelVersion, "model_version"),
-        (_input(decision_point="churn"), UnknownDecisionPoint, "decision_point"),
+        (_input(decision_point="mortgage"), UnknownDecisionPoint, "decision_point"),
         (_input(request_id=""), InvalidRequest, "request_id"),
         (_input(entity_key=""), InvalidRequest, "entity_key"),
     ],

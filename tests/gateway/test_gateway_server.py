@@ -137,7 +137,7 @@ async def test_an_unset_feature_value_counts_as_missing(
 @pytest.mark.parametrize(
     ("request_", "code", "named"),
     [
-        (_request(decision_point="churn"), grpc.StatusCode.NOT_FOUND, "decision_point"),
+        (_request(decision_point="mortgage"), grpc.StatusCode.NOT_FOUND, "decision_point"),
         (_request(model_version="9"), grpc.StatusCode.NOT_FOUND, "model_version"),
         (_request(request_id=""), grpc.StatusCode.INVALID_ARGUMENT, "request_id"),
         (_request(request_id="x" * 129), grpc.StatusCode.INVALID_ARGUMENT, "request_id"),
@@ -271,7 +271,7 @@ async def test_a_bad_batch_row_gets_its_own_error_and_the_others_are_scored(
 @pytest.mark.parametrize(
     ("request_", "code"),
     [
-        (score_batch_request("churn", []), grpc.StatusCode.NOT_FOUND),
+        (score_batch_request("mortgage", []), grpc.StatusCode.NOT_FOUND),
         (score_batch_request("card-fraud", [], model_version="9"), grpc.StatusCode.NOT_FOUND),
         (
             score_batch_request("card-fraud", [("r", "c", {})] * 1001),

@@ -43,7 +43,7 @@ def test_two_builds_give_identical_bytes(model_dir: Path, tmp_path: Path) -> Non
     assert sorted(first) == sorted(
         f"{m}/{v}/{f}"
         for m, v in [("card-fraud", "1"), ("card-fraud", "2"), ("churn", "1"), ("credit-risk", "1")]
-        for f in ("manifest.json", "model.onnx")
+        for f in ("manifest.json", "model.onnx", "reasons.json")
     )
     assert first == second
 

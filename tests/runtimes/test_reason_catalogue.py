@@ -3,10 +3,13 @@ with unique codes and non-empty statements, and matches the sha256 its manifest 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
+from loadtests.local.topology import TopologyError, demo_routes, start_gateway, start_runtime
 from runtimes.manifest import Manifest, load_manifests
 from runtimes.reasons import (
     CATALOGUE_FILE,
@@ -153,3 +156,33 @@ def test_an_optional_feature_without_an_absence_reason_is_refused(model_dir: Pat
         ReasonCatalogueError, match="'distance_from_home_km' has no reason for its absence"
     ):
         validate(_with(full, tuple(e for e in full.reasons if not e.absent)), fraud, Path("r.json"))
+
+
+def test_the_builder_writes_each_catalogue_beside_its_manifest(model_dir: Path) -> None:
+    for (name, version), manifest in load_manifests(model_dir).items():
+        folder = model_dir / name / version
+        catalogue = read_catalogue(folder, manifest, manifest.reason_catalogue_sha256)
+        assert catalogue.catalogue_version == f"{name}-v{version}-reasons-1"
+
+
+@pytest.mark.parametrize("server", ["gateway", "runtime"])
+def test_a_tampered_catalogue_stops_the_gateway_and_the_runtime_naming_it(
+    model_dir: Path, tmp_path: Path, server: str
+) -> None:
+    """Changing an approved statement without rebuilding: the real processes refuse to start."""
+    models = tmp_path / "models"
+    shutil.copytree(model_dir, models)
+    reasons = models / "credit-risk" / "1" / CATALOGUE_FILE
+    reasons.write_text(reasons.read_text().replace("too short", "a little short"))
+    with pytest.raises(TopologyError) as caught:
+        if server == "runtime":
+            start_runtime(models, tmp_path / "run")
+        else:
+            routes = tmp_path / "routes.yaml"
+            manifests = load_manifests(models)
+            routes.write_text(
+                yaml.safe_dump(demo_routes(manifests, "127.0.0.1:9"), sort_keys=False)
+            )
+            start_gateway(routes, models, tmp_path / "run")
+    assert f"{reasons}: sha256" in str(caught.value)
+    assert "does not match the manifest's" in str(caught.value)
