@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
-import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import grpc
 import pytest
+from support.stored import get_when_stored
 
-from lineage.v1 import lineage_pb2, lineage_pb2_grpc
+from lineage.v1 import lineage_pb2_grpc
 from lineage.v1.record import features_sha256
 from loadtests.local.topology import Topology
 from runtimes.manifest import load_manifests
@@ -34,21 +33,6 @@ async def lineage(topology: Topology) -> AsyncIterator[lineage_pb2_grpc.LineageS
 
 def _snapshot(features: Mapping[str, FeatureInput]) -> dict[str, float | str | bool]:
     return {k: v if isinstance(v, bool | str) else float(v) for k, v in features.items()}
-
-
-async def _get_when_stored(
-    lineage: lineage_pb2_grpc.LineageServiceStub, decision_id: str, timeout_s: float = 15.0
-) -> lineage_pb2.DecisionRecord:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return await lineage.GetDecision(
-                lineage_pb2.GetDecisionRequest(decision_id=decision_id), timeout=5
-            )
-        except grpc.aio.AioRpcError as e:
-            if e.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
 
 
 async def test_score_answers_with_the_manifest_model_and_lineage_keeps_it(
@@ -76,7 +60,7 @@ async def test_score_answers_with_the_manifest_model_and_lineage_keeps_it(
     assert response.policy_version == "card-fraud-policy-1"
     assert response.decided_at.ToMicroseconds() > 0
 
-    record = await _get_when_stored(lineage, response.decision_id)
+    record = await get_when_stored(lineage, response.decision_id)
     assert record.decision_id == response.decision_id
     assert record.request_id == "core-42"
     assert record.entity_key == "cust-0042"
@@ -168,6 +152,6 @@ async def test_churn_decisions_carry_the_names_its_policy_gives_them(
     ]
     assert {a.decision for a in answers} == {"none", "retain-offer"}
     assert all((a.decision == "retain-offer") == (a.score >= 0.35) for a in answers)
-    stored = await _get_when_stored(lineage, answers[0].decision_id)
+    stored = await get_when_stored(lineage, answers[0].decision_id)
     assert stored.outputs.decision == answers[0].decision
     assert stored.outputs.policy_version == "churn-policy-1"

@@ -6,16 +6,16 @@ the decision record stores the feature as absent, and replay reproduces the scor
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+from support.stored import get_when_stored
 
 from governance.replay import replay
-from lineage.v1 import lineage_pb2, lineage_pb2_grpc
+from lineage.v1 import lineage_pb2_grpc
 from loadtests.local.topology import Topology
 from runtimes.graph import BYTES, input_specs, open_session, run_rows
 from runtimes.manifest import Manifest, absent_value, load_manifests
@@ -37,21 +37,6 @@ async def scoring(topology: Topology) -> AsyncIterator[scoring_pb2_grpc.ScoringS
 async def lineage(topology: Topology) -> AsyncIterator[lineage_pb2_grpc.LineageServiceStub]:
     async with grpc.aio.insecure_channel(topology.lineage.address) as channel:
         yield lineage_pb2_grpc.LineageServiceStub(channel)
-
-
-async def stored(
-    lineage: lineage_pb2_grpc.LineageServiceStub, decision_id: str, timeout_s: float = 30.0
-) -> lineage_pb2.DecisionRecord:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return await lineage.GetDecision(
-                lineage_pb2.GetDecisionRequest(decision_id=decision_id), timeout=5
-            )
-        except grpc.aio.AioRpcError as e:
-            if e.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.05)
 
 
 def in_process_score(model_dir: Path, m: Manifest, row: Mapping[str, FeatureValue]) -> float:
@@ -89,7 +74,7 @@ async def test_a_transaction_without_a_distance_is_scored_by_the_model_as_missin
     # Missing is not the same as any value: the graph routes it its own way.
     assert answer.score != in_process_score(topology.model_dir, m, {**row, DISTANCE: 0.0})
 
-    record = await stored(lineage, answer.decision_id)
+    record = await get_when_stored(lineage, answer.decision_id)
     assert DISTANCE not in record.inputs.features
     assert set(record.inputs.features) == set(row)
     assert replay(record, topology.model_dir).match
@@ -112,9 +97,9 @@ async def test_an_application_without_a_credit_history_is_scored_with_its_declar
     assert without.fallback_reason == "" and without.arm == "primary"
     assert without.score == with_default.score == in_process_score(topology.model_dir, m, row)
 
-    record = await stored(lineage, without.decision_id)
+    record = await get_when_stored(lineage, without.decision_id)
     assert HISTORY not in record.inputs.features  # stored as absent, not as the default
-    assert HISTORY in (await stored(lineage, with_default.decision_id)).inputs.features
+    assert HISTORY in (await get_when_stored(lineage, with_default.decision_id)).inputs.features
     assert replay(record, topology.model_dir).match
 
 
@@ -147,7 +132,7 @@ async def test_rows_with_and_without_optional_features_in_flight_together_are_al
     assert all(a.arm == "pinned" and not a.fallback_reason for a in answers)
     assert [a.score for a in answers] == [in_process_score(topology.model_dir, m, r) for r in rows]
     for a, row in zip(answers[::20], rows[::20], strict=True):
-        record = await stored(lineage, a.decision_id)
+        record = await get_when_stored(lineage, a.decision_id)
         assert set(record.inputs.features) == set(row)
         assert replay(record, topology.model_dir).match
 
