@@ -15,6 +15,7 @@ it computes in the same one.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from concurrent.futures import Executor
@@ -28,11 +29,15 @@ from kserve.protocol.infer_type import InferRequest, InferResponse
 
 from oip.v2.parameters import (
     ARTIFACT_SHA256_PARAMETER,
+    CONTRIBUTIONS_BASE_PARAMETER,
     RUNTIME_INSTANCE_PARAMETER,
     SCORING_ENVIRONMENT_PARAMETER,
 )
 from runtimes.errors import InvalidTensor, ModelLoadError, UnknownVersion
+from runtimes.explain.errors import UnexplainableModel
+from runtimes.explain.explainer import Contributions, Explainer
 from runtimes.graph import (
+    CONTRIBUTIONS,
     OUTPUT_METADATA,
     input_specs,
     open_session,
@@ -45,6 +50,9 @@ from runtimes.tensors import decode_request, encode_outputs, requested_outputs
 
 # Triton's name for an ONNX model run by onnxruntime; OIP v2 leaves the platform's naming open.
 PLATFORM = "onnxruntime_onnx"
+
+
+log = logging.getLogger("scoregate.runtime")
 
 
 def runtime_instance() -> str:
@@ -72,6 +80,8 @@ class OnnxModel(Model):  # type: ignore[misc]
         self._specs = input_specs(manifest.features)
         self._session: ort.InferenceSession | None = None
         self._environment = scoring_environment()
+        self._explainer: Explainer | None = None
+        self._optional_outputs: tuple[str, ...] = ()
 
     @classmethod
     def from_folder(
@@ -98,9 +108,22 @@ class OnnxModel(Model):  # type: ignore[misc]
                 read_catalogue(self.folder, self.manifest, self.manifest.reason_catalogue_sha256)
             except ManifestError as e:
                 raise ModelLoadError(str(e)) from e
+        self._explainer = self._explain(artifact)
+        self._optional_outputs = (CONTRIBUTIONS,) if self._explainer is not None else ()
         self._session = session
         self.ready = True
         return True
+
+    def _explain(self, artifact: Path) -> Explainer | None:
+        """The artifact's explainer. A model with a reason catalogue promises reasons, so one
+        that cannot be explained exactly is refused; any other is served without them."""
+        try:
+            return Explainer.for_artifact(artifact, self.manifest)
+        except UnexplainableModel as e:
+            if self.manifest.reason_catalogue_sha256:
+                raise ModelLoadError(f"{self.folder}: {e}; it has a reason catalogue") from e
+            log.warning("%s: served without contributions: %s", self.name, e)
+            return None
 
     def _check_graph(self, session: ort.InferenceSession) -> None:
         graph = {i.name: i.type for i in session.get_inputs()}
@@ -122,21 +145,31 @@ class OnnxModel(Model):  # type: ignore[misc]
         return [spec.metadata() for spec in self._specs]
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        return OUTPUT_METADATA
+        if self._explainer is None:
+            return OUTPUT_METADATA
+        features = len(self.manifest.features)
+        return [
+            *OUTPUT_METADATA,
+            {"name": CONTRIBUTIONS, "datatype": "FP32", "shape": [-1, features]},
+        ]
 
     def check_version(self, version: str | None) -> None:
         """Refuses any ``model_version`` but the one served; an empty one means the served one."""
         if version and version != self.manifest.version:
             raise UnknownVersion(self.name, version, self.manifest.version)
 
-    def _run(self, feed: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _run(
+        self, feed: dict[str, np.ndarray], explain: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, Contributions | None]:
         if self._session is None:
             raise RuntimeError(f"{self.name} is not loaded")
         outputs = self.manifest.outputs
         labels, probabilities = run_rows(
             self._session, (outputs.label, outputs.probabilities), feed
         )
-        return probabilities, labels
+        if explain and self._explainer is not None:
+            return probabilities, labels, self._explainer.contributions(feed)
+        return probabilities, labels, None
 
     async def predict(
         self,
@@ -147,25 +180,37 @@ class OnnxModel(Model):  # type: ignore[misc]
         if not isinstance(payload, InferRequest):
             raise InvalidTensor(f"{self.name} speaks the Open Inference Protocol (v2) only")
         self.check_version(payload.model_version)
-        wanted = requested_outputs(payload.request_outputs)
+        wanted = requested_outputs(payload.request_outputs, self._optional_outputs)
+        explain = CONTRIBUTIONS in wanted
         feed = decode_request(payload, self._specs)
         if len(next(iter(feed.values()))) <= self._inline_max_rows:
-            probabilities, labels = self._run(feed)
+            probabilities, labels, contributions = self._run(feed, explain)
         else:
             # onnxruntime releases the GIL while it runs, so the loop keeps serving meanwhile.
             loop = asyncio.get_running_loop()
-            probabilities, labels = await loop.run_in_executor(self._executor, self._run, feed)
+            probabilities, labels, contributions = await loop.run_in_executor(
+                self._executor, self._run, feed, explain
+            )
+        parameters: dict[str, str] = {
+            ARTIFACT_SHA256_PARAMETER: self.manifest.artifact_sha256,
+            RUNTIME_INSTANCE_PARAMETER: self.instance,
+            SCORING_ENVIRONMENT_PARAMETER: self._environment,
+        }
+        if contributions is not None:
+            # repr: the float64 exactly (KServe's parameters take no floats).
+            parameters[CONTRIBUTIONS_BASE_PARAMETER] = repr(contributions.base_value)
         return InferResponse(
             response_id=payload.id or "",
             model_name=self.name,
             model_version=self.manifest.version,
-            infer_outputs=encode_outputs(probabilities, labels, wanted),
+            infer_outputs=encode_outputs(
+                probabilities,
+                labels,
+                wanted,
+                contributions.values if contributions is not None else None,
+            ),
             from_grpc=payload.from_grpc,
-            parameters={
-                ARTIFACT_SHA256_PARAMETER: self.manifest.artifact_sha256,
-                RUNTIME_INSTANCE_PARAMETER: self.instance,
-                SCORING_ENVIRONMENT_PARAMETER: self._environment,
-            },
+            parameters=parameters,
         )
 
     def stop(self) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, RequestedOutput
 
 from runtimes.errors import InvalidTensor
-from runtimes.graph import FP32, INT64, OUTPUT_METADATA, InputSpec
+from runtimes.graph import CONTRIBUTIONS, FP32, INT64, OUTPUT_METADATA, InputSpec
 from runtimes.manifest import MISSING_CATEGORY
 
 _MISSING_CATEGORY = frozenset({MISSING_CATEGORY})
@@ -87,15 +87,19 @@ def decode_request(request: InferRequest, specs: Sequence[InputSpec]) -> dict[st
     return feed
 
 
-def requested_outputs(requested: Sequence[RequestedOutput] | None) -> tuple[str, ...]:
-    """The output names to answer with, in the order asked; every output when none is asked."""
+def requested_outputs(
+    requested: Sequence[RequestedOutput] | None, optional: Sequence[str] = ()
+) -> tuple[str, ...]:
+    """The output names to answer with, in the order asked; when none is asked, every output but
+    the ``optional`` ones, which cost more than scoring and are given only when asked for."""
     if not requested:
         return OUTPUT_NAMES
+    known = (*OUTPUT_NAMES, *optional)
     names: list[str] = []
     for output in requested:
-        if output.name not in OUTPUT_NAMES:
+        if output.name not in known:
             raise InvalidTensor(
-                f"requested output '{output.name}' does not exist; outputs are {list(OUTPUT_NAMES)}"
+                f"requested output '{output.name}' does not exist; outputs are {list(known)}"
             )
         if output.name in names:
             raise InvalidTensor(f"output '{output.name}' is requested more than once")
@@ -110,13 +114,18 @@ def requested_outputs(requested: Sequence[RequestedOutput] | None) -> tuple[str,
 
 
 def encode_outputs(
-    probabilities: np.ndarray, labels: np.ndarray, names: Sequence[str] = OUTPUT_NAMES
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    names: Sequence[str] = OUTPUT_NAMES,
+    contributions: np.ndarray | None = None,
 ) -> list[InferOutput]:
-    """The outputs in ``names``, sent as raw bytes (exact floats): ``probabilities`` FP32 [N, 2]
-    and ``label`` INT64 [N]."""
+    """The outputs in ``names``, sent as raw bytes (exact floats): ``probabilities`` FP32 [N, 2],
+    ``label`` INT64 [N], and ``contributions`` FP32 [N, F] when computed."""
     probabilities = np.ascontiguousarray(probabilities, dtype=np.float32)
     labels = np.ascontiguousarray(labels, dtype=np.int64).reshape(-1)
     tensors = {"probabilities": (FP32, probabilities), "label": (INT64, labels)}
+    if contributions is not None:
+        tensors[CONTRIBUTIONS] = (FP32, np.ascontiguousarray(contributions, dtype=np.float32))
     outputs = []
     for name in names:
         datatype, data = tensors[name]

@@ -63,7 +63,7 @@ async def test_model_metadata_names_platform_and_the_version_served(
         assert meta.name == served
         assert meta.platform == "onnxruntime_onnx"
         assert list(meta.versions) == [version]
-        assert {o.name for o in meta.outputs} == {"probabilities", "label"}
+        assert {o.name for o in meta.outputs} == {"probabilities", "label", "contributions"}
 
 
 @pytest.mark.parametrize("served", SERVED)

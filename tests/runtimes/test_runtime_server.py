@@ -74,9 +74,10 @@ async def test_metadata_lists_every_feature_input(
         for f in manifests[served].features
     ]
     assert [(i.name, i.datatype, list(i.shape)) for i in meta.inputs] == expected
-    assert {(o.name, o.datatype) for o in meta.outputs} == {
-        ("probabilities", "FP32"),
-        ("label", "INT64"),
+    assert {(o.name, o.datatype, tuple(o.shape)) for o in meta.outputs} == {
+        ("probabilities", "FP32", (-1, 2)),
+        ("label", "INT64", (-1,)),
+        ("contributions", "FP32", (-1, len(manifests[served].features))),
     }
 
 

@@ -113,7 +113,7 @@ def test_model_metadata_names_platform_versions_and_the_schema(
         assert meta["versions"] == [m.version]
         assert [{"name": i["name"], "datatype": i["datatype"]} for i in meta["inputs"]] == inputs
         assert [i["shape"] for i in meta["inputs"]] == [["-1", "1"]] * len(inputs)
-        assert {o["name"] for o in meta["outputs"]} == {"probabilities", "label"}
+        assert {o["name"] for o in meta["outputs"]} == {"probabilities", "label", "contributions"}
 
 
 def test_the_served_version_is_ready_and_an_unknown_one_not_found(

@@ -1,0 +1,101 @@
+"""The runtime's optional ``contributions`` output, on the real process: given only when asked
+for, FP32 [N, F] in the manifest's feature order, equal to the explainer run in process on the
+same artifact, adding up with ``contributions_base`` to each row's raw margin."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+from support.oip import infer_request
+
+from loadtests.local.topology import ManagedProcess
+from runtimes.explain.explainer import Explainer
+from runtimes.graph import BYTES, input_specs
+from runtimes.manifest import Manifest
+from runtimes.training.datasets import sample_requests
+
+SERVED = ("card-fraud-v1", "card-fraud-v2", "churn-v1", "credit-risk-v1")
+ROWS = 40
+
+
+@pytest.fixture
+async def stub(runtime: ManagedProcess) -> AsyncIterator[pb_grpc.GRPCInferenceServiceStub]:
+    async with grpc.aio.insecure_channel(runtime.address) as channel:
+        yield pb_grpc.GRPCInferenceServiceStub(channel)
+
+
+def _output(response: pb.ModelInferResponse, name: str) -> np.ndarray:
+    i = [o.name for o in response.outputs].index(name)
+    shape = list(response.outputs[i].shape)
+    return np.frombuffer(response.raw_output_contents[i], dtype="<f4").reshape(shape)
+
+
+def _feed(m: Manifest, rows: list[dict[str, object]]) -> dict[str, np.ndarray]:
+    feed = {}
+    for spec in input_specs(m.features):
+        values = [row.get(spec.name, math.nan) for row in rows]
+        if spec.datatype == BYTES:
+            feed[spec.name] = np.array([[str(v)] for v in values], dtype=object)
+        else:
+            feed[spec.name] = np.array([[float(v)] for v in values], dtype=np.float32)  # type: ignore[arg-type]
+    return feed
+
+
+@pytest.mark.parametrize("served", SERVED)
+async def test_contributions_are_given_when_asked_and_add_up_to_the_margin(
+    served: str,
+    stub: pb_grpc.GRPCInferenceServiceStub,
+    manifests: dict[str, Manifest],
+    model_dir: Path,
+) -> None:
+    m = manifests[served]
+    rows = sample_requests(m.name, ROWS, seed=17)
+    request = infer_request(m, rows).to_grpc()
+    plain = await stub.ModelInfer(request, timeout=10)
+    assert [o.name for o in plain.outputs] == ["probabilities", "label"]
+    assert "contributions_base" not in plain.parameters
+
+    for name in ("probabilities", "contributions"):
+        request.outputs.add(name=name)
+    answer = await stub.ModelInfer(request, timeout=10)
+    assert [o.name for o in answer.outputs] == ["probabilities", "contributions"]
+    contributions = _output(answer, "contributions")
+    assert contributions.shape == (ROWS, len(m.features))
+    base = float(answer.parameters["contributions_base"].string_param)
+
+    explainer = Explainer.for_artifact(model_dir / m.name / m.version / m.artifact, m)
+    here = explainer.contributions(_feed(m, rows))
+    assert np.array_equal(contributions, here.values.astype(np.float32))
+    assert base == here.base_value
+    # The contributions explain the score the runtime gave: sigmoid(sum + base) is p.
+    p = _output(answer, "probabilities")[:, m.outputs.positive_class_index].astype(np.float64)
+    margin = contributions.astype(np.float64).sum(axis=1) + base
+    assert np.max(np.abs(1.0 / (1.0 + np.exp(-margin)) - p)) < 1e-5
+
+
+async def test_contributions_of_one_row_equal_its_contributions_in_a_batch(
+    stub: pb_grpc.GRPCInferenceServiceStub, manifests: dict[str, Manifest]
+) -> None:
+    m = manifests["card-fraud-v2"]
+    # Some rows lack distance_from_home_km, which goes to the runtime as its missing value.
+    rows = [
+        {"distance_from_home_km": math.nan, **row}
+        for row in sample_requests(m.name, 20, seed=18, absent=True)
+    ]
+    assert any(math.isnan(float(r["distance_from_home_km"])) for r in rows)
+    batch = infer_request(m, rows).to_grpc()
+    batch.outputs.add(name="contributions")
+    together = _output(await stub.ModelInfer(batch, timeout=10), "contributions")
+    for i in (0, 7, 19):
+        alone = infer_request(m, rows[i : i + 1]).to_grpc()
+        alone.outputs.add(name="contributions")
+        assert np.array_equal(
+            _output(await stub.ModelInfer(alone, timeout=10), "contributions")[0], together[i]
+        )
