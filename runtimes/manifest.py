@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -253,11 +254,17 @@ def find_model_folders(root: Path) -> list[Path]:
     return sorted(p.parent for p in root.rglob(MANIFEST_FILE))
 
 
-def load_manifests(root: Path) -> dict[tuple[str, str], Manifest]:
-    """All manifests under ``root`` keyed by (name, version); duplicates are an error."""
+def load_manifests(
+    root: Path, check: Callable[[Path, Manifest], None] | None = None
+) -> dict[tuple[str, str], Manifest]:
+    """All manifests under ``root`` keyed by (name, version); duplicates are an error.
+    ``check(folder, manifest)``, when given, vets each version's other files (it raises a
+    ManifestError)."""
     found: dict[tuple[str, str], Manifest] = {}
     for folder in find_model_folders(root):
         m = read_manifest(folder)
+        if check is not None:
+            check(folder, m)
         key = (m.name, m.version)
         if key in found:
             raise ManifestError(f"{folder}: duplicate manifest for {m.served_name}")

@@ -37,9 +37,7 @@ from runtimes.manifest import (
     Manifest,
     ManifestError,
     NumberFeature,
-    find_model_folders,
     load_manifests,
-    read_manifest,
 )
 
 CATALOGUE_FILE = "reasons.json"
@@ -238,7 +236,7 @@ class ReasonRanker:
     the log-odds of fraud or default) can be reasons; the largest first; ties in the manifest's
     feature order; at most ``MAX_REASONS``."""
 
-    __slots__ = ("_catalogue", "_features", "_medians")
+    __slots__ = ("_catalogue", "_entries", "_features", "_medians")
 
     def __init__(self, manifest: Manifest, catalogue: ReasonCatalogue) -> None:
         self._catalogue = catalogue
@@ -248,6 +246,17 @@ class ReasonRanker:
             for f in manifest.features
             if isinstance(f, NumberFeature)
         }
+        # Every (feature, side, value, absent) a row can present, resolved once: ranking a
+        # decision's reasons is then a lookup per reason, not a scan of the catalogue.
+        keys: list[tuple[str, Side | None, str | None, bool]] = []
+        for f in manifest.features:
+            if isinstance(f, NumberFeature):
+                keys += [(f.name, "high", None, False), (f.name, "low", None, False)]
+            else:
+                keys += [(f.name, None, v, False) for v in _values(f)]
+            if not f.required:
+                keys.append((f.name, None, None, True))
+        self._entries = {key: catalogue.entry_for(*key) for key in keys}
 
     @property
     def catalogue_version(self) -> str:
@@ -268,25 +277,26 @@ class ReasonRanker:
         for rank, (negative, i) in enumerate(adverse, start=1):
             feature = self._features[i]
             value = features.get(feature.name)
+            name = feature.name
             if value is None:
-                entry = self._catalogue.entry_for(feature.name, None, None, absent=True)
+                entry = self._entries[(name, None, None, True)]
             elif isinstance(feature, NumberFeature):
-                side: Side = "high" if float(value) >= self._medians[feature.name] else "low"
-                entry = self._catalogue.entry_for(feature.name, side, None)
+                side: Side = "high" if float(value) >= self._medians[name] else "low"
+                entry = self._entries[(name, side, None, False)]
             elif isinstance(value, bool):
-                entry = self._catalogue.entry_for(feature.name, None, BOOLEAN_VALUES[value])
+                entry = self._entries[(name, None, BOOLEAN_VALUES[value], False)]
             else:
-                entry = self._catalogue.entry_for(feature.name, None, str(value))
+                entry = self._entries[(name, None, str(value), False)]
             reasons.append(Reason(rank, entry.code, entry.statement, feature.name, -negative))
         return tuple(reasons)
+
+
+def _check_catalogue(folder: Path, manifest: Manifest) -> None:
+    if manifest.reason_catalogue_sha256:
+        read_catalogue(folder, manifest, manifest.reason_catalogue_sha256)
 
 
 def load_checked_manifests(root: Path) -> dict[tuple[str, str], Manifest]:
     """``load_manifests(root)``, each version's reason catalogue checked too (when its manifest
     names one): what the gateway loads at start and at every reload."""
-    manifests = load_manifests(root)
-    for folder in find_model_folders(root):
-        manifest = read_manifest(folder)
-        if manifest.reason_catalogue_sha256:
-            read_catalogue(folder, manifest, manifest.reason_catalogue_sha256)
-    return manifests
+    return load_manifests(root, check=_check_catalogue)

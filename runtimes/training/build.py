@@ -250,10 +250,11 @@ def build_model(spec: ModelSpec, out_dir: Path) -> Manifest:
         ),
         baselines=baselines(spec.features, train_rows, pipeline.predict_proba(train_rows)[:, 1]),
     )
-    catalogue = catalogue_bytes(demo_catalogue(spec.name, spec.version))
+    reasons = demo_catalogue(spec.name, spec.version)
+    catalogue = catalogue_bytes(reasons)
     manifest = manifest.model_copy(update={"reason_catalogue_sha256": catalogue_sha256(catalogue)})
     try:
-        validate(demo_catalogue(spec.name, spec.version), manifest, Path(CATALOGUE_FILE))
+        validate(reasons, manifest, Path(CATALOGUE_FILE))
     except ReasonCatalogueError as e:
         raise BuildError(f"{spec.name} v{spec.version}: {e}; refusing to write it") from e
     folder = out_dir / spec.name / spec.version
