@@ -127,7 +127,11 @@ class RulesScorer:
             if rule.matches(features):
                 score = max(score, rule.score)
                 if len(reasons) < MAX_REASONS:
-                    reasons.append(ReasonEntry(rule.code, rule.description, len(reasons) + 1))
+                    reasons.append(
+                        ReasonEntry(
+                            code=rule.code, description=rule.description, rank=len(reasons) + 1
+                        )
+                    )
         return RulesAnswer(score, tuple(reasons))
 
 

@@ -83,7 +83,7 @@ def make_records(n: int, seed: int = 1) -> list[DecisionRecord]:
                 trace_id=f"{rng.getrandbits(128):032x}",
                 span_id=f"{rng.getrandbits(64):016x}",
                 gateway_instance="gw-bench",
-                reasons=(ReasonEntry("R1", "amount", 1),),
+                reasons=(ReasonEntry(code="R1", description="amount", rank=1),),
                 reason_catalogue_version="rc-1",
             )
         )

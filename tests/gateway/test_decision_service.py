@@ -296,7 +296,7 @@ def test_the_fast_record_json_is_governances_record_json() -> None:
         trace_id="c" * 32,
         span_id="d" * 16,
         gateway_instance="g:2",
-        reasons=(ReasonEntry("R01", "high amount", 1),),
+        reasons=(ReasonEntry(code="R01", description="high amount", rank=1),),
         reason_catalogue_version="rc-1",
         extra={"k": "v"},
     )

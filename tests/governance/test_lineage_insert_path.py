@@ -19,7 +19,12 @@ from lineage.v1.record import ReasonEntry
     "overrides",
     [
         {},
-        {"reasons": (ReasonEntry("R2", "second", 2), ReasonEntry("R1", "first", 1))},
+        {
+            "reasons": (
+                ReasonEntry(code="R2", description="second", rank=2),
+                ReasonEntry(code="R1", description="first", rank=1),
+            )
+        },
         {"extra": {"z": "1", "a": "2"}, "fallback_reason": "runtime_unavailable"},
         {"features": {"b": 1.5, "a": "x", "é": True}, "score": 0.0, "attempts": 3},
     ],

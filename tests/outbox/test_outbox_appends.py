@@ -63,7 +63,12 @@ async def test_concurrent_appends_share_fsyncs(
     "overrides",
     [
         {},
-        {"reasons": (ReasonEntry("R2", "second", 2), ReasonEntry("R1", "first", 1))},
+        {
+            "reasons": (
+                ReasonEntry(code="R2", description="second", rank=2),
+                ReasonEntry(code="R1", description="first", rank=1),
+            )
+        },
         {"extra": {"z": "1", "a": "2"}, "fallback_reason": "runtime_unavailable"},
     ],
 )

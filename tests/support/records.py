@@ -59,7 +59,7 @@ def make_record(**overrides: Any) -> DecisionRecord:
         "trace_id": uuid.uuid4().hex,
         "span_id": uuid.uuid4().hex[:16],
         "gateway_instance": "gw-1",
-        "reasons": (ReasonEntry("R12", "unusual distance from home", 1),),
+        "reasons": (ReasonEntry(code="R12", description="unusual distance from home", rank=1),),
         "reason_catalogue_version": "rc-1",
     }
     fields.update(overrides)

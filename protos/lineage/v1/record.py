@@ -38,16 +38,24 @@ VERIFIED_BY_RULES_FILE = "rules_file"
 """A rules scorer answered: the gateway hashed the rules file it loaded itself."""
 SCORING_ENVIRONMENT = "scoring_environment"
 """A model decision's: the runtime's scoring environment (onnxruntime version and settings)."""
+REASONS_WANTED = "reasons_wanted"
+"""A decision with contributions: the most reasons its decision point gave this decision (0 to
+4; 0 for an approval when approvals carry none), so that replay ranks them again alike."""
 
 
 # Both classes declare their fields in sorted order, so that orjson, which writes a dataclass's
 # fields in declaration order, writes the canonical JSON (sorted keys at every level) itself, in C:
 # ``canonical_json`` is then one native pass instead of a walk through dicts. The field
 # order is checked at import below and the bytes against ``canonical_record_json`` in the tests.
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReasonEntry:
+    """One ranked reason: 1 is the principal one. A model's reason names the feature and its
+    contribution (to the log-odds of the adverse outcome); a rules file's has neither."""
+
     code: str
+    contribution: float = 0.0
     description: str
+    feature: str = ""
     rank: int
 
 
@@ -60,12 +68,17 @@ class DecisionRecord:
     features, features_sha256, feature_schema_version), when (received_at_us, decided_at_us),
     who answered (model_name, model_version, model_sha256, runtime_instance, gateway_instance,
     arm, config_version, fallback_reason, attempts) and what (score, decision, policy_version,
-    reasons, reason_catalogue_version, extra). ``extra`` keys the store reads are named above.
+    reasons, reason_catalogue_version, contributions, contributions_base, extra). ``extra`` keys the store reads are named above.
     """
 
     arm: str
     attempts: int
     config_version: str
+    contributions: dict[str, float] = field(default_factory=dict)
+    """Each feature's contribution to the model's raw score (log-odds), as the runtime computed
+    it from the served artifact (FP32 values); empty when none was asked for."""
+    contributions_base: float = 0.0
+    """The model's base value: ``contributions`` plus this is the row's raw margin."""
     decided_at_us: int
     decision: str
     decision_id: str
