@@ -61,9 +61,10 @@ def input_specs(features: Sequence[Feature]) -> tuple[InputSpec, ...]:
 
 
 CONTRIBUTIONS = "contributions"
-"""The optional output: each feature's contribution to the row's raw margin (log-odds), FP32
-[N, F] in the manifest's feature order (``runtimes.explain``); given only when requested, with
-the base value in the response parameter ``contributions_base``."""
+"""The optional output: each feature's contribution to the row's raw margin (log-odds; the log
+of the anomaly score for an isolation forest), FP32 [N, F] in the manifest's feature order
+(``runtimes.explain``); given only when requested, with the base value in the response
+parameter ``contributions_base``."""
 
 OUTPUT_METADATA: list[dict[str, Any]] = [
     {"name": "probabilities", "datatype": FP32, "shape": [-1, 2]},

@@ -2,12 +2,15 @@
 
 ``Explainer.for_artifact(artifact, manifest)`` reads the scoring node of the graph the runtime
 serves (a tree ensemble: exact path-dependent TreeSHAP, ``treeshap``; a logistic scorecard:
-points, ``linear``), finds which manifest feature each of its input columns comes from
-(``columns``), and precomputes what explaining needs. ``contributions(feed)`` then takes the
-graph's own inputs and gives, per row, each manifest feature's contribution to the raw margin
-(log-odds, before the LOGISTIC post-transform), in manifest order, and the base value:
-``values.sum(axis=1) + base_value`` is the margin. A row's contributions are the same bits
-whatever rows share its call.
+points, ``linear``), how the graph turns that node's score into the probability (``link``),
+finds which manifest feature each of its input columns comes from (``columns``), and
+precomputes what explaining needs. ``contributions(feed)`` then takes the graph's own inputs and
+gives, per row, each manifest feature's contribution to the raw margin, in manifest order, and
+the base value: ``values.sum(axis=1) + base_value`` is the margin. The margin is the log-odds
+before a classifier's LOGISTIC post-transform, or, for the anomaly forest, log s (the anomaly
+score's logarithm, -ln 2 * E[h(x)] / c(psi)); either way a positive contribution pushes the
+score towards the adverse class. A row's contributions are the same bits whatever rows share
+its call.
 
 A graph the explainer cannot read exactly is refused at load with UnexplainableModel naming the
 problem.
@@ -27,6 +30,7 @@ from onnx import ModelProto
 from runtimes.explain.columns import Preprocessing
 from runtimes.explain.errors import UnexplainableModel
 from runtimes.explain.linear import LINEAR_OPS, LinearPoints, read_scorecard
+from runtimes.explain.link import Link, regressor_link
 from runtimes.explain.trees import TREE_OPS, find_node, read_tree_ensemble
 from runtimes.explain.treeshap import TreeShap
 from runtimes.manifest import Manifest
@@ -50,7 +54,8 @@ class Contributions:
 
     @property
     def margins(self) -> np.ndarray:
-        """float64 [N]: the raw margin (log-odds) each row scored."""
+        """float64 [N]: the raw margin each row scored (log-odds; log s for the anomaly
+        forest)."""
         return np.asarray(self.values.sum(axis=1) + self.base_value)
 
 
@@ -63,12 +68,12 @@ class Explainer:
         method: Method,
         preprocessing: Preprocessing,
         attribution: Attribution,
-        post_transform: str,
+        link: Link,
     ) -> None:
         self.manifest = manifest
         self.method: Method = method
         self.features = tuple(f.name for f in manifest.features)
-        self.post_transform = post_transform
+        self.link = link
         self.preprocessing = preprocessing
         self.attribution = attribution
 
@@ -88,11 +93,22 @@ class Explainer:
         n = len(manifest.features)
         attribution: Attribution
         try:
-            if find_node(model, TREE_OPS) is not None:
+            node = find_node(model, TREE_OPS)
+            if node is not None:
                 ensemble = read_tree_ensemble(model)
+                link = Link(1.0, ensemble.post_transform)
+                if node.op_type == "TreeEnsembleRegressor":
+                    outputs = manifest.outputs
+                    link = regressor_link(
+                        model,
+                        node,
+                        ensemble.post_transform,
+                        outputs.probabilities,
+                        outputs.positive_class_index,
+                    )
                 pre = Preprocessing(model, ensemble.input, manifest.features)
-                attribution = TreeShap(ensemble, pre.feature_of_column, n)
-                return cls(manifest, "tree-shap", pre, attribution, ensemble.post_transform)
+                attribution = TreeShap(ensemble, pre.feature_of_column, n, link.scale)
+                return cls(manifest, "tree-shap", pre, attribution, link)
             if find_node(model, LINEAR_OPS) is not None:
                 scorecard = read_scorecard(model)
                 pre = Preprocessing(model, scorecard.input, manifest.features)
@@ -102,7 +118,8 @@ class Explainer:
                         f"scorecard {scorecard.coefficients.size} coefficients"
                     )
                 attribution = LinearPoints(scorecard, pre.feature_of_column, n)
-                return cls(manifest, "linear-points", pre, attribution, scorecard.post_transform)
+                link = Link(1.0, scorecard.post_transform)
+                return cls(manifest, "linear-points", pre, attribution, link)
         except UnexplainableModel as e:
             raise UnexplainableModel(f"{manifest.served_name}: {e}") from e
         ops = sorted({node.op_type for node in model.graph.node})
@@ -118,6 +135,11 @@ class Explainer:
     def contributions(self, feed: Mapping[str, np.ndarray]) -> Contributions:
         """Contributions for the rows of ``feed``, the graph's inputs ([N, 1] per feature)."""
         return self.contributions_of_columns(self.preprocessing.columns(feed))
+
+    def probabilities(self, contributions: Contributions) -> np.ndarray:
+        """float64 [N]: the positive-class probability the rows' margins give, through the
+        graph's own post-transform."""
+        return self.link.probability(contributions.margins)
 
     def contributions_of_columns(self, columns: np.ndarray) -> Contributions:
         """Contributions for rows given as the scoring node's input ([N, C] float32)."""

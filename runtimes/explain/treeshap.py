@@ -152,7 +152,8 @@ class TreeShap:
 
     ``groups[c]`` is the group (manifest feature) of input column c. ``values(columns)`` gives
     [N, n_groups] float64 contributions whose sum over groups plus ``base_value`` is each row's
-    raw margin (the ensemble's score before its post-transform).
+    raw margin: ``scale`` times the ensemble's score before its post-transform (SHAP values are
+    linear in the leaf weights, so the table is scaled once, at load).
 
     At load, each leaf's shares for each of its 2**d patterns are summed per group into one row
     of ``table`` ([sum over leaves of 2**d, n_groups]). Leaves are ordered by path length, longest
@@ -160,10 +161,12 @@ class TreeShap:
     contiguous run: a row's pattern per leaf is d shifted additions of comparison results.
     """
 
-    def __init__(self, ensemble: TreeEnsemble, groups: np.ndarray, n_groups: int) -> None:
+    def __init__(
+        self, ensemble: TreeEnsemble, groups: np.ndarray, n_groups: int, scale: float = 1.0
+    ) -> None:
         paths = _collect_paths(ensemble.trees)
         self.n_groups = n_groups
-        self.base_value = float(ensemble.base_value) + paths.expected
+        self.base_value = scale * (float(ensemble.base_value) + paths.expected)
         depth = np.asarray(paths.leaf_depth, dtype=np.int64)
         value = np.asarray(paths.leaf_value, dtype=np.float64)
         column = np.asarray(paths.column, dtype=np.int64)
@@ -194,6 +197,8 @@ class TreeShap:
             for slot in range(d):
                 # One leaf's slots may share a group: add, never assign.
                 np.add.at(table, (rows, entry_groups[:, slot, None]), shares[:, :, slot])
+        if scale != 1.0:
+            table *= scale
         self.table = table
         self._offsets = offsets.astype(np.int32)[:, None]
         per_row = max(1, leaves.size * n_groups * table.itemsize)

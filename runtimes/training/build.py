@@ -22,6 +22,7 @@ import pandas as pd
 from onnx import ModelProto
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType, StringTensorType
+from sklearn.base import is_classifier
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
@@ -43,6 +44,7 @@ from runtimes.reasons import (
     catalogue_sha256,
     validate,
 )
+from runtimes.training.anomaly import register_onnx_converter
 from runtimes.training.catalogues import demo_catalogue
 from runtimes.training.datasets import generate
 from runtimes.training.explain_data import ExplanationDataError, add_explanation_data
@@ -136,6 +138,9 @@ def export_onnx(pipeline: Pipeline, spec: ModelSpec) -> ModelProto:
         for f in spec.features
     ]
     classifier = pipeline.steps[-1][1]
+    register_onnx_converter()
+    # ZipMap is a classifier's option; the anomaly forest's converter writes its own outputs.
+    options = {id(classifier): {"zipmap": False}} if is_classifier(classifier) else {}
     with warnings.catch_warnings():
         # skl2onnx 1.20 hands numpy bools to onnx's int attributes for HistGradientBoosting;
         # protobuf still stores them as 0/1 but warns, and our tests turn warnings into errors.
@@ -146,7 +151,7 @@ def export_onnx(pipeline: Pipeline, spec: ModelSpec) -> ModelProto:
             pipeline,
             initial_types=initial_types,
             target_opset=TARGET_OPSET,
-            options={id(classifier): {"zipmap": False}},
+            options=options,
             name=f"{spec.name}-v{spec.version}",
         )
     if not isinstance(model, ModelProto):

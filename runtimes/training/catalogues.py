@@ -1,5 +1,6 @@
 """The demo models' reason catalogues: for each feature, what it means when it pushed a score
-towards fraud or default, in words an applicant or a fraud analyst can act on.
+towards fraud, default, leaving or a trade flag, in words an applicant, a fraud analyst, a
+retention team or a trade surveillance analyst can act on.
 
 Codes are stable across model versions for the same meaning (card-fraud v1 and v2 share them),
 so a reason code means the same thing in every decision that gives it.
@@ -66,6 +67,33 @@ _CHURN: tuple[_Row, ...] = (
 )
 
 
+# For an isolation forest, a value pushes towards a flag by being rare among the desk's trades,
+# on either side of the usual: both sides are stated as unusual, not as too high or too low.
+_TRADE_ANOMALY: tuple[_Row, ...] = (
+    ("T01", "notional", "high", None, "The notional is unusually large for the desk"),
+    ("T02", "notional", "low", None, "The notional is unusually small for the desk"),
+    ("T03", "price_deviation_bps", "high", None, "The price is unusually far above the mid"),
+    ("T04", "price_deviation_bps", "low", None, "The price is unusually far below the mid"),
+    ("T05", "time_of_day_hours", None, None, "The trade was booked outside usual trading hours"),
+    ("T06", "counterparty_age_days", "low", None, "The counterparty was onboarded recently"),
+    (
+        "T07",
+        "counterparty_age_days",
+        "high",
+        None,
+        "The counterparty's long relationship is unusual for a trade like this",
+    ),
+    ("T08", "instrument_class", None, "derivative", "Derivative trades of this profile are rare"),
+    (
+        "T09",
+        "instrument_class",
+        None,
+        None,
+        "Trades of this profile are rare in this instrument class",
+    ),
+)
+
+
 def _entries(
     rows: tuple[_Row, ...], absent: tuple[tuple[str, str, str], ...]
 ) -> tuple[ReasonEntry, ...]:
@@ -91,6 +119,7 @@ def demo_catalogue(name: str, version: str) -> ReasonCatalogue:
         "card-fraud": (_CARD_FRAUD, _CARD_FRAUD_ABSENT),
         "credit-risk": (_CREDIT_RISK, _CREDIT_RISK_ABSENT),
         "churn": (_CHURN, ()),
+        "trade-anomaly": (_TRADE_ANOMALY, ()),
     }[name]
     return ReasonCatalogue(
         model=name,

@@ -5,6 +5,11 @@ merchant categories, card-not-present channels, night hours, distance from home,
 young accounts. Loan applications default (~9%) with debt-to-income, recent delinquencies, low
 income, short credit history and precarious employment. Labels are drawn from a logistic model
 of those drivers, so the demo models have real signal but are not perfect.
+
+Trades are unlabelled in practice (an anomaly detector learns what is usual, not what is wrong):
+a ~2% minority is planted with what trade surveillance looks for (an outsized notional, a price
+far from mid, an hour outside the desk's, a counterparty onboarded days ago), and the label says
+which rows were planted, so the held-out AUC measures whether the detector finds them.
 """
 
 from __future__ import annotations
@@ -58,9 +63,20 @@ SERVICE_CHANNELS = ("branch", "online", "mobile", "phone")
 _SERVICE_CHANNEL_SHARE = (0.2, 0.3, 0.4, 0.1)
 _SERVICE_CHANNEL_LOGIT = {"branch": -0.2, "online": 0.1, "mobile": 0.0, "phone": 0.5}
 
+INSTRUMENT_CLASSES = ("equity", "bond", "fx", "derivative")
+_INSTRUMENT_SHARE = (0.4, 0.25, 0.25, 0.1)
+# (median notional, price deviation from mid in bps: one standard deviation) per class.
+_INSTRUMENT_PROFILE = {
+    "equity": (250_000.0, 6.0),
+    "bond": (2_000_000.0, 3.0),
+    "fx": (5_000_000.0, 1.5),
+    "derivative": (10_000_000.0, 12.0),
+}
+
 CARD_FRAUD_RATE = 0.03
 CREDIT_DEFAULT_RATE = 0.09
 CHURN_RATE = 0.12
+TRADE_ANOMALY_RATE = 0.02
 
 
 @dataclass(frozen=True)
@@ -205,10 +221,46 @@ def _retail_customers(n: int, rng: np.random.Generator) -> tuple[pd.DataFrame, n
     return frame, labels
 
 
+def _trades(n: int, rng: np.random.Generator) -> tuple[pd.DataFrame, np.ndarray]:
+    """Trades booked by a desk: notional and price spread by instrument class, booked in market
+    hours, with established counterparties; planted anomalies break one to four of those."""
+    instrument = rng.choice(np.array(INSTRUMENT_CLASSES), size=n, p=_INSTRUMENT_SHARE)
+    median = np.array([_INSTRUMENT_PROFILE[c][0] for c in instrument])
+    spread = np.array([_INSTRUMENT_PROFILE[c][1] for c in instrument])
+    notional = median * rng.lognormal(0.0, 0.8, n)
+    deviation = rng.normal(0.0, 1.0, n) * spread
+    hour = np.clip(rng.normal(12.5, 2.4, n), 6.0, 20.0)
+    counterparty_age = rng.gamma(2.0, 1200.0, n) + 60.0
+
+    planted = rng.random(n) < TRADE_ANOMALY_RATE
+    # Each planted trade breaks one trait, and each other one with probability 0.3; some breaks
+    # are mild enough to look usual, so the detector cannot find every one.
+    broken = rng.random((n, 4)) < 0.3
+    broken[np.arange(n), rng.integers(0, 4, n)] = True
+    broken &= planted[:, None]
+    notional = np.where(broken[:, 0], notional * rng.uniform(3.0, 100.0, n), notional)
+    side = rng.choice(np.array([-1.0, 1.0]), size=n)
+    deviation = np.where(broken[:, 1], side * rng.uniform(15.0, 400.0, n), deviation)
+    odd_hour = np.where(rng.random(n) < 0.5, rng.uniform(0.0, 6.0, n), rng.uniform(20.0, 24.0, n))
+    hour = np.where(broken[:, 2], odd_hour, hour)
+    counterparty_age = np.where(broken[:, 3], rng.uniform(0.0, 90.0, n), counterparty_age)
+    frame = pd.DataFrame(
+        {
+            "notional": np.clip(np.round(notional, 2), 0.0, 5e10),
+            "price_deviation_bps": np.clip(np.round(deviation, 2), -5_000.0, 5_000.0),
+            "time_of_day_hours": np.clip(np.round(hour, 2), 0.0, 24.0),
+            "counterparty_age_days": np.clip(np.round(counterparty_age), 0.0, 40_000.0),
+            "instrument_class": instrument.astype(object),
+        }
+    )
+    return frame, planted.astype(np.int64)
+
+
 _GENERATORS: dict[str, Callable[[int, np.random.Generator], tuple[pd.DataFrame, np.ndarray]]] = {
     "card-fraud": _card_transactions,
     "credit-risk": _loan_applications,
     "churn": _retail_customers,
+    "trade-anomaly": _trades,
 }
 BOOLEAN_FEATURES = frozenset({"card_present", "home_owner", "salary_paid_in"})
 
@@ -229,8 +281,8 @@ _UNOBSERVED: dict[str, Callable[[pd.DataFrame, np.random.Generator], None]] = {
 
 
 def generate(model_name: str, n: int, seed: int, unobserved: bool = True) -> Dataset:
-    """``n`` labelled rows for "card-fraud", "credit-risk" or "churn"; the same seed gives the
-    same rows.
+    """``n`` labelled rows for "card-fraud", "credit-risk", "churn" or "trade-anomaly"; the same
+    seed gives the same rows.
 
     With ``unobserved``, values a bank would not know for some rows are NaN (the labels were
     drawn from the true values); without, every value is there, and all others are the same.

@@ -5,11 +5,11 @@ The runtime explains a score from the served artifact alone (``runtimes.explain`
 training statistics an exact explanation needs travel inside it, covered by its sha256:
 
 - a tree ensemble's node covers (training rows per node, as ``shap.TreeExplainer`` reads them:
-  ``tree_.weighted_n_node_samples`` for GradientBoostingClassifier, the predictor nodes'
-  ``count`` for HistGradientBoostingClassifier) in the node's ``nodes_hitrates`` attribute,
-  which onnxruntime does not compute with. skl2onnx's (tree id, node id) are checked against
-  sklearn's trees, node by node (leaf or branch, column, children, threshold), before a cover
-  is written;
+  ``tree_.weighted_n_node_samples`` for GradientBoostingClassifier and AnomalyForest's isolation
+  trees, the predictor nodes' ``count`` for HistGradientBoostingClassifier) in the node's
+  ``nodes_hitrates`` attribute, which onnxruntime does not compute with. The exporter's (tree
+  id, node id) are checked against sklearn's trees, node by node (leaf or branch, column,
+  children, threshold), before a cover is written;
 - a logistic scorecard's reference, each input column's mean over the training rows, in the
   model's metadata.
 
@@ -37,6 +37,7 @@ from runtimes.explain.trees import (
     find_node,
     read_tree_ensemble,
 )
+from runtimes.training.anomaly import AnomalyForest
 
 # How far (in float32 steps) skl2onnx may move a threshold so float32 comparisons decide as
 # sklearn's float64 ones do.
@@ -59,24 +60,25 @@ class SklearnTree:
     cover: np.ndarray
 
 
+def _cart_tree(t: Any) -> SklearnTree:
+    """A fitted ``sklearn.tree`` structure (``estimator.tree_``)."""
+    return SklearnTree(
+        is_leaf=t.children_left == -1,
+        column=t.feature.astype(np.int64),
+        threshold=t.threshold.astype(np.float64),
+        left=t.children_left.astype(np.int64),
+        right=t.children_right.astype(np.int64),
+        cover=t.weighted_n_node_samples.astype(np.float64),
+    )
+
+
 def sklearn_trees(classifier: Any) -> list[SklearnTree]:
-    """The trees of a binary GradientBoostingClassifier or HistGradientBoostingClassifier, in the
-    order skl2onnx numbers them."""
+    """The trees of a binary GradientBoostingClassifier, HistGradientBoostingClassifier or
+    AnomalyForest, in the order skl2onnx (or our anomaly converter) numbers them."""
     if isinstance(classifier, GradientBoostingClassifier):
-        out = []
-        for estimator in classifier.estimators_[:, 0]:
-            t = estimator.tree_
-            out.append(
-                SklearnTree(
-                    is_leaf=t.children_left == -1,
-                    column=t.feature.astype(np.int64),
-                    threshold=t.threshold.astype(np.float64),
-                    left=t.children_left.astype(np.int64),
-                    right=t.children_right.astype(np.int64),
-                    cover=t.weighted_n_node_samples.astype(np.float64),
-                )
-            )
-        return out
+        return [_cart_tree(e.tree_) for e in classifier.estimators_[:, 0]]
+    if isinstance(classifier, AnomalyForest):
+        return [_cart_tree(e.tree_) for e in classifier.estimators_]
     if isinstance(classifier, HistGradientBoostingClassifier):
         out = []
         for (predictor,) in classifier._predictors:

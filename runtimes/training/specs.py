@@ -2,6 +2,8 @@
 
 card-fraud v1 and v2 share one feature schema and one training set but differ in algorithm and
 hyper-parameters, so they give genuinely different scores (a realistic champion/challenger pair).
+trade-anomaly is unsupervised: an isolation forest learns what usual trades look like, and its
+labels (the planted anomalies) serve only to measure it.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import KBinsDiscretizer, OneHotEncoder, StandardScaler
 
 from runtimes.manifest import BooleanFeature, CategoryFeature, Feature, NumberFeature
+from runtimes.training.anomaly import AnomalyForest
 from runtimes.training.datasets import (
     CHANNELS,
     EMPLOYMENT_TYPES,
+    INSTRUMENT_CLASSES,
     MERCHANT_CATEGORIES,
     SERVICE_CHANNELS,
+    TRADE_ANOMALY_RATE,
 )
 
 CARD_FRAUD_FEATURES: tuple[Feature, ...] = (
@@ -80,6 +85,29 @@ CHURN_FEATURES: tuple[Feature, ...] = (
         name="service_channel", categories=SERVICE_CHANNELS, description="main service channel"
     ),
     BooleanFeature(name="salary_paid_in", description="salary paid into the account"),
+)
+
+
+TRADE_ANOMALY_FEATURES: tuple[Feature, ...] = (
+    NumberFeature(name="notional", min=0, max=5e10, description="trade notional"),
+    NumberFeature(
+        name="price_deviation_bps",
+        min=-5_000,
+        max=5_000,
+        description="execution price minus the mid at booking, in basis points of the mid",
+    ),
+    NumberFeature(
+        name="time_of_day_hours", min=0, max=24, description="booking time, hours since midnight"
+    ),
+    NumberFeature(
+        name="counterparty_age_days",
+        min=0,
+        max=40_000,
+        description="days since the counterparty was onboarded",
+    ),
+    CategoryFeature(
+        name="instrument_class", categories=INSTRUMENT_CLASSES, description="instrument class"
+    ),
 )
 
 
@@ -147,6 +175,16 @@ def churn_v1(seed: int) -> Pipeline:
     )
     inputs = _tree_inputs(CHURN_FEATURES, impute=False)
     return Pipeline([("inputs", inputs), ("classifier", classifier)])
+
+
+def trade_anomaly_v1(seed: int) -> Pipeline:
+    """Isolation trees on the raw numbers and the one-hot class; rows flagged from sklearn's cut
+    at the planted share (the policy's threshold is the desk's, in the routes)."""
+    forest = AnomalyForest(
+        n_estimators=100, max_samples=256, contamination=TRADE_ANOMALY_RATE, random_state=seed
+    )
+    inputs = _tree_inputs(TRADE_ANOMALY_FEATURES, impute=False)
+    return Pipeline([("inputs", inputs), ("classifier", forest)])
 
 
 def credit_risk_v1(seed: int) -> Pipeline:
@@ -227,5 +265,16 @@ MODEL_SPECS: tuple[ModelSpec, ...] = (
         rows=20_000,
         data_seed=20240303,
         model_seed=44,
+    ),
+    ModelSpec(
+        name="trade-anomaly",
+        version="1",
+        description="Unusual trades for surveillance review (isolation forest anomaly score).",
+        algorithm="sklearn.ensemble.IsolationForest",
+        features=TRADE_ANOMALY_FEATURES,
+        pipeline=trade_anomaly_v1,
+        rows=20_000,
+        data_seed=20240404,
+        model_seed=55,
     ),
 )

@@ -34,7 +34,13 @@ def _reference(manifest: Manifest, features: dict[str, object], request_id: str)
 
 @pytest.mark.parametrize(
     ("name", "version"),
-    [("card-fraud", "1"), ("card-fraud", "2"), ("churn", "1"), ("credit-risk", "1")],
+    [
+        ("card-fraud", "1"),
+        ("card-fraud", "2"),
+        ("churn", "1"),
+        ("credit-risk", "1"),
+        ("trade-anomaly", "1"),
+    ],
 )
 def test_encoded_requests_parse_to_the_reference_request(
     manifests: dict[tuple[str, str], Manifest], name: str, version: str

@@ -30,7 +30,13 @@ def feed_of(
 
 @pytest.mark.parametrize(
     ("name", "version"),
-    [("card-fraud", "1"), ("card-fraud", "2"), ("churn", "1"), ("credit-risk", "1")],
+    [
+        ("card-fraud", "1"),
+        ("card-fraud", "2"),
+        ("churn", "1"),
+        ("credit-risk", "1"),
+        ("trade-anomaly", "1"),
+    ],
 )
 def test_every_demo_model_scores_a_row_the_same_alone_and_in_any_batch(
     model_dir: Path, name: str, version: str

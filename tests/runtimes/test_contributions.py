@@ -1,15 +1,17 @@
 """Per-feature contributions of the demo models, computed from their served artifacts.
 
 On thousands of realistic rows (absent optional features included) for every demo model: the
-contributions plus the base value are the raw margin onnxruntime scores, they equal shap's on
-the same trained scikit-learn model (its TreeExplainer, or its LinearExplainer over the training
-rows for the scorecard), with the columns grouped into manifest features by the sklearn
+contributions plus the base value are the raw margin onnxruntime scores (log-odds; log s for the
+trade-anomaly isolation forest), they equal shap's on the same trained scikit-learn model (its
+TreeExplainer, or its LinearExplainer over the training rows for the scorecard; the forest's mean
+path lengths scaled to log s), with the columns grouped into manifest features by the sklearn
 pipeline's own ColumnTransformer, and a row's contributions are the same bits whatever rows
 share its call.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -18,11 +20,14 @@ import onnx
 import onnxruntime as ort
 import pandas as pd
 import pytest
+from sklearn.ensemble._iforest import _average_path_length
 
 from runtimes.explain import Explainer
 from runtimes.explain.linear import LINEAR_OPS
 from runtimes.explain.trees import TREE_OPS
+from runtimes.graph import PROVIDER
 from runtimes.manifest import ARTIFACT_FILE, CategoryFeature, Manifest, absent_value
+from runtimes.training.anomaly import AnomalyForest
 from runtimes.training.build import TrainedModel, onnx_inputs, train
 from runtimes.training.datasets import sample_requests
 from runtimes.training.specs import MODEL_SPECS
@@ -59,13 +64,17 @@ def _rows(m: Manifest, n: int, seed: int) -> pd.DataFrame:
 
 def _raw_margin(artifact: Path, feed: dict[str, np.ndarray]) -> np.ndarray:
     """What onnxruntime scores before the LOGISTIC post-transform: the same artifact with the
-    scoring node's post_transform set to NONE (its positive-class output is then the margin)."""
+    scoring node's post_transform set to NONE (its positive-class output is then the margin).
+    The anomaly forest's margin is log s, s its served positive-class probability."""
     model = onnx.load(str(artifact))
     (node,) = [n for n in model.graph.node if n.op_type in (*TREE_OPS, *LINEAR_OPS)]
+    if node.op_type == "TreeEnsembleRegressor":
+        _, scores = ort.InferenceSession(str(artifact), providers=[PROVIDER]).run(None, feed)
+        return np.log(np.asarray(scores, dtype=np.float64)[:, 1])
     for attribute in node.attribute:
         if attribute.name == "post_transform":
             attribute.s = b"NONE"
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.SerializeToString(), providers=[PROVIDER])
     _, scores = session.run(None, feed)
     return np.asarray(scores, dtype=np.float64)[:, 1]
 
@@ -91,10 +100,10 @@ def test_contributions_plus_base_are_the_margin_onnxruntime_scores(
     worst = float(
         np.max(np.abs(contributions.values.sum(axis=1) + contributions.base_value - margin))
     )
-    session = ort.InferenceSession(str(_artifact(model_dir, m)), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(_artifact(model_dir, m)), providers=[PROVIDER])
     _, probabilities = session.run(None, feed)
     p = np.asarray(probabilities, dtype=np.float64)[:, 1]
-    worst_p = float(np.max(np.abs(1 / (1 + np.exp(-contributions.margins)) - p)))
+    worst_p = float(np.max(np.abs(explainers[served].probabilities(contributions) - p)))
     absent = sum(int(frame[f.name].isna().sum()) for f in m.features)
     print(
         f"\n{served}: max |sum + base - margin| {worst:.2e}, max |p - p(ort)| {worst_p:.2e} "
@@ -120,7 +129,15 @@ def _sklearn_groups(trained: TrainedModel, m: Manifest) -> np.ndarray:
 
 
 def _shap_values(trained: TrainedModel, columns: np.ndarray) -> tuple[np.ndarray, float]:
+    """shap's values and base value of the trained model, in the margin the explainer reports:
+    for the anomaly forest, shap explains the mean path length E[h(x)], and the margin is
+    log s = -ln 2 * E[h(x)] / c(psi), so both are scaled by -ln 2 / c(psi)."""
     classifier = trained.pipeline.steps[-1][1]
+    if isinstance(classifier, AnomalyForest):
+        explainer = shap.TreeExplainer(classifier)
+        values = np.asarray(explainer.shap_values(columns, check_additivity=False))
+        scale = -math.log(2.0) / float(_average_path_length([classifier.max_samples_])[0])
+        return values * scale, float(np.ravel(explainer.expected_value)[0]) * scale
     if type(classifier).__name__ == "LogisticRegression":
         background = trained.pipeline[:-1].transform(trained.train)
         masker = shap.maskers.Independent(background, max_samples=len(background))

@@ -6,7 +6,8 @@ checked against Shapley values computed by brute force from the path-dependent d
 (Lundberg et al. 2018, Algorithm 1: every subset of columns, expectations weighted by the
 covers) and against onnxruntime's score. Graphs whose covers are missing or inconsistent, whose
 nodes the explainer does not implement, or whose columns do not each come from one feature are
-refused with an error naming the problem.
+refused with an error naming the problem; so is an anomaly forest's graph whose score is not
+exp(constant x the trees' summed path lengths).
 """
 
 from __future__ import annotations
@@ -271,6 +272,51 @@ def test_a_scorecard_without_its_reference_is_refused(
     del model.metadata_props[:]
     message = _refusal(model, manifests["credit-risk-v1"])
     assert f"no {REFERENCE_KEY!r} metadata" in message and "credit-risk-v1" in message
+
+
+def _anomaly_graph(served_models: dict[str, ModelProto]) -> ModelProto:
+    model = ModelProto()
+    model.CopyFrom(served_models["trade-anomaly-v1"])
+    return model
+
+
+def test_the_anomaly_forests_margin_is_read_from_its_graph(
+    served_models: dict[str, ModelProto], manifests: dict[str, Manifest]
+) -> None:
+    """The scale (-ln 2 / (T c(psi))) is the graph's Mul constant, the post-transform its Exp."""
+    model = _anomaly_graph(served_models)
+    explainer = Explainer.for_artifact(model, manifests["trade-anomaly-v1"])
+    (mul,) = [n for n in model.graph.node if n.op_type == "Mul"]
+    (constant,) = [i for i in model.graph.initializer if i.name in mul.input]
+    assert explainer.link.scale == float(onnx.numpy_helper.to_array(constant))
+    assert explainer.link.post_transform == "EXP"
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("sigmoid", "'margin' feeds Sigmoid"),
+        ("swapped", "is not column 1 of the Concat that makes 'probabilities'"),
+        ("scaled-by-input", "not by one finite constant"),
+    ],
+)
+def test_an_anomaly_graph_wired_otherwise_is_refused_naming_where(
+    served_models: dict[str, ModelProto], manifests: dict[str, Manifest], change: str, named: str
+) -> None:
+    """Contributions to log s only where the graph computes s = exp(scale * sum)."""
+    model = _anomaly_graph(served_models)
+    nodes = {n.op_type: n for n in model.graph.node if n.op_type in ("Mul", "Exp")}
+    if change == "sigmoid":
+        nodes["Exp"].op_type = "Sigmoid"
+    elif change == "swapped":
+        (concat,) = [n for n in model.graph.node if "probabilities" in n.output]
+        first, second = concat.input
+        concat.input[:] = [second, first]
+    else:
+        nodes["Mul"].input[1] = "notional"
+    message = _refusal(model, manifests["trade-anomaly-v1"])
+    assert message.startswith("trade-anomaly-v1: TreeEnsembleRegressor")
+    assert named in message
 
 
 def test_the_builder_refuses_a_graph_whose_nodes_are_not_the_trained_trees() -> None:

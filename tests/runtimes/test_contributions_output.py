@@ -21,7 +21,7 @@ from runtimes.graph import BYTES, input_specs
 from runtimes.manifest import Manifest
 from runtimes.training.datasets import sample_requests
 
-SERVED = ("card-fraud-v1", "card-fraud-v2", "churn-v1", "credit-risk-v1")
+SERVED = ("card-fraud-v1", "card-fraud-v2", "churn-v1", "credit-risk-v1", "trade-anomaly-v1")
 ROWS = 40
 
 
@@ -74,10 +74,11 @@ async def test_contributions_are_given_when_asked_and_add_up_to_the_margin(
     here = explainer.contributions(_feed(m, rows))
     assert np.array_equal(contributions, here.values.astype(np.float32))
     assert base == here.base_value
-    # The contributions explain the score the runtime gave: sigmoid(sum + base) is p.
+    # The contributions explain the score the runtime gave: the graph's post-transform of sum +
+    # base (the logistic function of the log-odds; exp of log s for the anomaly forest) is p.
     p = _output(answer, "probabilities")[:, m.outputs.positive_class_index].astype(np.float64)
     margin = contributions.astype(np.float64).sum(axis=1) + base
-    assert np.max(np.abs(1.0 / (1.0 + np.exp(-margin)) - p)) < 1e-5
+    assert np.max(np.abs(explainer.link.probability(margin) - p)) < 1e-5
 
 
 async def test_contributions_of_one_row_equal_its_contributions_in_a_batch(

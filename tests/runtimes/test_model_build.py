@@ -20,10 +20,12 @@ from runtimes.manifest import (
     NumberFeature,
     sha256_file,
 )
-from runtimes.training.build import build_all, onnx_inputs
+from runtimes.training.anomaly import AnomalyForest
+from runtimes.training.build import build_all, onnx_inputs, train
 from runtimes.training.datasets import generate, sample_requests
+from runtimes.training.specs import MODEL_SPECS
 
-SERVED = ("card-fraud-v1", "card-fraud-v2", "churn-v1", "credit-risk-v1")
+SERVED = ("card-fraud-v1", "card-fraud-v2", "churn-v1", "credit-risk-v1", "trade-anomaly-v1")
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -42,7 +44,13 @@ def test_two_builds_give_identical_bytes(model_dir: Path, tmp_path: Path) -> Non
     first, second = _digests(model_dir), _digests(tmp_path)
     assert sorted(first) == sorted(
         f"{m}/{v}/{f}"
-        for m, v in [("card-fraud", "1"), ("card-fraud", "2"), ("churn", "1"), ("credit-risk", "1")]
+        for m, v in [
+            ("card-fraud", "1"),
+            ("card-fraud", "2"),
+            ("churn", "1"),
+            ("credit-risk", "1"),
+            ("trade-anomaly", "1"),
+        ]
         for f in ("manifest.json", "model.onnx", "reasons.json")
     )
     assert first == second
@@ -113,6 +121,34 @@ def test_fraud_rate_is_realistic(model: str, low: float, high: float) -> None:
     assert low < generate(model, 30_000, seed=1).labels.mean() < high
 
 
+def test_the_anomaly_forest_serves_sklearns_anomaly_score(
+    manifests: dict[str, Manifest], model_dir: Path
+) -> None:
+    """trade-anomaly's probability of class 1 is s(x) = -score_samples(x) of the trained
+    IsolationForest, its label s >= sklearn's own cut, on rows the model never saw."""
+    m = manifests["trade-anomaly-v1"]
+    (spec,) = [s for s in MODEL_SPECS if s.name == m.name]
+    trained = train(spec)
+    forest = trained.pipeline.steps[-1][1]
+    assert isinstance(forest, AnomalyForest)
+    rows = trained.heldout
+    expected = -trained.pipeline.score_samples(rows)
+    session = ort.InferenceSession(str(model_dir / m.name / m.version / ARTIFACT_FILE))
+    labels, probabilities = session.run(None, onnx_inputs(m.features, rows))
+    s = np.asarray(probabilities, dtype=np.float64)
+    worst = float(np.max(np.abs(s[:, 1] - expected)))
+    print(f"\ntrade-anomaly: max |s(onnx) - s(sklearn)| {worst:.2e} on {len(rows)} rows")
+    assert worst <= 1e-6
+    np.testing.assert_allclose(s[:, 0] + s[:, 1], 1.0, atol=1e-6)
+    threshold = np.float32(forest.threshold)
+    decided = np.abs(expected - threshold) > 1e-6
+    assert np.array_equal(labels[decided], (expected[decided] >= threshold).astype(np.int64))
+    # The planted anomalies are what it flags: most flags are planted, and most planted flagged.
+    flagged = labels == 1
+    assert trained.y_heldout[flagged].mean() > 0.4
+    assert flagged[trained.y_heldout == 1].mean() > 0.4
+
+
 @pytest.mark.parametrize("served", SERVED)
 def test_sample_requests_are_valid_and_reproducible(
     served: str, manifests: dict[str, Manifest]
@@ -163,6 +199,7 @@ def test_cli_build_prints_one_line_per_model(
         ["card-fraud", "v2"],
         ["credit-risk", "v1"],
         ["churn", "v1"],
+        ["trade-anomaly", "v1"],
     ]
     assert all("sha256=" in line and "heldout_auc=0." in line for line in lines)
 

@@ -20,7 +20,7 @@ from loadtests.local.topology import ManagedProcess
 from runtimes.manifest import Manifest
 from runtimes.training.datasets import sample_requests
 
-SERVED = ("card-fraud-v1", "card-fraud-v2", "churn-v1", "credit-risk-v1")
+SERVED = ("card-fraud-v1", "card-fraud-v2", "churn-v1", "credit-risk-v1", "trade-anomaly-v1")
 
 
 @pytest.fixture

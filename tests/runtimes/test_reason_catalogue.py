@@ -37,7 +37,13 @@ def _with(catalogue: ReasonCatalogue, reasons: tuple[ReasonEntry, ...]) -> Reaso
 
 @pytest.mark.parametrize(
     ("name", "version"),
-    [("card-fraud", "1"), ("card-fraud", "2"), ("churn", "1"), ("credit-risk", "1")],
+    [
+        ("card-fraud", "1"),
+        ("card-fraud", "2"),
+        ("churn", "1"),
+        ("credit-risk", "1"),
+        ("trade-anomaly", "1"),
+    ],
 )
 def test_every_demo_catalogue_covers_its_model(model_dir: Path, name: str, version: str) -> None:
     manifest = load_manifests(model_dir)[(name, version)]

@@ -23,7 +23,7 @@ from runtimes.manifest import ARTIFACT_FILE, CategoryFeature, Manifest
 from runtimes.training.datasets import sample_requests
 
 HERE = Path(__file__).resolve().parent / "triton"
-SERVED = ("card-fraud-v1", "card-fraud-v2", "churn-v1", "credit-risk-v1")
+SERVED = ("card-fraud-v1", "card-fraud-v2", "churn-v1", "credit-risk-v1", "trade-anomaly-v1")
 ROWS = 64
 
 
@@ -50,7 +50,9 @@ def request_of(m: Manifest) -> dict[str, Any]:
     return {"model": m.served_name, "version": m.version, "inputs": inputs}
 
 
-def in_process_probabilities(m: Manifest, model_dir: Path) -> np.ndarray:
+def in_process_probabilities(
+    m: Manifest, model_dir: Path, output: str = "probabilities"
+) -> np.ndarray:
     rows = rows_of(m)
     feed = {
         f.name: np.array([[r[f.name]] for r in rows], dtype=object)
@@ -59,8 +61,8 @@ def in_process_probabilities(m: Manifest, model_dir: Path) -> np.ndarray:
         for f in m.features
     }
     session = open_session(str(model_dir / m.name / m.version / ARTIFACT_FILE))
-    (probabilities,) = run_rows(session, ["probabilities"], feed)
-    return probabilities
+    (scores,) = run_rows(session, [output], feed)
+    return scores
 
 
 @pytest.fixture(scope="module", params=SERVED)
@@ -140,7 +142,7 @@ def test_infer_equals_onnxruntime_in_process(
         got_probabilities = probabilities_of(answer)
         assert got_probabilities.shape == (ROWS, 2)
         assert got_probabilities.tobytes() == expected.astype("<f4").tobytes()
-        assert answer["label"] == (expected[:, 1] > 0.5).astype(np.int64).tolist()
+        assert answer["label"] == in_process_probabilities(m, model_dir, "label").tolist()
 
 
 def test_only_the_requested_outputs_and_unknown_ones_refused(
