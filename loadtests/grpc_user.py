@@ -48,7 +48,7 @@ def _add_options(parser: LocustArgumentParser, **_: Any) -> None:
     group.add_argument(
         "--decision-point",
         default="card-fraud",
-        help="decision point every request scores (card-fraud, credit-risk, churn)",
+        help="decision point every request scores (card-fraud, credit-risk, churn, trade-anomaly)",
     )
     group.add_argument(
         "--request-timeout", type=float, default=2.0, help="deadline of each Score call, seconds"

@@ -155,3 +155,31 @@ async def test_churn_decisions_carry_the_names_its_policy_gives_them(
     stored = await get_when_stored(lineage, answers[0].decision_id)
     assert stored.outputs.decision == answers[0].decision
     assert stored.outputs.policy_version == "churn-policy-1"
+
+
+async def test_trade_anomaly_decisions_pass_or_flag_at_its_policys_threshold(
+    topology: Topology,
+    scoring: scoring_pb2_grpc.ScoringServiceStub,
+    lineage: lineage_pb2_grpc.LineageServiceStub,
+) -> None:
+    """trade-anomaly's policy names its bands pass / flag: the anomaly score decides at 0.6, a
+    flag is recorded as answered, and any reasons it carries are the model's catalogue codes."""
+    rows = sample_requests("trade-anomaly", 200, seed=7)
+    answers = [
+        await scoring.Score(
+            score_request(f"trade-{i}", "trade-anomaly", f"desk-{i % 7}", row), timeout=10
+        )
+        for i, row in enumerate(rows)
+    ]
+    assert {a.decision for a in answers} == {"pass", "flag"}
+    assert all((a.decision == "flag") == (a.score >= 0.6) for a in answers)
+    assert all(a.model_name == "trade-anomaly" for a in answers)
+    codes = {f"T{k:02d}" for k in range(1, 10)}
+    assert all(r.code in codes for a in answers for r in a.reason_codes)
+    flagged = next(a for a in answers if a.decision == "flag")
+    stored = await get_when_stored(lineage, flagged.decision_id)
+    assert stored.outputs.decision == "flag"
+    assert stored.outputs.policy_version == "trade-anomaly-policy-1"
+    assert stored.model.artifact_sha256 == (
+        load_manifests(topology.model_dir)[("trade-anomaly", "1")].artifact_sha256
+    )

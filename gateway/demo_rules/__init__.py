@@ -14,4 +14,5 @@ DEMO_RULES = {
     "card-fraud": DEMO_RULES_DIR / "card-fraud-rules.yaml",
     "credit-risk": DEMO_RULES_DIR / "credit-risk-rules.yaml",
     "churn": DEMO_RULES_DIR / "churn-rules.yaml",
+    "trade-anomaly": DEMO_RULES_DIR / "trade-anomaly-rules.yaml",
 }

@@ -136,6 +136,28 @@ async def score_samples(gateway: str, per_point: dict[str, int], seed: int) -> l
     return results
 
 
+def reason_codes(response: scoring_pb2.ScoreResponse) -> str:
+    """The decision's reason codes, principal first ("-" when it has none)."""
+    ranked = sorted(response.reason_codes, key=lambda reason: reason.rank)
+    return ",".join(reason.code for reason in ranked) or "-"
+
+
+SHOWN_PER_POINT = 3
+
+
+def _shown(results: list[Scored]) -> list[Scored]:
+    """A few decisions of each decision point, those with reasons first (what a decline or a
+    flag looks like), otherwise in the order they were answered."""
+    by_point: dict[str, list[Scored]] = {}
+    for r in results:
+        by_point.setdefault(r.response.decision_point, []).append(r)
+    shown: list[Scored] = []
+    for point in sorted(by_point):
+        with_reasons_first = sorted(by_point[point], key=lambda r: not r.response.reason_codes)
+        shown.extend(with_reasons_first[:SHOWN_PER_POINT])
+    return shown
+
+
 def print_summary(results: list[Scored]) -> None:
     counts = collections.Counter(
         (
@@ -146,15 +168,19 @@ def print_summary(results: list[Scored]) -> None:
         )
         for r in results
     )
-    print(f"\n{'decision point':<14} {'model':<16} {'arm':<8} {'decision':<8} {'count':>5}")
+    print(f"\n{'decision point':<14} {'model':<18} {'arm':<8} {'decision':<12} {'count':>5}")
     for (point, model, arm, decision), n in sorted(counts.items()):
-        print(f"{point:<14} {model:<16} {arm:<8} {decision:<8} {n:>5}")
-    print(f"\n{'decision id':<38} {'decision point':<14} {'score':>7} {'decision':<8} model")
-    for r in results[:6]:
+        print(f"{point:<14} {model:<18} {arm:<8} {decision:<12} {n:>5}")
+    print(
+        f"\n{'decision id':<38} {'decision point':<14} {'score':>7} {'decision':<12} "
+        f"{'model':<18} reasons"
+    )
+    for r in _shown(results):
         resp = r.response
+        model = f"{resp.model_name} v{resp.model_version}"
         print(
             f"{resp.decision_id:<38} {resp.decision_point:<14} {resp.score:>7.4f} "
-            f"{resp.decision:<8} {resp.model_name} v{resp.model_version}"
+            f"{resp.decision:<12} {model:<18} {reason_codes(resp)}"
         )
 
 
@@ -193,6 +219,7 @@ def demo_main(argv: list[str]) -> int:
     parser.add_argument("--card-fraud", type=int, default=200, help="card-fraud decisions to send")
     parser.add_argument("--credit-risk", type=int, default=100, help="credit-risk decisions")
     parser.add_argument("--churn", type=int, default=50, help="churn decisions")
+    parser.add_argument("--trade-anomaly", type=int, default=200, help="trade-anomaly decisions")
     parser.add_argument("--seed", type=int, default=7, help="seed for the sample requests")
     args = parser.parse_args(argv)
     workdir: Path = args.workdir.resolve()
@@ -213,6 +240,7 @@ def demo_main(argv: list[str]) -> int:
             "card-fraud": args.card_fraud,
             "credit-risk": args.credit_risk,
             "churn": args.churn,
+            "trade-anomaly": args.trade_anomaly,
         }
         results = asyncio.run(score_samples(topology.gateway.address, per_point, args.seed))
         elapsed = time.perf_counter() - started

@@ -183,6 +183,15 @@ CHURN_POLICY: dict[str, Any] = {
 }
 """Two bands: a retention offer for customers likely to leave, nothing for the others."""
 
+TRADE_ANOMALY_POLICY: dict[str, Any] = {
+    "version": "trade-anomaly-policy-1",
+    "review_at": 0.6,
+    "decline_at": 0.6,
+    "decisions": {"approve": "pass", "review": "watch", "decline": "flag"},
+}
+"""Two bands: trades unusual enough for surveillance to review are flagged, the others pass
+(``watch`` names the empty middle band: the gateway wants three distinct names)."""
+
 
 def demo_routes(manifests: dict[tuple[str, str], Manifest], runtime_address: str) -> dict[str, Any]:
     """The local routing config: every model version on the one local runtime.
@@ -212,6 +221,11 @@ def demo_routes(manifests: dict[tuple[str, str], Manifest], runtime_address: str
             "primary": {"model": "churn", "version": "champion"},
             "timeout_ms": 500,
             "policy": CHURN_POLICY,
+        },
+        "trade-anomaly": {
+            "primary": {"model": "trade-anomaly", "version": "champion"},
+            "timeout_ms": 250,
+            "policy": TRADE_ANOMALY_POLICY,
         },
     }
     return {"models": models, "decision_points": {k: v for k, v in points.items() if k in models}}
