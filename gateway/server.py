@@ -39,7 +39,7 @@ from gateway.routing.compiled import Routes, load_routes
 from gateway.settings import GatewaySettings, parse_settings
 from reflection.service import enable_reflection
 from runtimes.manifest import ManifestError
-from runtimes.reasons import load_checked_manifests
+from runtimes.reasons import load_checked_models
 from scoring.v1 import scoring_pb2
 
 if TYPE_CHECKING:
@@ -108,7 +108,8 @@ def write_ready_file(path: Path, info: dict[str, object]) -> None:
 
 
 def load_config(settings: GatewaySettings) -> Routes:
-    return load_routes(settings.routes, load_checked_manifests(settings.model_dir))
+    models = load_checked_models(settings.model_dir)
+    return load_routes(settings.routes, models.manifests, models.catalogues)
 
 
 async def open_outbox(

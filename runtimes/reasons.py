@@ -236,11 +236,12 @@ class ReasonRanker:
     the log-odds of fraud or default) can be reasons; the largest first; ties in the manifest's
     feature order; at most ``MAX_REASONS``."""
 
-    __slots__ = ("_catalogue", "_entries", "_features", "_medians")
+    __slots__ = ("_catalogue", "_entries", "_features", "_medians", "_names")
 
     def __init__(self, manifest: Manifest, catalogue: ReasonCatalogue) -> None:
         self._catalogue = catalogue
         self._features = manifest.features
+        self._names = tuple(f.name for f in manifest.features)
         self._medians = {
             f.name: training_median(manifest.baselines[f.name])
             for f in manifest.features
@@ -261,6 +262,11 @@ class ReasonRanker:
     @property
     def catalogue_version(self) -> str:
         return self._catalogue.catalogue_version
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The features contributions are given for, in the manifest's order."""
+        return self._names
 
     def rank(
         self,
@@ -291,12 +297,22 @@ class ReasonRanker:
         return tuple(reasons)
 
 
-def _check_catalogue(folder: Path, manifest: Manifest) -> None:
-    if manifest.reason_catalogue_sha256:
-        read_catalogue(folder, manifest, manifest.reason_catalogue_sha256)
+@dataclass(frozen=True, slots=True)
+class CheckedModels:
+    """A model directory's manifests, and the reason catalogue of each version that has one."""
+
+    manifests: dict[tuple[str, str], Manifest]
+    catalogues: dict[tuple[str, str], ReasonCatalogue]
 
 
-def load_checked_manifests(root: Path) -> dict[tuple[str, str], Manifest]:
-    """``load_manifests(root)``, each version's reason catalogue checked too (when its manifest
-    names one): what the gateway loads at start and at every reload."""
-    return load_manifests(root, check=_check_catalogue)
+def load_checked_models(root: Path) -> CheckedModels:
+    """``load_manifests(root)``, each version's reason catalogue read and checked too (when its
+    manifest names one): what the gateway loads at start and at every reload."""
+    catalogues: dict[tuple[str, str], ReasonCatalogue] = {}
+
+    def check(folder: Path, manifest: Manifest) -> None:
+        if manifest.reason_catalogue_sha256:
+            catalogue = read_catalogue(folder, manifest, manifest.reason_catalogue_sha256)
+            catalogues[(manifest.name, manifest.version)] = catalogue
+
+    return CheckedModels(load_manifests(root, check=check), catalogues)

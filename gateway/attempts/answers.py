@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from gateway.attempts.rules import RulesAnswer, RulesScorer
 from gateway.runtime_client.protocol import ModelAnswer
 from lineage.v1.record import VERIFIED_BY_RULES_FILE
+from runtimes.reasons import ReasonRanker
 
 
 # Made per row and never kept: a plain (not frozen) dataclass, whose __init__ assigns the
@@ -28,6 +29,11 @@ class Answer:
     """The runtime's onnxruntime version and settings (a model's answers only)."""
     identity_verified_by: str = VERIFIED_BY_RULES_FILE
     """How the artifact sha256 was verified (``lineage.v1.record``'s VERIFIED_BY_ values)."""
+    contributions: list[float] | None = None
+    """The row's feature contributions (manifest order), when the runtime computed them."""
+    contributions_base: float = 0.0
+    ranker: ReasonRanker | None = None
+    """Ranks ``contributions`` into reasons through the version's catalogue."""
 
     @classmethod
     def of_model(cls, answer: ModelAnswer) -> Answer:
@@ -41,6 +47,9 @@ class Answer:
             batch_size=answer.batch_size,
             scoring_environment=answer.scoring_environment,
             identity_verified_by=answer.identity_verified_by,
+            contributions=answer.contributions,
+            contributions_base=answer.contributions_base,
+            ranker=answer.ranker,
         )
 
     @classmethod

@@ -298,7 +298,7 @@ class DecisionService:
             self.metrics.fallbacks.labels(point.name, reason).inc(stop - start)
         decided = Decided(
             point.name, point.policy, arm, group.target.feature_schema_version, config_version,
-            received_ns, tally.attempts, reason, extra,
+            received_ns, tally.attempts, reason, extra, point.reasons,
         )  # fmt: skip
         outcomes = [
             RowOutcome(row.request_id, row.entity_key, features, answer, decision_id)

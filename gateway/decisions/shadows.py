@@ -112,6 +112,7 @@ class ShadowTraffic:
         decided = Decided(
             point.name, point.policy, ARM_SHADOW, target.feature_schema_version, config_version,
             received_ns, tally.attempts, extra={PARENT_DECISION_ID: parent_id},
+            reasons=point.reasons,
         )  # fmt: skip
         row = RowOutcome(request_id, entity_key, features, Answer.of_model(answer), decision_id)
         await self._recorder.record(decided, [row], batch=False)

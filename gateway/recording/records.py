@@ -9,12 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.attempts.answers import Answer
-from gateway.routing.thresholds import ThresholdPolicy
+from gateway.routing.thresholds import ReasonPolicy, ThresholdPolicy
 from lineage.v1.record import (
     IDENTITY_VERIFIED_BY,
+    REASONS_WANTED,
     SCORING_ENVIRONMENT,
     DecisionRecord,
     FeatureScalar,
+    ReasonEntry,
     features_sha256,
 )
 
@@ -22,6 +24,9 @@ BATCH_SIZE = "batch_size"
 """Key in a record's ``extra``: rows in the runtime call that scored it."""
 ENDPOINT = "endpoint"
 """Key in a record's ``extra``: the runtime endpoint that answered."""
+
+
+_NO_REASONS = ReasonPolicy(0)
 
 
 @dataclass(slots=True)
@@ -37,6 +42,7 @@ class Decided:
     attempts: int
     fallback_reason: str = ""
     extra: dict[str, str] | None = None
+    reasons: ReasonPolicy = _NO_REASONS
 
 
 @dataclass(slots=True)
@@ -66,7 +72,32 @@ def build_record(
         if answer.scoring_environment:
             extra[SCORING_ENVIRONMENT] = answer.scoring_environment
     extra[IDENTITY_VERIFIED_BY] = answer.identity_verified_by
+    policy = decided.policy
+    decision = policy.decide(answer.score)
     rules = answer.reasons
+    reasons: tuple[ReasonEntry, ...] = ()
+    catalogue_version = ""
+    contributions: dict[str, float] = {}
+    if rules is not None:
+        reasons, catalogue_version = rules.reasons, answer.model_version
+    elif answer.contributions is not None and answer.ranker is not None:
+        ranker = answer.ranker
+        contributions = dict(zip(ranker.feature_names, answer.contributions, strict=True))
+        wanted = decided.reasons.wanted(policy, decision)
+        extra[REASONS_WANTED] = str(wanted)
+        if wanted:
+            reasons = tuple(
+                ReasonEntry(
+                    code=r.code,
+                    contribution=r.contribution,
+                    description=r.statement,
+                    feature=r.feature,
+                    rank=r.rank,
+                )
+                for r in ranker.rank(answer.contributions, row.features, wanted)
+            )
+            if reasons:
+                catalogue_version = ranker.catalogue_version
     return DecisionRecord(
         decision_id=row.decision_id,
         request_id=row.request_id,
@@ -86,12 +117,14 @@ def build_record(
         features_sha256=features_sha256(row.features),
         feature_schema_version=decided.feature_schema_version,
         score=answer.score,
-        decision=decided.policy.decide(answer.score),
-        policy_version=decided.policy.version,
+        decision=decision,
+        policy_version=policy.version,
         trace_id=trace_id,
         span_id=span_id,
         gateway_instance=gateway_instance,
-        reasons=rules.reasons if rules is not None else (),
-        reason_catalogue_version=answer.model_version if rules is not None else "",
+        reasons=reasons,
+        reason_catalogue_version=catalogue_version,
+        contributions=contributions,
+        contributions_base=answer.contributions_base if contributions else 0.0,
         extra=extra,
     )

@@ -31,9 +31,10 @@ from gateway.routing.schema import (
     TargetConfig,
     parse_routes,
 )
-from gateway.routing.thresholds import ThresholdPolicy
+from gateway.routing.thresholds import ReasonPolicy, ThresholdPolicy
 from gateway.runtime_client.targets import ModelTarget, Serving
 from runtimes.manifest import Manifest, served_name
+from runtimes.reasons import ReasonCatalogue, ReasonRanker
 
 __all__ = [
     "DecisionPoint",
@@ -74,6 +75,7 @@ class DecisionPoint:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     hedge: HedgePolicy | None = None
     fallback: Fallback | None = None
+    reasons: ReasonPolicy = field(default_factory=ReasonPolicy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,16 +97,32 @@ class _Compiler:
         config: RoutesConfig,
         manifests: Mapping[tuple[str, str], Manifest],
         rules_files: Mapping[str, bytes],
+        catalogues: Mapping[tuple[str, str], ReasonCatalogue],
     ) -> None:
         self.config = config
         self.manifests = manifests
         self.rules_files = rules_files
+        self.catalogues = catalogues
         self.problems: list[str] = []
         self.targets: dict[tuple[str, str], ModelTarget] = {}
         self.rules: dict[str, RulesScorer] = {}
 
+    def explained_models(self) -> set[str]:
+        """The models some decision point that wants reasons may answer with: every version of
+        its primary's model (pinned calls), its canary's and its fallback chain's."""
+        models: set[str] = set()
+        for point in self.config.decision_points.values():
+            if point.reasons.max_reasons:
+                models.add(point.primary.model)
+                if point.canary is not None:
+                    models.add(point.canary.target.model)
+                if point.fallback is not None:
+                    models.update(s.model for s in point.fallback.chain if s.model is not None)
+        return models
+
     def models(self) -> None:
         served: dict[tuple[str, str, str], str] = {}
+        explained = self.explained_models()
         for name, model in self.config.models.items():
             for version, where in model.versions.items():
                 here = f"models.{name}.versions.{version}"
@@ -127,8 +145,12 @@ class _Compiler:
                             f"{here}.endpoints[{i}]: {endpoint.address} serves "
                             f"{_shown(serving)} for {other} already"
                         )
+                ranker = None
+                catalogue = self.catalogues.get((name, version))
+                if name in explained and catalogue is not None:
+                    ranker = ReasonRanker(manifest, catalogue)
                 self.targets[(name, version)] = ModelTarget(
-                    name, version, where.addresses, manifest, servings
+                    name, version, where.addresses, manifest, servings, ranker
                 )
             for alias, version in model.aliases.items():
                 if version not in model.versions:
@@ -272,6 +294,7 @@ class _Compiler:
             ),
             hedge=None if hedge is None else HedgePolicy(hedge.delay_ms / 1000.0, hedge.use_p95),
             fallback=fallback,
+            reasons=ReasonPolicy(point.reasons.max_reasons, point.reasons.for_approvals),
         )
 
 
@@ -302,12 +325,15 @@ def compile_routes(
     manifests: Mapping[tuple[str, str], Manifest],
     config_version: str,
     rules_files: Mapping[str, bytes] | None = None,
+    catalogues: Mapping[tuple[str, str], ReasonCatalogue] | None = None,
 ) -> Routes:
     """Resolves aliases, manifests and rules; raises ConfigError listing every problem's path.
 
-    ``rules_files`` holds the content of each rules file by its name in ``config.rules``.
+    ``rules_files`` holds the content of each rules file by its name in ``config.rules``;
+    ``catalogues`` the reason catalogue of each model version that has one (without, no
+    version gives reasons).
     """
-    compiler = _Compiler(config, manifests, rules_files or {})
+    compiler = _Compiler(config, manifests, rules_files or {}, catalogues or {})
     compiler.models()
     points: dict[str, DecisionPoint] = {}
     for name, point in config.decision_points.items():
@@ -363,10 +389,14 @@ def read_config_files(path: Path) -> tuple[ConfigFiles, RoutesConfig]:
     return ConfigFiles(content, rules), config
 
 
-def load_routes(path: Path, manifests: Mapping[tuple[str, str], Manifest]) -> Routes:
+def load_routes(
+    path: Path,
+    manifests: Mapping[tuple[str, str], Manifest],
+    catalogues: Mapping[tuple[str, str], ReasonCatalogue] | None = None,
+) -> Routes:
     """Reads, validates and compiles the routing file at ``path`` (and its rules files)."""
     files, config = read_config_files(path)
     try:
-        return compile_routes(config, manifests, files.version, files.rules)
+        return compile_routes(config, manifests, files.version, files.rules, catalogues)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from e

@@ -24,7 +24,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.routing.changes import RouteChange, RouteChangeSink, arm_targets, describe_changes
 from gateway.routing.compiled import ConfigFiles, Routes, compile_routes, read_config_files
 from runtimes.manifest import MANIFEST_FILE, ManifestError
-from runtimes.reasons import load_checked_manifests
+from runtimes.reasons import load_checked_models
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 def _compile(path: Path, model_dir: Path) -> tuple[Routes, ConfigFiles]:
     files, config = read_config_files(path)
     try:
+        models = load_checked_models(model_dir)
         routes = compile_routes(
-            config, load_checked_manifests(model_dir), files.version, files.rules
+            config, models.manifests, files.version, files.rules, models.catalogues
         )
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from e

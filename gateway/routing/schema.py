@@ -148,6 +148,16 @@ class PolicyConfig(_Strict):
     decisions: DecisionNames = DecisionNames()
 
 
+class ReasonsConfig(_Strict):
+    """The principal reasons a decision point's model decisions carry (docs/reasons.md)."""
+
+    max_reasons: int = Field(default=4, ge=0, le=4)
+    """At most this many, principal first (Regulation B, FCRA: at most four); 0 asks the
+    runtimes for no contributions at all."""
+    for_approvals: bool = False
+    """Whether approvals carry reasons too; by default only the other decisions do."""
+
+
 class CanaryConfig(_Strict):
     """A second version that answers for a sticky share of entities."""
 
@@ -241,6 +251,9 @@ class DecisionPointConfig(_Strict):
     hedge: HedgeConfig | None = None
     fallback: FallbackConfig | None = None
     policy: PolicyConfig
+    reasons: ReasonsConfig = ReasonsConfig()
+    """Reasons come from models whose manifest has a reason catalogue; fallback rules give
+    their own."""
 
 
 class RoutesConfig(_Strict):

@@ -38,3 +38,23 @@ class ThresholdPolicy:
         if score >= self.review_at:
             return self.review
         return self.approve
+
+
+MAX_REASONS = 4
+"""Regulation B and FCRA: at most four principal reasons (``runtimes.reasons``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonPolicy:
+    """How many principal reasons a decision point's model decisions carry."""
+
+    max_reasons: int = MAX_REASONS
+    """0 to 4; 0 asks the runtimes for no contributions."""
+    for_approvals: bool = False
+    """Whether the lowest band (approve, or what the policy calls it) carries reasons."""
+
+    def wanted(self, policy: ThresholdPolicy, decision: str) -> int:
+        """How many reasons a decision of ``policy`` carries at most."""
+        if decision == policy.approve and not self.for_approvals:
+            return 0
+        return self.max_reasons

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -37,6 +38,7 @@ from lineage.v1.record import VERIFIED_BY_METADATA, VERIFIED_BY_RESPONSE_PARAMET
 from oip.v2 import grpc_predict_v2_pb2 as pb
 from oip.v2.parameters import (
     ARTIFACT_SHA256_PARAMETER,
+    CONTRIBUTIONS_BASE_PARAMETER,
     MODEL_INFER,
     MODEL_METADATA,
     RUNTIME_INSTANCE_PARAMETER,
@@ -65,6 +67,8 @@ _UNAVAILABLE_CODES = frozenset(
     }
 )
 _F32 = struct.Struct("<f")
+CONTRIBUTIONS_OUTPUT = "contributions"
+"""scoregate's runtime's optional output: FP32 [N, F] feature contributions (docs/runtime.md)."""
 
 
 def _tensor_bytes(name: str, datatype: str, contents: pb.InferTensorContents) -> bytes:
@@ -80,8 +84,10 @@ class RequestEncoder:
 
     __slots__ = ("_header", "_parts")
 
-    def __init__(self, manifest: Manifest, serving: Serving | None = None) -> None:
-        self._header = _model_header(manifest, serving)
+    def __init__(
+        self, manifest: Manifest, serving: Serving | None = None, explain: bool = False
+    ) -> None:
+        self._header = _model_header(manifest, serving, explain)
         parts: list[tuple[str, int, Any, float]] = []
         for f in manifest.features:
             # What an absent optional feature is sent as (``runtimes.manifest.absent_value``).
@@ -120,13 +126,19 @@ class RequestEncoder:
         return b"".join(chunks)
 
 
-def _model_header(manifest: Manifest, serving: Serving | None) -> bytes:
-    """The encoded model_name (and model_version) a request addresses."""
+def _model_header(manifest: Manifest, serving: Serving | None, explain: bool = False) -> bytes:
+    """The encoded model_name (and model_version) a request addresses, and, to ``explain``, the
+    outputs it asks for: the probabilities and the contributions (asking for one output means
+    getting only those asked for)."""
     if serving is None:
-        return bytes(pb.ModelInferRequest(model_name=manifest.served_name).SerializeToString())
-    request = pb.ModelInferRequest(
-        model_name=serving.served_name, model_version=serving.served_version
-    )
+        request = pb.ModelInferRequest(model_name=manifest.served_name)
+    else:
+        request = pb.ModelInferRequest(
+            model_name=serving.served_name, model_version=serving.served_version
+        )
+    if explain:
+        for name in (manifest.outputs.probabilities, CONTRIBUTIONS_OUTPUT):
+            request.outputs.add(name=name)
     return bytes(request.SerializeToString())
 
 
@@ -150,16 +162,22 @@ def _string_param(params: Mapping[str, pb.InferParameter], key: str) -> str:
     return params[key].string_param if key in params else ""
 
 
-def parse_answer(target: ModelTarget, endpoint: str, data: bytes) -> ModelAnswer:
+def parse_answer(
+    target: ModelTarget, endpoint: str, data: bytes, explain: bool = False
+) -> ModelAnswer:
     """The score and identity in a ModelInferResponse; InvalidModelOutput when unusable."""
-    return parse_answers(target, endpoint, data, 1)[0]
+    return parse_answers(target, endpoint, data, 1, explain)[0]
 
 
-def parse_answers(target: ModelTarget, endpoint: str, data: bytes, rows: int) -> list[ModelAnswer]:
+def parse_answers(
+    target: ModelTarget, endpoint: str, data: bytes, rows: int, explain: bool = False
+) -> list[ModelAnswer]:
     """One answer per row of a (batched) ModelInferResponse; InvalidModelOutput when unusable.
 
     Identity per the endpoint's serving: the answer must come from its served name and version,
-    and carry the manifest's artifact sha256 (identity ``response_parameter``) or none other."""
+    and carry the manifest's artifact sha256 (identity ``response_parameter``) or none other.
+    With ``explain``, each answer also carries its row's contributions, which must be there:
+    one finite value per feature and row, and the base value."""
     serving = target.serving(endpoint)
     where = f"model {serving.served_name} at {endpoint}"
     manifest = target.manifest
@@ -204,12 +222,43 @@ def parse_answers(target: ModelTarget, endpoint: str, data: bytes, rows: int) ->
     environment = _string_param(params, SCORING_ENVIRONMENT_PARAMETER)
     sha = manifest.artifact_sha256
     verified_by = serving.identity
-    return [
+    answers = [
         ModelAnswer(
             x, target.model, target.version, sha, instance, endpoint, rows, environment, verified_by
         )
         for x in scores
     ]
+    if explain:
+        _add_contributions(answers, response, target, where)
+    return answers
+
+
+def _add_contributions(
+    answers: list[ModelAnswer], response: pb.ModelInferResponse, target: ModelTarget, where: str
+) -> None:
+    index = next(
+        (i for i, o in enumerate(response.outputs) if o.name == CONTRIBUTIONS_OUTPUT), None
+    )
+    if index is None:
+        raise InvalidModelOutput(f"{where} sent no '{CONTRIBUTIONS_OUTPUT}' output")
+    values = _floats(response, index)
+    rows, width = len(answers), len(target.manifest.features)
+    if len(values) != rows * width or not all(map(math.isfinite, values)):
+        raise InvalidModelOutput(
+            f"{where} sent {len(values)} contributions for {rows} rows of {width} features, "
+            "or some not finite"
+        )
+    try:
+        base = float(response.parameters[CONTRIBUTIONS_BASE_PARAMETER].string_param)
+    except (KeyError, ValueError):
+        base = math.nan
+    if not math.isfinite(base):
+        raise InvalidModelOutput(f"{where} sent no finite '{CONTRIBUTIONS_BASE_PARAMETER}'")
+    ranker = target.reasons
+    for i, answer in enumerate(answers):
+        answer.contributions = values[i * width : (i + 1) * width]
+        answer.contributions_base = base
+        answer.ranker = ranker
 
 
 _RAW_INPUT_CONTENTS = pb.ModelInferRequest.RAW_INPUT_CONTENTS_FIELD_NUMBER
@@ -227,9 +276,11 @@ class BatchEncoder:
 
     _MAX_HEADERS = 1024
 
-    def __init__(self, manifest: Manifest, serving: Serving | None = None) -> None:
+    def __init__(
+        self, manifest: Manifest, serving: Serving | None = None, explain: bool = False
+    ) -> None:
         self._manifest = manifest
-        self._model = _model_header(manifest, serving)
+        self._model = _model_header(manifest, serving, explain)
         features: list[tuple[str, dict[Any, bytes] | None, float]] = []
         for f in manifest.features:
             absent = absent_value(f)  # what an absent optional feature is sent as
@@ -288,13 +339,14 @@ class _Endpoint:
     """One endpoint of a model version: its ModelInfer callable, the encoders addressing the
     model as that endpoint serves it, and its metadata check when its identity needs one."""
 
-    __slots__ = ("batch_encoder", "call", "check", "encoder")
+    __slots__ = ("batch_encoder", "call", "check", "encoder", "explain")
 
     def __init__(
-        self, manifest: Manifest, serving: Serving, call: Any, check: MetadataCheck | None
+        self, target: ModelTarget, serving: Serving, call: Any, check: MetadataCheck | None
     ) -> None:
-        self.encoder = RequestEncoder(manifest, serving)
-        self.batch_encoder = BatchEncoder(manifest, serving)
+        self.explain = target.explains_at(serving)
+        self.encoder = RequestEncoder(target.manifest, serving, self.explain)
+        self.batch_encoder = BatchEncoder(target.manifest, serving, self.explain)
         self.call = call
         self.check = check
 
@@ -331,6 +383,8 @@ class OipModelClient:
                 route is None
                 or route.target.servings != target.servings
                 or set(route.by_endpoint) != set(target.endpoints)
+                # Whether to ask for contributions is fixed in the encoders.
+                or (route.target.reasons is None) != (target.reasons is None)
             ):
                 self._add(target)
 
@@ -363,7 +417,7 @@ class OipModelClient:
             # No serializers: the request is already bytes, and the reply is parsed (and its
             # errors classified) in parse_answer.
             call = channel.unary_unary(MODEL_INFER)
-            calls.append((endpoint, _Endpoint(target.manifest, serving, call, check)))
+            calls.append((endpoint, _Endpoint(target, serving, call, check)))
         route = _Route(target, calls)
         self._routes[(target.model, target.version)] = route
         return route
@@ -409,7 +463,7 @@ class OipModelClient:
             data = await at.call(payload, timeout=timeout_s)
         except grpc.aio.AioRpcError as e:
             raise _runtime_error(target, endpoint, timeout_s, e) from None
-        return parse_answer(target, endpoint, data)
+        return parse_answer(target, endpoint, data, at.explain)
 
     async def infer_batch(
         self,
@@ -428,7 +482,7 @@ class OipModelClient:
             data = await at.call(payload, timeout=timeout_s)
         except grpc.aio.AioRpcError as e:
             raise _runtime_error(target, endpoint, timeout_s, e) from None
-        return parse_answers(target, endpoint, data, len(rows))
+        return parse_answers(target, endpoint, data, len(rows), at.explain)
 
     async def close(self) -> None:
         for task in self._watchers:

@@ -9,6 +9,7 @@ from typing import Protocol
 from gateway.deadline import Deadline
 from gateway.runtime_client.targets import ModelTarget
 from lineage.v1.record import VERIFIED_BY_RESPONSE_PARAMETER, FeatureScalar
+from runtimes.reasons import ReasonRanker
 
 
 @dataclass(slots=True)  # made per row, never kept: see gateway.service.ScoreInput
@@ -27,6 +28,11 @@ class ModelAnswer:
     """The runtime's onnxruntime version and settings, as it reported them ("" if it did not)."""
     identity_verified_by: str = VERIFIED_BY_RESPONSE_PARAMETER
     """How the artifact sha256 above was verified (``lineage.v1.record``'s VERIFIED_BY_ values)."""
+    contributions: list[float] | None = None
+    """The row's feature contributions (manifest order), when they were asked for."""
+    contributions_base: float = 0.0
+    ranker: ReasonRanker | None = None
+    """Ranks ``contributions`` into reasons (the version's catalogue), when they were asked for."""
 
 
 class ModelClient(Protocol):

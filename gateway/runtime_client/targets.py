@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from lineage.v1.record import VERIFIED_BY_RESPONSE_PARAMETER
 from runtimes.manifest import Manifest
+from runtimes.reasons import ReasonRanker
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,9 @@ class ModelTarget:
     servings: tuple[Serving, ...] = ()
     """One per endpoint, in order; empty means every endpoint is scoregate's runtime (the
     default name, no version, identity from the response parameter)."""
+    reasons: ReasonRanker | None = field(default=None, compare=False)
+    """Set when a decision point routed to this version wants reasons and the version has a
+    reason catalogue: its runtimes are asked for contributions, ranked through this."""
     feature_schema_version: str = field(init=False, compare=False)
     served_name: str = field(init=False, compare=False)
     """The OIP v2 model name the runtimes serve this version under by default."""
@@ -44,6 +48,11 @@ class ModelTarget:
             object.__setattr__(self, "servings", tuple(default for _ in self.endpoints))
         elif len(self.servings) != len(self.endpoints):
             raise ValueError("a target needs one serving per endpoint")
+
+    def explains_at(self, serving: Serving) -> bool:
+        """Whether calls through ``serving`` ask for contributions: reasons are wanted, and the
+        endpoint is scoregate's runtime (the one OIP v2 server known to compute them)."""
+        return self.reasons is not None and serving.identity == VERIFIED_BY_RESPONSE_PARAMETER
 
     def serving(self, endpoint: str) -> Serving:
         """How ``endpoint`` serves this version; the default for an endpoint not listed."""

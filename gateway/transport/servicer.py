@@ -80,6 +80,7 @@ def fill_response(response: scoring_pb2.ScoreResponse, record: DecisionRecord) -
         add = response.reason_codes.add
         for r in record.reasons:
             add(code=r.code, description=r.description, rank=r.rank)
+        response.reason_catalogue_version = record.reason_catalogue_version
     response.trace_id = record.trace_id
     response.policy_version = record.policy_version
     seconds, micros = divmod(record.decided_at_us, 1_000_000)

@@ -68,7 +68,8 @@ class DecisionRecord:
     features, features_sha256, feature_schema_version), when (received_at_us, decided_at_us),
     who answered (model_name, model_version, model_sha256, runtime_instance, gateway_instance,
     arm, config_version, fallback_reason, attempts) and what (score, decision, policy_version,
-    reasons, reason_catalogue_version, contributions, contributions_base, extra). ``extra`` keys the store reads are named above.
+    reasons, reason_catalogue_version, contributions, contributions_base, extra). ``extra``
+    keys the store reads are named above.
     """
 
     arm: str

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18scoring/v1/scoring.proto\x12\nscoring.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\\\n\x0c\x46\x65\x61tureValue\x12\x16\n\x0cnumber_value\x18\x01 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x02 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x03 \x01(\x08H\x00\x42\x06\n\x04kind\"\xea\x01\n\x0cScoreRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x02 \x01(\t\x12\x12\n\nentity_key\x18\x03 \x01(\t\x12\x38\n\x08\x66\x65\x61tures\x18\x04 \x03(\x0b\x32&.scoring.v1.ScoreRequest.FeaturesEntry\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x1aI\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.scoring.v1.FeatureValue:\x02\x38\x01\"=\n\nReasonCode\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0c\n\x04rank\x18\x03 \x01(\r\"\xe0\x02\n\rScoreResponse\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x10\n\x08\x64\x65\x63ision\x18\x05 \x01(\t\x12\x12\n\nmodel_name\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x08 \x01(\t\x12\x0b\n\x03\x61rm\x18\t \x01(\t\x12\x17\n\x0f\x66\x61llback_reason\x18\n \x01(\t\x12,\n\x0creason_codes\x18\x0b \x03(\x0b\x32\x16.scoring.v1.ReasonCode\x12\x10\n\x08trace_id\x18\x0c \x01(\t\x12\x16\n\x0epolicy_version\x18\r \x01(\t\x12.\n\ndecided_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbd\x01\n\rScoreBatchRow\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nentity_key\x18\x02 \x01(\t\x12\x39\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\'.scoring.v1.ScoreBatchRow.FeaturesEntry\x1aI\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.scoring.v1.FeatureValue:\x02\x38\x01\"\x96\x01\n\x11ScoreBatchRequest\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\'\n\x04rows\x18\x03 \x03(\x0b\x32\x19.scoring.v1.ScoreBatchRow\x12)\n\x07\x63olumns\x18\x04 \x01(\x0b\x32\x18.scoring.v1.BatchColumns\"e\n\x0c\x42\x61tchColumns\x12\x13\n\x0brequest_ids\x18\x01 \x03(\t\x12\x13\n\x0b\x65ntity_keys\x18\x02 \x03(\t\x12+\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x19.scoring.v1.FeatureColumn\"\xc0\x01\n\rFeatureColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x07numbers\x18\x02 \x01(\x0b\x32\x18.scoring.v1.DoubleValuesH\x00\x12+\n\x07strings\x18\x03 \x01(\x0b\x32\x18.scoring.v1.StringValuesH\x00\x12\'\n\x05\x62ools\x18\x04 \x01(\x0b\x32\x16.scoring.v1.BoolValuesH\x00\x12\x14\n\x0cmissing_rows\x18\x05 \x03(\rB\x08\n\x06values\"\x1e\n\x0c\x44oubleValues\x12\x0e\n\x06values\x18\x01 \x03(\x01\"\x1e\n\x0cStringValues\x12\x0e\n\x06values\x18\x01 \x03(\t\"\x1c\n\nBoolValues\x12\x0e\n\x06values\x18\x01 \x03(\x08\")\n\x08RowError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"r\n\x10ScoreBatchResult\x12-\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x19.scoring.v1.ScoreResponseH\x00\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x14.scoring.v1.RowErrorH\x00\x42\x08\n\x06result\"C\n\x12ScoreBatchResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.scoring.v1.ScoreBatchResult2\x9b\x01\n\x0eScoringService\x12<\n\x05Score\x12\x18.scoring.v1.ScoreRequest\x1a\x19.scoring.v1.ScoreResponse\x12K\n\nScoreBatch\x12\x1d.scoring.v1.ScoreBatchRequest\x1a\x1e.scoring.v1.ScoreBatchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18scoring/v1/scoring.proto\x12\nscoring.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\\\n\x0c\x46\x65\x61tureValue\x12\x16\n\x0cnumber_value\x18\x01 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x02 \x01(\tH\x00\x12\x14\n\nbool_value\x18\x03 \x01(\x08H\x00\x42\x06\n\x04kind\"\xea\x01\n\x0cScoreRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x02 \x01(\t\x12\x12\n\nentity_key\x18\x03 \x01(\t\x12\x38\n\x08\x66\x65\x61tures\x18\x04 \x03(\x0b\x32&.scoring.v1.ScoreRequest.FeaturesEntry\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x1aI\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.scoring.v1.FeatureValue:\x02\x38\x01\"=\n\nReasonCode\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0c\n\x04rank\x18\x03 \x01(\r\"\x82\x03\n\rScoreResponse\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x10\n\x08\x64\x65\x63ision\x18\x05 \x01(\t\x12\x12\n\nmodel_name\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x14\n\x0cmodel_sha256\x18\x08 \x01(\t\x12\x0b\n\x03\x61rm\x18\t \x01(\t\x12\x17\n\x0f\x66\x61llback_reason\x18\n \x01(\t\x12,\n\x0creason_codes\x18\x0b \x03(\x0b\x32\x16.scoring.v1.ReasonCode\x12\x10\n\x08trace_id\x18\x0c \x01(\t\x12\x16\n\x0epolicy_version\x18\r \x01(\t\x12.\n\ndecided_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x18reason_catalogue_version\x18\x0f \x01(\t\"\xbd\x01\n\rScoreBatchRow\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nentity_key\x18\x02 \x01(\t\x12\x39\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\'.scoring.v1.ScoreBatchRow.FeaturesEntry\x1aI\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.scoring.v1.FeatureValue:\x02\x38\x01\"\x96\x01\n\x11ScoreBatchRequest\x12\x16\n\x0e\x64\x65\x63ision_point\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\'\n\x04rows\x18\x03 \x03(\x0b\x32\x19.scoring.v1.ScoreBatchRow\x12)\n\x07\x63olumns\x18\x04 \x01(\x0b\x32\x18.scoring.v1.BatchColumns\"e\n\x0c\x42\x61tchColumns\x12\x13\n\x0brequest_ids\x18\x01 \x03(\t\x12\x13\n\x0b\x65ntity_keys\x18\x02 \x03(\t\x12+\n\x08\x66\x65\x61tures\x18\x03 \x03(\x0b\x32\x19.scoring.v1.FeatureColumn\"\xc0\x01\n\rFeatureColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x07numbers\x18\x02 \x01(\x0b\x32\x18.scoring.v1.DoubleValuesH\x00\x12+\n\x07strings\x18\x03 \x01(\x0b\x32\x18.scoring.v1.StringValuesH\x00\x12\'\n\x05\x62ools\x18\x04 \x01(\x0b\x32\x16.scoring.v1.BoolValuesH\x00\x12\x14\n\x0cmissing_rows\x18\x05 \x03(\rB\x08\n\x06values\"\x1e\n\x0c\x44oubleValues\x12\x0e\n\x06values\x18\x01 \x03(\x01\"\x1e\n\x0cStringValues\x12\x0e\n\x06values\x18\x01 \x03(\t\"\x1c\n\nBoolValues\x12\x0e\n\x06values\x18\x01 \x03(\x08\")\n\x08RowError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"r\n\x10ScoreBatchResult\x12-\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x19.scoring.v1.ScoreResponseH\x00\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x14.scoring.v1.RowErrorH\x00\x42\x08\n\x06result\"C\n\x12ScoreBatchResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.scoring.v1.ScoreBatchResult2\x9b\x01\n\x0eScoringService\x12<\n\x05Score\x12\x18.scoring.v1.ScoreRequest\x1a\x19.scoring.v1.ScoreResponse\x12K\n\nScoreBatch\x12\x1d.scoring.v1.ScoreBatchRequest\x1a\x1e.scoring.v1.ScoreBatchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,29 +45,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REASONCODE']._serialized_start=404
   _globals['_REASONCODE']._serialized_end=465
   _globals['_SCORERESPONSE']._serialized_start=468
-  _globals['_SCORERESPONSE']._serialized_end=820
-  _globals['_SCOREBATCHROW']._serialized_start=823
-  _globals['_SCOREBATCHROW']._serialized_end=1012
+  _globals['_SCORERESPONSE']._serialized_end=854
+  _globals['_SCOREBATCHROW']._serialized_start=857
+  _globals['_SCOREBATCHROW']._serialized_end=1046
   _globals['_SCOREBATCHROW_FEATURESENTRY']._serialized_start=329
   _globals['_SCOREBATCHROW_FEATURESENTRY']._serialized_end=402
-  _globals['_SCOREBATCHREQUEST']._serialized_start=1015
-  _globals['_SCOREBATCHREQUEST']._serialized_end=1165
-  _globals['_BATCHCOLUMNS']._serialized_start=1167
-  _globals['_BATCHCOLUMNS']._serialized_end=1268
-  _globals['_FEATURECOLUMN']._serialized_start=1271
-  _globals['_FEATURECOLUMN']._serialized_end=1463
-  _globals['_DOUBLEVALUES']._serialized_start=1465
-  _globals['_DOUBLEVALUES']._serialized_end=1495
-  _globals['_STRINGVALUES']._serialized_start=1497
-  _globals['_STRINGVALUES']._serialized_end=1527
-  _globals['_BOOLVALUES']._serialized_start=1529
-  _globals['_BOOLVALUES']._serialized_end=1557
-  _globals['_ROWERROR']._serialized_start=1559
-  _globals['_ROWERROR']._serialized_end=1600
-  _globals['_SCOREBATCHRESULT']._serialized_start=1602
-  _globals['_SCOREBATCHRESULT']._serialized_end=1716
-  _globals['_SCOREBATCHRESPONSE']._serialized_start=1718
-  _globals['_SCOREBATCHRESPONSE']._serialized_end=1785
-  _globals['_SCORINGSERVICE']._serialized_start=1788
-  _globals['_SCORINGSERVICE']._serialized_end=1943
+  _globals['_SCOREBATCHREQUEST']._serialized_start=1049
+  _globals['_SCOREBATCHREQUEST']._serialized_end=1199
+  _globals['_BATCHCOLUMNS']._serialized_start=1201
+  _globals['_BATCHCOLUMNS']._serialized_end=1302
+  _globals['_FEATURECOLUMN']._serialized_start=1305
+  _globals['_FEATURECOLUMN']._serialized_end=1497
+  _globals['_DOUBLEVALUES']._serialized_start=1499
+  _globals['_DOUBLEVALUES']._serialized_end=1529
+  _globals['_STRINGVALUES']._serialized_start=1531
+  _globals['_STRINGVALUES']._serialized_end=1561
+  _globals['_BOOLVALUES']._serialized_start=1563
+  _globals['_BOOLVALUES']._serialized_end=1591
+  _globals['_ROWERROR']._serialized_start=1593
+  _globals['_ROWERROR']._serialized_end=1634
+  _globals['_SCOREBATCHRESULT']._serialized_start=1636
+  _globals['_SCOREBATCHRESULT']._serialized_end=1750
+  _globals['_SCOREBATCHRESPONSE']._serialized_start=1752
+  _globals['_SCOREBATCHRESPONSE']._serialized_end=1819
+  _globals['_SCORINGSERVICE']._serialized_start=1822
+  _globals['_SCORINGSERVICE']._serialized_end=1977
 # @@protoc_insertion_point(module_scope)

@@ -126,9 +126,9 @@ class ReasonCode(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     RANK_FIELD_NUMBER: _builtins.int
     code: _builtins.str
-    """Stable code from the reason catalogue, e.g. "R01_HIGH_AMOUNT"."""
+    """Stable code from the reason catalogue, e.g. "R04"."""
     description: _builtins.str
-    """Human-readable statement of the reason."""
+    """The catalogue's applicant-facing statement of the reason."""
     rank: _builtins.int
     """1 is the principal reason; at most 4 are returned."""
     def __init__(
@@ -166,6 +166,7 @@ class ScoreResponse(_message.Message):
     TRACE_ID_FIELD_NUMBER: _builtins.int
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
     DECIDED_AT_FIELD_NUMBER: _builtins.int
+    REASON_CATALOGUE_VERSION_FIELD_NUMBER: _builtins.int
     decision_id: _builtins.str
     """Time-ordered id of this decision (UUIDv7), the key in the lineage store."""
     request_id: _builtins.str
@@ -192,6 +193,10 @@ class ScoreResponse(_message.Message):
     """W3C trace id (32 hex digits) of the decision's span."""
     policy_version: _builtins.str
     """Version of the threshold policy that turned the score into the decision."""
+    reason_catalogue_version: _builtins.str
+    """Version of the reason catalogue reason_codes come from (a model's catalogue, or the
+    fallback rules file's version); empty when there are no reason codes from a model.
+    """
     @_builtins.property
     def reason_codes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReasonCode]:
         """Up to 4 ranked reasons behind the score; may be empty."""
@@ -217,10 +222,11 @@ class ScoreResponse(_message.Message):
         trace_id: _builtins.str = ...,
         policy_version: _builtins.str = ...,
         decided_at: _timestamp_pb2.Timestamp | None = ...,
+        reason_catalogue_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arm", b"arm", "decided_at", b"decided_at", "decision", b"decision", "decision_id", b"decision_id", "decision_point", b"decision_point", "fallback_reason", b"fallback_reason", "model_name", b"model_name", "model_sha256", b"model_sha256", "model_version", b"model_version", "policy_version", b"policy_version", "reason_codes", b"reason_codes", "request_id", b"request_id", "score", b"score", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arm", b"arm", "decided_at", b"decided_at", "decision", b"decision", "decision_id", b"decision_id", "decision_point", b"decision_point", "fallback_reason", b"fallback_reason", "model_name", b"model_name", "model_sha256", b"model_sha256", "model_version", b"model_version", "policy_version", b"policy_version", "reason_catalogue_version", b"reason_catalogue_version", "reason_codes", b"reason_codes", "request_id", b"request_id", "score", b"score", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
