@@ -34,6 +34,7 @@ SIZES: dict[str, tuple[int, int, float, int, float, int, float]] = {
 
 
 SHED = "gateway-shedding"
+REASONS_OFF = "gateway-reasons-off"
 
 
 @dataclass(frozen=True)
@@ -312,6 +313,22 @@ def start_servers(model_dir: Path, workdir: Path, max_in_flight: int) -> Servers
                 extra_args=["--metrics-port", str(free_port())],
             )
         )
+        # The same production path with reasons off: the runtime is asked for no contributions.
+        reasons_off = workdir / "routes-reasons-off.yaml"
+        reasons_off.write_text(yaml.safe_dump(without_reasons(yaml.safe_load(routes.read_text()))))
+        outbox = workdir / "outbox-reasons-off"
+        shutil.rmtree(outbox, ignore_errors=True)
+        servers.processes.append(
+            start_gateway(
+                reasons_off,
+                model_dir,
+                workdir,
+                name=REASONS_OFF,
+                lineage_endpoint=lineage.address,
+                outbox_dir=outbox,
+                extra_args=["--metrics-port", str(free_port())],
+            )
+        )
         # Sheds beyond the saturation concurrency; loaded at twice the saturation rate.
         shedding = ["--max-in-flight", str(max_in_flight)]
         servers.processes.append(
@@ -321,6 +338,13 @@ def start_servers(model_dir: Path, workdir: Path, max_in_flight: int) -> Servers
         servers.stop()
         raise
     return servers
+
+
+def without_reasons(routes: dict[str, Any]) -> dict[str, Any]:
+    """``routes`` with every decision point's reasons off."""
+    for point in routes["decision_points"].values():
+        point["reasons"] = {"max_reasons": 0}
+    return routes
 
 
 def plan(servers: Servers, files: dict[str, Path], concurrency: int, batch: int) -> list[Job]:
@@ -365,6 +389,16 @@ def plan(servers: Servers, files: dict[str, Path], concurrency: int, batch: int)
             servers.pids(on, "runtime", "lineage"),
         ),
     ]
+    jobs.append(
+        Job(
+            REASONS_OFF,
+            servers.address(REASONS_OFF),
+            score,
+            files["score"],
+            score_id,
+            servers.pids(REASONS_OFF, "runtime", "lineage"),
+        )
+    )
     batch_method = payloads.score_batch_method()
     if batch_method is not None:
         jobs.append(
@@ -429,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 result = run_loadgen(job, round_size, workdir, round_no)
                 if servers.pids("lineage")[0] in job.server_pids:
-                    metrics = str(servers.process("gateway-lineage-on").info["metrics"])
+                    gateway = REASONS_OFF if job.key == REASONS_OFF else "gateway-lineage-on"
+                    metrics = str(servers.process(gateway).info["metrics"])
                     drain_lineage(metrics, job.server_pids, result)
                 split_cpu(result, {p.popen.pid: p.name for p in servers.processes})
                 measured[round_no][job.key] = result

@@ -28,6 +28,7 @@ PATHS = (
     BenchPath("proxy", "anchor: naive grpc.aio proxy -> runtime", "call"),
     BenchPath("gateway-lineage-off", "scoregate: gateway -> runtime, lineage off", "call"),
     BenchPath("gateway-lineage-on", "scoregate: gateway -> runtime, lineage on", "call"),
+    BenchPath("gateway-reasons-off", "scoregate: lineage on, reasons off", "call"),
     BenchPath("score-batch", "scoregate: ScoreBatch rows (columns), lineage on", "row"),
 )
 
@@ -224,6 +225,17 @@ def targets(rows: list[Row], overload: dict[str, Any] | None = None) -> list[Tar
                 "lineage on >= 0.90 x lineage off",
                 ratio >= 0.9,
                 f"{ratio:.2f} x lineage off",
+                ratio,
+            )
+        )
+    without = by.get("gateway-reasons-off")
+    if on and without and on.throughput and without.throughput:
+        ratio = on.throughput / without.throughput
+        out.append(
+            Target(
+                "reasons on >= 0.90 x reasons off",
+                ratio >= 0.9,
+                f"{ratio:.2f} x reasons off (both lineage on)",
                 ratio,
             )
         )
