@@ -7,6 +7,7 @@ Exit codes: 0 done, 1 the store answered no (no such decision, invalid request) 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 
@@ -70,6 +71,33 @@ def _verified_by(how: str) -> str:
     return f"{how}: {_VERIFIED_BY[how]}" if how in _VERIFIED_BY else how or "(not recorded)"
 
 
+def reason_rows(out: lineage_pb2.Outputs) -> list[tuple[str, str]]:
+    """The reasons, principal first, each with the feature it stands for and that feature's
+    push towards the adverse outcome; then every contribution, largest push either way first,
+    down to the base value and their sum, the raw margin the score was computed from."""
+    rows: list[tuple[str, str]] = []
+    if out.reasons or out.reason_catalogue_version:
+        rows.append(("reason catalogue", out.reason_catalogue_version or "(not recorded)"))
+    for reason in sorted(out.reasons, key=lambda r: r.rank):
+        text = f"{reason.code}  {reason.description}"
+        if reason.feature:
+            text += f"  ({reason.feature} {reason.contribution:+.6f})"
+        rows.append((f"reason {reason.rank}", text))
+    if not out.contributions:
+        return rows
+    if not out.reasons:
+        rows.append(("reasons", f"none (at most {out.reasons_wanted} for this decision)"))
+    rows.append(("contributions", "to the raw margin (log-odds of the adverse outcome)"))
+    ordered = sorted(out.contributions.items(), key=lambda kv: (-abs(kv[1]), kv[0]))
+    rows += [(f"  {name}", f"{value:+.6f}") for name, value in ordered]
+    margin = math.fsum([*out.contributions.values(), out.contributions_base])
+    rows += [
+        ("  base value", f"{out.contributions_base:+.6f}"),
+        ("  raw margin", f"{margin:+.6f}  (the sum)"),
+    ]
+    return rows
+
+
 def format_table(
     record: lineage_pb2.DecisionRecord, manifest: lineage_pb2.ModelManifest | None = None
 ) -> str:
@@ -116,8 +144,7 @@ def format_table(
         rows.append(
             ("outcome", f"{seen.label} at {_when(seen.at)} from {seen.source}  [{seen.outcome_id}]")
         )
-    for reason in sorted(out.reasons, key=lambda r: r.rank):
-        rows.append((f"reason {reason.rank}", f"{reason.code}  {reason.description}"))
+    rows += reason_rows(out)
     rows += [
         ("inputs sha256", inputs.features_sha256),
         ("feature schema", inputs.feature_schema_version),

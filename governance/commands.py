@@ -80,13 +80,22 @@ def target_row(t: lineage_pb2.ArmTarget) -> Row:
 
 def decisions_main(argv: list[str], prog: str = "scoregate lineage decisions") -> int:
     parser = _parser(
-        prog, "Decisions about one entity, or by one model (version), in a time range."
+        prog,
+        "Decisions about one entity, by one model (version) or with one reason code, in a "
+        "time range.",
     )
-    who = parser.add_mutually_exclusive_group(required=True)
+    who = parser.add_mutually_exclusive_group()
     who.add_argument("--entity", help="customer or account key")
     who.add_argument("--model", help="model name, e.g. card-fraud")
     parser.add_argument("--version", default="", help="model version (with --model)")
+    parser.add_argument(
+        "--reason", default="", metavar="CODE", help="only decisions whose principal reason is CODE"
+    )
+    parser.add_argument(
+        "--any-rank", action="store_true", help="with --reason: CODE at any rank, not only first"
+    )
     parser.add_argument("--point", default="", help="only this decision point")
+    parser.add_argument("--decision", default="", help="only this decision, e.g. decline")
     parser.add_argument("--since", help="ISO 8601 start (inclusive); default: the beginning")
     parser.add_argument("--until", help="ISO 8601 end (exclusive); default: now")
     parser.add_argument("--limit", type=int, default=100, help="most decisions to list")
@@ -95,6 +104,10 @@ def decisions_main(argv: list[str], prog: str = "scoregate lineage decisions") -
         "--counts", action="store_true", help="print the counts instead of the decisions"
     )
     args = parser.parse_args(argv)
+    if not (args.entity or args.model or args.reason):
+        parser.error("one of the arguments --entity --model --reason is required")
+    if args.any_rank and not args.reason:
+        parser.error("--any-rank needs --reason")
 
     def main() -> int:
         request = lineage_pb2.ListDecisionsRequest(
@@ -102,6 +115,9 @@ def decisions_main(argv: list[str], prog: str = "scoregate lineage decisions") -
             model_name=args.model or "",
             model_version=args.version,
             decision_point=args.point,
+            decision=args.decision,
+            reason_code=args.reason,
+            reason_any_rank=args.any_rank,
             limit=args.limit,
             page_token=args.page_token,
         )

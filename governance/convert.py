@@ -28,6 +28,7 @@ from lineage.v1.record import (
     FALLBACK_FROM,
     IDENTITY_VERIFIED_BY,
     PARENT_DECISION_ID,
+    REASONS_WANTED,
     SCORING_ENVIRONMENT,
     FeatureScalar,
     canonical_record_json,
@@ -89,10 +90,19 @@ def decision_to_proto(stored: StoredDecision) -> lineage_pb2.DecisionRecord:
             decision=r.decision,
             policy_version=r.policy_version,
             reasons=[
-                lineage_pb2.Reason(code=x.code, description=x.description, rank=x.rank)
+                lineage_pb2.Reason(
+                    code=x.code,
+                    description=x.description,
+                    rank=x.rank,
+                    feature=x.feature,
+                    contribution=x.contribution,
+                )
                 for x in r.reasons
             ],
             reason_catalogue_version=r.reason_catalogue_version,
+            contributions=r.contributions,
+            contributions_base=r.contributions_base,
+            reasons_wanted=_reasons_wanted(r.extra.get(REASONS_WANTED, "")),
         ),
         trace_id=r.trace_id,
         span_id=r.span_id,
@@ -100,13 +110,19 @@ def decision_to_proto(stored: StoredDecision) -> lineage_pb2.DecisionRecord:
         stored_at=timestamp_from_us(stored.stored_at_us),
         seq=stored.seq,
         chain_sha256=stored.chain_sha256,
-        record_sha256=hashlib.sha256(canonical_record_json(r)).hexdigest(),
+        # The stored hash: a record stored before a field existed keeps the JSON of its time.
+        record_sha256=stored.record_sha256 or hashlib.sha256(canonical_record_json(r)).hexdigest(),
         overrides=[override_to_proto(o) for o in stored.overrides],
         outcomes=[outcome_to_proto(o) for o in stored.outcomes],
         parent_decision_id=r.extra.get(PARENT_DECISION_ID, ""),
         fallback_from=r.extra.get(FALLBACK_FROM, ""),
         fallback_error=r.extra.get(FALLBACK_ERROR, ""),
     )
+
+
+def _reasons_wanted(text: str) -> int:
+    # The gateway writes "0".."4"; anything else (an older record has none) reads as 0.
+    return int(text) if text.isdigit() and len(text) == 1 else 0
 
 
 def _us_or(ts: Timestamp, has: bool, default: int) -> int:
@@ -163,6 +179,9 @@ def filter_from_proto(r: lineage_pb2.ListDecisionsRequest, now_us: int) -> Decis
         model_name=r.model_name,
         model_version=r.model_version,
         decision_point=r.decision_point,
+        decision=r.decision,
+        reason_code=r.reason_code,
+        reason_any_rank=r.reason_any_rank,
     )
 
 

@@ -138,8 +138,12 @@ class LineageQueries:
     async def list_decisions(
         self, selection: DecisionFilter, limit: int = 0, page_token: str = ""
     ) -> DecisionPage:
-        if bool(selection.entity_key) == bool(selection.model_name):
+        if selection.entity_key and selection.model_name:
             raise InvalidRequest("set exactly one of entity_key or model_name")
+        if not (selection.entity_key or selection.model_name or selection.reason_code):
+            raise InvalidRequest("set entity_key, model_name or reason_code")
+        if selection.reason_any_rank and not selection.reason_code:
+            raise InvalidRequest("reason_any_rank needs reason_code")
         if selection.model_version and not selection.model_name:
             raise InvalidRequest("model_version needs model_name")
         if selection.until_us <= selection.since_us:

@@ -37,6 +37,8 @@ class StoredDecision:
     chain_sha256: str = ""
     overrides: tuple[Override, ...] = ()
     outcomes: tuple[Outcome, ...] = ()
+    record_sha256: str = ""
+    """The sha256 of the JSON as stored (a record from before a field existed lacks it)."""
 
 
 @dataclass(frozen=True, slots=True)

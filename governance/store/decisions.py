@@ -8,6 +8,7 @@ import operator
 from collections.abc import Sequence
 
 from governance.chain import link
+from governance.errors import InvalidRequest
 from governance.store.base import Conflict, InsertResult, StoredDecision, TrafficSeen
 from governance.store.clock import now_us
 from governance.store.engine import Connection
@@ -21,7 +22,13 @@ from governance.store.entries import (
     Override,
 )
 from governance.store.hash_chain import lock_head, move_head
-from governance.store.tables import DECISION_COLUMNS
+from governance.store.reason_index import ReasonIndex, reason_condition
+from governance.store.tables import (
+    DECISION_COLUMNS,
+    LEGACY_DECISION_COLUMNS,
+    earlier_canonical_json,
+    principal_reason,
+)
 from lineage.v1.record import DecisionRecord, canonical_json, record_from_json
 
 # Well under SQLite's bound-parameter limit.
@@ -32,6 +39,12 @@ _INSERT = (
     f"INSERT INTO decisions ({', '.join(_INSERT_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})"
 )
+_LEGACY_INSERT_COLUMNS = (*LEGACY_DECISION_COLUMNS, "seq", "chain_sha256")
+_LEGACY_INSERT = (
+    f"INSERT INTO decisions ({', '.join(_LEGACY_INSERT_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_LEGACY_INSERT_COLUMNS))})"
+)
+_PRINCIPAL_AT = DECISION_COLUMNS.index("principal_reason")
 _SUMMARY_COLUMNS = (
     "decision_id, decided_at_us, decision_point, entity_key, model_name, model_version, arm, "
     "score, decision"
@@ -40,7 +53,12 @@ _SUMMARY_COLUMNS = (
 # The decisions columns copied from the record, in DECISION_COLUMNS order up to stored_at_us.
 _ROW_FIELDS = DECISION_COLUMNS[: DECISION_COLUMNS.index("stored_at_us")]
 _row_values = operator.attrgetter(*_ROW_FIELDS)
-assert DECISION_COLUMNS[len(_ROW_FIELDS) :] == ("stored_at_us", "record_sha256", "record_json")
+assert DECISION_COLUMNS[len(_ROW_FIELDS) :] == (
+    "stored_at_us",
+    "record_sha256",
+    "record_json",
+    "principal_reason",
+)
 
 
 def fast_decision_row(record: DecisionRecord, stored_at_us: int) -> list[object]:
@@ -52,29 +70,42 @@ def fast_decision_row(record: DecisionRecord, stored_at_us: int) -> list[object]
         stored_at_us,
         hashlib.sha256(body).hexdigest(),
         body.decode(),
+        principal_reason(record),
     ]
 
 
+def _insert_rows(db: Connection, reasons: ReasonIndex, rows: list[list[object]]) -> None:
+    if reasons.enabled:
+        db.execute_many(_INSERT, rows)
+    else:
+        db.execute_many(_LEGACY_INSERT, [r[:_PRINCIPAL_AT] + r[_PRINCIPAL_AT + 1 :] for r in rows])
+
+
 def insert_decisions(
-    db: Connection, entities: EntityIndex, records: Sequence[DecisionRecord]
+    db: Connection,
+    entities: EntityIndex,
+    reasons: ReasonIndex,
+    records: Sequence[DecisionRecord],
 ) -> InsertResult:
     """Stores the records not stored yet in one write transaction, linked in the order given;
     a record offered again counts as a duplicate (same content) or a conflict (different)."""
     result = InsertResult()
     stored_at = now_us()
     batch: dict[str, list[object]] = {}
+    offered: dict[str, DecisionRecord] = {}
     for record in records:
         row = fast_decision_row(record, stored_at)
         earlier = batch.get(record.decision_id)
         if earlier is None:
             batch[record.decision_id] = row
+            offered[record.decision_id] = record
         else:
             _count_offered_again(
                 result, record.decision_id, str(earlier[_SHA_AT]), str(row[_SHA_AT])
             )
     with db.write_transaction():
         head_seq, head_chain = lock_head(db)
-        new = _insert_all_as_new(db, batch, head_seq, head_chain)
+        new = _insert_all_as_new(db, reasons, batch, head_seq, head_chain)
         if new is None:
             # Some ids are stored already: look them up and link only the others.
             stored = _stored_record_hashes(db, list(batch))
@@ -83,26 +114,32 @@ def insert_decisions(
             for decision_id, row in batch.items():
                 if decision_id in stored:
                     _count_offered_again(
-                        result, decision_id, stored[decision_id], str(row[_SHA_AT])
+                        result,
+                        decision_id,
+                        stored[decision_id],
+                        str(row[_SHA_AT]),
+                        offered[decision_id],
                     )
                     continue
                 seq += 1
                 chain = link(chain, str(row[_SHA_AT]), seq)
                 new.append([*row, seq, chain])
             if new:
-                db.execute_many(_INSERT, new)
+                _insert_rows(db, reasons, new)
         recent = entities.recent
         if new:
             move_head(db, head_seq + len(new), str(new[-1][-1]))
             if entities.enabled:
                 recent = entities.add(db, new, recent)
+            if reasons.enabled:
+                reasons.add(db, (offered[str(row[0])] for row in new))
     entities.recent = recent
     result.inserted = len(new)
     return result
 
 
 def _insert_all_as_new(
-    db: Connection, batch: dict[str, list[object]], seq: int, chain: str
+    db: Connection, reasons: ReasonIndex, batch: dict[str, list[object]], seq: int, chain: str
 ) -> list[list[object]] | None:
     """The common case without a lookup: inserts every row of ``batch`` as new, linked after
     (seq, chain). If any id is already stored, undoes that and returns None instead, as it
@@ -117,7 +154,7 @@ def _insert_all_as_new(
         new.append([*row, seq, chain])
     db.run("SAVEPOINT insert_fresh")
     try:
-        db.execute_many(_INSERT, new)
+        _insert_rows(db, reasons, new)
     except conflict_errors:
         db.run("ROLLBACK TO SAVEPOINT insert_fresh")
         db.run("RELEASE SAVEPOINT insert_fresh")
@@ -141,16 +178,30 @@ def _stored_record_hashes(db: Connection, ids: list[str]) -> dict[str, str]:
     return found
 
 
-def _count_offered_again(result: InsertResult, decision_id: str, stored: str, offered: str) -> None:
-    if stored == offered:
+def _count_offered_again(
+    result: InsertResult,
+    decision_id: str,
+    stored: str,
+    offered: str,
+    record: DecisionRecord | None = None,
+) -> None:
+    if stored == offered or (record is not None and _stored_in_earlier_form(record, stored)):
         result.duplicates += 1
     else:
         result.conflicts.append(Conflict(decision_id, stored, offered))
 
 
+def _stored_in_earlier_form(record: DecisionRecord, stored: str) -> bool:
+    """A record resent after an upgrade whose first copy was stored in the JSON of its time
+    (``tables.earlier_canonical_json``) is the same record, not a conflicting one."""
+    earlier = earlier_canonical_json(record)
+    return earlier is not None and hashlib.sha256(earlier).hexdigest() == stored
+
+
 def get_decision(db: Connection, decision_id: str) -> StoredDecision | None:
     row = db.execute(
-        "SELECT record_json, stored_at_us, seq, chain_sha256 FROM decisions WHERE decision_id = ?",
+        "SELECT record_json, stored_at_us, seq, chain_sha256, record_sha256 FROM decisions "
+        "WHERE decision_id = ?",
         (decision_id,),
     ).fetchone()
     if row is None:
@@ -178,12 +229,14 @@ def get_decision(db: Connection, decision_id: str) -> StoredDecision | None:
         str(row[3] or ""),
         overrides,
         outcomes,
+        str(row[4]),
     )
 
 
 def list_decisions(
     db: Connection,
     entities: EntityIndex,
+    reasons: ReasonIndex,
     s: DecisionFilter,
     limit: int,
     after: tuple[int, str] | None,
@@ -196,11 +249,20 @@ def list_decisions(
         condition, condition_params = entity_condition(s.entity_key, s.since_us, s.until_us)
         where.append(condition)
         params += condition_params
+    if s.reason_code:
+        if not reasons.enabled:
+            raise InvalidRequest("this store's schema has no reason index (before version 6)")
+        condition, condition_params = reason_condition(
+            s.reason_code, s.reason_any_rank, s.since_us, s.until_us
+        )
+        where.append(condition)
+        params += condition_params
     for column, value in (
         ("entity_key", s.entity_key),
         ("model_name", s.model_name),
         ("model_version", s.model_version),
         ("decision_point", s.decision_point),
+        ("decision", s.decision),
     ):
         if value:
             where.append(f"{column} = ?")

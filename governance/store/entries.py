@@ -142,7 +142,8 @@ class Count:
 
 @dataclass(frozen=True, slots=True)
 class DecisionFilter:
-    """A selection of decisions: by entity or by model (and version), within [since, until)."""
+    """A selection of decisions: by entity, model (and version) or reason code, within
+    [since, until)."""
 
     since_us: int
     until_us: int
@@ -150,6 +151,10 @@ class DecisionFilter:
     model_name: str = ""
     model_version: str = ""
     decision_point: str = ""
+    decision: str = ""
+    reason_code: str = ""
+    """The principal reason's code (rank 1), or with ``reason_any_rank`` a code at any rank."""
+    reason_any_rank: bool = False
 
 
 @dataclass(slots=True)

@@ -16,6 +16,7 @@ from governance.store.entity_index import EntityIndex
 from governance.store.entries import PurgeReport, canonical
 from governance.store.hash_chain import append_entry, chain_hash_at, lock_head, move_head
 from governance.store.migrations import SCHEMA_MIGRATIONS_TABLE, Migration
+from governance.store.reason_index import ReasonIndex
 from governance.store.tables import SEQ_TABLES
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,9 @@ def schema_version(db: Connection) -> int:
     return int(version)
 
 
-def purge(db: Connection, entities: EntityIndex, cutoff_us: int) -> PurgeReport:
+def purge(
+    db: Connection, entities: EntityIndex, reasons: ReasonIndex, cutoff_us: int
+) -> PurgeReport:
     """Deletes the longest prefix of the chain whose entries are all older than the cutoff.
 
     Route changes are kept (they say what served later, too) but leave the verified part of
@@ -140,6 +143,8 @@ def purge(db: Connection, entities: EntityIndex, cutoff_us: int) -> PurgeReport:
                     deleted[table.name] = max(int(cursor.rowcount), 0)
             if entities.enabled:
                 recent = entities.purge(db, cutoff_us)
+            if reasons.enabled:
+                reasons.purge(db, cutoff_us)
         run_at = now_us()
         report = PurgeReport("", run_at, cutoff_us, boundary, boundary_chain, deleted)
         body = report.body()

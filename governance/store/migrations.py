@@ -4,7 +4,7 @@ A migration is never edited once released: the runner stores each one's checksum
 database whose applied migrations differ from these. Add a new version instead. Both backends
 carry the same versions with the same names; version 1 is written per dialect, versions 2 and 3 use
 types both understand (BIGINT, DOUBLE PRECISION, TEXT) and are shared, version 4 changes SQLite
-only, version 5 is written per dialect (each reads JSON its own way).
+only, versions 5 and 6 are written per dialect (each reads JSON its own way).
 """
 
 from __future__ import annotations
@@ -263,11 +263,85 @@ def _shadow_parent_index(dialect: str) -> Migration:
     )
 
 
+# Version 6: decisions by reason code (issue 22). The principal reason's code (the first reason
+# of rank 1; '' when none) is a decisions column, so ``verify`` re-derives it from the record like
+# every other column, under a partial index: most decisions (approvals) have no reason and skip
+# it. ``PRINCIPAL_REASON_PREDICATE`` is its predicate, which a query repeats as a literal for
+# SQLite's planner to use it. Every reason's code is in decision_reasons, one entry per code
+# and decision, ordered by time within a code. Records stored earlier are filled in when the
+# version applies, which reads every decision once.
+REASON_INDEX_VERSION = 6
+PRINCIPAL_REASON_PREDICATE = "principal_reason <> ''"
+_PRINCIPAL_INDEX = (
+    "CREATE INDEX decisions_principal_reason ON decisions (principal_reason, decided_at_us) "
+    f"WHERE {PRINCIPAL_REASON_PREDICATE}"
+)
+_ADD_PRINCIPAL = "ALTER TABLE decisions ADD COLUMN principal_reason TEXT NOT NULL DEFAULT ''"
+_SQLITE_REASON_INDEX = Migration(
+    REASON_INDEX_VERSION,
+    "reason_index",
+    (
+        _ADD_PRINCIPAL,
+        """
+        UPDATE decisions SET principal_reason = COALESCE((
+            SELECT json_extract(r.value, '$.code')
+            FROM json_each(decisions.record_json, '$.reasons') AS r
+            WHERE json_extract(r.value, '$.rank') = 1 ORDER BY r.key LIMIT 1), '')
+        WHERE json_array_length(record_json, '$.reasons') > 0
+        """,
+        _PRINCIPAL_INDEX,
+        """
+        CREATE TABLE decision_reasons (
+            code TEXT NOT NULL,
+            decided_at_us INTEGER NOT NULL,
+            decision_id TEXT NOT NULL,
+            PRIMARY KEY (code, decided_at_us, decision_id)
+        ) WITHOUT ROWID
+        """,
+        """
+        INSERT OR IGNORE INTO decision_reasons (code, decided_at_us, decision_id)
+            SELECT json_extract(r.value, '$.code'), d.decided_at_us, d.decision_id
+            FROM decisions AS d, json_each(d.record_json, '$.reasons') AS r
+        """,
+    ),
+)
+_POSTGRES_REASON_INDEX = Migration(
+    REASON_INDEX_VERSION,
+    "reason_index",
+    (
+        _ADD_PRINCIPAL,
+        """
+        UPDATE decisions SET principal_reason = COALESCE((
+            SELECT r.value ->> 'code'
+            FROM json_array_elements(record_json::json -> 'reasons') WITH ORDINALITY AS r(value, n)
+            WHERE (r.value ->> 'rank') = '1' ORDER BY r.n LIMIT 1), '')
+        WHERE json_array_length(record_json::json -> 'reasons') > 0
+        """,
+        _PRINCIPAL_INDEX,
+        """
+        CREATE TABLE decision_reasons (
+            code TEXT NOT NULL,
+            decided_at_us BIGINT NOT NULL,
+            decision_id TEXT NOT NULL,
+            PRIMARY KEY (code, decided_at_us, decision_id)
+        )
+        """,
+        """
+        INSERT INTO decision_reasons (code, decided_at_us, decision_id)
+            SELECT r.value ->> 'code', d.decided_at_us, d.decision_id
+            FROM decisions AS d, json_array_elements(d.record_json::json -> 'reasons') AS r(value)
+            ON CONFLICT DO NOTHING
+        """,
+    ),
+)
+
+
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
     *_SQLITE_V1,
     *_SHARED,
     _SQLITE_ENTITY_INDEX,
     _shadow_parent_index("sqlite"),
+    _SQLITE_REASON_INDEX,
 )
 
 POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
@@ -287,4 +361,5 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
     *_SHARED,
     _POSTGRES_ENTITY_INDEX,
     _shadow_parent_index("postgresql"),
+    _POSTGRES_REASON_INDEX,
 )

@@ -40,7 +40,12 @@ from governance.store.entries import (
     RouteChange,
 )
 from governance.store.hash_chain import read_head
-from governance.store.migrations import DEFERRED_ENTITY_INDEX_VERSION, Migration
+from governance.store.migrations import (
+    DEFERRED_ENTITY_INDEX_VERSION,
+    REASON_INDEX_VERSION,
+    Migration,
+)
+from governance.store.reason_index import ReasonIndex
 from governance.store.tables import Conn
 from lineage.v1.record import DecisionRecord
 
@@ -61,6 +66,9 @@ class SqlLineageStore(LineageStore):
         self._entities = EntityIndex(
             enabled=dialect.deferred_entity_index
             and any(m.version == DEFERRED_ENTITY_INDEX_VERSION for m in migrations)
+        )
+        self._reasons = ReasonIndex(
+            enabled=any(m.version == REASON_INDEX_VERSION for m in migrations)
         )
 
     @property
@@ -112,7 +120,7 @@ class SqlLineageStore(LineageStore):
         if not records:
             return InsertResult()
         return await self._engine.write(
-            lambda db: decisions.insert_decisions(db, self._entities, records)
+            lambda db: decisions.insert_decisions(db, self._entities, self._reasons, records)
         )
 
     async def get(self, decision_id: str) -> StoredDecision | None:
@@ -129,7 +137,7 @@ class SqlLineageStore(LineageStore):
     ) -> DecisionPage:
         return await self._engine.read(
             lambda db: decisions.list_decisions(
-                db, self._entities, selection, limit, after, descending, with_counts
+                db, self._entities, self._reasons, selection, limit, after, descending, with_counts
             )
         )
 
@@ -169,9 +177,11 @@ class SqlLineageStore(LineageStore):
     async def verify(self, checkpoints: Sequence[Checkpoint]) -> VerifyReport:
         def read(db: Connection) -> VerifyReport:
             with db.snapshot():
-                return verify_chain.verify(db, checkpoints)
+                return verify_chain.verify(db, checkpoints, self._reasons.enabled)
 
         return await self._engine.read(read)
 
     async def purge(self, cutoff_us: int) -> PurgeReport:
-        return await self._engine.write(lambda db: maintenance.purge(db, self._entities, cutoff_us))
+        return await self._engine.write(
+            lambda db: maintenance.purge(db, self._entities, self._reasons, cutoff_us)
+        )

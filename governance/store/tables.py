@@ -7,8 +7,10 @@ an edit to any column, not only to the JSON, is caught.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
+
+import orjson
 
 from lineage.v1.record import DecisionRecord, canonical_record_json
 
@@ -36,12 +38,48 @@ DECISION_COLUMNS = (
     "stored_at_us",
     "record_sha256",
     "record_json",
+    "principal_reason",
 )
+"""The decisions columns derived from a record; ``principal_reason`` came with schema version 6
+(a store opened with fewer migrations writes the others only: ``LEGACY_DECISION_COLUMNS``)."""
+LEGACY_DECISION_COLUMNS = DECISION_COLUMNS[:-1]
 
 
-def decision_row(record: DecisionRecord, stored_at_us: int) -> list[object]:
-    """The ``decisions`` row for a record, in DECISION_COLUMNS order (without seq and chain)."""
-    body = canonical_record_json(record)
+def principal_reason(record: DecisionRecord) -> str:
+    """The code of the record's principal reason: its first of rank 1; '' when it has none
+    (migration 6 fills the column of earlier records by the same rule, in SQL)."""
+    return next((r.code for r in record.reasons if r.rank == 1), "")
+
+
+# Fields the record gained after stores held records (issue 22's contributions): a record stored
+# before keeps the canonical JSON of its time, without them, and reads them as their defaults. Its
+# sha256 is over those bytes, so the store must never rewrite them in today's form.
+_ADDED_RECORD_FIELDS = ("contributions", "contributions_base")
+_ADDED_REASON_FIELDS = ("contribution", "feature")
+
+
+def earlier_canonical_json(record: DecisionRecord) -> bytes | None:
+    """The canonical JSON a record had before the fields above existed; None when it holds one
+    of them at other than its default (no record of that time could)."""
+    if record.contributions or record.contributions_base != 0.0:
+        return None
+    if any(r.feature or r.contribution != 0.0 for r in record.reasons):
+        return None
+    body = asdict(record)
+    for name in _ADDED_RECORD_FIELDS:
+        del body[name]
+    for reason in body["reasons"]:
+        for name in _ADDED_REASON_FIELDS:
+            del reason[name]
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+
+
+def decision_row(
+    record: DecisionRecord, stored_at_us: int, body: bytes | None = None
+) -> list[object]:
+    """The ``decisions`` row for a record, in DECISION_COLUMNS order (without seq and chain);
+    ``body`` is its canonical JSON, today's form unless given (``earlier_canonical_json``)."""
+    body = canonical_record_json(record) if body is None else body
     r = record
     return [
         r.decision_id,
@@ -64,6 +102,7 @@ def decision_row(record: DecisionRecord, stored_at_us: int) -> list[object]:
         stored_at_us,
         hashlib.sha256(body).hexdigest(),
         body.decode(),
+        principal_reason(record),
     ]
 
 

@@ -20,10 +20,18 @@ import pydantic
 from governance.chain import GENESIS, Checkpoint, link, sha256_hex
 from governance.store.base import VerifyReport
 from governance.store.engine import Connection
-from governance.store.tables import DECISION_COLUMNS, SEQ_TABLES, ChainedTable, decision_row
+from governance.store.reason_index import reason_entries
+from governance.store.tables import (
+    DECISION_COLUMNS,
+    SEQ_TABLES,
+    ChainedTable,
+    decision_row,
+    earlier_canonical_json,
+)
 from lineage.v1.record import record_from_json
 
 _ROWS_PER_PAGE = 5000
+_JSON_AT = DECISION_COLUMNS.index("record_json")
 _KIND = {
     "decisions": "decision",
     "overrides": "override",
@@ -67,7 +75,38 @@ def _entry_label(table: str, key: object, seq: int) -> str:
     return f"seq {seq} ({_KIND[table]} {key})"
 
 
-def _check_decision(row: tuple[Any, ...], seq: int) -> str:
+class _ReasonEntries:
+    """An order-free digest of decision_reasons entries (a count and a sum of their hashes), so
+    the entries the records give and those the table holds compare in one pass of each."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0
+
+    def add(self, code: object, decided_at_us: object, decision_id: object) -> None:
+        text = f"{code}\x00{int(str(decided_at_us))}\x00{decision_id}"
+        self.total = (self.total + int(sha256_hex(text.encode()), 16)) % 2**256
+        self.count += 1
+
+
+def _reason_table(db: Connection) -> _ReasonEntries:
+    held = _ReasonEntries()
+    sql = (
+        "SELECT code, decided_at_us, decision_id FROM decision_reasons WHERE "
+        "(code, decided_at_us, decision_id) > (?, ?, ?) "
+        f"ORDER BY code, decided_at_us, decision_id LIMIT {_ROWS_PER_PAGE}"
+    )
+    after: tuple[object, ...] = ("", -(2**62), "")
+    while True:
+        rows = db.execute(sql, after).fetchall()
+        for row in rows:
+            held.add(*row)
+        if len(rows) < _ROWS_PER_PAGE:
+            return held
+        after = tuple(rows[-1])
+
+
+def _check_decision(row: tuple[Any, ...], seq: int, reasons: _ReasonEntries | None = None) -> str:
     """Returns the entry hash after checking every column against the stored record JSON."""
     values = dict(zip(DECISION_COLUMNS, row, strict=False))
     name = _entry_label("decisions", values["decision_id"], seq)
@@ -84,11 +123,19 @@ def _check_decision(row: tuple[Any, ...], seq: int) -> str:
             seq, f"{name}: the stored record is not a valid decision record"
         ) from None
     derived = decision_row(record, int(values["stored_at_us"]))
+    if derived[_JSON_AT] != text:
+        # Stored before the record had its newer fields: the JSON of its time is canonical too.
+        earlier = earlier_canonical_json(record)
+        if earlier is not None and earlier == text.encode():
+            derived = decision_row(record, int(values["stored_at_us"]), earlier)
     for column, want in zip(DECISION_COLUMNS, derived, strict=True):
         if values[column] != want:
             raise _ChainBroken(
                 seq, f"{name}: column {column} differs from the stored record (edited)"
             )
+    if reasons is not None:
+        for entry in reason_entries(record):
+            reasons.add(*entry)
     return sha
 
 
@@ -142,8 +189,14 @@ def _stray_rows(db: Connection, boundary: int) -> None:
                 )
 
 
-def verify(db: Connection, checkpoints: Sequence[Checkpoint]) -> VerifyReport:
+def verify(
+    db: Connection, checkpoints: Sequence[Checkpoint], reason_index: bool = True
+) -> VerifyReport:
+    """``reason_index``: the schema has decision_reasons (version 6), checked against the
+    records: an entry deleted, added or changed would hide a decision from, or add one to,
+    queries by reason code."""
     report = VerifyReport()
+    reasons = _ReasonEntries() if reason_index else None
     row = db.run("SELECT seq, chain_sha256 FROM chain_head WHERE id = 1").fetchone()
     head_seq, head_chain = int(row[0]), str(row[1])
     report.head = Checkpoint(head_seq, head_chain, 0)
@@ -175,7 +228,7 @@ def verify(db: Connection, checkpoints: Sequence[Checkpoint]) -> VerifyReport:
                     at, f"{_entry_label(table.name, key, at)}: beyond the chain head {head_seq}"
                 )
             if table.name == "decisions":
-                sha = _check_decision(row[: len(DECISION_COLUMNS)], at)
+                sha = _check_decision(row[: len(DECISION_COLUMNS)], at, reasons)
             else:
                 sha = _check_entry(table, row, at)
             chain = link(chain, sha, at)
@@ -196,6 +249,15 @@ def verify(db: Connection, checkpoints: Sequence[Checkpoint]) -> VerifyReport:
         if chain != head_chain:
             raise _ChainBroken(seq, f"seq {seq}: the chain head record does not match the entries")
         _check_checkpoints(report, checkpoints, boundary, _boundary(db)[1], chains, seq)
+        if reasons is not None:
+            held = _reason_table(db)
+            if (held.count, held.total) != (reasons.count, reasons.total):
+                raise _ChainBroken(
+                    0,
+                    f"decision_reasons holds {held.count} entries, the stored records give "
+                    f"{reasons.count}{'' if held.count != reasons.count else ' others'} "
+                    "(the reason index edited, or decisions deleted with the chain head moved)",
+                )
     except _ChainBroken as bad:
         report.bad_seq = bad.seq
         report.problem = str(bad)

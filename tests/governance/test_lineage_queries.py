@@ -15,6 +15,7 @@ from test_lineage_cli import lineage_cli
 
 from governance.convert import timestamp_from_us, timestamp_to_us
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
+from lineage.v1.record import REASONS_WANTED, ReasonEntry
 from loadtests.local.topology import ManagedProcess
 
 MINUTE = 60_000_000
@@ -304,3 +305,92 @@ def test_checkpoint_rpc_reports_the_chain_head(
     after = stub_call(lineage.address, "GetCheckpoint", lineage_pb2.GetCheckpointRequest())
     assert after.size > before.size  # type: ignore[attr-defined]
     assert after.size >= got.seq  # type: ignore[attr-defined]
+
+
+def test_reasons_and_contributions_by_grpc_cli_and_show(
+    lineage: ManagedProcess, make_record: MakeRecord
+) -> None:
+    """A model decision's reasons name their feature and contribution, and its contributions
+    come back exactly; decisions are found by principal reason or by a reason at any rank."""
+    principal, other = f"P{uuid.uuid4().hex[:6]}", f"O{uuid.uuid4().hex[:6]}"
+    contributions = {"account_age_days": 0.8123000264167786, "amount": -0.125, "channel": 0.0}
+    base = T0 + 600 * MINUTE
+
+    def reason(code: str, rank: int, feature: str) -> ReasonEntry:
+        value = contributions.get(feature, 0.5)
+        return ReasonEntry(
+            code=code, description=f"because {feature}", rank=rank, feature=feature,
+            contribution=value,
+        )  # fmt: skip
+
+    records = [
+        make_record(
+            decided_at_us=base + i * MINUTE,
+            decision=decision,
+            decision_point=point,
+            model_name=point,
+            reasons=reasons,
+            contributions=contributions,
+            contributions_base=-3.25,
+            extra={REASONS_WANTED: "4"},
+        )
+        for i, (point, decision, reasons) in enumerate(
+            [
+                ("card-fraud", "decline", (reason(principal, 1, "account_age_days"),)),
+                ("card-fraud", "review", (reason(principal, 1, "account_age_days"),)),
+                ("card-fraud", "decline", (reason(other, 1, "amount"), reason(principal, 2, "x"))),
+                ("credit-risk", "decline", (reason(principal, 1, "account_age_days"),)),
+            ]
+        )
+    ]
+    send_with_otel_sdk(lineage.address, records)
+    for r in records:
+        wait_for_decision(lineage.address, r.decision_id)
+
+    got = stub_call(
+        lineage.address,
+        "GetDecision",
+        lineage_pb2.GetDecisionRequest(decision_id=records[0].decision_id),
+    )
+    assert isinstance(got, lineage_pb2.DecisionRecord)
+    assert dict(got.outputs.contributions) == contributions
+    assert got.outputs.contributions_base == -3.25 and got.outputs.reasons_wanted == 4
+    [first] = got.outputs.reasons
+    assert (first.code, first.rank, first.feature) == (principal, 1, "account_age_days")
+    assert first.contribution == contributions["account_age_days"]
+
+    def listed(*args: str) -> list[str]:
+        done = lineage_cli(
+            "decisions", "--lineage", lineage.address, "--since", iso(base),
+            "--until", iso(base + 10 * MINUTE), "--format", "csv", *args,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return [r["decision_id"] for r in csv.DictReader(io.StringIO(done.stdout))]
+
+    ids = [r.decision_id for r in records]
+    assert listed("--reason", principal) == [ids[0], ids[1], ids[3]]
+    assert listed("--reason", principal, "--any-rank") == ids
+    assert listed("--reason", principal, "--any-rank", "--decision", "decline") == [
+        ids[0], ids[2], ids[3],
+    ]  # fmt: skip
+    assert listed("--reason", principal, "--point", "card-fraud", "--decision", "decline") == [
+        ids[0]
+    ]
+    assert listed("--reason", other) == [ids[2]]
+    assert listed("--model", "card-fraud", "--reason", principal) == [ids[0], ids[1]]
+    refused = lineage_cli("decisions", "--lineage", lineage.address, "--any-rank")
+    assert refused.returncode == 2 and "--reason" in refused.stderr
+
+    shown = lineage_cli("show", records[2].decision_id, "--lineage", lineage.address)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert any(line.split() == ["reason", "catalogue", "rc-1"] for line in lines), shown.stdout
+    assert f"{other}  because amount  (amount -0.125000)" in shown.stdout
+    assert f"{principal}  because x  (x +0.500000)" in shown.stdout
+    section = lines[next(n for n, line in enumerate(lines) if line.startswith("contributions")) :]
+    # Largest push either way first, then the base and the sum.
+    assert [line.split()[0] for line in section[1:6]] == [
+        "account_age_days", "amount", "channel", "base", "raw",
+    ]  # fmt: skip
+    assert section[1].split()[1] == "+0.812300" and section[4].split()[-1] == "-3.250000"
+    assert section[5].split()[2] == f"{sum(contributions.values()) - 3.25:+.6f}"

@@ -23,7 +23,7 @@ from governance.store import (
 )
 from governance.store.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, Migration
 from governance.store.sqlite import PAGE_SIZE
-from governance.store.tables import DECISION_COLUMNS, decision_row
+from governance.store.tables import LEGACY_DECISION_COLUMNS, decision_row
 from loadtests.local.topology import free_port
 
 
@@ -119,10 +119,12 @@ async def test_decisions_stored_before_the_chain_are_linked_on_upgrade(
     records = [make_record() for _ in range(3)]
     with raw_database(url) as db:
         for n, record in enumerate(records):
-            row = tuple(decision_row(record, 1_000 + n))
+            # The columns of that schema: principal_reason came with version 6.
+            row = tuple(decision_row(record, 1_000 + n))[: len(LEGACY_DECISION_COLUMNS)]
             marks = ", ".join("?" * len(row))
             db.execute(
-                f"INSERT INTO decisions ({', '.join(DECISION_COLUMNS)}) VALUES ({marks})", row
+                f"INSERT INTO decisions ({', '.join(LEGACY_DECISION_COLUMNS)}) VALUES ({marks})",
+                row,
             )
     store = await open_store(url)
     try:

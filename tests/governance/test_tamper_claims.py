@@ -20,6 +20,7 @@ from test_lineage_cli import lineage_cli
 from governance.chain import GENESIS, Checkpoint, append_checkpoint, link, sha256_hex
 from governance.store import LineageStore, create_store
 from governance.store.entries import ArmTarget, Outcome, Override, RouteChange
+from governance.store.reason_index import reason_entries
 from governance.store.tables import DECISION_COLUMNS, decision_row
 from lineage.v1.record import record_from_json
 
@@ -111,6 +112,12 @@ def _append_chained(db: RawDatabase, new_id: str) -> None:
     columns = (*DECISION_COLUMNS, "seq", "chain_sha256")
     marks = ", ".join("?" * len(columns))
     db.execute(f"INSERT INTO decisions ({', '.join(columns)}) VALUES ({marks})", (*row, seq, chain))
+    # ... and its reason index entries, as the store writes them with it.
+    for entry in reason_entries(forged):
+        db.execute(
+            "INSERT INTO decision_reasons (code, decided_at_us, decision_id) VALUES (?, ?, ?)",
+            entry,
+        )
     db.execute("UPDATE chain_head SET seq = ?, chain_sha256 = ? WHERE id = 1", (seq, chain))
 
 
@@ -218,6 +225,10 @@ async def test_not_caught_a_truncation_after_the_latest_checkpoint_with_the_head
     stored.db.execute("DELETE FROM route_changes")
     stored.db.execute("DELETE FROM outcomes")
     stored.db.execute("DELETE FROM overrides")
+    stored.db.execute(
+        "DELETE FROM decision_reasons WHERE decision_id IN "
+        "(SELECT decision_id FROM decisions WHERE seq > 8)"
+    )
     stored.db.execute("DELETE FROM decisions WHERE seq > 8")
     [(chain,)] = stored.db.execute("SELECT chain_sha256 FROM decisions WHERE seq = 8")
     stored.db.execute("UPDATE chain_head SET seq = 8, chain_sha256 = ? WHERE id = 1", (chain,))

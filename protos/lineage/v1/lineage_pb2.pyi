@@ -220,22 +220,32 @@ class Reason(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     RANK_FIELD_NUMBER: _builtins.int
+    FEATURE_FIELD_NUMBER: _builtins.int
+    CONTRIBUTION_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """Stable code from the reason catalogue."""
     description: _builtins.str
     """Human-readable statement."""
     rank: _builtins.int
     """1 is the principal reason."""
+    feature: _builtins.str
+    """The manifest feature the reason stands for; empty for a rules scorer's reason."""
+    contribution: _builtins.float
+    """That feature's contribution to the raw margin (log-odds) towards the adverse outcome, as
+    recorded (a float32 value); 0 for a rules scorer's reason.
+    """
     def __init__(
         self,
         *,
         code: _builtins.str = ...,
         description: _builtins.str = ...,
         rank: _builtins.int = ...,
+        feature: _builtins.str = ...,
+        contribution: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "description", b"description", "rank", b"rank"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "contribution", b"contribution", "description", b"description", "feature", b"feature", "rank", b"rank"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -247,11 +257,34 @@ class Outputs(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class ContributionsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     SCORE_FIELD_NUMBER: _builtins.int
     DECISION_FIELD_NUMBER: _builtins.int
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
     REASONS_FIELD_NUMBER: _builtins.int
     REASON_CATALOGUE_VERSION_FIELD_NUMBER: _builtins.int
+    CONTRIBUTIONS_FIELD_NUMBER: _builtins.int
+    CONTRIBUTIONS_BASE_FIELD_NUMBER: _builtins.int
+    REASONS_WANTED_FIELD_NUMBER: _builtins.int
     score: _builtins.float
     """Model score in [0, 1]."""
     decision: _builtins.str
@@ -260,9 +293,23 @@ class Outputs(_message.Message):
     """Version of the threshold policy applied."""
     reason_catalogue_version: _builtins.str
     """Version of the reason catalogue the codes come from; empty when no reasons."""
+    contributions_base: _builtins.float
+    """The model's base value: the sum of `contributions` plus this is the row's raw margin."""
+    reasons_wanted: _builtins.int
+    """The most reasons the decision point gave this decision (0 to 4; 0 for an approval when
+    approvals carry none); replay ranks the contributions again with it. 0 when no
+    contributions were recorded.
+    """
     @_builtins.property
     def reasons(self) -> _containers.RepeatedCompositeFieldContainer[Global___Reason]:
         """Up to 4 ranked reasons."""
+
+    @_builtins.property
+    def contributions(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Each feature's contribution to the model's raw margin (log-odds), by manifest feature name,
+        as the runtime computed it from the served artifact (float32 values, exact in a double);
+        empty when the decision point asked for none, and for rules and older decisions.
+        """
 
     def __init__(
         self,
@@ -272,10 +319,13 @@ class Outputs(_message.Message):
         policy_version: _builtins.str = ...,
         reasons: _abc.Iterable[Global___Reason] | None = ...,
         reason_catalogue_version: _builtins.str = ...,
+        contributions: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        contributions_base: _builtins.float = ...,
+        reasons_wanted: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "policy_version", b"policy_version", "reason_catalogue_version", b"reason_catalogue_version", "reasons", b"reasons", "score", b"score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contributions", b"contributions", "contributions_base", b"contributions_base", "decision", b"decision", "policy_version", b"policy_version", "reason_catalogue_version", b"reason_catalogue_version", "reasons", b"reasons", "reasons_wanted", b"reasons_wanted", "score", b"score"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -571,7 +621,9 @@ Global___RecordOutcomeRequest: _TypeAlias = RecordOutcomeRequest  # noqa: Y015
 
 @_typing.final
 class ListDecisionsRequest(_message.Message):
-    """Which decisions to list. Set entity_key, or model_name (and optionally model_version)."""
+    """Which decisions to list. Set entity_key, or model_name (and optionally model_version), or
+    reason_code (with any of the others).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -583,6 +635,9 @@ class ListDecisionsRequest(_message.Message):
     UNTIL_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    REASON_ANY_RANK_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
     entity_key: _builtins.str
     """Decisions about this customer or account."""
     model_name: _builtins.str
@@ -595,6 +650,14 @@ class ListDecisionsRequest(_message.Message):
     """Most decisions in one answer: 1 to 10000; 0 means 100."""
     page_token: _builtins.str
     """next_page_token of the previous answer, to continue after it."""
+    reason_code: _builtins.str
+    """Only decisions whose principal reason (rank 1) has this code, e.g. "R04"; empty for all.
+    Enough on its own to select decisions (no entity_key or model_name needed).
+    """
+    reason_any_rank: _builtins.bool
+    """With reason_code: the code at any rank (1 to 4), not only the principal one."""
+    decision: _builtins.str
+    """Only this decision, e.g. "decline"; empty for all."""
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
         """Start of the range (decided_at >= since), UTC; unset for the beginning."""
@@ -614,10 +677,13 @@ class ListDecisionsRequest(_message.Message):
         until: _timestamp_pb2.Timestamp | None = ...,
         limit: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        reason_code: _builtins.str = ...,
+        reason_any_rank: _builtins.bool = ...,
+        decision: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_point", b"decision_point", "entity_key", b"entity_key", "limit", b"limit", "model_name", b"model_name", "model_version", b"model_version", "page_token", b"page_token", "since", b"since", "until", b"until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "decision_point", b"decision_point", "entity_key", b"entity_key", "limit", b"limit", "model_name", b"model_name", "model_version", b"model_version", "page_token", b"page_token", "reason_any_rank", b"reason_any_rank", "reason_code", b"reason_code", "since", b"since", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
