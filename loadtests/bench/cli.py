@@ -269,6 +269,7 @@ class Servers:
 def start_servers(model_dir: Path, workdir: Path, max_in_flight: int) -> Servers:
     import yaml
 
+    from loadtests.local.routes import without_reasons
     from loadtests.local.topology import (
         demo_routes,
         free_port,
@@ -338,13 +339,6 @@ def start_servers(model_dir: Path, workdir: Path, max_in_flight: int) -> Servers
         servers.stop()
         raise
     return servers
-
-
-def without_reasons(routes: dict[str, Any]) -> dict[str, Any]:
-    """``routes`` with every decision point's reasons off."""
-    for point in routes["decision_points"].values():
-        point["reasons"] = {"max_reasons": 0}
-    return routes
 
 
 def plan(servers: Servers, files: dict[str, Path], concurrency: int, batch: int) -> list[Job]:

@@ -53,6 +53,8 @@ class Variant:
     mode: str
     args: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    reasons: bool = True
+    """Whether its routes give reasons (``--reasons-off`` turns them off)."""
 
 
 def parse_variant(text: str) -> Variant:
@@ -67,7 +69,7 @@ def parse_variant(text: str) -> Variant:
 
 def control_of(base: Variant) -> Variant:
     """A second gateway identical to ``base``: its rate against the base's is the noise floor."""
-    return Variant(f"{base.name}-again", base.mode, list(base.args), dict(base.env))
+    return Variant(f"{base.name}-again", base.mode, list(base.args), dict(base.env), base.reasons)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="name:mode[:gateway args]; mode off, outbox or on (repeat; the first is the base)",
     )
     parser.add_argument("--env", action="append", default=[], help="name:KEY=VALUE")
+    parser.add_argument(
+        "--reasons-off",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="the variant's routes ask for no reasons (max_reasons 0 everywhere)",
+    )
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=5.0, help="saturation phase length")
     parser.add_argument("--concurrency", type=int, default=32)
@@ -135,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     if len({v.name for v in variants}) != len(variants):
         raise SystemExit("variants: each --variant needs its own name")
     apply_env(variants, args.env)
+    for name in args.reasons_off:
+        matching = [v for v in variants if v.name == name]
+        if not matching:
+            raise SystemExit(f"variants: --reasons-off {name!r}: no such variant")
+        matching[0].reasons = False
     from loadtests.local.demo import ensure_models
 
     workdir: Path = args.workdir.resolve()
@@ -212,6 +226,7 @@ class _Servers:
         self.runtime = start_runtime(model_dir, workdir)
         self.processes.append(self.runtime)
         routes = _write_routes(workdir, model_dir, self.runtime.address)
+        no_reasons = _write_routes(workdir, model_dir, self.runtime.address, reasons=False)
         database = workdir / f"variants-{os.getpid()}.db"
         self._scratch += [database.with_name(database.name + end) for end in ("", "-wal", "-shm")]
         self.store = start_lineage(database, workdir)
@@ -223,9 +238,10 @@ class _Servers:
             if v.mode != "off":
                 outbox = workdir / f"outbox-{v.name}-{os.getpid()}"
                 self._scratch.append(outbox)
+            served = routes if v.reasons else no_reasons
             with _environment(v.env):
                 gateway = start_gateway(
-                    routes, model_dir, workdir, name=f"gateway-{v.name}", extra_args=extra,
+                    served, model_dir, workdir, name=f"gateway-{v.name}", extra_args=extra,
                     lineage_endpoint=self.store.address if v.mode == "on" else "",
                     outbox_dir=outbox,
                 )  # fmt: skip
@@ -300,14 +316,18 @@ def _rows_per_call(before: dict[str, float], after: dict[str, float]) -> float:
     return rows / calls if calls > 0 else 0.0
 
 
-def _write_routes(workdir: Path, model_dir: Path, runtime_address: str) -> Path:
+def _write_routes(
+    workdir: Path, model_dir: Path, runtime_address: str, reasons: bool = True
+) -> Path:
     import yaml
 
+    from loadtests.local.routes import without_reasons
     from loadtests.local.topology import demo_routes
     from runtimes.manifest import load_manifests
 
-    routes = workdir / "variants-routes.yaml"
-    routes.write_text(yaml.safe_dump(demo_routes(load_manifests(model_dir), runtime_address)))
+    config = demo_routes(load_manifests(model_dir), runtime_address)
+    routes = workdir / ("variants-routes.yaml" if reasons else "variants-routes-no-reasons.yaml")
+    routes.write_text(yaml.safe_dump(config if reasons else without_reasons(config)))
     return routes
 
 

@@ -33,6 +33,14 @@ def with_fallback(routes: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def without_reasons(routes: dict[str, Any]) -> dict[str, Any]:
+    """Every decision point's reasons off: the runtime is asked for no contributions."""
+    out = copy.deepcopy(routes)
+    for point in out["decision_points"].values():
+        point["reasons"] = {"max_reasons": 0}
+    return out
+
+
 def with_canary(weight: float, decision_point: str = "card-fraud") -> RoutesEdit:
     """``decision_point``'s challenger answers for ``weight`` (0..1) of entities."""
 
