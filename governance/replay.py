@@ -7,8 +7,17 @@ categories, through ``runtimes.graph.run_rows``, which scores a row the same wha
 call); the score must equal the stored one bit for bit. A bit-for-bit claim also needs the same
 scoring environment (onnxruntime version, execution provider, thread settings): the decision
 records the runtime's, and replay names every difference from its own and claims no MATCH while
-there is one. Exit 0 match, 1 mismatch, a different or unrecorded environment, or an artifact
-not in the directory; 2 the store could not be asked.
+there is one.
+
+A decision with contributions has them re-derived from the same artifact (``runtimes.explain``,
+cast to float32 as the runtime sends them) and compared bit for bit with the record's, base value
+too; they are then ranked again into reasons through the catalogue in the model directory
+(checked against the manifest's sha256, its version against the record's), as many as the record
+says its decision point wanted, and the reasons compared exactly: rank, code, statement, feature
+and contribution. Every difference is named and prevents MATCH.
+
+Exit 0 match, 1 mismatch, a different or unrecorded environment, or an artifact not in the
+directory; 2 the store could not be asked.
 """
 
 from __future__ import annotations
@@ -33,7 +42,10 @@ from runtimes.manifest import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
     import onnxruntime as ort
+
+    from runtimes.explain import Explainer
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +58,8 @@ class ReplayResult:
     """The scoring environment the runtime reported when it scored ("" when none was)."""
     environment: str
     """This replay's scoring environment."""
+    reasons: ReasonsReplay | None = None
+    """The contributions and reasons re-derived; None for a decision recorded without them."""
 
     @property
     def score_equal(self) -> bool:
@@ -67,8 +81,24 @@ class ReplayResult:
         ]
 
     @property
+    def reason_differences(self) -> list[str]:
+        return list(self.reasons.differences) if self.reasons is not None else []
+
+    @property
     def match(self) -> bool:
-        return self.score_equal and not self.environment_differences
+        return self.score_equal and not self.environment_differences and not self.reason_differences
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonsReplay:
+    """A decision's contributions and reasons as replay re-derived them, and every way they
+    differ from the recorded ones (empty: equal bit for bit)."""
+
+    contributions: dict[str, float]
+    base: float
+    reasons: tuple[lineage_pb2.Reason, ...]
+    catalogue_version: str
+    differences: tuple[str, ...]
 
 
 def _bits(value: float) -> bytes:
@@ -92,11 +122,22 @@ def rescore(folder: Path, manifest: Manifest, features: dict[str, FeatureScalar]
     """
     import numpy as np
 
-    from runtimes.graph import BYTES, input_specs, run_rows
+    from runtimes.graph import run_rows
     from runtimes.manifest import verify_artifact
 
     artifact = verify_artifact(folder, manifest)
     session = _session(str(artifact), manifest.artifact_sha256)
+    outputs = manifest.outputs
+    (probabilities,) = run_rows(session, [outputs.probabilities], _feed(manifest, features))
+    return float(np.asarray(probabilities, dtype=np.float32)[0, outputs.positive_class_index])
+
+
+def _feed(manifest: Manifest, features: dict[str, FeatureScalar]) -> dict[str, np.ndarray]:
+    """The graph's inputs for one stored snapshot, as the runtime decodes a request's."""
+    import numpy as np
+
+    from runtimes.graph import BYTES, input_specs
+
     feed: dict[str, np.ndarray] = {}
     for spec, feature in zip(input_specs(manifest.features), manifest.features, strict=True):
         value = features.get(spec.name)
@@ -110,9 +151,115 @@ def rescore(folder: Path, manifest: Manifest, features: dict[str, FeatureScalar]
             feed[spec.name] = np.array([[str(value)]], dtype=object)
         else:
             feed[spec.name] = np.array([[float(value)]], dtype=np.float32)
-    outputs = manifest.outputs
-    (probabilities,) = run_rows(session, [outputs.probabilities], feed)
-    return float(np.asarray(probabilities, dtype=np.float32)[0, outputs.positive_class_index])
+    return feed
+
+
+def rederive_reasons(
+    folder: Path, manifest: Manifest, record: lineage_pb2.DecisionRecord
+) -> ReasonsReplay:
+    """The record's contributions computed again from the artifact, as the runtime computes and
+    sends them (float32 values, the base value exactly), and its reasons ranked again from them
+    as the gateway ranks them; with every difference from the record named."""
+    import numpy as np
+
+    from runtimes.explain import UnexplainableModel
+    from runtimes.manifest import verify_artifact
+    from runtimes.reasons import ReasonCatalogueError, ReasonRanker, read_catalogue
+
+    out = record.outputs
+    try:
+        artifact = verify_artifact(folder, manifest)
+        explainer = _explainer(str(artifact), manifest.artifact_sha256, manifest.model_dump_json())
+        computed = explainer.contributions(_feed(manifest, stored_features(record)))
+    except UnexplainableModel as e:
+        return ReasonsReplay({}, 0.0, (), "", (f"contributions: cannot be re-derived: {e}",))
+    # Exactly the runtime's cast (runtimes.tensors.encode_outputs) and the gateway's read.
+    row = np.asarray(computed.values, dtype=np.float32)[0]
+    contributions = {name: float(v) for name, v in zip(explainer.features, row, strict=True)}
+    base = float(computed.base_value)
+    differences = _contribution_differences(dict(out.contributions), contributions)
+    if _bits(out.contributions_base) != _bits(base):
+        differences.append(f"base value: recorded {out.contributions_base!r}, replayed {base!r}")
+    try:
+        catalogue = read_catalogue(folder, manifest, manifest.reason_catalogue_sha256)
+    except ReasonCatalogueError as e:
+        differences.append(f"reason catalogue: {e}")
+        return ReasonsReplay(contributions, base, (), "", tuple(differences))
+    ranker = ReasonRanker(manifest, catalogue)
+    ranked = ranker.rank(
+        [contributions[n] for n in ranker.feature_names],
+        stored_features(record),
+        out.reasons_wanted,
+    )
+    reasons = tuple(
+        lineage_pb2.Reason(
+            code=r.code,
+            description=r.statement,
+            rank=r.rank,
+            feature=r.feature,
+            contribution=r.contribution,
+        )
+        for r in ranked
+    )
+    # The gateway records a catalogue version only with the reasons it gave.
+    version = ranker.catalogue_version if reasons else ""
+    if out.reason_catalogue_version != version:
+        differences.append(
+            f"reason catalogue: recorded {out.reason_catalogue_version or '(none)'!r}, the "
+            f"model directory's gives {version or '(none)'!r}"
+        )
+    differences += _reason_differences(sorted(out.reasons, key=lambda r: r.rank), reasons)
+    return ReasonsReplay(contributions, base, reasons, version, tuple(differences))
+
+
+def _contribution_differences(recorded: dict[str, float], replayed: dict[str, float]) -> list[str]:
+    lines = [f"contribution of {n}: recorded, not replayed" for n in recorded if n not in replayed]
+    for name, value in replayed.items():
+        if name not in recorded:
+            lines.append(f"contribution of {name}: not recorded, replayed {value!r}")
+        elif _bits(recorded[name]) != _bits(value):
+            lines.append(f"contribution of {name}: recorded {recorded[name]!r}, replayed {value!r}")
+    return lines
+
+
+def _reason_text(r: lineage_pb2.Reason) -> str:
+    return f"{r.code} {r.description!r} ({r.feature or 'no feature'} {r.contribution!r})"
+
+
+def _same_reason(a: lineage_pb2.Reason, b: lineage_pb2.Reason) -> bool:
+    return (a.rank, a.code, a.description, a.feature) == (
+        b.rank,
+        b.code,
+        b.description,
+        b.feature,
+    ) and _bits(a.contribution) == _bits(b.contribution)
+
+
+def _reason_differences(
+    recorded: list[lineage_pb2.Reason], replayed: tuple[lineage_pb2.Reason, ...]
+) -> list[str]:
+    lines = []
+    if len(recorded) != len(replayed):
+        lines.append(f"reasons: recorded {len(recorded)}, replayed {len(replayed)}")
+    for n in range(max(len(recorded), len(replayed))):
+        a = recorded[n] if n < len(recorded) else None
+        b = replayed[n] if n < len(replayed) else None
+        if a is not None and b is not None and _same_reason(a, b):
+            continue
+        lines.append(
+            f"reason {n + 1}: recorded {_reason_text(a) if a is not None else '(none)'}, "
+            f"replayed {_reason_text(b) if b is not None else '(none)'}"
+        )
+    return lines
+
+
+@functools.lru_cache(maxsize=8)
+def _explainer(artifact: str, sha256: str, manifest_json: str) -> Explainer:
+    """One explainer per artifact for a run replaying many decisions (keyed as ``_session``,
+    and by the manifest as JSON: a manifest holds dicts, so it cannot be a key itself)."""
+    from runtimes.explain import Explainer
+
+    return Explainer.for_artifact(artifact, Manifest.model_validate_json(manifest_json))
 
 
 @functools.lru_cache(maxsize=8)
@@ -142,6 +289,7 @@ def replay(record: lineage_pb2.DecisionRecord, model_dir: Path) -> ReplayResult:
     from runtimes.graph import scoring_environment
 
     score = rescore(folder, manifest, stored_features(record))
+    reasons = rederive_reasons(folder, manifest, record) if record.outputs.contributions else None
     return ReplayResult(
         record.outputs.score,
         score,
@@ -149,7 +297,18 @@ def replay(record: lineage_pb2.DecisionRecord, model_dir: Path) -> ReplayResult:
         folder,
         record.model.scoring_environment,
         scoring_environment(),
+        reasons,
     )
+
+
+def _reason_lines(reasons: ReasonsReplay | None) -> list[tuple[str, str]]:
+    if reasons is None:
+        return []
+    codes = ", ".join(r.code for r in reasons.reasons) or "(none)"
+    return [
+        ("contributions", f"{len(reasons.contributions)} re-derived, base {reasons.base!r}"),
+        ("reasons", f"{codes}  (catalogue {reasons.catalogue_version or '(none)'})"),
+    ]
 
 
 def replay_main(argv: list[str], prog: str = "scoregate lineage replay") -> int:
@@ -188,16 +347,30 @@ def _replay_one(prog: str, decision_id: str, lineage: str, model_dir: Path, time
                 ("replayed score", repr(result.replayed_score)),
                 ("scored in", result.recorded_environment or "(not recorded)"),
                 ("replayed in", result.environment),
+                *_reason_lines(result.reasons),
             ]
         )
     )
     differences = result.environment_differences
     if result.match:
-        print("MATCH: the replayed score equals the stored score bit for bit\n")
+        if result.reasons is None:
+            print("MATCH: the replayed score equals the stored score bit for bit\n")
+        else:
+            print(
+                "MATCH: the replayed score, contributions and reasons equal the stored ones "
+                "bit for bit\n"
+            )
         return 0
     for line in differences:
         print(f"environment differs: {line}")
-    if result.score_equal:
+    for line in result.reason_differences:
+        print(f"differs: {line}")
+    if result.score_equal and result.reason_differences:
+        print(
+            "MISMATCH: the score is equal, but the replayed contributions or reasons differ "
+            "from the stored ones\n"
+        )
+    elif result.score_equal:
         print(
             "NOT CONFIRMED: the scores are equal, but this replay does not run in the scoring "
             "environment the decision was made in, so equality is not guaranteed\n"
