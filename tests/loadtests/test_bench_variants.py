@@ -48,7 +48,13 @@ def test_variants_are_measured_in_alternating_rounds(model_dir: Path, tmp_path: 
         # The store works only for the variants that deliver to it.
         delivers = modes[p["variant"]] == "on"
         assert stored > 0 if delivers else stored < 0.05 * p["cpu_us"]["gateway"], p
-    assert report["variants"][1] == {"name": "off-again", "mode": "off", "args": [], "env": {}}
+    assert report["variants"][1] == {
+        "name": "off-again",
+        "mode": "off",
+        "args": [],
+        "env": {},
+        "reasons": True,
+    }
     assert report["variants"][3]["args"] == ["--outbox-sync", "loop"]
     assert report["variants"][3]["env"] == {"SCOREGATE_VARIANTS_TEST": "1"}
     assert "rate / off's, per round, and the median:" in done.stdout
