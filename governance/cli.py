@@ -22,7 +22,7 @@ USAGE = """usage: scoregate lineage COMMAND ...
   serve            run the lineage store (OTLP receiver + lineage.v1.LineageService)
   show             one decision: which model made it, when, on what inputs, overrides, outcomes
   shadows          the shadow decisions that mirrored one decision's request
-  decisions        decisions of an entity or a model version in a time range, with counts
+  decisions        decisions of an entity, a model version or a reason code in a time range
   serving-at       which model versions, arms and weights served a decision point at a time
   model-history    when each version of a model started and stopped taking traffic
   register-models  keep every manifest of a model directory, by artifact sha256
@@ -31,7 +31,7 @@ USAGE = """usage: scoregate lineage COMMAND ...
   checkpoint       print the hash chain's current head (and append it to a file)
   verify           check the database against its hash chain and the latest checkpoints
   purge            delete what is older than the retention period; the run is recorded
-  replay           re-score a decision's stored inputs with its exact artifact, bit for bit
+  replay           re-score a decision (and its reasons) with its exact artifact, bit for bit
 
 Run `scoregate lineage COMMAND --help` for each command's options.
 """
