@@ -1,0 +1,75 @@
+"""The access policy file's schema: strict (an unknown key is an error, not a no-op).
+
+::
+
+    scoring:                          # who may call ScoringService Score/ScoreBatch
+      - principals: ["spiffe://bank/ns/payments/*"]
+        decision_points: [card-fraud]   # or ["*"]: every decision point
+        pin_versions: false             # may set model_version (bypasses canaries)
+    lineage:                          # who may call each LineageService method group
+      - principals: ["spiffe://bank/ns/risk/sa/analyst"]
+        permissions: [read_decisions, read_features]
+
+A principal is matched exactly, or as a pattern where ``*`` stands for any characters but ``/``
+(one path segment) and ``**`` for any characters at all. Nothing is allowed that no grant allows.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+
+
+class LineagePermission(enum.StrEnum):
+    """LineageService's method groups, as a policy grants them."""
+
+    READ_DECISIONS = "read_decisions"
+    """Decisions, their model, route and reasons (no feature values or entity keys)."""
+    READ_FEATURES = "read_features"
+    """Feature values and entity keys of decisions: personal data."""
+    RECORD_OVERRIDES = "record_overrides"
+    RECORD_OUTCOMES = "record_outcomes"
+    PURGE = "purge"
+    CHECKPOINTS = "checkpoints"
+    """Exporting and verifying the tamper-evident chain's checkpoints."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_principals(values: list[str]) -> list[str]:
+    for value in values:
+        if value != value.strip() or not value.isprintable():
+            raise ValueError(f"{value!r}: no spaces at either end or control characters")
+        if "***" in value:
+            raise ValueError(f"{value!r}: '*' is one segment and '**' anything; '***' is neither")
+    return values
+
+
+class ScoringGrant(_Strict):
+    principals: list[Name] = Field(min_length=1)
+    decision_points: list[Name] = Field(min_length=1)
+    pin_versions: bool = False
+    description: str = ""
+
+    _principals = field_validator("principals")(_check_principals)
+
+
+class LineageGrant(_Strict):
+    principals: list[Name] = Field(min_length=1)
+    permissions: list[LineagePermission] = Field(min_length=1)
+    description: str = ""
+
+    _principals = field_validator("principals")(_check_principals)
+
+
+class PolicyConfig(_Strict):
+    """The whole file: both sections may be empty (deny everything there)."""
+
+    scoring: list[ScoringGrant] = []
+    lineage: list[LineageGrant] = []
