@@ -26,7 +26,7 @@ from governance.store.reason_index import ReasonIndex, reason_condition
 from governance.store.tables import (
     DECISION_COLUMNS,
     LEGACY_DECISION_COLUMNS,
-    earlier_canonical_json,
+    earlier_canonical_forms,
     principal_reason,
 )
 from lineage.v1.record import DecisionRecord, canonical_json, record_from_json
@@ -193,9 +193,8 @@ def _count_offered_again(
 
 def _stored_in_earlier_form(record: DecisionRecord, stored: str) -> bool:
     """A record resent after an upgrade whose first copy was stored in the JSON of its time
-    (``tables.earlier_canonical_json``) is the same record, not a conflicting one."""
-    earlier = earlier_canonical_json(record)
-    return earlier is not None and hashlib.sha256(earlier).hexdigest() == stored
+    (``tables.earlier_canonical_forms``) is the same record, not a conflicting one."""
+    return any(hashlib.sha256(b).hexdigest() == stored for b in earlier_canonical_forms(record))
 
 
 def get_decision(db: Connection, decision_id: str) -> StoredDecision | None:

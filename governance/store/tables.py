@@ -7,12 +7,13 @@ an edit to any column, not only to the JSON, is caught.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 import orjson
 
-from lineage.v1.record import DecisionRecord, canonical_record_json
+from lineage.v1.record import DecisionRecord, ReasonEntry, canonical_record_json
 
 # A DB-API connection of either backend (sqlite3 or psycopg), used through execute/cursor only.
 Conn = Any
@@ -51,27 +52,51 @@ def principal_reason(record: DecisionRecord) -> str:
     return next((r.code for r in record.reasons if r.rank == 1), "")
 
 
-# Fields the record gained after stores held records (issue 22's contributions): a record stored
-# before keeps the canonical JSON of its time, without them, and reads them as their defaults. Its
-# sha256 is over those bytes, so the store must never rewrite them in today's form.
-_ADDED_RECORD_FIELDS = ("contributions", "contributions_base")
-_ADDED_REASON_FIELDS = ("contribution", "feature")
+# The fields each change to the record added after stores held records, oldest change first:
+# (top-level fields, fields of each reason). A record stored before a change keeps the canonical
+# JSON of its time, without that change's fields (nor any later one's), and reads them as their
+# defaults. Its sha256 is over those bytes, so the store never rewrites them in today's form;
+# ``verify`` and the duplicate check accept each earlier form. A change that adds a field to
+# the record adds its line here.
+RECORD_FIELD_CHANGES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    # Issue 22: a model decision's contributions, and each reason's feature and contribution.
+    (("contributions", "contributions_base"), ("contribution", "feature")),
+)
+
+
+def _defaults(cls: type) -> dict[str, object]:
+    defaults: dict[str, object] = {}
+    for f in fields(cls):
+        if f.default is not MISSING:
+            defaults[f.name] = f.default
+        elif f.default_factory is not MISSING:
+            defaults[f.name] = f.default_factory()
+    return defaults
+
+
+_RECORD_DEFAULTS = _defaults(DecisionRecord)
+_REASON_DEFAULTS = _defaults(ReasonEntry)
+
+
+def earlier_canonical_forms(record: DecisionRecord) -> Iterator[bytes]:
+    """The canonical JSON the record had before each change above, newest change first, for as
+    long as it holds the fields removed at their defaults (no record of that time could hold
+    others)."""
+    body = asdict(record)
+    for top, in_reasons in reversed(RECORD_FIELD_CHANGES):
+        if any(body.pop(name) != _RECORD_DEFAULTS[name] for name in top):
+            return
+        for reason in body["reasons"]:
+            if any(reason.pop(name) != _REASON_DEFAULTS[name] for name in in_reasons):
+                return
+        yield orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
 
 
 def earlier_canonical_json(record: DecisionRecord) -> bytes | None:
-    """The canonical JSON a record had before the fields above existed; None when it holds one
-    of them at other than its default (no record of that time could)."""
-    if record.contributions or record.contributions_base != 0.0:
-        return None
-    if any(r.feature or r.contribution != 0.0 for r in record.reasons):
-        return None
-    body = asdict(record)
-    for name in _ADDED_RECORD_FIELDS:
-        del body[name]
-    for reason in body["reasons"]:
-        for name in _ADDED_REASON_FIELDS:
-            del reason[name]
-    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    """The form before the first change (what the oldest stores hold); None when the record
+    could not have had it."""
+    forms = list(earlier_canonical_forms(record))
+    return forms[-1] if len(forms) == len(RECORD_FIELD_CHANGES) else None
 
 
 def decision_row(

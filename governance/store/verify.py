@@ -26,7 +26,7 @@ from governance.store.tables import (
     SEQ_TABLES,
     ChainedTable,
     decision_row,
-    earlier_canonical_json,
+    earlier_canonical_forms,
 )
 from lineage.v1.record import record_from_json
 
@@ -125,9 +125,11 @@ def _check_decision(row: tuple[Any, ...], seq: int, reasons: _ReasonEntries | No
     derived = decision_row(record, int(values["stored_at_us"]))
     if derived[_JSON_AT] != text:
         # Stored before the record had its newer fields: the JSON of its time is canonical too.
-        earlier = earlier_canonical_json(record)
-        if earlier is not None and earlier == text.encode():
-            derived = decision_row(record, int(values["stored_at_us"]), earlier)
+        stored = text.encode()
+        for earlier in earlier_canonical_forms(record):
+            if earlier == stored:
+                derived = decision_row(record, int(values["stored_at_us"]), earlier)
+                break
     for column, want in zip(DECISION_COLUMNS, derived, strict=True):
         if values[column] != want:
             raise _ChainBroken(
