@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import math
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import grpc
 import pytest
 from support.stored import get_when_stored
 
+from governance.replay import replay
 from lineage.v1 import lineage_pb2_grpc
 from loadtests.local.topology import Topology
 from runtimes.manifest import Manifest, find_model_folders, read_manifest
@@ -96,6 +99,22 @@ async def test_a_declined_credit_application_gets_its_principal_reasons(
         assert all(p > 0 for p in pushes) and pushes == sorted(pushes, reverse=True)
         assert all(features[r.code] == r.feature for r in stored)
         assert manifest.name == record.model.name
+        # Replay re-derives the contributions and the reasons from the artifact, bit for bit.
+        replayed = replay(record, topology.model_dir)
+        assert replayed.reasons is not None and not replayed.reason_differences
+        assert replayed.match, replayed
+
+    # And as a risk officer runs it.
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "governance.cli", "replay", declined[0].decision_id,
+            "--lineage", topology.lineage.address, "--model-dir", str(topology.model_dir),
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "MATCH: the replayed score, contributions and reasons" in done.stdout
+    assert declined[0].reason_codes[0].code in done.stdout
 
 
 async def test_reasons_match_the_contributions_of_the_served_artifact(
