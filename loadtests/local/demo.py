@@ -248,14 +248,26 @@ def demo_main(argv: list[str]) -> int:
         print_summary(results)
         asyncio.run(check_lineage(topology.lineage.address, results, timeout_s=20.0))
         print(f"\nall {len(results)} decisions are in the lineage store, with the same model/score")
-        sample = results[0].response.decision_id
-        print(f"\nwhich model made decision {sample}, and when?\n")
+        # A model decision with reasons, credit-risk's first: what an adverse-action notice needs.
+        explained = sorted(
+            (r for r in results if r.response.reason_codes and not r.response.fallback_reason),
+            key=lambda r: r.response.decision_point != "credit-risk",
+        )
+        sample = (explained or results)[0].response
+        print(f"\nwhich model made decision {sample.decision_id}, and when, and why?\n")
         from governance.cli import lineage_main
 
         lineage = topology.lineage.address
-        if lineage_main(["show", sample, "--lineage", lineage]) != 0:
-            raise DemoError(f"lineage show {sample} failed")
+        if lineage_main(["show", sample.decision_id, "--lineage", lineage]) != 0:
+            raise DemoError(f"lineage show {sample.decision_id} failed")
+        if sample.reason_codes:
+            code = sample.reason_codes[0].code
+            print(f"\n{sample.decision_point} decisions whose principal reason was {code}:\n")
+            query = ["decisions", "--point", sample.decision_point, "--reason", code]
+            if lineage_main([*query, "--lineage", lineage]) != 0:
+                raise DemoError(f"lineage decisions --reason {code} failed")
         replayed = [r.response.decision_id for r in results[:20]]
+        replayed += [r.response.decision_id for r in explained[:10]]
         print(f"\nreplaying {len(replayed)} decisions with their exact artifacts ...\n")
         replay = ["replay", *replayed, "--lineage", lineage, "--model-dir", str(model_dir)]
         if lineage_main(replay) != 0:
