@@ -298,38 +298,24 @@ def start_servers(model_dir: Path, workdir: Path, max_in_flight: int) -> Servers
         servers.processes.append(
             start_gateway(routes, model_dir, workdir, name="gateway-lineage-off")
         )
-        # The production lineage path: records go through the durable outbox to the store (no
-        # OTLP span export to it, no general tracing).
-        outbox = workdir / "outbox-lineage-on"
-        shutil.rmtree(outbox, ignore_errors=True)
-        servers.processes.append(
-            start_gateway(
-                routes,
-                model_dir,
-                workdir,
-                name="gateway-lineage-on",
-                lineage_endpoint=lineage.address,
-                outbox_dir=outbox,
-                # Its outbox depth tells the bench when the store has caught up.
-                extra_args=["--metrics-port", str(free_port())],
-            )
-        )
-        # The same production path with reasons off: the runtime is asked for no contributions.
+
+        def lineage_on(served: Path, name: str) -> None:
+            """A gateway on the production lineage path: records go through the durable outbox
+            to the store (no OTLP span export to it, no general tracing); its outbox depth
+            (metrics) tells the bench when the store has caught up."""
+            outbox = workdir / f"outbox-{name}"
+            shutil.rmtree(outbox, ignore_errors=True)
+            gateway = start_gateway(
+                served, model_dir, workdir, name=name, lineage_endpoint=lineage.address,
+                outbox_dir=outbox, extra_args=["--metrics-port", str(free_port())],
+            )  # fmt: skip
+            servers.processes.append(gateway)
+
+        lineage_on(routes, "gateway-lineage-on")
+        # The same path with reasons off: the runtime is asked for no contributions.
         reasons_off = workdir / "routes-reasons-off.yaml"
         reasons_off.write_text(yaml.safe_dump(without_reasons(yaml.safe_load(routes.read_text()))))
-        outbox = workdir / "outbox-reasons-off"
-        shutil.rmtree(outbox, ignore_errors=True)
-        servers.processes.append(
-            start_gateway(
-                reasons_off,
-                model_dir,
-                workdir,
-                name=REASONS_OFF,
-                lineage_endpoint=lineage.address,
-                outbox_dir=outbox,
-                extra_args=["--metrics-port", str(free_port())],
-            )
-        )
+        lineage_on(reasons_off, REASONS_OFF)
         # Sheds beyond the saturation concurrency; loaded at twice the saturation rate.
         shedding = ["--max-in-flight", str(max_in_flight)]
         servers.processes.append(
