@@ -1,14 +1,18 @@
-"""Shared fixtures: demo models built once per session, and the real topology on loopback."""
+"""Shared fixtures: demo models built once per session, the real topology on loopback, and a
+caller's stubs to its gateway and lineage store."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from support import postgres
 
+from lineage.v1 import lineage_pb2_grpc
 from loadtests.local.topology import Topology
+from scoring.v1 import scoring_pb2_grpc
 
 
 def pytest_report_header() -> str:
@@ -47,3 +51,17 @@ def topology(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield topo
     finally:
         topo.stop()
+
+
+@pytest.fixture
+async def scoring(topology: Topology) -> AsyncIterator[scoring_pb2_grpc.ScoringServiceStub]:
+    """The topology's gateway, on a channel with gRPC's default client options."""
+    async with grpc.aio.insecure_channel(topology.gateway.address) as channel:
+        yield scoring_pb2_grpc.ScoringServiceStub(channel)
+
+
+@pytest.fixture
+async def lineage(topology: Topology) -> AsyncIterator[lineage_pb2_grpc.LineageServiceStub]:
+    """The topology's lineage store, on a channel with gRPC's default client options."""
+    async with grpc.aio.insecure_channel(topology.lineage.address) as channel:
+        yield lineage_pb2_grpc.LineageServiceStub(channel)

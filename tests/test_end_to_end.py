@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
@@ -17,18 +17,6 @@ from runtimes.manifest import load_manifests
 from runtimes.training.datasets import sample_requests
 from scoring.v1 import scoring_pb2_grpc
 from scoring.v1.requests import FeatureInput, score_request
-
-
-@pytest.fixture
-async def scoring(topology: Topology) -> AsyncIterator[scoring_pb2_grpc.ScoringServiceStub]:
-    async with grpc.aio.insecure_channel(topology.gateway.address) as channel:
-        yield scoring_pb2_grpc.ScoringServiceStub(channel)
-
-
-@pytest.fixture
-async def lineage(topology: Topology) -> AsyncIterator[lineage_pb2_grpc.LineageServiceStub]:
-    async with grpc.aio.insecure_channel(topology.lineage.address) as channel:
-        yield lineage_pb2_grpc.LineageServiceStub(channel)
 
 
 def _snapshot(features: Mapping[str, FeatureInput]) -> dict[str, float | str | bool]:

@@ -6,7 +6,7 @@ the decision record stores the feature as absent, and replay reproduces the scor
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
@@ -25,18 +25,6 @@ from scoring.v1.requests import score_batch_request, score_request
 
 DISTANCE = "distance_from_home_km"
 HISTORY = "credit_history_months"
-
-
-@pytest.fixture
-async def scoring(topology: Topology) -> AsyncIterator[scoring_pb2_grpc.ScoringServiceStub]:
-    async with grpc.aio.insecure_channel(topology.gateway.address) as channel:
-        yield scoring_pb2_grpc.ScoringServiceStub(channel)
-
-
-@pytest.fixture
-async def lineage(topology: Topology) -> AsyncIterator[lineage_pb2_grpc.LineageServiceStub]:
-    async with grpc.aio.insecure_channel(topology.lineage.address) as channel:
-        yield lineage_pb2_grpc.LineageServiceStub(channel)
 
 
 def in_process_score(model_dir: Path, m: Manifest, row: Mapping[str, FeatureValue]) -> float:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import math
-import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +28,6 @@ from runtimes.reasons import ReasonCatalogue, read_catalogue
 from runtimes.training.datasets import sample_requests
 from scoring.v1 import scoring_pb2, scoring_pb2_grpc
 from scoring.v1.requests import score_batch_request, score_request
-
-
-@pytest.fixture
-async def scoring(topology: Topology) -> AsyncIterator[scoring_pb2_grpc.ScoringServiceStub]:
-    async with grpc.aio.insecure_channel(topology.gateway.address) as channel:
-        yield scoring_pb2_grpc.ScoringServiceStub(channel)
-
-
-@pytest.fixture
-async def lineage(topology: Topology) -> AsyncIterator[lineage_pb2_grpc.LineageServiceStub]:
-    async with grpc.aio.insecure_channel(topology.lineage.address) as channel:
-        yield lineage_pb2_grpc.LineageServiceStub(channel)
 
 
 def _model(topology: Topology, name: str) -> tuple[Manifest, ReasonCatalogue]:
@@ -105,16 +92,16 @@ async def test_a_declined_credit_application_gets_its_principal_reasons(
         assert replayed.match, replayed
 
     # And as a risk officer runs it.
-    done = subprocess.run(
-        [
-            sys.executable, "-m", "governance.cli", "replay", declined[0].decision_id,
-            "--lineage", topology.lineage.address, "--model-dir", str(topology.model_dir),
-        ],
-        capture_output=True, text=True, timeout=120, check=False,
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "governance.cli", "replay", declined[0].decision_id,
+        "--lineage", topology.lineage.address, "--model-dir", str(topology.model_dir),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "MATCH: the replayed score, contributions and reasons" in done.stdout
-    assert declined[0].reason_codes[0].code in done.stdout
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=120)
+    printed = out.decode()
+    assert process.returncode == 0, printed
+    assert "MATCH: the replayed score, contributions and reasons" in printed
+    assert declined[0].reason_codes[0].code in printed
 
 
 async def test_reasons_match_the_contributions_of_the_served_artifact(
