@@ -18,10 +18,16 @@
     ├── Stopping (UNAVAILABLE)                  the gateway is draining: go to another replica
     └── ConfigError (FAILED_PRECONDITION)       routing config refused (start-up or reload)
 
+    security.errors.SecurityError               the shared security package's tree, mapped here
+    ├── AuthenticationFailed (UNAUTHENTICATED)  no credentials, or ones that do not verify
+    ├── PermissionDenied (PERMISSION_DENIED)    names the permission the caller lacks
+    └── SecurityConfigError (FAILED_PRECONDITION)
+
 A ModelRuntimeError's ``fallback_reason`` is the flag a fallback answer carries.
 
-``status_for`` is the one place an exception becomes a ``grpc.Status``; anything that is not a
-GatewayError becomes INTERNAL with a generic message (the caller sees no internals).
+``status_for`` is the one place an exception becomes a ``grpc.Status``; anything that is neither
+a GatewayError nor a SecurityError becomes INTERNAL with a generic message (the caller sees no
+internals).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[i
 from grpc_status import rpc_status
 
 from gateway.limits import MAX_MESSAGE_BYTES, MAX_VIOLATIONS_SHOWN
+from security.errors import SecurityError
 
 INTERNAL_MESSAGE = "internal error; the gateway log has the details"
 MAX_FIELD_BYTES = 128
@@ -241,6 +248,8 @@ def status_for(error: BaseException) -> grpc.Status:
     """The status a caller receives for ``error``, rich details included."""
     if isinstance(error, GatewayError):
         code, message, details = error.code, error.message, error.details()
+    elif isinstance(error, SecurityError):
+        code, message, details = error.code, _cut(str(error), MAX_MESSAGE_BYTES, _message_bytes), ()
     else:
         code, message, details = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, ()
     status = status_pb2.Status(

@@ -118,6 +118,18 @@ class GatewayMetrics:
             ("result",),
             registry=r,
         )
+        self.access_policy_reloads = Counter(
+            "scoregate_gateway_access_policy_reloads",
+            "Access policy reloads by result (ok, failed).",
+            ("result",),
+            registry=r,
+        )
+        self.access_refusals = Counter(
+            "scoregate_gateway_access_refusals",
+            "Calls refused at the edge, by status (UNAUTHENTICATED, PERMISSION_DENIED).",
+            ("code",),
+            registry=r,
+        )
         self.config_info = Gauge(
             "scoregate_gateway_config_info",
             "The routing config version serving (value 1).",

@@ -31,6 +31,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from pydantic import ValidationError
 
+from gateway.access_setup import EdgeSecurity, edge_security, is_loopback
 from gateway.errors import ConfigError
 from gateway.heap import settle_heap
 from gateway.loop_load import LoopLoad
@@ -41,6 +42,7 @@ from reflection.service import enable_reflection
 from runtimes.manifest import ManifestError
 from runtimes.reasons import load_checked_models
 from scoring.v1 import scoring_pb2
+from security.errors import SecurityConfigError
 
 if TYPE_CHECKING:
     from gateway.decisions.service import DecisionService
@@ -71,7 +73,9 @@ def tracing_endpoint(settings: GatewaySettings) -> str:
     return settings.otlp_endpoint
 
 
-def tracer_provider(settings: GatewaySettings, instance: str) -> TracerProvider:
+def tracer_provider(
+    settings: GatewaySettings, instance: str, security: EdgeSecurity | None = None
+) -> TracerProvider:
     provider = TracerProvider(
         resource=Resource.create({"service.name": SERVICE_NAME, "service.instance.id": instance})
     )
@@ -79,7 +83,14 @@ def tracer_provider(settings: GatewaySettings, instance: str) -> TracerProvider:
     if endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True)
+        lineage_tls = security.lineage_tls if security is not None else None
+        if lineage_tls is not None and endpoint == settings.lineage_endpoint:
+            # Without the outbox, the records ride on these spans to the store: its TLS applies.
+            exporter = OTLPSpanExporter(
+                endpoint=endpoint, credentials=lineage_tls.channel_credentials()
+            )
+        else:
+            exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True)
         provider.add_span_processor(
             BatchSpanProcessor(exporter, schedule_delay_millis=settings.otlp_schedule_delay_ms)
         )
@@ -128,7 +139,11 @@ async def open_outbox(
 
 
 async def open_sink(
-    settings: GatewaySettings, metrics: GatewayMetrics, instance: str, load: LoopLoad
+    settings: GatewaySettings,
+    metrics: GatewayMetrics,
+    instance: str,
+    load: LoopLoad,
+    security: EdgeSecurity | None = None,
 ) -> tuple[DecisionSink, Outbox | None]:
     """The durable outbox's sink when ``outbox_dir`` is set, else the span-attribute sink."""
     from gateway.recording.sinks import SpanAttributeSink
@@ -140,6 +155,7 @@ async def open_sink(
     config = OutboxConfig(
         settings.outbox_dir,
         endpoint=settings.lineage_endpoint,
+        tls=security.lineage_tls if security is not None else None,
         max_unacked_bytes=settings.outbox_max_bytes,
         max_unacked_records=settings.outbox_max_records,
         segment_bytes=settings.outbox_segment_bytes,
@@ -199,6 +215,7 @@ class Gateway:
     port: int
     outbox: Outbox | None = None
     lineage_sink: LineageRouteChangeSink | None = None
+    security: EdgeSecurity | None = None
     httpd: Any | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -213,6 +230,9 @@ class Gateway:
         await self.server.start()
         if settings.reload_interval_s > 0:
             self.tasks.append(asyncio.create_task(self.watcher.run(settings.reload_interval_s)))
+            policy = self.security.policy if self.security is not None else None
+            if policy is not None:
+                self.tasks.append(asyncio.create_task(policy.run(settings.reload_interval_s)))
         if self.outbox is not None:
             self.tasks.append(
                 asyncio.create_task(leave_rotation_on_outbox_failure(self.outbox, self.health))
@@ -226,11 +246,39 @@ class Gateway:
             ", ".join(sorted(routes.decision_points)),
             ", ".join(sorted({e for t in routes.targets for e in t.endpoints})),
         )
-        ready: dict[str, object] = {"grpc": self.address, "pid": os.getpid()}
+        self._log_security()
+        tls = self.security is not None and self.security.server_tls is not None
+        ready: dict[str, object] = {"grpc": self.address, "pid": os.getpid(), "tls": tls}
         if self.httpd is not None:
             ready["metrics"] = f"{settings.host}:{self.httpd.server_port}"
             log.info("serving metrics on http://%s/metrics", ready["metrics"])
         return ready
+
+    def _log_security(self) -> None:
+        security = self.security
+        if security is None or security.server_tls is None:
+            if is_loopback(self.settings.host):
+                log.info("listening in plaintext (h2c) on loopback")
+            else:
+                log.warning(
+                    "listening in PLAINTEXT on %s: callers' requests and answers cross the "
+                    "network unencrypted; use --tls-cert-file/--tls-key-file unless a proxy "
+                    "terminates TLS in front of this gateway",
+                    self.address,
+                )
+        else:
+            log.info(
+                "TLS on (client certificates %s; certificate %s re-read on change)",
+                security.server_tls.client_certificate.value,
+                security.server_tls.cert_file,
+            )
+        if security is None or security.access.open:
+            log.warning("open access: every caller may score every decision point")
+        elif security.policy is not None:
+            log.info(
+                "access policy %s (%s) in force", security.policy.current.version,
+                security.policy.path,
+            )  # fmt: skip
 
     async def drain(self) -> None:
         """NOT_SERVING, calls still served for ``drain_delay_s`` (while load balancers take the
@@ -277,12 +325,17 @@ class Gateway:
 
 
 def model_client(
-    settings: GatewaySettings, routes: Routes, metrics: GatewayMetrics, load: LoopLoad
+    settings: GatewaySettings,
+    routes: Routes,
+    metrics: GatewayMetrics,
+    load: LoopLoad,
+    security: EdgeSecurity | None = None,
 ) -> ModelClient:
     """The OIP v2 client, micro-batched when ``batching`` is on."""
     from gateway.runtime_client.oip import OipModelClient
 
-    client: ModelClient = OipModelClient(routes.targets)
+    tls = security.runtime_tls if security is not None else None
+    client: ModelClient = OipModelClient(routes.targets, tls)
     if not settings.batching:
         return client
     from gateway.runtime_client.batching import BatchingModelClient, BatchingPolicy
@@ -303,8 +356,14 @@ def model_client(
     return batching
 
 
-async def create(settings: GatewaySettings, routes: Routes, load: LoopLoad) -> Gateway:
-    """Builds the gateway from settings and checked routes: clients, sink, service, server."""
+async def create(
+    settings: GatewaySettings,
+    routes: Routes,
+    load: LoopLoad,
+    security: EdgeSecurity | None = None,
+) -> Gateway:
+    """Builds the gateway from settings and checked routes: clients, sink, service, server.
+    ``security`` is built from the settings when not given (SecurityConfigError if refused)."""
     from gateway.decisions.service import DecisionService
     from gateway.recording.route_changes import FanOutRouteChangeSink, LineageRouteChangeSink
     from gateway.routing.changes import LoggingRouteChangeSink, RouteChangeSink
@@ -312,12 +371,14 @@ async def create(settings: GatewaySettings, routes: Routes, load: LoopLoad) -> G
     from gateway.transport.handlers import MAX_RECEIVE_BYTES, add_scoring_service
     from gateway.transport.servicer import ScoringServicer
 
+    if security is None:
+        security = edge_security(settings)
     instance = gateway_instance()
-    provider = tracer_provider(settings, instance)
+    provider = tracer_provider(settings, instance, security)
     metrics = GatewayMetrics()
-    client = model_client(settings, routes, metrics, load)
+    client = model_client(settings, routes, metrics, load, security)
     metrics.loop_busy.set_function(lambda: load.busy)
-    sink, outbox = await open_sink(settings, metrics, instance, load)
+    sink, outbox = await open_sink(settings, metrics, instance, load, security)
     service = DecisionService(
         routes,
         client,
@@ -332,7 +393,9 @@ async def create(settings: GatewaySettings, routes: Routes, load: LoopLoad) -> G
     lineage_sink = None
     events: RouteChangeSink = LoggingRouteChangeSink()
     if settings.lineage_endpoint:
-        lineage_sink = LineageRouteChangeSink(settings.lineage_endpoint, settings.model_dir)
+        lineage_sink = LineageRouteChangeSink(
+            settings.lineage_endpoint, settings.model_dir, security.lineage_tls
+        )
         events = FanOutRouteChangeSink(events, lineage_sink)
     watcher = ConfigWatcher(settings.routes, settings.model_dir, service, events, instance)
     watcher.announce()
@@ -345,20 +408,29 @@ async def create(settings: GatewaySettings, routes: Routes, load: LoopLoad) -> G
         ),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
-    add_scoring_service(ScoringServicer(service), server)
+    if security.policy is not None:
+        reloads = metrics.access_policy_reloads
+        security.policy.on_reload = lambda result: reloads.labels(result).inc()
+    add_scoring_service(ScoringServicer(service, security.access, metrics), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection((SCORING_SERVICE, health.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    if security.server_tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, security.server_tls.server_credentials())
     return Gateway(
         settings, routes, metrics, service, client, server, health_servicer, watcher, provider,
-        port, outbox, lineage_sink,
+        port, outbox, lineage_sink, security,
     )  # fmt: skip
 
 
-async def run(settings: GatewaySettings, routes: Routes, load: LoopLoad) -> int:
+async def run(
+    settings: GatewaySettings, routes: Routes, load: LoopLoad, security: EdgeSecurity
+) -> int:
     """The process: create, start, write the ready file, serve until SIGTERM/SIGINT, stop."""
-    gateway = await create(settings, routes, load)
+    gateway = await create(settings, routes, load, security)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -389,12 +461,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         routes = load_config(settings)
-    except (ConfigError, ManifestError) as e:
+        security = edge_security(settings)
+    except (ConfigError, ManifestError, SecurityConfigError) as e:
         log.error("refusing to start: %s", e)
         return EXIT_CONFIG
     load = LoopLoad()
     with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(load)) as runner:
-        return runner.run(run(settings, routes, load))
+        return runner.run(run(settings, routes, load, security))
 
 
 if __name__ == "__main__":

@@ -158,6 +158,109 @@ class GatewaySettings(BaseSettings):
         "at once, so that the runtime gets fewer, larger calls; the hold ends when the loop is "
         "0.1 below it. 0 disables.",
     )
+    plaintext: bool = Field(
+        default=False,
+        description="Serve h2c without TLS: only for `make demo` and tests, or behind a proxy "
+        "that terminates TLS; a warning is logged when the host is not loopback. Without it the "
+        "gateway needs --tls-cert-file and --tls-key-file.",
+    )
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="The Score listener's certificate chain (PEM); re-read when it changes.",
+    )
+    tls_key_file: Path | None = Field(
+        default=None, description="The listener certificate's private key (PEM, unencrypted)."
+    )
+    tls_ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle (PEM) that callers' client certificates are verified against.",
+    )
+    tls_client_certificate: Literal["off", "optional", "required"] = Field(
+        default="off",
+        description="Client certificates: off (not asked for), required (mutual TLS: a "
+        "handshake without one verified by --tls-ca-file fails). optional is refused: grpcio "
+        "cannot ask for a certificate without requiring it (docs/security.md).",
+    )
+    certificate_identity: Literal["spiffe", "subject"] = Field(
+        default="spiffe",
+        description="Which part of a client certificate is the caller's principal: its one "
+        "SPIFFE URI SAN, or the subject field --certificate-subject-field.",
+    )
+    certificate_subject_field: str = Field(
+        default="CN",
+        description="With --certificate-identity subject: CN, OU, O, UID or serialNumber.",
+    )
+    jwt_jwks_file: Path | None = Field(
+        default=None,
+        description="Bearer tokens: the issuer's public keys (a JWKS file), re-read when it "
+        "changes. Set this or --jwt-jwks-url to accept `authorization: Bearer` tokens.",
+    )
+    jwt_jwks_url: str = Field(
+        default="",
+        description="Bearer tokens: the issuer's JWKS URL (https), fetched every 5 minutes and "
+        "at once (at most every 10 s) for a token signed with an unknown key id.",
+    )
+    jwt_issuer: str = Field(default="", description="Bearer tokens: the required `iss`.")
+    jwt_audience: str = Field(
+        default="", description="Bearer tokens: the `aud` a token must name (this gateway)."
+    )
+    jwt_algorithms: str = Field(
+        default="",
+        description="Bearer tokens: the accepted signature algorithms, comma-separated (e.g. "
+        "RS256,ES256); asymmetric only, `none` and HS* are never accepted. Required.",
+    )
+    jwt_leeway_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=300,
+        description="Bearer tokens: clock skew allowed on exp and nbf, seconds.",
+    )
+    jwt_principal_claim: str = Field(
+        default="sub", description="Bearer tokens: the claim that names the principal."
+    )
+    access_policy: Path | None = Field(
+        default=None,
+        description="The access policy (YAML; docs/security.md): who may score which decision "
+        "points and pin versions. Deny by default; hot-reloaded every --reload-interval-s.",
+    )
+    open_access: bool = Field(
+        default=False,
+        description="Authenticate and authorise no one: every caller may score everything "
+        "(`make demo`, tests). Without it the gateway needs --access-policy.",
+    )
+    runtime_tls: bool = Field(
+        default=False, description="Call the model runtimes over TLS (else h2c)."
+    )
+    runtime_tls_ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle verifying the runtimes' certificates; unset: the system's.",
+    )
+    runtime_tls_cert_file: Path | None = Field(
+        default=None, description="This gateway's client certificate for runtimes that ask."
+    )
+    runtime_tls_key_file: Path | None = Field(
+        default=None, description="The key of --runtime-tls-cert-file."
+    )
+    runtime_tls_server_name: str = Field(
+        default="", description="The name runtimes' certificates carry, if not the host's."
+    )
+    lineage_tls: bool = Field(
+        default=False,
+        description="Reach the lineage store (outbox OTLP, route changes) over TLS (else h2c).",
+    )
+    lineage_tls_ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle verifying the lineage store's certificate; unset: the system's.",
+    )
+    lineage_tls_cert_file: Path | None = Field(
+        default=None, description="This gateway's client certificate for the lineage store."
+    )
+    lineage_tls_key_file: Path | None = Field(
+        default=None, description="The key of --lineage-tls-cert-file."
+    )
+    lineage_tls_server_name: str = Field(
+        default="", description="The name the store's certificate carries, if not the host's."
+    )
     max_concurrent_rpcs: int | None = Field(
         default=None,
         ge=1,

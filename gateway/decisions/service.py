@@ -26,6 +26,7 @@ from gateway.attempts.budgets import RetryBudget
 from gateway.attempts.caller import CallPlan, ModelCaller, Tally
 from gateway.attempts.fallback import Answered, FallbackScorer, Part
 from gateway.attempts.reserve import ReserveEstimate
+from gateway.caller import OPEN_ACCESS, Caller
 from gateway.deadline import Deadline
 from gateway.decisions.admission import AdmissionGate
 from gateway.decisions.groups import ARM_FALLBACK, ARM_PINNED, Group, route_rows
@@ -111,11 +112,13 @@ class DecisionService:
         *,
         received_ns: int | None = None,
         time_remaining_s: float | None = None,
+        caller: Caller = OPEN_ACCESS,
     ) -> DecisionRecord:
-        """Scores ``request``; ``time_remaining_s`` is what is left of the caller's deadline."""
+        """Scores ``request``; ``time_remaining_s`` is what is left of the caller's deadline,
+        ``caller`` who asked (the transport edge has authenticated and authorised it)."""
         (result,) = await self._decide(
             request.decision_point, [request], request.model_version, received_ns,
-            time_remaining_s, batch=False,
+            time_remaining_s, caller, batch=False,
         )  # fmt: skip
         if isinstance(result, GatewayError):
             raise result
@@ -128,6 +131,7 @@ class DecisionService:
         *,
         model_version: str = "",
         time_remaining_s: float | None = None,
+        caller: Caller = OPEN_ACCESS,
     ) -> list[Recorded]:
         """Scores ``rows`` (their own decision_point/model_version are ignored) with one runtime
         call per routed version; each row gets its record, or the error Score would have raised.
@@ -140,7 +144,7 @@ class DecisionService:
                 [FieldViolation("rows", f"{len(rows)} rows; at most {MAX_BATCH_ROWS} per call")]
             )
         return await self._decide(
-            decision_point, rows, model_version, None, time_remaining_s, batch=True
+            decision_point, rows, model_version, None, time_remaining_s, caller, batch=True
         )
 
     async def _decide(
@@ -150,6 +154,7 @@ class DecisionService:
         pinned: str,
         received_ns: int | None,
         time_remaining_s: float | None,
+        caller: Caller,
         *,
         batch: bool,
     ) -> list[Recorded]:
@@ -196,7 +201,7 @@ class DecisionService:
             groups = route_rows(point, rows, target, self._validators, results, batch=batch)
             config = routes.config_version
             work = [
-                self._answer(point, g, deadline, received_ns, config, results, batch)
+                self._answer(point, g, deadline, received_ns, config, results, caller, batch)
                 for g in groups
             ]
             if len(work) == 1:
@@ -222,6 +227,7 @@ class DecisionService:
         received_ns: int,
         config_version: str,
         results: list[Recorded | None],
+        caller: Caller,
         batch: bool,
     ) -> None:
         """One group: one runtime call (or the fallback chain), then its records."""
@@ -236,7 +242,7 @@ class DecisionService:
             row = group.rows[0]
             self.shadows.start(
                 point, row.request_id, row.entity_key, group.features[0], ids[0], received_ns,
-                config_version,
+                config_version, caller,
             )  # fmt: skip
         tally = Tally()
         plan = CallPlan(point.name, point.retry, budget, point.hedge)
@@ -266,7 +272,7 @@ class DecisionService:
                 recording.append(
                     self._record(
                         point, group, start, stop, part, ids, received_ns, config_version,
-                        tally, results, batch,
+                        tally, results, caller, batch,
                     )
                 )  # fmt: skip
         if len(recording) == 1:
@@ -287,6 +293,7 @@ class DecisionService:
         config_version: str,
         tally: Tally,
         results: list[Recorded | None],
+        caller: Caller,
         batch: bool,
     ) -> None:
         """Rows ``[start, stop)`` of a group, answered alike: their records, then their results."""
@@ -298,7 +305,7 @@ class DecisionService:
             self.metrics.fallbacks.labels(point.name, reason).inc(stop - start)
         decided = Decided(
             point.name, point.policy, arm, group.target.feature_schema_version, config_version,
-            received_ns, tally.attempts, reason, extra, point.reasons,
+            received_ns, tally.attempts, reason, extra, point.reasons, caller,
         )  # fmt: skip
         outcomes = [
             RowOutcome(row.request_id, row.entity_key, features, answer, decision_id)

@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway.attempts.answers import Answer
 from gateway.attempts.caller import CallPlan, ModelCaller, Tally
+from gateway.caller import OPEN_ACCESS, Caller
 from gateway.deadline import Deadline
 from gateway.decisions.ids import UuidV7Generator
 from gateway.errors import ModelRuntimeError
@@ -63,6 +64,7 @@ class ShadowTraffic:
         parent_id: str,
         received_ns: int,
         config_version: str,
+        caller: Caller = OPEN_ACCESS,
     ) -> None:
         """Starts the mirrors of one decision that the shadow splits take."""
         for shadow in point.shadows:
@@ -70,7 +72,7 @@ class ShadowTraffic:
                 continue
             work = self._shadow(
                 point, shadow.target, request_id, entity_key, features, parent_id, received_ns,
-                config_version,
+                config_version, caller,
             )  # fmt: skip
             if not self.submit(work):
                 self._metrics.shadows.labels(point.name, shadow.target.version, "dropped").inc()
@@ -95,6 +97,7 @@ class ShadowTraffic:
         parent_id: str,
         received_ns: int,
         config_version: str,
+        caller: Caller,
     ) -> None:
         """Scores a mirror and records it; never raises into anything a caller waits for."""
         decision_id = self._ids.new(time.time_ns())
@@ -112,7 +115,7 @@ class ShadowTraffic:
         decided = Decided(
             point.name, point.policy, ARM_SHADOW, target.feature_schema_version, config_version,
             received_ns, tally.attempts, extra={PARENT_DECISION_ID: parent_id},
-            reasons=point.reasons,
+            reasons=point.reasons, caller=caller,
         )  # fmt: skip
         row = RowOutcome(request_id, entity_key, features, Answer.of_model(answer), decision_id)
         await self._recorder.record(decided, [row], batch=False)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from security.tls import ClientTls
+
 MIB = 1024 * 1024
 
 
@@ -15,6 +17,8 @@ class OutboxConfig:
     """Holds segments, the cursor and the dead-letter file: a local disk that honours fsync."""
     endpoint: str = ""
     """OTLP/gRPC endpoint (host:port) of the lineage store; empty: records are kept, not sent."""
+    tls: ClientTls | None = None
+    """TLS to the lineage store (its CA, and this gateway's client certificate); None: h2c."""
     max_unacked_bytes: int = 1024 * MIB
     """Bound on framed bytes appended and not yet acknowledged by the store; beyond it, shed."""
     max_unacked_records: int = 1_000_000

@@ -35,6 +35,7 @@ from gateway.outbox.durable_log import DurableLog
 from gateway.outbox.metrics import OutboxMetrics
 from gateway.outbox.otlp import as_span, encode_spans, named_rejections, span_record
 from gateway.outbox.segments import Entry
+from security.tls import open_channel
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,8 @@ class Sender:
         self._failures = 0
 
     async def run(self) -> None:
-        async with grpc.aio.insecure_channel(
-            self._config.endpoint, options=CHANNEL_OPTIONS
+        async with open_channel(
+            self._config.endpoint, self._config.tls, CHANNEL_OPTIONS
         ) as channel:
             # The request goes as bytes, already encoded (``encode_export``).
             self._export_call = channel.unary_unary(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.attempts.answers import Answer
+from gateway.caller import OPEN_ACCESS, Caller
 from gateway.routing.thresholds import ReasonPolicy, ThresholdPolicy
 from lineage.v1.record import (
     IDENTITY_VERIFIED_BY,
@@ -43,6 +44,7 @@ class Decided:
     fallback_reason: str = ""
     extra: dict[str, str] | None = None
     reasons: ReasonPolicy = _NO_REASONS
+    caller: Caller = OPEN_ACCESS
 
 
 @dataclass(slots=True)
@@ -127,4 +129,7 @@ def build_record(
         contributions=contributions,
         contributions_base=answer.contributions_base if contributions else 0.0,
         extra=extra,
+        principal=decided.caller.principal,
+        principal_verified_by=decided.caller.verified_by,
+        access_policy_version=decided.caller.access_policy_version,
     )

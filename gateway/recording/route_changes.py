@@ -24,6 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gateway.routing.changes import RouteChange, RouteChangeSink
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
 from runtimes.manifest import MANIFEST_FILE, find_model_folders
+from security.tls import ClientTls, open_channel
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,12 @@ def to_proto(change: RouteChange) -> lineage_pb2.RouteChange:
 class LineageRouteChangeSink:
     """Create inside the running event loop; ``close`` gives pending sends a short grace."""
 
-    def __init__(self, endpoint: str, model_dir: Path | None = None) -> None:
+    def __init__(
+        self, endpoint: str, model_dir: Path | None = None, tls: ClientTls | None = None
+    ) -> None:
         self._endpoint = endpoint
         self._model_dir = model_dir
-        self._channel = grpc.aio.insecure_channel(endpoint)
+        self._channel = open_channel(endpoint, tls)
         self._stub = lineage_pb2_grpc.LineageServiceStub(self._channel)
         self._pending: asyncio.Queue[Message] = asyncio.Queue(MAX_PENDING)
         self._sender = asyncio.create_task(self._deliver())

@@ -45,6 +45,7 @@ from oip.v2.parameters import (
     SCORING_ENVIRONMENT_PARAMETER,
 )
 from runtimes.manifest import CategoryFeature, Manifest, NumberFeature, absent_value
+from security.tls import ClientTls, open_channel
 
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.enable_retries", 0),
@@ -366,7 +367,8 @@ class _Route:
 class OipModelClient:
     """ModelClient over OIP v2 gRPC. Create it inside the running event loop."""
 
-    def __init__(self, targets: Iterable[ModelTarget]) -> None:
+    def __init__(self, targets: Iterable[ModelTarget], tls: ClientTls | None = None) -> None:
+        self._tls = tls
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._routes: dict[tuple[str, str], _Route] = {}
         self._checks: dict[str, list[MetadataCheck]] = {}
@@ -391,7 +393,7 @@ class OipModelClient:
     def _channel(self, endpoint: str) -> grpc.aio.Channel:
         channel = self._channels.get(endpoint)
         if channel is None:
-            channel = grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
+            channel = open_channel(endpoint, self._tls, CHANNEL_OPTIONS)
             # Connect now, so the first decision does not pay for the handshake.
             channel.get_state(try_to_connect=True)
             self._channels[endpoint] = channel

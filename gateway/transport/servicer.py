@@ -1,4 +1,9 @@
-"""The ScoringService edge: protobuf in, core call, protobuf out, errors mapped in one place."""
+"""The ScoringService edge: the caller checked, protobuf in, core call, protobuf out, errors
+mapped in one place.
+
+A call is authenticated before its body is looked at (an unauthenticated caller learns nothing
+about the request's validity) and authorised for the decision point it names before anything is
+scored."""
 
 from __future__ import annotations
 
@@ -11,10 +16,13 @@ from gateway.decisions.service import DecisionService, ScoreInput
 from gateway.decisions.validation import FeatureInput
 from gateway.errors import FieldViolation, GatewayError, InvalidRequest, status_for
 from gateway.limits import MAX_BATCH_ROWS
+from gateway.metrics import GatewayMetrics
+from gateway.transport.access import EdgeAccess
 from gateway.transport.columns import column_rows
 from gateway.transport.handlers import Malformed
 from lineage.v1.record import DecisionRecord
 from scoring.v1 import scoring_pb2, scoring_pb2_grpc
+from security.errors import AuthenticationFailed, PermissionDenied, SecurityError
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +112,7 @@ async def _refuse(
 ) -> None:
     """Ends the call with ``error``'s status (``gateway.errors.status_for``): a GatewayError is
     the caller's answer, anything else a bug, logged with its traceback and reported INTERNAL."""
-    if isinstance(error, GatewayError):
+    if isinstance(error, GatewayError | SecurityError):
         log.debug("%s refused: %s", call, error)
     else:
         log.error("%s failed unexpectedly", call, exc_info=error)
@@ -112,23 +120,39 @@ async def _refuse(
 
 
 class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
-    def __init__(self, service: DecisionService) -> None:
+    def __init__(
+        self,
+        service: DecisionService,
+        access: EdgeAccess | None = None,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
         self._service = service
+        self._access = access or EdgeAccess()
+        self._refusals = (metrics or service.metrics).access_refusals
+
+    def _count(self, error: Exception) -> None:
+        if isinstance(error, AuthenticationFailed | PermissionDenied):
+            self._refusals.labels(error.code.name).inc()
 
     async def Score(
         self,
         request: scoring_pb2.ScoreRequest | Malformed,
         context: grpc.aio.ServicerContext[object, object],
     ) -> scoring_pb2.ScoreResponse:
-        if isinstance(request, Malformed):
-            await _refuse(context, _malformed(request), "Score")
-            raise AssertionError("unreachable: the call was aborted")
         try:
+            principal = await self._access.principal(context)
+            if isinstance(request, Malformed):
+                raise _malformed(request)
+            caller = self._access.caller(
+                principal, request.decision_point, pinned=bool(request.model_version)
+            )
             record = await self._service.score(
-                to_input(request), time_remaining_s=context.time_remaining()
+                to_input(request), time_remaining_s=context.time_remaining(), caller=caller
             )
         except Exception as e:
-            await _refuse(context, e, f"Score {request.request_id}")
+            self._count(e)
+            where = "" if isinstance(request, Malformed) else f" {request.request_id}"
+            await _refuse(context, e, f"Score{where}")
         return to_response(record)
 
     async def ScoreBatch(
@@ -136,18 +160,23 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         request: scoring_pb2.ScoreBatchRequest | Malformed,
         context: grpc.aio.ServicerContext[object, object],
     ) -> scoring_pb2.ScoreBatchResponse:
-        if isinstance(request, Malformed):
-            await _refuse(context, _malformed(request), "ScoreBatch")
-            raise AssertionError("unreachable: the call was aborted")
         try:
+            principal = await self._access.principal(context)
+            if isinstance(request, Malformed):
+                raise _malformed(request)
+            caller = self._access.caller(
+                principal, request.decision_point, pinned=bool(request.model_version)
+            )
             rows = batch_rows(request)
             results = await self._service.score_batch(
                 request.decision_point,
                 rows,
                 model_version=request.model_version,
                 time_remaining_s=context.time_remaining(),
+                caller=caller,
             )
         except Exception as e:
+            self._count(e)
             await _refuse(context, e, "ScoreBatch")
         response = scoring_pb2.ScoreBatchResponse()
         add = response.results.add

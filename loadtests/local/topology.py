@@ -137,14 +137,18 @@ def start_lineage(
     workdir: Path,
     name: str = "lineage",
     extra_args: list[str] | None = None,
+    insecure: bool = True,
 ) -> ManagedProcess:
-    """``db`` is a SQLite file path or a database URL (``postgresql://...``)."""
+    """``db`` is a SQLite file path or a database URL (``postgresql://...``). ``insecure``:
+    plaintext and open access (the demo's and most tests' loopback topology); without it
+    ``extra_args`` carry the TLS and access settings (docs/lineage.md)."""
     db_url = db if isinstance(db, str) else f"sqlite:///{db}"
     argv = [
         *entry_point("scoregate-lineage"),
         "--db-url", db_url,
         "--host", "127.0.0.1",
         "--port", "0",
+        *(["--plaintext", "true", "--open-access", "true"] if insecure else []),
         *(extra_args or []),
     ]  # fmt: skip
     return start_process(name, argv, workdir)
@@ -159,8 +163,11 @@ def start_gateway(
     extra_args: list[str] | None = None,
     lineage_endpoint: str = "",
     outbox_dir: Path | None = None,
+    insecure: bool = True,
 ) -> ManagedProcess:
-    """With ``outbox_dir``, decisions go through the durable outbox to ``lineage_endpoint``."""
+    """With ``outbox_dir``, decisions go through the durable outbox to ``lineage_endpoint``.
+    ``insecure``: plaintext and open access (the demo's and most tests' loopback topology);
+    without it ``extra_args`` carry the TLS and access settings (docs/security.md)."""
     argv = [
         *entry_point("scoregate-gateway"),
         "--routes", str(routes),
@@ -170,6 +177,7 @@ def start_gateway(
         "--otlp-endpoint", otlp_endpoint,
         "--lineage-endpoint", lineage_endpoint,
         *(["--outbox-dir", str(outbox_dir)] if outbox_dir is not None else []),
+        *(["--plaintext", "true", "--open-access", "true"] if insecure else []),
         *(extra_args or []),
     ]  # fmt: skip
     return start_process(name, argv, workdir)

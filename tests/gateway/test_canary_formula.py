@@ -328,7 +328,13 @@ async def test_a_real_score_call_is_answered_by_the_documented_arm(
     config["decision_points"][name] = point
     routes_file = write_routes(tmp_path / "routes.yaml", config)
     settings = GatewaySettings(
-        routes=routes_file, model_dir=model_dir, port=0, reload_interval_s=0, drain_delay_s=0
+        routes=routes_file,
+        model_dir=model_dir,
+        port=0,
+        reload_interval_s=0,
+        drain_delay_s=0,
+        plaintext=True,
+        open_access=True,
     )
     gateway = await create(settings, load_config(settings), LoopLoad())
     try:

@@ -33,7 +33,13 @@ async def test_a_gateway_created_in_process_serves_concurrent_callers_then_drain
 ) -> None:
     routes_file = write_routes(tmp_path / "routes.yaml", demo_config(runtime.address))
     settings = GatewaySettings(
-        routes=routes_file, model_dir=model_dir, port=0, reload_interval_s=0, drain_delay_s=0
+        routes=routes_file,
+        model_dir=model_dir,
+        port=0,
+        reload_interval_s=0,
+        drain_delay_s=0,
+        plaintext=True,
+        open_access=True,
     )
     gateway = await create(settings, load_config(settings), LoopLoad())
     try:

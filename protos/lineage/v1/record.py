@@ -67,11 +67,15 @@ class DecisionRecord:
     (decision_id, request_id, trace_id, span_id), what was asked (decision_point, entity_key,
     features, features_sha256, feature_schema_version), when (received_at_us, decided_at_us),
     who answered (model_name, model_version, model_sha256, runtime_instance, gateway_instance,
-    arm, config_version, fallback_reason, attempts) and what (score, decision, policy_version,
-    reasons, reason_catalogue_version, contributions, contributions_base, extra). ``extra``
-    keys the store reads are named above.
+    arm, config_version, fallback_reason, attempts), what (score, decision, policy_version,
+    reasons, reason_catalogue_version, contributions, contributions_base, extra) and who asked
+    (principal, principal_verified_by, access_policy_version). ``extra`` keys the store reads are
+    named above.
     """
 
+    access_policy_version: str = ""
+    """The gateway's access policy version that allowed the call (docs/security.md); empty
+    when the gateway ran with open access, or for records made before it had one."""
     arm: str
     attempts: int
     config_version: str
@@ -95,6 +99,11 @@ class DecisionRecord:
     model_sha256: str
     model_version: str
     policy_version: str
+    principal: str = ""
+    """Who asked: the caller's identity as the gateway verified it (a SPIFFE ID, a certificate
+    subject field, a bearer token's subject); empty with open access."""
+    principal_verified_by: str = ""
+    """How the gateway verified ``principal``: ``mtls``, ``jwt`` or ``none`` (open access)."""
     reason_catalogue_version: str = ""
     reasons: tuple[ReasonEntry, ...] = ()
     received_at_us: int
