@@ -108,6 +108,7 @@ class JwksKeys:
         self._last_forced = -min_refresh_s
         self._refreshing: asyncio.Task[bool] | None = None
         self._install(self._read())
+        self._next_check = time.monotonic() + (check_interval_s if file else refresh_s)
 
     @property
     def source(self) -> str:
