@@ -1,0 +1,111 @@
+"""Counting decisions into monitoring windows as they arrive, so drift is never a scan.
+
+Each decision adds one to a few counters, keyed by what a risk team compares: the decision
+point, the model version and the arm that answered, and the hour it was decided in. Per key, a
+counter per measure and slot:
+
+- a number feature, and the score: the bin of the version's baseline histogram the value falls
+  in (``"0"`` .. ``"n-1"``; a value beyond the outer edges in the outer bin, and counted again
+  under ``OUT_OF_RANGE``), or ``MISSING``;
+- a category or boolean feature: its value (``"true"``/``"false"`` for a boolean), ``UNKNOWN``
+  for a value the baseline lacks, or ``MISSING``;
+- ``DECISION``: the decision (the approve/review/decline mix).
+
+An hour's counters are the sum of its decisions', a day's the sum of its hours': any window of
+whole hours is a sum of rows (``governance.monitoring.measures`` computes on those sums).
+Fallback decisions are left out: a rules file's score has no baseline of its own.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from lineage.v1.record import DecisionRecord
+from runtimes.manifest import Histogram, Manifest
+
+HOUR_US = 3_600_000_000
+"""The window counters are kept in: the finest a report can ask for."""
+SCORE = "score"
+"""The measure of the model's score (the manifest's ``score`` baseline)."""
+DECISION = "(decision)"
+"""The measure of the decision mix; parenthesised, so no feature can be called that."""
+MISSING = "(missing)"
+OUT_OF_RANGE = "(out of range)"
+UNKNOWN = "(unknown)"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class WindowKey:
+    decision_point: str
+    model_name: str
+    model_version: str
+    arm: str
+    hour_us: int
+    """Start of the hour (UTC microseconds since the epoch) the decisions were decided in."""
+
+
+Counts = Counter[tuple[WindowKey, str, str]]
+"""(window, measure, slot) -> decisions."""
+
+
+def hour_of(at_us: int) -> int:
+    return at_us - at_us % HOUR_US
+
+
+def _slot(value: object, histogram: Histogram) -> list[str]:
+    if value is None or (isinstance(value, float) and value != value):
+        return [MISSING]
+    if histogram.edges:
+        x = float(value)  # type: ignore[arg-type]
+        edges = histogram.edges
+        # The bin holding x: [edge i, edge i+1), the last bin closed; outer values clipped.
+        low, high = 0, len(edges) - 2
+        while low < high:
+            middle = (low + high + 1) // 2
+            if x >= edges[middle]:
+                low = middle
+            else:
+                high = middle - 1
+        slots = [str(low)]
+        if x < edges[0] or x > edges[-1]:
+            slots.append(OUT_OF_RANGE)
+        return slots
+    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return [text if text in histogram.categories else UNKNOWN]
+
+
+def count(
+    records: Iterable[DecisionRecord], manifests: Mapping[tuple[str, str], Manifest]
+) -> Counts:
+    """The counters ``records`` add; a record whose version's manifest is unknown (or that a
+    fallback answered) adds none."""
+    counts: Counts = Counter()
+    for r in records:
+        if r.fallback_reason:
+            continue
+        manifest = manifests.get((r.model_name, r.model_version))
+        if manifest is None:
+            continue
+        key = WindowKey(
+            r.decision_point, r.model_name, r.model_version, r.arm, hour_of(r.decided_at_us)
+        )
+        counts[(key, DECISION, r.decision)] += 1
+        baselines = manifest.baselines
+        if SCORE in baselines:
+            for slot in _slot(r.score, baselines[SCORE]):
+                counts[(key, SCORE, slot)] += 1
+        for feature in manifest.features:
+            histogram = baselines.get(feature.name)
+            if histogram is not None:
+                for slot in _slot(r.features.get(feature.name), histogram):
+                    counts[(key, feature.name, slot)] += 1
+    return counts
+
+
+def baseline_slots(histogram: Histogram) -> tuple[list[str], list[int]]:
+    """A baseline's slots and training counts, in the order PSI compares them."""
+    if histogram.edges:
+        return [str(i) for i in range(len(histogram.counts))], list(histogram.counts)
+    return list(histogram.categories), list(histogram.counts)
