@@ -9,7 +9,10 @@ counter per measure and slot:
   under ``OUT_OF_RANGE``), or ``MISSING``;
 - a category or boolean feature: its value (``"true"``/``"false"`` for a boolean), ``UNKNOWN``
   for a value the baseline lacks, or ``MISSING``;
-- ``DECISION``: the decision (the approve/review/decline mix).
+- ``DECISION``: the decision (the approve/review/decline mix);
+- ``SCORE_SHARED``: the score in ``SHARED_SCORE_BINS`` equal bins of [0, 1], the same for every
+  version, so that two arms (champion and challenger) can be compared with each other; each
+  version's own baseline bins compare it with its training only.
 
 An hour's counters are the sum of its decisions', a day's the sum of its hours': any window of
 whole hours is a sum of rows (``governance.monitoring.measures`` computes on those sums).
@@ -29,6 +32,9 @@ HOUR_US = 3_600_000_000
 """The window counters are kept in: the finest a report can ask for."""
 SCORE = "score"
 """The measure of the model's score (the manifest's ``score`` baseline)."""
+SCORE_SHARED = "(score, shared bins)"
+"""The measure of the score in bins every version shares (arm against arm)."""
+SHARED_SCORE_BINS = 20
 DECISION = "(decision)"
 """The measure of the decision mix; parenthesised, so no feature can be called that."""
 MISSING = "(missing)"
@@ -52,6 +58,11 @@ Counts = Counter[tuple[WindowKey, str, str]]
 
 def hour_of(at_us: int) -> int:
     return at_us - at_us % HOUR_US
+
+
+def shared_score_bin(score: float) -> str:
+    """The bin of ``SHARED_SCORE_BINS`` equal bins of [0, 1] a score falls in (1.0 in the last)."""
+    return str(min(SHARED_SCORE_BINS - 1, max(0, int(score * SHARED_SCORE_BINS))))
 
 
 def _slot(value: object, histogram: Histogram) -> list[str]:
@@ -92,6 +103,7 @@ def count(
             r.decision_point, r.model_name, r.model_version, r.arm, hour_of(r.decided_at_us)
         )
         counts[(key, DECISION, r.decision)] += 1
+        counts[(key, SCORE_SHARED, shared_score_bin(r.score))] += 1
         baselines = manifest.baselines
         if SCORE in baselines:
             for slot in _slot(r.score, baselines[SCORE]):

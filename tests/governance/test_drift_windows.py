@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from support.records import BASE_US, make_record
 
-from governance.monitoring import measures, windows
+from governance.monitoring import drift, measures, windows
 from runtimes.manifest import Manifest, load_manifests
 from runtimes.training.datasets import sample_requests
 
@@ -85,3 +85,39 @@ def test_windows_are_hours_and_a_day_is_their_sum(model_dir: Path) -> None:
     fallback = [dataclasses.replace(r, fallback_reason="timeout") for r in other]
     assert not windows.count(fallback, {("credit-risk", "1"): manifest})
     assert np.isfinite(_psi(counts, first, manifest, windows.SCORE))
+
+
+def _for(counts: windows.Counts, key: windows.WindowKey) -> dict[tuple[str, str], int]:
+    return {(m, s): n for (k, m, s), n in counts.items() if k == key}
+
+
+def test_the_drift_report_names_the_shifted_feature_and_compares_arms(model_dir: Path) -> None:
+    manifest = _manifest(model_dir)
+    hour = windows.hour_of(BASE_US)
+    rows = sample_requests("credit-risk", 3_000, seed=8)
+    shifted = [
+        {**r, "employment_type": "unemployed"} if i % 3 == 0 else r for i, r in enumerate(rows)
+    ]
+    records = _records(rows, hour) + _records(shifted, hour, arm="canary")
+    # The canary scores higher: its scores come from another distribution.
+    records = [
+        dataclasses.replace(r, score=min(1.0, 0.2 + 0.5 * (r.arm == "canary") * (i % 2)))
+        for i, r in enumerate(records)
+    ]
+    counts = windows.count(records, {("credit-risk", "1"): manifest})
+    key = windows.WindowKey("credit-risk", "credit-risk", "1", "primary", hour)
+    canary = dataclasses.replace(key, arm="canary")
+    steady = drift.drift_report(manifest, _for(counts, key))
+    moved = drift.drift_report(manifest, _for(counts, canary))
+    assert steady.decisions == moved.decisions == 3_000
+    assert steady.decision_mix == {"approve": 1.0}
+    by_name = {m.measure: m for m in moved.features}
+    assert by_name["employment_type"].band == "significant"
+    assert by_name["employment_type"].chi_square_p < 1e-6
+    assert 0 < by_name["employment_type"].jensen_shannon <= 1
+    assert [m.measure for m in moved.significant if m.kind != "score"] == ["employment_type"]
+    assert all(m.band != "significant" for m in steady.features)
+    assert by_name["age"].missing_share == 0.0
+    primary_counts, canary_counts = _for(counts, key), _for(counts, canary)
+    assert drift.arm_score_psi(primary_counts, primary_counts) == 0.0
+    assert drift.arm_score_psi(primary_counts, canary_counts) > 0.25
