@@ -14,6 +14,8 @@ import asyncio
 import hashlib
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -35,7 +37,9 @@ from loadtests.local.topology import ManagedProcess, start_gateway, start_lineag
 from runtimes.training.datasets import sample_requests
 from scoring.v1 import scoring_pb2, scoring_pb2_grpc
 from scoring.v1.requests import score_batch_request, score_request
+from security.errors import SecurityConfigError
 from security.policy import policy_version
+from security.tls import ClientTls, open_channel
 
 PAYMENTS = "spiffe://bank/ns/payments/sa/core"
 MARKETING = "spiffe://bank/ns/marketing/sa/campaigns"
@@ -445,3 +449,60 @@ async def test_a_certificate_from_an_unknown_ca_or_none_fails_the_handshake(
         )
         # The TLS handshake fails before any call exists: gRPC reports the connection refused.
         assert error.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_the_gateways_own_client_tls_reaches_a_mutual_tls_server(secured: Secured) -> None:
+    """``ClientTls`` as the gateway's runtime and lineage channels use it, against a server that
+    requires client certificates (the mTLS gateway stands in for a TLS-terminating runtime)."""
+    cert, key = secured.ca.client((PAYMENTS,)).write(secured.dir, "own-client")
+    tls = ClientTls(secured.dir / "ca.crt", cert, key)
+    async with open_channel(secured.mtls.address, tls) as channel:
+        stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+        response = await stub.Score(_request(), timeout=10)
+    assert response.decision_id
+    with pytest.raises(SecurityConfigError, match="does not belong to the certificate"):
+        ClientTls(
+            secured.dir / "ca.crt", cert, secured.dir / "mtls-server.key"
+        ).channel_credentials()
+
+
+# -- start-up ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        ([], "no TLS certificate: set --tls-cert-file and --tls-key-file, or --plaintext true"),
+        (["--plaintext", "true"], "no access policy: set --access-policy, or --open-access true"),
+        (["--plaintext", "true", "--access-policy", "{policy}"],
+         "an access policy needs authenticated callers"),
+        (["--tls-cert-file", "{cert}", "--tls-key-file", "{cert}", "--open-access", "true"],
+         "not an unencrypted PEM private key"),
+        (["--tls-cert-file", "{cert}", "--tls-key-file", "{key}", "--tls-client-certificate",
+          "optional", "--tls-ca-file", "{ca}", "--open-access", "true"],
+         "client certificates 'optional' is not available"),
+        (["--plaintext", "true", "--access-policy", "{policy}", "--jwt-jwks-file", "{jwks}",
+          "--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE, "--jwt-algorithms", "HS256,none"],
+         "algorithm(s) HS256, none not allowed"),
+        (["--plaintext", "true", "--access-policy", "{bad_policy}", "--jwt-jwks-file", "{jwks}",
+          "--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE, "--jwt-algorithms", "RS256"],
+         "scoring[0].principals: Field required"),
+    ],
+)  # fmt: skip
+def test_a_gateway_with_unsafe_or_broken_security_settings_refuses_to_start(
+    secured: Secured, model_dir: Path, args: list[str], reason: str
+) -> None:
+    d = secured.dir
+    (d / "bad-policy.yaml").write_text("scoring:\n  - decision_points: [x]\n")
+    files = {
+        "cert": d / "tokens-server.crt", "key": d / "tokens-server.key", "ca": d / "ca.crt",
+        "policy": secured.policy, "jwks": d / "jwks.json", "bad_policy": d / "bad-policy.yaml",
+    }  # fmt: skip
+    argv = [a.format(**files) for a in args]
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway.server", "--routes", str(d / "routes.yaml"),
+         "--model-dir", str(model_dir), "--port", "0", *argv],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert reason in done.stderr
