@@ -148,20 +148,23 @@ class RotatingCertificates:
     def __init__(self, tls: ServerTls) -> None:
         self._tls = tls
         self._seen = _signature(tls.files)
+        self._refused: tuple[tuple[int, int, int], ...] | None = None
         self.initial = tls.load()
         self.rotations = 0
 
     def __call__(self) -> grpc.ServerCertificateConfiguration | None:
         now = _signature(self._tls.files)
-        if now == self._seen:
+        if now == self._seen or now == self._refused:
             return None
         try:
             config = self._tls.load()
-        except SecurityConfigError as e:
-            # Retried at the next handshake: the other half of the rotation may be on its way.
-            log.warning("TLS files changed but not usable yet; still serving the old ones: %s", e)
+        except Exception as e:
+            # Tried again once the files change again: the other half of a rotation may be on
+            # its way. Logged once per state of the files, not once per handshake.
+            self._refused = now
+            log.warning("TLS files changed but are not usable; still serving the old ones: %s", e)
             return None
-        self._seen = now
+        self._seen, self._refused = now, None
         self.rotations += 1
         log.info("TLS certificate reloaded from %s", self._tls.cert_file)
         return config
