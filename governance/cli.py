@@ -29,6 +29,8 @@ USAGE = """usage: scoregate lineage COMMAND ...
   override         record a reviewer's override of a decision
   outcome          record an observed outcome (confirmed fraud, default, ...) of a decision
   checkpoint       print the hash chain's current head (and append it to a file)
+  access-log       who called the store: method, decisions or query, outcome (filters by
+                   principal, method, decision id and time)
   verify           check the database against its hash chain and the latest checkpoints
   purge            delete what is older than the retention period; the run is recorded
   replay           re-score a decision (and its reasons) with its exact artifact, bit for bit
@@ -71,6 +73,15 @@ def _verified_by(how: str) -> str:
     return f"{how}: {_VERIFIED_BY[how]}" if how in _VERIFIED_BY else how or "(not recorded)"
 
 
+def _asked_by(record: lineage_pb2.DecisionRecord) -> str:
+    if not record.principal:
+        return "(not recorded: open access, or a record from before gateways kept it)"
+    return (
+        f"{record.principal}  ({record.principal_verified_by}, "
+        f"access policy {record.access_policy_version})"
+    )
+
+
 def reason_rows(out: lineage_pb2.Outputs) -> list[tuple[str, str]]:
     """The reasons, principal first, each with the feature it stands for and that feature's
     push towards the adverse outcome; then every contribution, largest push either way first,
@@ -106,6 +117,7 @@ def format_table(
     rows: list[tuple[str, str]] = [
         ("decision id", record.decision_id),
         ("request id", record.request_id),
+        ("asked by", _asked_by(record)),
         ("decision point", record.decision_point),
         ("entity", record.entity_key),
         ("received", _when(record.received_at)),
@@ -207,7 +219,7 @@ def _manifest(
 
 def _commands() -> dict[str, Callable[[list[str]], int]]:
     # Imported on use: `show` never pays for the others' imports (replay loads onnxruntime).
-    from governance import admin, commands, replay
+    from governance import access_log_command, admin, commands, replay
 
     return {
         "show": show_main,
@@ -219,6 +231,7 @@ def _commands() -> dict[str, Callable[[list[str]], int]]:
         "override": commands.override_main,
         "outcome": commands.outcome_main,
         "checkpoint": commands.checkpoint_main,
+        "access-log": access_log_command.access_log_main,
         "verify": admin.verify_main,
         "purge": admin.purge_main,
         "replay": replay.replay_main,

@@ -12,6 +12,9 @@ from governance.queries import ModelHistory, ServingAt
 from governance.store import StoredDecision
 from governance.store.base import TrafficSeen
 from governance.store.entries import (
+    AccessEntry,
+    AccessFilter,
+    AccessPage,
     ArmTarget,
     Count,
     DecisionFilter,
@@ -117,6 +120,9 @@ def decision_to_proto(stored: StoredDecision) -> lineage_pb2.DecisionRecord:
         parent_decision_id=r.extra.get(PARENT_DECISION_ID, ""),
         fallback_from=r.extra.get(FALLBACK_FROM, ""),
         fallback_error=r.extra.get(FALLBACK_ERROR, ""),
+        principal=r.principal,
+        principal_verified_by=r.principal_verified_by,
+        access_policy_version=r.access_policy_version,
     )
 
 
@@ -311,4 +317,40 @@ def manifest_to_proto(m: RegisteredManifest) -> lineage_pb2.ModelManifest:
 def checkpoint_to_proto(c: Checkpoint) -> lineage_pb2.Checkpoint:
     return lineage_pb2.Checkpoint(
         size=c.size, head_sha256=c.head_sha256, at=timestamp_from_us(c.at_us)
+    )
+
+
+def access_filter_from_proto(r: lineage_pb2.ListAccessLogRequest, now_us: int) -> AccessFilter:
+    return AccessFilter(
+        since_us=_us_or(r.since, r.HasField("since"), 0),
+        until_us=_us_or(r.until, r.HasField("until"), now_us + 1),
+        principal=r.principal,
+        method=r.method,
+        decision_id=r.decision_id,
+    )
+
+
+def access_entry_to_proto(e: AccessEntry) -> lineage_pb2.AccessLogEntry:
+    return lineage_pb2.AccessLogEntry(
+        access_id=e.access_id,
+        at=timestamp_from_us(e.at_us),
+        principal=e.principal,
+        verified_by=e.verified_by,
+        peer=e.peer,
+        method=e.method,
+        permission=e.permission,
+        policy_version=e.policy_version,
+        decision_ids=list(e.decision_ids),
+        query_json=orjson.dumps(e.query, option=orjson.OPT_SORT_KEYS).decode(),
+        outcome=e.outcome,
+        detail=e.detail,
+        recorded_at=timestamp_from_us(e.recorded_at_us),
+        seq=e.seq,
+    )
+
+
+def access_page_to_proto(page: AccessPage) -> lineage_pb2.ListAccessLogResponse:
+    return lineage_pb2.ListAccessLogResponse(
+        entries=[access_entry_to_proto(e) for e in page.entries],
+        next_page_token=page.next_page_token,
     )

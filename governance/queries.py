@@ -7,7 +7,7 @@ inputs and raises the errors of ``governance.errors`` naming the offending field
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pydantic
@@ -18,6 +18,8 @@ from governance.ids import canonical_decision_id
 from governance.store import LineageStore, StoredDecision
 from governance.store.base import TrafficSeen
 from governance.store.entries import (
+    AccessFilter,
+    AccessPage,
     ArmTarget,
     DecisionFilter,
     DecisionPage,
@@ -258,6 +260,22 @@ class LineageQueries:
 
     async def checkpoint(self) -> Checkpoint:
         return await self._store.head()
+
+    async def access_log(
+        self, selection: AccessFilter, limit: int = 0, page_token: str = ""
+    ) -> AccessPage:
+        if limit > MAX_LIST:
+            raise InvalidRequest(f"limit {limit} is over {MAX_LIST}")
+        if selection.since_us >= selection.until_us:
+            raise InvalidRequest("since must be before until")
+        if selection.decision_id:
+            selection = replace(selection, decision_id=canonical_decision_id(selection.decision_id))
+        after = 0
+        if page_token:
+            if not page_token.isdigit():
+                raise InvalidRequest(f"page_token {page_token!r} is not one this store issued")
+            after = int(page_token)
+        return await self._store.list_access(selection, limit or DEFAULT_LIST, after)
 
 
 def _fields(entry: Override | Outcome) -> tuple[Any, ...]:

@@ -1,8 +1,11 @@
 """The lineage store's server: ``scoregate-lineage`` / ``scoregate lineage serve``.
 
 One grpc.aio server on one port carries the OTLP TraceService receiver, lineage.v1.LineageService,
-grpc health and reflection. SIGTERM/SIGINT: health NOT_SERVING, stop with the grace period (an
-Export in flight still commits and answers), close the database, exit 0.
+grpc health and reflection, over TLS (its certificate re-read on rotation) unless ``--plaintext``.
+Every OTLP and LineageService call is authenticated, authorised and logged in the access log
+(``governance.access``); health and reflection are open to whoever completes the handshake.
+SIGTERM/SIGINT: health NOT_SERVING, stop with the grace period (an Export in flight still
+commits and answers), flush the access log, close the database, exit 0.
 """
 
 from __future__ import annotations
@@ -22,16 +25,20 @@ import pydantic
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from governance.access import AccessInterceptor, StoreAccess
+from governance.audit import AccessLog
 from governance.chain import append_checkpoint
 from governance.errors import ConfigurationError, LineageError
 from governance.ingest import Ingestor
 from governance.queries import LineageQueries
+from governance.security_setup import is_loopback, store_security
 from governance.servicers import LineageServicer, OtlpTraceReceiver
 from governance.settings import LineageSettings
 from governance.status import ErrorStatusInterceptor
 from governance.store import LineageStore, create_store
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
 from reflection.service import enable_reflection
+from security.errors import SecurityConfigError
 
 log = logging.getLogger("governance.server")
 
@@ -64,7 +71,33 @@ def build_parser(prog: str = "scoregate-lineage") -> argparse.ArgumentParser:
         type=float,
         help=fields["grace_period_s"].description,
     )
+    # TLS and access control: one flag per setting, named as the setting (pydantic parses).
+    for name in _SECURITY_FLAGS:
+        flag = "--" + name.removesuffix("_s").replace("_", "-")
+        parser.add_argument(flag, dest=name, help=fields[name].description)
     return parser
+
+
+_SECURITY_FLAGS = (
+    "plaintext",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_ca_file",
+    "tls_client_certificate",
+    "certificate_identity",
+    "certificate_subject_field",
+    "jwt_jwks_file",
+    "jwt_jwks_url",
+    "jwt_issuer",
+    "jwt_audience",
+    "jwt_algorithms",
+    "jwt_leeway_s",
+    "jwt_principal_claim",
+    "access_policy",
+    "access_policy_interval_s",
+    "open_access",
+    "access_log_flush_s",
+)
 
 
 def _address(host: str, port: int) -> str:
@@ -78,11 +111,17 @@ def write_ready_file(path: Path, info: dict[str, object]) -> None:
 
 
 def build_server(
-    store: LineageStore, ingestor: Ingestor, health_servicer: health.aio.HealthServicer
+    store: LineageStore,
+    ingestor: Ingestor,
+    health_servicer: health.aio.HealthServicer,
+    access: StoreAccess | None = None,
+    audit: AccessLog | None = None,
 ) -> grpc.aio.Server:
-    """All services and the error interceptor on one server, not yet bound or started."""
+    """All services and the interceptors on one server, not yet bound or started; without
+    ``access``, open access, and without ``audit``, no access log."""
     server = grpc.aio.server(
-        interceptors=[ErrorStatusInterceptor()],
+        # The error mapping is outermost, so that the access checks' refusals reach it.
+        interceptors=[ErrorStatusInterceptor(), AccessInterceptor(access or StoreAccess(), audit)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -117,21 +156,44 @@ async def export_checkpoints(store: LineageStore, path: Path, interval_s: float)
 
 
 async def serve(settings: LineageSettings) -> int:
+    try:
+        security = store_security(settings)
+    except SecurityConfigError as e:
+        raise ConfigurationError(str(e)) from None
     store = create_store(settings.db_url)
     await store.open()
     ingestor = Ingestor(store)
-    exporter: asyncio.Task[None] | None = None
+    audit = AccessLog(store, flush_interval_s=settings.access_log_flush_s)
+    background = [asyncio.create_task(audit.run())]
+    if security.access.policy is not None:
+        background.append(
+            asyncio.create_task(security.access.policy.run(settings.access_policy_interval_s))
+        )
     try:
         if settings.checkpoint_file is not None:
-            exporter = asyncio.create_task(
-                export_checkpoints(store, settings.checkpoint_file, settings.checkpoint_interval_s)
+            background.append(
+                asyncio.create_task(
+                    export_checkpoints(
+                        store, settings.checkpoint_file, settings.checkpoint_interval_s
+                    )
+                )
             )
         health_servicer = health.aio.HealthServicer()
         services = ("", TRACE_SERVICE, LINEAGE_SERVICE)
         for name in services:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        server = build_server(store, ingestor, health_servicer)
-        port = server.add_insecure_port(_address(settings.host, settings.port))
+        server = build_server(store, ingestor, health_servicer, security.access, audit)
+        bind = _address(settings.host, settings.port)
+        if security.server_tls is None:
+            port = server.add_insecure_port(bind)
+            if not is_loopback(settings.host):
+                log.warning(
+                    "serving PLAINTEXT on %s: decision records, lineage queries and "
+                    "credentials cross the network unencrypted (--plaintext)",
+                    settings.host,
+                )
+        else:
+            port = server.add_secure_port(bind, security.server_tls.server_credentials())
         await server.start()
         for name in services:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -142,18 +204,28 @@ async def serve(settings: LineageSettings) -> int:
             loop.add_signal_handler(sig, stopping.set)
         address = _address(settings.host, port)
         if settings.ready_file is not None:
-            write_ready_file(settings.ready_file, {"grpc": address, "pid": os.getpid()})
-        log.info("lineage store serving on %s (database %s)", address, store.describe())
+            write_ready_file(
+                settings.ready_file,
+                {"grpc": address, "pid": os.getpid(), "tls": security.server_tls is not None},
+            )
+        log.info(
+            "lineage store serving on %s (%s, %s; database %s)",
+            address,
+            "plaintext" if security.server_tls is None else "TLS",
+            "open access" if security.access.open else "access policy",
+            store.describe(),
+        )
 
         await stopping.wait()
         log.info("stopping: NOT_SERVING, draining for up to %.1f s", settings.grace_period_s)
         await health_servicer.enter_graceful_shutdown()
         await server.stop(settings.grace_period_s)
     finally:
-        if exporter is not None:
-            exporter.cancel()
+        # Cancelling the access log's task flushes what it holds before the database closes.
+        for task in background:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await exporter
+                await task
         await store.close()
         s = ingestor.stats
         log.info(
@@ -165,6 +237,7 @@ async def serve(settings: LineageSettings) -> int:
             s.rejected,
             s.ignored_spans,
         )
+        log.info("access log: %d entries in %d batches", audit.stats.entries, audit.stats.batches)
     return 0
 
 

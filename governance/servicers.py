@@ -1,23 +1,29 @@
 """gRPC servicers: the OTLP TraceService receiver and lineage.v1.LineageService.
 
-They only convert messages; errors they raise become statuses in ``governance.status``. The
+They only convert messages; errors they raise become statuses in ``governance.status``. Who is
+calling has been authenticated and authorised before (``governance.access``): the servicers
+read the ``Caller`` to keep personal data from callers without ``read_features``
+(``governance.redaction``) and to record who made an override or an outcome. The
 receiver answers an Export only after its batch is committed, which is the sender's
 acknowledgement; a store failure surfaces as UNAVAILABLE, which OTLP senders retry.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from governance import convert
+from governance.caller import CALLER
 from governance.convert import decision_to_proto
 from governance.errors import InvalidRequest
 from governance.ingest import Ingestor
 from governance.otlp import extract_records
 from governance.queries import LineageQueries
+from governance.redaction import redact_record, redact_summaries
 from governance.store.sql import now_us
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
 
@@ -43,22 +49,28 @@ class LineageServicer(lineage_pb2_grpc.LineageServiceServicer):
     async def GetDecision(
         self, request: lineage_pb2.GetDecisionRequest, context: grpc.aio.ServicerContext
     ) -> lineage_pb2.DecisionRecord:
-        return decision_to_proto(await self._queries.get_decision(request.decision_id))
+        return redact_record(
+            decision_to_proto(await self._queries.get_decision(request.decision_id))
+        )
 
     async def ListDecisions(
         self, request: lineage_pb2.ListDecisionsRequest, context: grpc.aio.ServicerContext
     ) -> lineage_pb2.ListDecisionsResponse:
         selection = convert.filter_from_proto(request, now_us())
         page = await self._queries.list_decisions(selection, request.limit, request.page_token)
-        return convert.page_to_proto(page)
+        response = convert.page_to_proto(page)
+        redact_summaries(response.decisions)
+        return response
 
     async def ListShadows(
         self, request: lineage_pb2.ListShadowsRequest, context: grpc.aio.ServicerContext
     ) -> lineage_pb2.ListShadowsResponse:
         shadows = await self._queries.list_shadows(request.decision_id)
-        return lineage_pb2.ListShadowsResponse(
+        response = lineage_pb2.ListShadowsResponse(
             shadows=[convert.summary_to_proto(d) for d in shadows]
         )
+        redact_summaries(response.shadows)
+        return response
 
     async def RecordRouteChange(
         self, request: lineage_pb2.RecordRouteChangeRequest, context: grpc.aio.ServicerContext
@@ -79,7 +91,9 @@ class LineageServicer(lineage_pb2_grpc.LineageServiceServicer):
         answer = await self._queries.serving_at(
             request.decision_point, at, request.window_s, request.limit
         )
-        return convert.serving_to_proto(answer)
+        response = convert.serving_to_proto(answer)
+        redact_summaries(response.decisions)
+        return response
 
     async def GetModelHistory(
         self, request: lineage_pb2.GetModelHistoryRequest, context: grpc.aio.ServicerContext
@@ -103,18 +117,33 @@ class LineageServicer(lineage_pb2_grpc.LineageServiceServicer):
     async def RecordOverride(
         self, request: lineage_pb2.RecordOverrideRequest, context: grpc.aio.ServicerContext
     ) -> lineage_pb2.Override:
-        stored, _ = await self._queries.record_override(
-            convert.override_from_proto(request.override)
-        )
+        override = convert.override_from_proto(request.override)
+        caller = CALLER.get()
+        if caller.authenticated:
+            # Who overrode is who authenticated, whatever the request says.
+            override = replace(override, reviewer=caller.principal.id)
+        stored, _ = await self._queries.record_override(override)
         return convert.override_to_proto(stored)
 
     async def RecordOutcome(
         self, request: lineage_pb2.RecordOutcomeRequest, context: grpc.aio.ServicerContext
     ) -> lineage_pb2.Outcome:
-        stored, _ = await self._queries.record_outcome(convert.outcome_from_proto(request.outcome))
+        outcome = convert.outcome_from_proto(request.outcome)
+        caller = CALLER.get()
+        if caller.authenticated:
+            # The source is the authenticated system that reported it, not a request field.
+            outcome = replace(outcome, source=caller.principal.id)
+        stored, _ = await self._queries.record_outcome(outcome)
         return convert.outcome_to_proto(stored)
 
     async def GetCheckpoint(
         self, request: lineage_pb2.GetCheckpointRequest, context: grpc.aio.ServicerContext
     ) -> lineage_pb2.Checkpoint:
         return convert.checkpoint_to_proto(await self._queries.checkpoint())
+
+    async def ListAccessLog(
+        self, request: lineage_pb2.ListAccessLogRequest, context: grpc.aio.ServicerContext
+    ) -> lineage_pb2.ListAccessLogResponse:
+        selection = convert.access_filter_from_proto(request, now_us())
+        page = await self._queries.access_log(selection, request.limit, request.page_token)
+        return convert.access_page_to_proto(page)

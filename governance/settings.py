@@ -43,3 +43,69 @@ class LineageSettings(BaseSettings):
 
     checkpoint_interval_s: float = Field(default=60.0, gt=0)
     """How often a checkpoint is appended when the chain has grown (and once at shutdown)."""
+
+    plaintext: bool = False
+    """Serve h2c without TLS: only for `make demo` and tests, or behind a proxy that terminates
+    TLS; a warning is logged when the host is not loopback. Without it the store needs
+    --tls-cert-file and --tls-key-file."""
+
+    tls_cert_file: Path | None = None
+    """The listener's certificate chain (PEM); re-read when it changes (no restart)."""
+
+    tls_key_file: Path | None = None
+    """The listener certificate's private key (PEM, unencrypted)."""
+
+    tls_ca_file: Path | None = None
+    """CA bundle (PEM) that callers' client certificates are verified against."""
+
+    tls_client_certificate: Literal["off", "optional", "required"] = "off"
+    """Client certificates: off (not asked for), required (mutual TLS: a handshake without one
+    verified by --tls-ca-file fails). optional is refused: grpcio cannot ask for a certificate
+    without requiring it (docs/security.md)."""
+
+    certificate_identity: Literal["spiffe", "subject"] = "spiffe"
+    """Which part of a client certificate is the caller's principal: its one SPIFFE URI SAN, or
+    the subject field --certificate-subject-field."""
+
+    certificate_subject_field: str = "CN"
+    """With --certificate-identity subject: CN, OU, O, UID or serialNumber."""
+
+    jwt_jwks_file: Path | None = None
+    """Bearer tokens: the issuer's public keys (a JWKS file), re-read when it changes. Set this
+    or --jwt-jwks-url to accept `authorization: Bearer` tokens."""
+
+    jwt_jwks_url: str = ""
+    """Bearer tokens: the issuer's JWKS URL (https), fetched every 5 minutes and at once (at
+    most every 10 s) for a token signed with an unknown key id."""
+
+    jwt_issuer: str = ""
+    """Bearer tokens: the required `iss`."""
+
+    jwt_audience: str = ""
+    """Bearer tokens: the `aud` a token must name (this store)."""
+
+    jwt_algorithms: str = ""
+    """Bearer tokens: the accepted signature algorithms, comma-separated (e.g. RS256,ES256);
+    asymmetric only, `none` and HS* are never accepted. Required with tokens."""
+
+    jwt_leeway_s: float = Field(default=30.0, ge=0, le=300)
+    """Bearer tokens: clock skew allowed on exp and nbf, seconds."""
+
+    jwt_principal_claim: str = "sub"
+    """Bearer tokens: the claim that names the principal."""
+
+    access_policy: Path | None = None
+    """The access policy (YAML, the gateway's file; docs/security.md): who may call each
+    LineageService method group and send decision records (`ingest`). Deny by default;
+    re-read every --access-policy-interval-s."""
+
+    access_policy_interval_s: float = Field(default=2.0, gt=0)
+    """How often the access policy file is checked for a change."""
+
+    open_access: bool = False
+    """Authenticate and authorise no one: every caller may do everything, overrides keep the
+    reviewer the request names (`make demo`, tests). Without it the store needs
+    --access-policy. Calls are logged in the access log either way."""
+
+    access_log_flush_s: float = Field(default=0.05, gt=0)
+    """The access log is written in batches: at most this long after a call (docs/lineage.md)."""

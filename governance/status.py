@@ -1,8 +1,10 @@
 """The one place where the lineage store's errors become gRPC statuses.
 
 ``to_status`` maps an exception to (code, message); ``ErrorStatusInterceptor`` applies it to every
-unary call of the server, so servicers simply raise. Anything that is not a ``LineageError`` is
-logged with its traceback and reported as INTERNAL with a generic message.
+unary call of the server, so servicers simply raise. The security package's errors (refused
+credentials, a permission the policy does not grant) carry their status like ``LineageError``
+does. Anything else is logged with its traceback and reported as INTERNAL with a generic
+message.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 import grpc
 
 from governance.errors import LineageError
+from security.errors import SecurityError
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +24,7 @@ INTERNAL_MESSAGE = "internal error in the lineage store"
 
 
 def to_status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    if isinstance(exc, LineageError):
+    if isinstance(exc, LineageError | SecurityError):
         return exc.code, str(exc)
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
 

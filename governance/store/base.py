@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 
 from governance.chain import Checkpoint
 from governance.store.entries import (
+    AccessEntry,
+    AccessFilter,
+    AccessPage,
     DecisionFilter,
     DecisionPage,
     DecisionSummary,
@@ -184,3 +187,14 @@ class LineageStore(abc.ABC):
     @abc.abstractmethod
     async def purge(self, cutoff_us: int) -> PurgeReport:
         """Deletes the oldest chain entries older than ``cutoff_us`` and records the run."""
+
+    @abc.abstractmethod
+    async def append_access(self, entries: Sequence[AccessEntry]) -> int:
+        """Appends access-log entries to the chain in one transaction; returns the last seq."""
+
+    @abc.abstractmethod
+    async def list_access(
+        self, selection: AccessFilter, limit: int, after_seq: int = 0
+    ) -> AccessPage:
+        """Access-log entries in the selection, oldest first, after chain position
+        ``after_seq``; ``next_page_token`` is set when there are more."""

@@ -181,3 +181,56 @@ class PurgeReport:
         d = asdict(self)
         del d["seq"], d["purge_id"]
         return {"kind": "purge", **d}
+
+
+@dataclass(frozen=True, slots=True)
+class AccessEntry:
+    """One call to the store's API, as its access log keeps it (PCI DSS 10.2-style): who
+    (``principal``, how it was verified, from where), when, which method under which permission
+    and policy, on which decisions or with which query, and how it ended (``outcome``: ``OK``
+    or the gRPC status name, with the refusal's message in ``detail``)."""
+
+    access_id: str
+    at_us: int
+    principal: str
+    verified_by: str
+    peer: str
+    method: str
+    permission: str
+    policy_version: str
+    decision_ids: tuple[str, ...]
+    query: dict[str, Any]
+    outcome: str
+    detail: str = ""
+    recorded_at_us: int = 0
+    seq: int = 0
+
+    def body(self) -> dict[str, Any]:
+        d = asdict(self)
+        del d["recorded_at_us"], d["seq"]
+        d["decision_ids"] = list(self.decision_ids)
+        return {"kind": "access", **d}
+
+    @staticmethod
+    def from_body(body: dict[str, Any], recorded_at_us: int, seq: int) -> AccessEntry:
+        fields = {k: v for k, v in body.items() if k != "kind"}
+        fields["decision_ids"] = tuple(fields["decision_ids"])
+        return AccessEntry(**fields, recorded_at_us=recorded_at_us, seq=seq)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessFilter:
+    """A selection of the access log: ``since <= at < until``, optionally one principal, one
+    method (its short name, e.g. ``GetDecision``) and one decision id."""
+
+    since_us: int
+    until_us: int
+    principal: str = ""
+    method: str = ""
+    decision_id: str = ""
+
+
+@dataclass(slots=True)
+class AccessPage:
+    entries: list[AccessEntry] = field(default_factory=list)
+    next_page_token: str = ""

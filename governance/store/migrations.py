@@ -4,7 +4,7 @@ A migration is never edited once released: the runner stores each one's checksum
 database whose applied migrations differ from these. Add a new version instead. Both backends
 carry the same versions with the same names; version 1 is written per dialect, versions 2 and 3 use
 types both understand (BIGINT, DOUBLE PRECISION, TEXT) and are shared, version 4 changes SQLite
-only, versions 5 and 6 are written per dialect (each reads JSON its own way).
+only, versions 5 and 6 are written per dialect (each reads JSON its own way), version 7 is shared.
 """
 
 from __future__ import annotations
@@ -336,12 +336,41 @@ _POSTGRES_REASON_INDEX = Migration(
 )
 
 
+# Version 7: the access log (issue 23), a chained table like overrides. Queries select by time,
+# by principal and time, or by method and time; a query by decision id reads the body's list.
+ACCESS_LOG_VERSION = 7
+_ACCESS_LOG = Migration(
+    ACCESS_LOG_VERSION,
+    "access_log",
+    (
+        """
+        CREATE TABLE access_log (
+            access_id TEXT PRIMARY KEY,
+            at_us BIGINT NOT NULL,
+            principal TEXT NOT NULL,
+            method TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            recorded_at_us BIGINT NOT NULL,
+            seq BIGINT NOT NULL UNIQUE,
+            entry_sha256 TEXT NOT NULL,
+            chain_sha256 TEXT NOT NULL,
+            body TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX access_log_time ON access_log (at_us)",
+        "CREATE INDEX access_log_principal ON access_log (principal, at_us)",
+        "CREATE INDEX access_log_method ON access_log (method, at_us)",
+    ),
+)
+
+
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
     *_SQLITE_V1,
     *_SHARED,
     _SQLITE_ENTITY_INDEX,
     _shadow_parent_index("sqlite"),
     _SQLITE_REASON_INDEX,
+    _ACCESS_LOG,
 )
 
 POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
@@ -362,4 +391,5 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
     _POSTGRES_ENTITY_INDEX,
     _shadow_parent_index("postgresql"),
     _POSTGRES_REASON_INDEX,
+    _ACCESS_LOG,
 )

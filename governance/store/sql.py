@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 
 from governance.chain import Checkpoint
-from governance.store import decisions, facts, links, maintenance
+from governance.store import access_log, decisions, facts, links, maintenance
 from governance.store import verify as verify_chain
 from governance.store.base import (
     InsertResult,
@@ -30,6 +30,9 @@ from governance.store.dialect import Dialect
 from governance.store.engine import Connection, Engine
 from governance.store.entity_index import EntityIndex
 from governance.store.entries import (
+    AccessEntry,
+    AccessFilter,
+    AccessPage,
     DecisionFilter,
     DecisionPage,
     DecisionSummary,
@@ -171,6 +174,17 @@ class SqlLineageStore(LineageStore):
 
     async def get_manifest(self, artifact_sha256: str) -> RegisteredManifest | None:
         return await self._engine.read(lambda db: facts.get_manifest(db, artifact_sha256))
+
+    # -- access log -----------------------------------------------------------------------------
+    async def append_access(self, entries: Sequence[AccessEntry]) -> int:
+        return await self._engine.write(lambda db: access_log.append_access(db, entries))
+
+    async def list_access(
+        self, selection: AccessFilter, limit: int, after_seq: int = 0
+    ) -> AccessPage:
+        return await self._engine.read(
+            lambda db: access_log.list_access(db, selection, limit, after_seq)
+        )
 
     # -- integrity and retention ----------------------------------------------------------------
 

@@ -61,6 +61,8 @@ def principal_reason(record: DecisionRecord) -> str:
 RECORD_FIELD_CHANGES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     # Issue 22: a model decision's contributions, and each reason's feature and contribution.
     (("contributions", "contributions_base"), ("contribution", "feature")),
+    # Issue 23: who asked for the decision, how the gateway verified it, under which policy.
+    (("access_policy_version", "principal", "principal_verified_by"), ()),
 )
 
 
@@ -191,5 +193,13 @@ SEQ_TABLES: dict[str, ChainedTable] = {
         ("run_at_us", "cutoff_us", "boundary_seq", "boundary_chain_sha256"),
         "run_at_us",
         key_is_sha=True,
+    ),
+    # Schema version 7: who called the store's API, in the chain like what they read, so that
+    # an access-log row edited or deleted is caught by verify as any other entry is.
+    "access_log": ChainedTable(
+        "access_log",
+        "access_id",
+        ("access_id", "at_us", "principal", "method", "outcome"),
+        "at_us",
     ),
 }

@@ -38,6 +38,7 @@ _KIND = {
     "outcomes": "outcome",
     "route_changes": "route change",
     "purges": "purge",
+    "access_log": "access log entry",
 }
 
 

@@ -36,6 +36,14 @@ class LineagePermission(enum.StrEnum):
     PURGE = "purge"
     CHECKPOINTS = "checkpoints"
     """Exporting and verifying the tamper-evident chain's checkpoints."""
+    INGEST = "ingest"
+    """Writing decision records (the store's OTLP receiver): what gateways hold."""
+    RECORD_ROUTE_CHANGES = "record_route_changes"
+    """Recording that a routing configuration took effect: what gateways hold."""
+    REGISTER_MODELS = "register_models"
+    """Registering model manifests (release pipelines)."""
+    READ_ACCESS_LOG = "read_access_log"
+    """Reading the store's own log of who read or wrote lineage: auditors."""
 
 
 class _Strict(BaseModel):

@@ -38,21 +38,30 @@ def test_exported_checkpoints_let_verify_catch_a_deletion(
             wait_for_decision(lineage.address, r.decision_id)
     finally:
         assert lineage.stop() == 0, lineage.log_tail()
+    # The chain holds the 30 decisions and the access log's entries of the reads above.
+    with raw_database(db_url) as db:
+        ((reads,),) = db.execute("SELECT COUNT(*) FROM access_log")
+    size = 30 + int(reads)
     exported = read_checkpoints(checkpoints)
-    assert exported and exported[-1].size == 30  # the last one is written at shutdown
+    assert exported and exported[-1].size == size  # the last one is written at shutdown
 
     ok = lineage_cli("verify", "--db-url", db_url, "--checkpoints", str(checkpoints))
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "OK: the store matches" in ok.stdout
-    assert "entries checked    30" in ok.stdout
+    assert f"entries checked    {size}" in ok.stdout
 
     with raw_database(db_url) as db:
-        db.execute("DELETE FROM decisions WHERE seq = 30")
-        db.execute("UPDATE chain_head SET seq = 29, chain_sha256 = "
-                   "(SELECT chain_sha256 FROM decisions WHERE seq = 29)")  # fmt: skip
+        for table in ("decisions", "access_log"):
+            db.execute(f"DELETE FROM {table} WHERE seq = ?", (size,))
+        ((previous,),) = db.execute(
+            "SELECT chain_sha256 FROM decisions WHERE seq = ? "
+            "UNION ALL SELECT chain_sha256 FROM access_log WHERE seq = ?",
+            (size - 1, size - 1),
+        )
+        db.execute("UPDATE chain_head SET seq = ?, chain_sha256 = ?", (size - 1, previous))
     bad = lineage_cli("verify", "--db-url", db_url, "--checkpoints", str(checkpoints))
     assert bad.returncode == 1, bad.stdout + bad.stderr
-    assert "TAMPERED: seq 30" in bad.stdout and "truncated" in bad.stdout
+    assert f"TAMPERED: seq {size}" in bad.stdout and "truncated" in bad.stdout
 
 
 async def test_purge_keeps_the_chain_verifiable_and_is_recorded(

@@ -360,6 +360,9 @@ class DecisionRecord(_message.Message):
     PARENT_DECISION_ID_FIELD_NUMBER: _builtins.int
     FALLBACK_FROM_FIELD_NUMBER: _builtins.int
     FALLBACK_ERROR_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_VERIFIED_BY_FIELD_NUMBER: _builtins.int
+    ACCESS_POLICY_VERSION_FIELD_NUMBER: _builtins.int
     decision_id: _builtins.str
     """Time-ordered decision id (UUIDv7)."""
     request_id: _builtins.str
@@ -393,6 +396,17 @@ class DecisionRecord(_message.Message):
     fallback_error: _builtins.str
     """For a fallback decision: that version's error as the gateway saw it (at most 300
     characters); empty when no fallback answered.
+    """
+    principal: _builtins.str
+    """Who asked for the decision: the caller's principal as the gateway verified it (a SPIFFE
+    ID, a certificate subject field, a bearer token's subject); empty when the gateway ran
+    with open access, and for records made before gateways recorded it.
+    """
+    principal_verified_by: _builtins.str
+    """How the gateway verified principal: "mtls", "jwt" or "none" (open access)."""
+    access_policy_version: _builtins.str
+    """Version (content hash) of the gateway's access policy that allowed the call; empty with
+    open access.
     """
     @_builtins.property
     def received_at(self) -> _timestamp_pb2.Timestamp:
@@ -456,10 +470,13 @@ class DecisionRecord(_message.Message):
         parent_decision_id: _builtins.str = ...,
         fallback_from: _builtins.str = ...,
         fallback_error: _builtins.str = ...,
+        principal: _builtins.str = ...,
+        principal_verified_by: _builtins.str = ...,
+        access_policy_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at", "inputs", b"inputs", "model", b"model", "outputs", b"outputs", "received_at", b"received_at", "route", b"route", "stored_at", b"stored_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_sha256", b"chain_sha256", "decided_at", b"decided_at", "decision_id", b"decision_id", "decision_point", b"decision_point", "entity_key", b"entity_key", "fallback_error", b"fallback_error", "fallback_from", b"fallback_from", "gateway_instance", b"gateway_instance", "inputs", b"inputs", "latency_us", b"latency_us", "model", b"model", "outcomes", b"outcomes", "outputs", b"outputs", "overrides", b"overrides", "parent_decision_id", b"parent_decision_id", "received_at", b"received_at", "record_sha256", b"record_sha256", "request_id", b"request_id", "route", b"route", "seq", b"seq", "span_id", b"span_id", "stored_at", b"stored_at", "trace_id", b"trace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_policy_version", b"access_policy_version", "chain_sha256", b"chain_sha256", "decided_at", b"decided_at", "decision_id", b"decision_id", "decision_point", b"decision_point", "entity_key", b"entity_key", "fallback_error", b"fallback_error", "fallback_from", b"fallback_from", "gateway_instance", b"gateway_instance", "inputs", b"inputs", "latency_us", b"latency_us", "model", b"model", "outcomes", b"outcomes", "outputs", b"outputs", "overrides", b"overrides", "parent_decision_id", b"parent_decision_id", "principal", b"principal", "principal_verified_by", b"principal_verified_by", "received_at", b"received_at", "record_sha256", b"record_sha256", "request_id", b"request_id", "route", b"route", "seq", b"seq", "span_id", b"span_id", "stored_at", b"stored_at", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1415,3 +1432,165 @@ class Checkpoint(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Checkpoint: _TypeAlias = Checkpoint  # noqa: Y015
+
+@_typing.final
+class ListAccessLogRequest(_message.Message):
+    """Which access-log entries to return: since <= at < until, narrowed by the fields set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    principal: _builtins.str
+    """Only this caller's calls (its principal exactly as the log keeps it)."""
+    method: _builtins.str
+    """Only this method's calls, by its short name, e.g. "GetDecision"."""
+    decision_id: _builtins.str
+    """Only calls that named this decision id."""
+    limit: _builtins.int
+    """Page size: 1 to 10,000; 0 means 100."""
+    page_token: _builtins.str
+    """The previous answer's next_page_token, to continue after it."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Start of the range (inclusive); unset: the beginning of the log."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """End of the range (exclusive); unset: now."""
+
+    def __init__(
+        self,
+        *,
+        principal: _builtins.str = ...,
+        method: _builtins.str = ...,
+        decision_id: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        limit: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_id", b"decision_id", "limit", b"limit", "method", b"method", "page_token", b"page_token", "principal", b"principal", "since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAccessLogRequest: _TypeAlias = ListAccessLogRequest  # noqa: Y015
+
+@_typing.final
+class AccessLogEntry(_message.Message):
+    """One call to the store, as its access log keeps it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCESS_ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    VERIFIED_BY_FIELD_NUMBER: _builtins.int
+    PEER_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    PERMISSION_FIELD_NUMBER: _builtins.int
+    POLICY_VERSION_FIELD_NUMBER: _builtins.int
+    DECISION_IDS_FIELD_NUMBER: _builtins.int
+    QUERY_JSON_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    access_id: _builtins.str
+    """The entry's own id (a random UUID)."""
+    principal: _builtins.str
+    """Who made it: the principal of its token or client certificate; empty with open access or
+    when no credentials verified.
+    """
+    verified_by: _builtins.str
+    """How the principal was verified: "mtls", "jwt" or "none"."""
+    peer: _builtins.str
+    """The caller's address as gRPC saw it, e.g. "ipv4:10.0.4.17:51234"."""
+    method: _builtins.str
+    """The method's short name, e.g. "GetDecision", "Export" (OTLP)."""
+    permission: _builtins.str
+    """The permission checked (the one missing, when refused), e.g. "read_decisions"."""
+    policy_version: _builtins.str
+    """The access policy's version in force (empty with open access)."""
+    query_json: _builtins.str
+    """The call's query as JSON (request fields, an entity key as its sha256), e.g. a listing's
+    filter; "{}" when it has none.
+    """
+    outcome: _builtins.str
+    """"OK", or the gRPC status it ended with, e.g. "PERMISSION_DENIED"."""
+    detail: _builtins.str
+    """Why it was refused or failed (the message the caller got); empty when OK."""
+    seq: _builtins.int
+    """Its position in the hash chain."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When the call arrived, UTC."""
+
+    @_builtins.property
+    def decision_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The decision ids the call named."""
+
+    @_builtins.property
+    def recorded_at(self) -> _timestamp_pb2.Timestamp:
+        """When the entry was written to the store, UTC (entries are written in batches)."""
+
+    def __init__(
+        self,
+        *,
+        access_id: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        principal: _builtins.str = ...,
+        verified_by: _builtins.str = ...,
+        peer: _builtins.str = ...,
+        method: _builtins.str = ...,
+        permission: _builtins.str = ...,
+        policy_version: _builtins.str = ...,
+        decision_ids: _abc.Iterable[_builtins.str] | None = ...,
+        query_json: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
+        seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "recorded_at", b"recorded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_id", b"access_id", "at", b"at", "decision_ids", b"decision_ids", "detail", b"detail", "method", b"method", "outcome", b"outcome", "peer", b"peer", "permission", b"permission", "policy_version", b"policy_version", "principal", b"principal", "query_json", b"query_json", "recorded_at", b"recorded_at", "seq", b"seq", "verified_by", b"verified_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AccessLogEntry: _TypeAlias = AccessLogEntry  # noqa: Y015
+
+@_typing.final
+class ListAccessLogResponse(_message.Message):
+    """A page of the access log."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Non-empty when there are more: pass it as page_token."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___AccessLogEntry]:
+        """Oldest first."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___AccessLogEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAccessLogResponse: _TypeAlias = ListAccessLogResponse  # noqa: Y015

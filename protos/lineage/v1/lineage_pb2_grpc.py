@@ -90,6 +90,11 @@ class LineageServiceStub:
                 request_serializer=lineage_dot_v1_dot_lineage__pb2.GetCheckpointRequest.SerializeToString,
                 response_deserializer=lineage_dot_v1_dot_lineage__pb2.Checkpoint.FromString,
                 _registered_method=True)
+        self.ListAccessLog = channel.unary_unary(
+                '/lineage.v1.LineageService/ListAccessLog',
+                request_serializer=lineage_dot_v1_dot_lineage__pb2.ListAccessLogRequest.SerializeToString,
+                response_deserializer=lineage_dot_v1_dot_lineage__pb2.ListAccessLogResponse.FromString,
+                _registered_method=True)
 
 
 class LineageServiceServicer:
@@ -178,6 +183,14 @@ class LineageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAccessLog(self, request, context):
+        """Who called this API, when, which method on which decisions or with which query, and how
+        it ended: the store's access log, oldest first (itself an entry of it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LineageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -235,6 +248,11 @@ def add_LineageServiceServicer_to_server(servicer, server):
                     servicer.GetCheckpoint,
                     request_deserializer=lineage_dot_v1_dot_lineage__pb2.GetCheckpointRequest.FromString,
                     response_serializer=lineage_dot_v1_dot_lineage__pb2.Checkpoint.SerializeToString,
+            ),
+            'ListAccessLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccessLog,
+                    request_deserializer=lineage_dot_v1_dot_lineage__pb2.ListAccessLogRequest.FromString,
+                    response_serializer=lineage_dot_v1_dot_lineage__pb2.ListAccessLogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -535,6 +553,33 @@ class LineageService:
             '/lineage.v1.LineageService/GetCheckpoint',
             lineage_dot_v1_dot_lineage__pb2.GetCheckpointRequest.SerializeToString,
             lineage_dot_v1_dot_lineage__pb2.Checkpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccessLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lineage.v1.LineageService/ListAccessLog',
+            lineage_dot_v1_dot_lineage__pb2.ListAccessLogRequest.SerializeToString,
+            lineage_dot_v1_dot_lineage__pb2.ListAccessLogResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,10 @@ class LineageServiceStub:
     """Records what later turned out to be true for a decision; NOT_FOUND for an unknown id."""
     GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.GetCheckpointRequest, _lineage_pb2.Checkpoint]
     """The hash chain's current size and head: keep it outside the store to detect rewrites later."""
+    ListAccessLog: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.ListAccessLogRequest, _lineage_pb2.ListAccessLogResponse]
+    """Who called this API, when, which method on which decisions or with which query, and how
+    it ended: the store's access log, oldest first (itself an entry of it).
+    """
 
 @_typing.type_check_only
 class LineageServiceAsyncStub(LineageServiceStub):
@@ -103,6 +107,10 @@ class LineageServiceAsyncStub(LineageServiceStub):
     """Records what later turned out to be true for a decision; NOT_FOUND for an unknown id."""
     GetCheckpoint: _aio.UnaryUnaryMultiCallable[_lineage_pb2.GetCheckpointRequest, _lineage_pb2.Checkpoint]  # type: ignore[assignment]
     """The hash chain's current size and head: keep it outside the store to detect rewrites later."""
+    ListAccessLog: _aio.UnaryUnaryMultiCallable[_lineage_pb2.ListAccessLogRequest, _lineage_pb2.ListAccessLogResponse]  # type: ignore[assignment]
+    """Who called this API, when, which method on which decisions or with which query, and how
+    it ended: the store's access log, oldest first (itself an entry of it).
+    """
 
 class LineageServiceServicer(metaclass=_abc_1.ABCMeta):
     """Answers risk, compliance and audit questions about past decisions."""
@@ -204,5 +212,15 @@ class LineageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_lineage_pb2.Checkpoint, _abc.Awaitable[_lineage_pb2.Checkpoint]]:
         """The hash chain's current size and head: keep it outside the store to detect rewrites later."""
+
+    @_abc_1.abstractmethod
+    def ListAccessLog(
+        self,
+        request: _lineage_pb2.ListAccessLogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lineage_pb2.ListAccessLogResponse, _abc.Awaitable[_lineage_pb2.ListAccessLogResponse]]:
+        """Who called this API, when, which method on which decisions or with which query, and how
+        it ended: the store's access log, oldest first (itself an entry of it).
+        """
 
 def add_LineageServiceServicer_to_server(servicer: LineageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
