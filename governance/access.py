@@ -14,6 +14,7 @@ every call is still logged, as principal '' verified by ``none``.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -89,6 +90,9 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             except grpc.aio.AbortError:
                 code = context.code()
                 outcome = code.name if isinstance(code, grpc.StatusCode) else "ABORTED"
+                raise
+            except asyncio.CancelledError:
+                outcome = "CANCELLED"  # the caller went away or its deadline passed
                 raise
             except Exception as exc:
                 code, detail = to_status(exc)
