@@ -21,9 +21,10 @@ from typing import Any
 
 import grpc
 
-from governance.access_rules import RULES
+from governance.access_rules import GUARDED_SERVICES, RULES
 from governance.audit import AccessLog
 from governance.caller import CALLER, OPEN_ACCESS, Caller
+from governance.errors import AccessRuleMissing
 from governance.status import to_status
 from governance.store.clock import now_us
 from governance.store.entries import AccessEntry
@@ -55,6 +56,10 @@ class StoreAccess:
         )
 
 
+async def _no_rule(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    raise AccessRuleMissing(f"{context.peer()}: this method has no access rule")
+
+
 class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, access: StoreAccess, audit: AccessLog | None) -> None:
         self._access = access
@@ -66,9 +71,15 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        rule = RULES.get(handler_call_details.method)
-        if handler is None or handler.unary_unary is None or rule is None:
+        method = handler_call_details.method
+        rule = RULES.get(method)
+        if handler is None or (rule is None and not method.startswith(GUARDED_SERVICES)):
             return handler
+        if rule is None or handler.unary_unary is None:
+            # A method added to the API without its row in access_rules: refused, not open.
+            return grpc.unary_unary_rpc_method_handler(
+                _no_rule, handler.request_deserializer, handler.response_serializer
+            )
         inner = handler.unary_unary
         access, audit = self._access, self._audit
 

@@ -4,7 +4,9 @@ One row per method: the permissions a call needs (``needs``, from the request: a
 entity key also needs ``read_features``, since it asks about a person), the decision ids it names
 and its query as kept in the access log. The query never holds an entity key (its sha256 instead)
 nor a manifest's text: the access log is read by auditors, who need not hold ``read_features``.
-A method that is not in the table (health, reflection) is neither checked nor logged.
+Health and reflection are neither checked nor logged; a method of the two guarded services
+that is missing from the table is refused (``governance.access``), so a method added to the
+API is closed until its row says who may call it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from security.policy_schema import LineagePermission as P
 
 LINEAGE = lineage_pb2.DESCRIPTOR.services_by_name["LineageService"].full_name
 TRACE = trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"].full_name
+GUARDED_SERVICES = (f"/{LINEAGE}/", f"/{TRACE}/")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@
     ├── ModelNotFound (NOT_FOUND)             no manifest is registered for that artifact sha256
     ├── EntryConflict (ALREADY_EXISTS)        an id is already used by different content
     ├── StoreUnavailable (UNAVAILABLE)        the database could not be written or read; retry
+    ├── AccessRuleMissing (PERMISSION_DENIED) a guarded method without an access rule: closed
     └── ConfigurationError (FAILED_PRECONDITION)
         ├── DatabaseUrlError                  --db-url is malformed or names an unknown backend
         └── MigrationError                    the database's schema differs from this build's
@@ -61,6 +62,10 @@ class EntryConflict(LineageError):
 
 class StoreUnavailable(LineageError):
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class AccessRuleMissing(LineageError):
+    code = grpc.StatusCode.PERMISSION_DENIED
 
 
 class ConfigurationError(LineageError):

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -27,9 +28,12 @@ from support.certs import CertificateAuthority
 from support.tokens import AUDIENCE, ISSUER, Issuer, bearer
 from test_lineage_otlp import decision_span
 
+from governance.access_rules import RULES
 from governance.cli import format_table
+from governance.status import to_status
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
 from loadtests.local.topology import ManagedProcess, start_lineage
+from security.errors import AuthenticationFailed, PermissionDenied, SecurityConfigError
 
 POLICY = """
 lineage:
@@ -334,3 +338,47 @@ def test_who_asked_for_a_decision_is_returned_with_it(
     )
     shown = "spiffe://bank.test/ns/payments/sa/core  (mtls, access policy 3f9a0c1d2e4b5a69)"
     assert shown in format_table(got)
+
+
+@pytest.mark.parametrize(
+    "service",
+    [lineage_pb2.DESCRIPTOR.services_by_name["LineageService"],
+     trace_service_pb2.DESCRIPTOR.services_by_name["TraceService"]],
+    ids=lambda s: s.name,
+)  # fmt: skip
+def test_every_method_of_the_guarded_services_has_an_access_rule(service: Any) -> None:
+    missing = [m.name for m in service.methods if f"/{service.full_name}/{m.name}" not in RULES]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (AuthenticationFailed("bearer token: expired"), grpc.StatusCode.UNAUTHENTICATED),
+        (PermissionDenied("analyst", "lineage:purge"), grpc.StatusCode.PERMISSION_DENIED),
+        (SecurityConfigError("policy.yaml: bad"), grpc.StatusCode.FAILED_PRECONDITION),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else "",
+)
+def test_the_security_errors_map_to_their_status(error: Exception, code: grpc.StatusCode) -> None:
+    assert to_status(error) == (code, str(error))
+
+
+def test_with_open_access_calls_are_still_logged(lineage: ManagedProcess) -> None:
+    unknown = "0190b3a2-c7d4-7f3e-8a1b-2c3d4e5f6a7b"
+    with grpc.insecure_channel(lineage.address) as channel:
+        stub = lineage_pb2_grpc.LineageServiceStub(channel)
+        missing = _call(
+            lambda: stub.GetDecision(lineage_pb2.GetDecisionRequest(decision_id=unknown), timeout=5)
+        )
+        assert missing.code() == grpc.StatusCode.NOT_FOUND
+        deadline = time.monotonic() + 10
+        while True:
+            ask = lineage_pb2.ListAccessLogRequest(decision_id=unknown, method="GetDecision")
+            entries = stub.ListAccessLog(ask, timeout=5).entries
+            if entries or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    assert [(e.principal, e.verified_by, e.policy_version, e.outcome) for e in entries] == [
+        ("", "none", "", "NOT_FOUND")
+    ]

@@ -234,6 +234,7 @@ EXPECTED_CODES = {
     "ModelNotFound": grpc.StatusCode.NOT_FOUND,
     "EntryConflict": grpc.StatusCode.ALREADY_EXISTS,
     "StoreUnavailable": grpc.StatusCode.UNAVAILABLE,
+    "AccessRuleMissing": grpc.StatusCode.PERMISSION_DENIED,
     "ConfigurationError": grpc.StatusCode.FAILED_PRECONDITION,
     "DatabaseUrlError": grpc.StatusCode.FAILED_PRECONDITION,
     "MigrationError": grpc.StatusCode.FAILED_PRECONDITION,
