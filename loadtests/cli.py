@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from loadtests.credentials import Credentials
 from loadtests.scenarios import SCENARIOS, locustfile
 
 # Shapes decide users and duration themselves.
@@ -49,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="calls made (and not counted) before the run: first calls open channels and "
         "warm the runtime's model",
     )
+    run.add_argument("--tls-ca-file", help="the gateway's CA bundle: call it over TLS")
+    run.add_argument("--tls-cert-file", help="client certificate, for a mutual-TLS gateway")
+    run.add_argument("--tls-key-file", help="the client certificate's key")
+    run.add_argument("--bearer-token-file", help="a file holding the bearer token (JWT) to send")
     run.add_argument("--p99-ms", type=float, default=None, help="p99 limit, ms")
     run.add_argument("--max-fail-ratio", type=float, default=0.0, help="failed share limit")
     run.add_argument("--canary-weight", type=float, default=None, help="canary: expected weight")
@@ -85,10 +90,13 @@ def locust_argv(
         argv += ["--canary-weight", str(args.canary_weight)]
     if args.fault_command:
         argv += ["--fault-at", str(args.fault_at), "--fault-command", args.fault_command]
+    argv += Credentials.of(args).argv()
     return argv + list(extra or [])
 
 
-def warm_up(host: str, decision_point: str, calls: int) -> None:
+def warm_up(
+    host: str, decision_point: str, calls: int, credentials: Credentials | None = None
+) -> None:
     """Sequential Score calls whose outcome does not matter, so the run measures a warm path."""
     if calls <= 0:
         return
@@ -99,18 +107,20 @@ def warm_up(host: str, decision_point: str, calls: int) -> None:
     from scoring.v1.requests import score_request
 
     rows = sample_requests(decision_point, min(calls, 64), seed=11)
-    with grpc.insecure_channel(host) as channel:
+    credentials = credentials or Credentials()
+    metadata = credentials.metadata() or None
+    with credentials.channel(host) as channel:
         stub = scoring_pb2_grpc.ScoringServiceStub(channel)
         for i in range(calls):
             features = rows[i % len(rows)]
             request = score_request(f"warmup-{i}", decision_point, f"warmup-{i}", features)
             with contextlib.suppress(grpc.RpcError):
-                stub.Score(request, timeout=5.0)
+                stub.Score(request, timeout=5.0, metadata=metadata)
 
 
 def run_locust(args: argparse.Namespace, host: str, out: Path, extra: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
-    warm_up(host, args.decision_point, args.warmup)
+    warm_up(host, args.decision_point, args.warmup, Credentials.of(args))
     argv = locust_argv(args, host, out, extra)
     print(f"loadtest: {args.scenario} against {host}; reports in {out}", flush=True)
     return subprocess.run(argv, check=False).returncode

@@ -12,6 +12,7 @@ failed), so the report shows per-arm latency and the summary can count arm share
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import random
@@ -33,6 +34,7 @@ from loadtests.checks import (
     check_batch_response,
     check_response,
 )
+from loadtests.credentials import Credentials
 from scoring.v1 import scoring_pb2, scoring_pb2_grpc
 from scoring.v1.requests import score_request
 
@@ -61,6 +63,14 @@ def _add_options(parser: LocustArgumentParser, **_: Any) -> None:
     )
     group.add_argument(
         "--p99-ms", type=float, default=None, help="fail the run when p99 exceeds this, ms"
+    )
+    group.add_argument("--tls-ca-file", default="", help="the gateway's CA: call it over TLS")
+    group.add_argument("--tls-cert-file", default="", help="client certificate (mutual TLS)")
+    group.add_argument("--tls-key-file", default="", help="the client certificate's key")
+    group.add_argument(
+        "--bearer-token-file",
+        default="",
+        help="file holding the bearer token (JWT) each call sends",
     )
     group.add_argument(
         "--max-fail-ratio",
@@ -120,15 +130,35 @@ def batch_rows(request: scoring_pb2.ScoreBatchRequest) -> int:
     return len(request.columns.request_ids) if request.HasField("columns") else len(request.rows)
 
 
-class ScoringInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Reports every unary call to Locust, and fails unusable answers."""
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,  # type: ignore[misc]
+):
+    pass
 
-    def __init__(self, environment: Environment) -> None:
+
+class ScoringInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Reports every unary call to Locust, and fails unusable answers; adds ``metadata`` (the
+    bearer token) to every call, so that scenarios call the stub as they would without."""
+
+    def __init__(
+        self, environment: Environment, metadata: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         self._request_event = environment.events.request
+        self._metadata = metadata
 
     def intercept_unary_unary(
         self, continuation: Callable[[Any, Any], Any], client_call_details: Any, request: Any
     ) -> Any:
+        if self._metadata:
+            d = client_call_details
+            client_call_details = _CallDetails(
+                d.method, d.timeout, (*(d.metadata or ()), *self._metadata), d.credentials,
+                d.wait_for_ready, d.compression,
+            )  # fmt: skip
         point = getattr(request, "decision_point", "") or "-"
         arm = "-"
         exception: Exception | None = None
@@ -183,8 +213,10 @@ class ScoringUser(User):
         self.timeout: float = getattr(options, "request_timeout", 2.0)
         self.pace_s: float = getattr(options, "pace_ms", 0.0) / 1000.0
         self.host_address = self.host.removeprefix("grpc://")
+        credentials = Credentials.of(options)
         self._channel = grpc.intercept_channel(
-            grpc.insecure_channel(self.host_address), ScoringInterceptor(environment)
+            credentials.channel(self.host_address),
+            ScoringInterceptor(environment, credentials.metadata()),
         )
         self.stub = scoring_pb2_grpc.ScoringServiceStub(self._channel)
         self._rows = self.templates(self.decision_point, self.pool_size)
