@@ -72,7 +72,9 @@ class CertificateIdentity:
             )
         self.source = source
         self.subject_field = subject_field
-        self._cache: dict[bytes, Principal | AuthenticationFailed] = {}
+        # A refusal is kept as its message: a cached exception raised at every call would keep
+        # every raise's frames in its traceback.
+        self._cache: dict[bytes, Principal | str] = {}
 
     def principal(self, auth: AuthContext) -> Principal | None:
         """The certificate's principal; None when the call presented no certificate;
@@ -87,11 +89,11 @@ class CertificateIdentity:
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
             self._cache[pem] = found
-        if isinstance(found, AuthenticationFailed):
-            raise found
+        if isinstance(found, str):
+            raise AuthenticationFailed(found)
         return found
 
-    def _read(self, pem: bytes) -> Principal | AuthenticationFailed:
+    def _read(self, pem: bytes) -> Principal | str:
         cert = x509.load_pem_x509_certificate(pem)
         if self.source == "spiffe":
             try:
@@ -101,13 +103,11 @@ class CertificateIdentity:
                 uris = []
             spiffe = [u for u in uris if u.startswith("spiffe://")]
             if len(spiffe) != 1:
-                return AuthenticationFailed(
-                    f"client certificate: needs exactly one SPIFFE URI SAN, has {len(spiffe)}"
-                )
+                return f"client certificate: needs exactly one SPIFFE URI SAN, has {len(spiffe)}"
             return Principal(spiffe[0], VerifiedBy.MTLS)
         values = cert.subject.get_attributes_for_oid(SUBJECT_FIELDS[self.subject_field])
         if len(values) != 1 or not str(values[0].value):
-            return AuthenticationFailed(
+            return (
                 f"client certificate: needs exactly one subject {self.subject_field}, "
                 f"has {len(values)}"
             )

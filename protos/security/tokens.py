@@ -73,7 +73,9 @@ class _Verified:
 
 @dataclass(frozen=True, slots=True)
 class _Refused:
-    error: AuthenticationFailed
+    # The message, not the exception: an exception object raised again and again keeps every
+    # raise's frames in its traceback, and a cached one would grow without bound.
+    message: str
     generation: int
 
 
@@ -111,17 +113,15 @@ class TokenVerifier:
         hit = self._cache.get(token)
         if hit is not None and hit.generation == generation:
             if isinstance(hit, _Refused):
-                raise hit.error
+                raise AuthenticationFailed(hit.message)
             if time.time() - self.settings.leeway_s < hit.expires_at:
                 return hit.principal
-            self._remember(
-                token, _Refused(AuthenticationFailed("bearer token: expired"), generation)
-            )
+            self._remember(token, _Refused("bearer token: expired", generation))
             raise AuthenticationFailed("bearer token: expired")
         found = await self._verify(token)
         self._remember(token, found)
         if isinstance(found, _Refused):
-            raise found.error
+            raise AuthenticationFailed(found.message)
         return found.principal
 
     def _remember(self, token: str, entry: _Verified | _Refused) -> None:
@@ -136,7 +136,7 @@ class TokenVerifier:
         generation = self.keys.generation
 
         def refused(message: str) -> _Refused:
-            return _Refused(AuthenticationFailed(f"bearer token: {message}"), generation)
+            return _Refused(f"bearer token: {message}", generation)
 
         if len(token) > MAX_TOKEN_CHARS:
             return refused(f"over {MAX_TOKEN_CHARS} characters")
@@ -174,7 +174,7 @@ class TokenVerifier:
             error, final = _refusal(e, s.audience)
             if not final:
                 raise error from None
-            return _Refused(error, generation)
+            return _Refused(str(error), generation)
         subject = claims.get(s.principal_claim)
         if not isinstance(subject, str) or not subject:
             return refused(f"the {s.principal_claim!r} claim is missing or empty")

@@ -148,3 +148,17 @@ async def test_unknown_key_ids_refetch_a_jwks_url_at_most_once_per_interval(
         with pytest.raises(AuthenticationFailed, match="unknown key"):
             await verifier.principal(issuer.token("made-up", "svc"))
     assert jwks_server.fetches == 2
+
+
+async def test_a_cached_refusal_is_a_fresh_error_each_time(tmp_path: Path) -> None:
+    """A cached exception raised at every call would keep every raise's frames."""
+    issuer = Issuer()
+    issuer.rsa("k")
+    verifier = _verifier(tmp_path, issuer)
+    expired = issuer.token("k", "svc", lifetime_s=-100)
+    errors = []
+    for _ in range(3):
+        with pytest.raises(AuthenticationFailed, match="expired") as caught:
+            await verifier.principal(expired)
+        errors.append(caught.value)
+    assert len({id(e) for e in errors}) == 3
