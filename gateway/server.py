@@ -2,10 +2,12 @@
 
 ``create`` builds a ``Gateway`` from settings and checked routes (runtime client, sink and outbox
 with its sender, decision service, config watcher, gRPC server); ``run`` is the process around
-it. Start-up: settings, manifests and routing config are checked first (a bad config exits 2 with
-the offending path), then runtime channels are opened, the server starts, health turns SERVING
+it. Start-up: settings, manifests, routing config and the TLS and access settings
+(``gateway.access_setup``) are checked first (a bad config exits 2 with the offending path or
+setting), then runtime channels are opened, the server starts, health turns SERVING
 and the ready file is written (with the metrics address when ``--metrics-port`` is set). The
-routing file is then polled for changes (``gateway.routing.reload``). SIGTERM/SIGINT: health
+routing file and the access policy are then polled for changes (``gateway.routing.reload``,
+``security.policy_reload``). SIGTERM/SIGINT: health
 NOT_SERVING, calls still accepted for ``drain_delay_s``, then in-flight calls get ``grace_s`` to
 finish, shadow calls are let finish briefly, pending decision spans are flushed, exit 0.
 """
