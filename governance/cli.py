@@ -15,6 +15,7 @@ import grpc
 
 from governance.client import EXIT_NO, CliExit, call
 from governance.output import as_json, pairs, when
+from governance.redaction_view import WITHHELD, withheld_features
 from lineage.v1 import lineage_pb2
 
 USAGE = """usage: scoregate lineage COMMAND ...
@@ -119,7 +120,7 @@ def format_table(
         ("request id", record.request_id),
         ("asked by", _asked_by(record)),
         ("decision point", record.decision_point),
-        ("entity", record.entity_key),
+        ("entity", record.entity_key or (f"({WITHHELD})" if withheld_features(record) else "")),
         ("received", _when(record.received_at)),
         ("decided", f"{_when(record.decided_at)}  ({record.latency_us / 1000:.3f} ms)"),
         ("stored", _when(record.stored_at)),
@@ -162,6 +163,8 @@ def format_table(
         ("feature schema", inputs.feature_schema_version),
     ]
     rows += [(f"  {name}", _feature(inputs.features[name])) for name in sorted(inputs.features)]
+    if withheld_features(record):
+        rows.append(("  features", f"({WITHHELD})"))
     rows += [
         ("trace id", record.trace_id),
         ("span id", record.span_id),

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from governance.client import EXIT_NO, CliExit, call, fail
 from governance.output import pairs
+from governance.redaction_view import WITHHELD, withheld_features
 from lineage.v1 import lineage_pb2
 from lineage.v1.record import FeatureScalar
 from runtimes.manifest import (
@@ -333,6 +334,8 @@ def replay_main(argv: list[str], prog: str = "scoregate lineage replay") -> int:
 def _replay_one(prog: str, decision_id: str, lineage: str, model_dir: Path, timeout: float) -> int:
     request = lineage_pb2.GetDecisionRequest(decision_id=decision_id)
     record = call(prog, lineage, lambda s: s.GetDecision(request, timeout=timeout))
+    if withheld_features(record):
+        raise fail(prog, f"{record.decision_id}: {WITHHELD}; replay scores them again")
     try:
         result = replay(record, model_dir)
     except ManifestError as e:

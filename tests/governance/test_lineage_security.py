@@ -30,6 +30,7 @@ from test_lineage_otlp import decision_span
 
 from governance.access_rules import RULES
 from governance.cli import format_table
+from governance.redaction_view import WITHHELD
 from governance.status import to_status
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
 from loadtests.local.topology import ManagedProcess, start_lineage
@@ -41,7 +42,7 @@ lineage:
     permissions: [read_decisions]
   - principals: [auditor, "spiffe://bank.test/ns/audit/sa/auditor"]
     permissions: [read_access_log]
-  - principals: [gateway]
+  - principals: [gateway, "spiffe://bank.test/ns/scoring/sa/gateway"]
     permissions: [ingest, record_route_changes]
   - principals: [reviewer, "spiffe://bank.test/ns/risk/sa/*"]
     permissions: [read_decisions, read_features, record_overrides, record_outcomes]
@@ -184,6 +185,9 @@ def test_an_analyst_reads_decisions_without_personal_data(
     assert full.entity_key and full.inputs.features
     assert seen.entity_key == "" and not seen.inputs.features
     assert seen.inputs.features_sha256 == full.inputs.features_sha256
+    entity = [line for line in format_table(seen).splitlines() if line.startswith("entity ")]
+    assert len(entity) == 1 and entity[0].split(None, 1)[1] == f"({WITHHELD})"
+    assert WITHHELD not in format_table(full)
     assert refused.code() == grpc.StatusCode.PERMISSION_DENIED
     assert refused.details() == "permission denied: 'analyst' lacks 'lineage:read_features'"
     assert checkpoint.code() == grpc.StatusCode.PERMISSION_DENIED

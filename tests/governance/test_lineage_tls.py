@@ -12,12 +12,17 @@ from pathlib import Path
 
 import grpc
 import pytest
-from lineage_support import sqlite_url
+from lineage_support import MakeRecord, sqlite_url
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.trace.v1 import trace_pb2
 from support.certs import CertificateAuthority, Leaf
+from test_lineage_otlp import decision_span
 from test_lineage_security import POLICY
 
+from governance.convert import timestamp_from_us
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
 from loadtests.local.topology import ManagedProcess, TopologyError, start_lineage
+from security.tls import ClientTls, open_channel
 
 RISK = "spiffe://bank.test/ns/risk/sa/analyst-7"
 AUDITOR = "spiffe://bank.test/ns/audit/sa/auditor"
@@ -163,3 +168,44 @@ def test_a_changed_policy_governs_the_next_calls(mutual: MutualStore) -> None:
     time.sleep(0.5)
     assert _get(mutual, mutual.server_ca, outsider) == grpc.StatusCode.NOT_FOUND
     assert "access policy change refused" in mutual.process.log_tail(100)
+
+
+async def test_a_gateway_writes_through_its_own_client_tls(
+    mutual: MutualStore, tmp_path: Path, make_record: MakeRecord
+) -> None:
+    """The channel the gateway opens to the store (``security.tls.ClientTls``), with the
+    gateway's certificate: it may send records and route changes, and nothing else."""
+    ca_file = mutual.server_ca.write(tmp_path / "server-ca.crt")
+    gateway = mutual.clients.client(("spiffe://bank.test/ns/scoring/sa/gateway",))
+    cert, key = gateway.write(tmp_path, "gateway")
+    record = make_record()
+    request = trace_service_pb2.ExportTraceServiceRequest(
+        resource_spans=[
+            trace_pb2.ResourceSpans(
+                scope_spans=[trace_pb2.ScopeSpans(spans=[decision_span(record)])]
+            )
+        ]
+    )
+    change = lineage_pb2.RouteChange(
+        changed_at=timestamp_from_us(time.time_ns() // 1000), config_version="cfg-1", diff_json="{}"
+    )
+    async with open_channel(mutual.process.address, ClientTls(ca_file, cert, key)) as channel:
+        exported = await trace_service_pb2_grpc.TraceServiceStub(channel).Export(request, timeout=5)
+        stub = lineage_pb2_grpc.LineageServiceStub(channel)
+        recorded = await stub.RecordRouteChange(
+            lineage_pb2.RecordRouteChangeRequest(change=change), timeout=5
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.GetDecision(
+                lineage_pb2.GetDecisionRequest(decision_id=record.decision_id), timeout=5
+            )
+    assert not exported.HasField("partial_success") and not recorded.duplicate
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "'lineage:read_decisions'" in str(refused.value.details())
+    # The risk analyst's certificate reads it back.
+    channel, reader = _stub(mutual, mutual.server_ca, mutual.clients.client((RISK,)))
+    with channel:
+        stored = reader.GetDecision(
+            lineage_pb2.GetDecisionRequest(decision_id=record.decision_id), timeout=5
+        )
+    assert stored.record_sha256 and stored.entity_key == record.entity_key
