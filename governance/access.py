@@ -115,7 +115,9 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                         AccessEntry(
                             access_id=str(uuid.uuid4()),
                             at_us=at,
-                            principal=principal.id,
+                            # PostgreSQL's text cannot hold NUL: an entry with one would be
+                            # refused at every flush, and the log would stop there.
+                            principal=principal.id.replace("\x00", "\ufffd"),
                             verified_by=principal.verified_by.value,
                             peer=context.peer(),
                             method=rule.name,

@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from governance.errors import LineageError
+from governance.errors import LineageError, UnstorableData
 from governance.store import LineageStore
 from governance.store.entries import AccessEntry
 
@@ -30,6 +30,8 @@ class AuditStats:
     flush_s: float = 0.0
     """Time spent in flushes (on the writer thread, not on the calls' path)."""
     failures: int = 0
+    refused: int = 0
+    """Entries the database refused as data, logged instead (``AccessLog._one_by_one``)."""
 
 
 class AccessLog:
@@ -65,14 +67,35 @@ class AccessLog:
                 started = time.perf_counter()
                 try:
                     await self._store.append_access(batch)
+                    done = len(batch)
+                except UnstorableData:
+                    done = await self._one_by_one(batch)
                 except LineageError as e:
-                    self.stats.failures += 1
+                    done = 0
                     log.error("access log: %d entries not written yet: %s", len(batch), e)
-                    return
-                del self._pending[: len(batch)]
-                self.stats.entries += len(batch)
+                del self._pending[:done]
+                self.stats.entries += done
                 self.stats.batches += 1
                 self.stats.flush_s += time.perf_counter() - started
+                if done < len(batch):
+                    self.stats.failures += 1
+                    return
+
+    async def _one_by_one(self, batch: list[AccessEntry]) -> int:
+        """A value the database refuses would fail its batch at every flush and stop the log
+        there: each entry is written alone, and one the database refuses is logged whole (the
+        log file keeps what the table cannot) and left out. Returns how many entries are done
+        with, stopping at the first that could not be written for another reason."""
+        for done, entry in enumerate(batch):
+            try:
+                await self._store.append_access([entry])
+            except UnstorableData as e:
+                self.stats.refused += 1
+                log.error("access log entry refused by the database (%s): %s", e, entry.body())
+            except LineageError as e:
+                log.error("access log: %d entries not written yet: %s", len(batch) - done, e)
+                return done
+        return len(batch)
 
     async def run(self) -> None:
         """Flushes every ``flush_interval_s`` (sooner when a batch is full) until cancelled,
@@ -82,6 +105,10 @@ class AccessLog:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._interval)
                 self._wake.clear()
-                await self.flush()
+                try:
+                    await self.flush()
+                except Exception:
+                    # The log's writer must outlive any one failure: the entries stay pending.
+                    log.exception("access log flush failed; retrying at the next interval")
         finally:
             await self.flush()
