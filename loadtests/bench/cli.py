@@ -35,6 +35,9 @@ SIZES: dict[str, tuple[int, int, float, int, float, int, float]] = {
 
 SHED = "gateway-shedding"
 REASONS_OFF = "gateway-reasons-off"
+SECURED = "gateway-secured"
+BENCH_CALLER = "bench-client"
+"""The secured path's caller: its token's subject, which the bench's access policy allows."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class Job:
     rows_per_call: int = 1
     concurrency: int = 32
     overload_rate: float = 0.0
+    client_args: tuple[str, ...] = ()
+    """The load generator's TLS and token options (the secured path)."""
 
 
 def _positive(text: str) -> int:
@@ -123,6 +128,7 @@ def _loadgen_argv(job: Job, size: tuple[Any, ...], out: Path, label: str) -> lis
         "--overload-rate", str(job.overload_rate),
         "--overload-seconds", str(sat_s),
         "--out", str(out),
+        *job.client_args,
     ]  # fmt: skip
 
 
@@ -228,17 +234,29 @@ def run_overload(job: Job, size: tuple[Any, ...], workdir: Path, generators: int
     }
 
 
-def smoke(runtime: str, gateways: list[str], infer: bytes, score: bytes) -> None:
-    """One typed call per path, so the bench fails loudly rather than measuring errors."""
+def smoke(
+    runtime: str, gateways: list[str], infer: bytes, score: bytes, secured: tuple[str, ...] = ()
+) -> None:
+    """One typed call per path, so the bench fails loudly rather than measuring errors;
+    ``secured`` is the secured gateway's address and the load generator's options for it."""
     import grpc
 
     from scoring.v1 import scoring_pb2
 
     with grpc.insecure_channel(runtime) as channel:
         channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")(infer, timeout=10)
-    for address in gateways:
-        with grpc.insecure_channel(address) as channel:
-            raw = channel.unary_unary("/scoring.v1.ScoringService/Score")(score, timeout=10)
+    calls: list[tuple[str, grpc.Channel, tuple[tuple[str, str], ...]]] = [
+        (address, grpc.insecure_channel(address), ()) for address in gateways
+    ]
+    if secured:
+        address, _, ca, _, token = secured
+        credentials = grpc.ssl_channel_credentials(Path(ca).read_bytes())
+        bearer = (("authorization", f"Bearer {Path(token).read_text().strip()}"),)
+        calls.append((address, grpc.secure_channel(address, credentials), bearer))
+    for address, channel, metadata in calls:
+        with channel:
+            method = channel.unary_unary("/scoring.v1.ScoringService/Score")
+            raw = method(score, timeout=10, metadata=metadata)
             response = scoring_pb2.ScoreResponse.FromString(raw)
             if not (response.decision and response.model_name):
                 raise SystemExit(f"bench: gateway {address} answered without a decision")
@@ -249,6 +267,8 @@ class Servers:
     """Every server the bench measures, started once; ``pids`` by process name."""
 
     processes: list[Any]
+    client_args: tuple[str, ...] = ()
+    """The load generator's options for the secured gateway."""
 
     def process(self, name: str) -> Any:
         return next(p for p in self.processes if p.name == name)
@@ -264,6 +284,36 @@ class Servers:
         for proc in reversed(self.processes):
             with contextlib.suppress(Exception):
                 proc.stop()
+
+
+def secured_path(folder: Path) -> tuple[tuple[str, ...], list[str]]:
+    """Credentials made for this run (``loadtests.local.credentials``): the load generator's
+    options (the CA, a bearer token) and the secured gateway's (its certificate, the issuer's
+    JWKS, an access policy letting ``BENCH_CALLER`` score every decision point)."""
+    import yaml
+
+    from loadtests.local.credentials import AUDIENCE, ISSUER, CertificateAuthority, Issuer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    authority = CertificateAuthority("scoregate bench CA")
+    ca = authority.write(folder / "ca.crt")
+    cert, key = authority.server().write(folder, "gateway")
+    issuer = Issuer()
+    kid = issuer.ec("bench-1")
+    jwks = issuer.write_jwks(folder / "jwks.json")
+    token = folder / "token"
+    # Long enough for the slowest full run; each call still has it verified (from the cache).
+    token.write_text(issuer.token(kid, BENCH_CALLER, lifetime_s=4 * 3600))
+    policy = folder / "access-policy.yaml"
+    grant = {"principals": [BENCH_CALLER], "decision_points": ["*"]}
+    policy.write_text(yaml.safe_dump({"scoring": [grant]}))
+    client = ("--tls-ca-file", str(ca), "--bearer-token-file", str(token))
+    gateway = [
+        "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+        "--jwt-jwks-file", str(jwks), "--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE,
+        "--jwt-algorithms", "ES256", "--access-policy", str(policy),
+    ]  # fmt: skip
+    return client, gateway
 
 
 def start_servers(model_dir: Path, workdir: Path, max_in_flight: int) -> Servers:
@@ -299,15 +349,17 @@ def start_servers(model_dir: Path, workdir: Path, max_in_flight: int) -> Servers
             start_gateway(routes, model_dir, workdir, name="gateway-lineage-off")
         )
 
-        def lineage_on(served: Path, name: str) -> None:
+        def lineage_on(served: Path, name: str, security: list[str] | None = None) -> None:
             """A gateway on the production lineage path: records go through the durable outbox
             to the store (no OTLP span export to it, no general tracing); its outbox depth
-            (metrics) tells the bench when the store has caught up."""
+            (metrics) tells the bench when the store has caught up. With ``security``, its TLS
+            and access settings instead of plaintext and open access."""
             outbox = workdir / f"outbox-{name}"
             shutil.rmtree(outbox, ignore_errors=True)
             gateway = start_gateway(
                 served, model_dir, workdir, name=name, lineage_endpoint=lineage.address,
-                outbox_dir=outbox, extra_args=["--metrics-port", str(free_port())],
+                outbox_dir=outbox, insecure=security is None,
+                extra_args=[*(security or []), "--metrics-port", str(free_port())],
             )  # fmt: skip
             servers.processes.append(gateway)
 
@@ -316,6 +368,9 @@ def start_servers(model_dir: Path, workdir: Path, max_in_flight: int) -> Servers
         reasons_off = workdir / "routes-reasons-off.yaml"
         reasons_off.write_text(yaml.safe_dump(without_reasons(yaml.safe_load(routes.read_text()))))
         lineage_on(reasons_off, REASONS_OFF)
+        # The same path secured: TLS, a bearer token checked per call, the access policy.
+        servers.client_args, security = secured_path(workdir / "secured")
+        lineage_on(routes, SECURED, security)
         # Sheds beyond the saturation concurrency; loaded at twice the saturation rate.
         shedding = ["--max-in-flight", str(max_in_flight)]
         servers.processes.append(
@@ -379,6 +434,17 @@ def plan(servers: Servers, files: dict[str, Path], concurrency: int, batch: int)
             servers.pids(REASONS_OFF, "runtime", "lineage"),
         )
     )
+    jobs.append(
+        Job(
+            SECURED,
+            servers.address(SECURED),
+            score,
+            files["score"],
+            score_id,
+            servers.pids(SECURED, "runtime", "lineage"),
+            client_args=servers.client_args,
+        )
+    )
     batch_method = payloads.score_batch_method()
     if batch_method is not None:
         jobs.append(
@@ -432,7 +498,9 @@ def main(argv: list[str] | None = None) -> int:
     servers = start_servers(model_dir, workdir, args.concurrency)
     try:
         gateways = [servers.address("gateway-lineage-off"), servers.address("gateway-lineage-on")]
-        smoke(servers.address("runtime"), gateways, encoded["infer"][0], encoded["score"][0])
+        secured = (servers.address(SECURED), *servers.client_args)
+        infer_one, score_one = encoded["infer"][0], encoded["score"][0]
+        smoke(servers.address("runtime"), gateways, infer_one, score_one, secured)
         jobs = plan(servers, files, args.concurrency, args.batch)
         # Every path once per round, in turn: a machine that speeds up or slows down during the
         # run (as shared VMs do) shifts every path of a round alike, so ratios hold per round.
@@ -443,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 result = run_loadgen(job, round_size, workdir, round_no)
                 if servers.pids("lineage")[0] in job.server_pids:
-                    gateway = REASONS_OFF if job.key == REASONS_OFF else "gateway-lineage-on"
+                    own = job.key in (REASONS_OFF, SECURED)
+                    gateway = job.key if own else "gateway-lineage-on"
                     metrics = str(servers.process(gateway).info["metrics"])
                     drain_lineage(metrics, job.server_pids, result)
                 split_cpu(result, {p.popen.pid: p.name for p in servers.processes})

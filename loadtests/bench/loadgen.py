@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import itertools
 import json
@@ -266,12 +267,24 @@ async def run_open_loop(
     return phase
 
 
+def open_channel(target: str, ca_file: Path | None) -> grpc.aio.Channel:
+    """A channel with gRPC's default options: TLS against ``ca_file``'s CA when given."""
+    if ca_file is None:
+        return grpc.aio.insecure_channel(target)
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes())
+    return grpc.aio.secure_channel(target, credentials)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     payloads = read_payloads(args.payloads)
     source = requests(payloads, args.unique_field, f"bench-{args.label}")
     pids = [int(p) for p in args.server_pids.split(",") if p]
-    async with grpc.aio.insecure_channel(args.target) as channel:
+    async with open_channel(args.target, args.tls_ca_file) as channel:
         call = channel.unary_unary(args.method)
+        if args.bearer_token_file is not None:
+            # Every call carries the token, as a secured caller's do.
+            token = args.bearer_token_file.read_text().strip()
+            call = functools.partial(call, metadata=(("authorization", f"Bearer {token}"),))
         await asyncio.wait_for(channel.channel_ready(), 10.0)
         await run_phase(
             call, source, args.concurrency, args.warmup_calls, args.warmup_seconds, args.timeout
@@ -348,6 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overload-seconds", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=5.0, help="deadline per call, seconds")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--tls-ca-file", type=Path, default=None, help="call over TLS")
+    parser.add_argument(
+        "--bearer-token-file", type=Path, default=None, help="send this bearer token"
+    )
     return parser
 
 

@@ -29,6 +29,7 @@ PATHS = (
     BenchPath("gateway-lineage-off", "scoregate: gateway -> runtime, lineage off", "call"),
     BenchPath("gateway-lineage-on", "scoregate: gateway -> runtime, lineage on", "call"),
     BenchPath("gateway-reasons-off", "scoregate: lineage on, reasons off", "call"),
+    BenchPath("gateway-secured", "scoregate: lineage on, TLS + bearer token + policy", "call"),
     BenchPath("score-batch", "scoregate: ScoreBatch rows (columns), lineage on", "row"),
 )
 
@@ -226,6 +227,12 @@ def targets(rows: list[Row], overload: dict[str, Any] | None = None) -> list[Tar
             on,
             by.get("gateway-reasons-off"),
             "reasons off (both lineage on)",
+        ),
+        (
+            "secured >= 0.90 x open",
+            by.get("gateway-secured"),
+            on,
+            "plaintext, open access (both lineage on)",
         ),
     ):
         if with_it and without and with_it.throughput and without.throughput:

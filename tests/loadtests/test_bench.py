@@ -34,7 +34,7 @@ def test_bench_runs_every_path_and_writes_its_report(model_dir: Path, tmp_path: 
             assert row["note"], key
     assert rows["gateway-lineage-on"]["available"]
     # Lineage rows wait for the store to hold every record before the next path runs.
-    for key in ("gateway-lineage-on", "gateway-reasons-off", "score-batch"):
+    for key in ("gateway-lineage-on", "gateway-reasons-off", "gateway-secured", "score-batch"):
         assert rows[key]["drain_s"] is not None and rows[key]["drain_s"] >= 0, key
         assert 0 < rows[key]["stored_per_s"] <= rows[key]["throughput"], key
     assert rows["gateway-lineage-off"]["drain_s"] is None
@@ -59,6 +59,8 @@ def test_bench_runs_every_path_and_writes_its_report(model_dir: Path, tmp_path: 
     assert "gateway throughput >= 1.0 x direct" in targets
     assert "lineage on >= 0.90 x lineage off" in targets
     assert "reasons on >= 0.90 x reasons off" in targets
+    # The secured path answered its TLS, token-carrying calls without errors (above).
+    assert "secured >= 0.90 x open" in targets
     # One call in flight is judged on the product's default (lineage on) as well.
     assert "gateway, lineage on, p50 <= direct p50 + 0.8 ms" in targets
     assert "gateway, lineage on, p99 <= 2 x direct p99" in targets
