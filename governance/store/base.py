@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from governance.chain import Checkpoint
 from governance.store.entries import (
@@ -27,6 +28,9 @@ from governance.store.entries import (
     RouteChange,
 )
 from lineage.v1.record import DecisionRecord
+
+if TYPE_CHECKING:
+    from governance.store.drift_counts import WindowCounts
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +162,13 @@ class LineageStore(abc.ABC):
     ) -> DecisionPage:
         """Decisions in the selection ordered by (decided_at, id), after a keyset position,
         with counts over the whole selection."""
+
+    @abc.abstractmethod
+    async def window_counts(
+        self, decision_point: str, since_us: int, until_us: int
+    ) -> list[WindowCounts]:
+        """The monitoring counters of every version and arm of ``decision_point`` summed over
+        the hours starting in [since, until) (``governance.monitoring``)."""
 
     @abc.abstractmethod
     async def list_shadows(self, decision_id: str) -> list[DecisionSummary] | None:

@@ -11,6 +11,7 @@ from governance.chain import link
 from governance.errors import InvalidRequest
 from governance.store.base import Conflict, InsertResult, StoredDecision, TrafficSeen
 from governance.store.clock import now_us
+from governance.store.drift_counts import DriftCounter
 from governance.store.engine import Connection
 from governance.store.entity_index import EntityIndex, entity_condition
 from governance.store.entries import (
@@ -86,9 +87,11 @@ def insert_decisions(
     entities: EntityIndex,
     reasons: ReasonIndex,
     records: Sequence[DecisionRecord],
+    drift: DriftCounter | None = None,
 ) -> InsertResult:
     """Stores the records not stored yet in one write transaction, linked in the order given;
-    a record offered again counts as a duplicate (same content) or a conflict (different)."""
+    a record offered again counts as a duplicate (same content) or a conflict (different).
+    The new ones are added to the monitoring counters in the same transaction."""
     result = InsertResult()
     stored_at = now_us()
     batch: dict[str, list[object]] = {}
@@ -133,6 +136,8 @@ def insert_decisions(
                 recent = entities.add(db, new, recent)
             if reasons.enabled:
                 reasons.add(db, (offered[str(row[0])] for row in new))
+            if drift is not None and drift.enabled:
+                drift.add(db, (offered[str(row[0])] for row in new))
     entities.recent = recent
     result.inserted = len(new)
     return result

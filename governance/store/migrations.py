@@ -4,7 +4,8 @@ A migration is never edited once released: the runner stores each one's checksum
 database whose applied migrations differ from these. Add a new version instead. Both backends
 carry the same versions with the same names; version 1 is written per dialect, versions 2 and 3 use
 types both understand (BIGINT, DOUBLE PRECISION, TEXT) and are shared, version 4 changes SQLite
-only, versions 5 and 6 are written per dialect (each reads JSON its own way), version 7 is shared.
+only, versions 5 and 6 are written per dialect (each reads JSON its own way), versions 7 and 8 are
+shared.
 """
 
 from __future__ import annotations
@@ -364,6 +365,32 @@ _ACCESS_LOG = Migration(
 )
 
 
+# Version 8: the monitoring counters (issue 24, governance.monitoring.windows): per decision
+# point, hour, model version, arm, measure and slot, how many decisions; a window is a range of
+# the key's (decision_point, hour_us) prefix. Counted from this version on: decisions stored
+# before it are not counted (docs/monitoring.md).
+DRIFT_COUNTS_VERSION = 8
+_DRIFT_COUNTS = Migration(
+    DRIFT_COUNTS_VERSION,
+    "drift_counts",
+    (
+        """
+        CREATE TABLE drift_counts (
+            decision_point TEXT NOT NULL,
+            hour_us BIGINT NOT NULL,
+            model_name TEXT NOT NULL,
+            model_version TEXT NOT NULL,
+            arm TEXT NOT NULL,
+            measure TEXT NOT NULL,
+            slot TEXT NOT NULL,
+            count BIGINT NOT NULL,
+            PRIMARY KEY (decision_point, hour_us, model_name, model_version, arm, measure, slot)
+        )
+        """,
+    ),
+)
+
+
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
     *_SQLITE_V1,
     *_SHARED,
@@ -371,6 +398,7 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
     _shadow_parent_index("sqlite"),
     _SQLITE_REASON_INDEX,
     _ACCESS_LOG,
+    _DRIFT_COUNTS,
 )
 
 POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
@@ -392,4 +420,5 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
     _shadow_parent_index("postgresql"),
     _POSTGRES_REASON_INDEX,
     _ACCESS_LOG,
+    _DRIFT_COUNTS,
 )

@@ -27,6 +27,7 @@ from governance.store.base import (
 from governance.store.clock import now_us
 from governance.store.decisions import fast_decision_row
 from governance.store.dialect import Dialect
+from governance.store.drift_counts import DriftCounter, WindowCounts, window_counts
 from governance.store.engine import Connection, Engine
 from governance.store.entity_index import EntityIndex
 from governance.store.entries import (
@@ -45,6 +46,7 @@ from governance.store.entries import (
 from governance.store.hash_chain import read_head
 from governance.store.migrations import (
     DEFERRED_ENTITY_INDEX_VERSION,
+    DRIFT_COUNTS_VERSION,
     REASON_INDEX_VERSION,
     Migration,
 )
@@ -72,6 +74,9 @@ class SqlLineageStore(LineageStore):
         )
         self._reasons = ReasonIndex(
             enabled=any(m.version == REASON_INDEX_VERSION for m in migrations)
+        )
+        self._drift = DriftCounter(
+            enabled=any(m.version == DRIFT_COUNTS_VERSION for m in migrations)
         )
 
     @property
@@ -123,7 +128,9 @@ class SqlLineageStore(LineageStore):
         if not records:
             return InsertResult()
         return await self._engine.write(
-            lambda db: decisions.insert_decisions(db, self._entities, self._reasons, records)
+            lambda db: decisions.insert_decisions(
+                db, self._entities, self._reasons, records, self._drift
+            )
         )
 
     async def get(self, decision_id: str) -> StoredDecision | None:
@@ -142,6 +149,13 @@ class SqlLineageStore(LineageStore):
             lambda db: decisions.list_decisions(
                 db, self._entities, self._reasons, selection, limit, after, descending, with_counts
             )
+        )
+
+    async def window_counts(
+        self, decision_point: str, since_us: int, until_us: int
+    ) -> list[WindowCounts]:
+        return await self._engine.read(
+            lambda db: window_counts(db, decision_point, since_us, until_us)
         )
 
     async def list_shadows(self, decision_id: str) -> list[DecisionSummary] | None:
