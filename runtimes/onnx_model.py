@@ -46,7 +46,12 @@ from runtimes.graph import (
 )
 from runtimes.manifest import Manifest, ManifestError, read_manifest, verify_artifact
 from runtimes.reasons import read_catalogue
-from runtimes.tensors import decode_request, encode_outputs, requested_outputs
+from runtimes.tensors import (
+    contributions_from_score,
+    decode_request,
+    encode_outputs,
+    requested_outputs,
+)
 
 # Triton's name for an ONNX model run by onnxruntime; OIP v2 leaves the platform's naming open.
 PLATFORM = "onnxruntime_onnx"
@@ -159,7 +164,7 @@ class OnnxModel(Model):  # type: ignore[misc]
             raise UnknownVersion(self.name, version, self.manifest.version)
 
     def _run(
-        self, feed: dict[str, np.ndarray], explain: bool = False
+        self, feed: dict[str, np.ndarray], explain: bool = False, from_score: float = 0.0
     ) -> tuple[np.ndarray, np.ndarray, Contributions | None]:
         if self._session is None:
             raise RuntimeError(f"{self.name} is not loaded")
@@ -167,9 +172,17 @@ class OnnxModel(Model):  # type: ignore[misc]
         labels, probabilities = run_rows(
             self._session, (outputs.label, outputs.probabilities), feed
         )
-        if explain and self._explainer is not None:
+        if not explain or self._explainer is None:
+            return probabilities, labels, None
+        if from_score <= 0.0:
             return probabilities, labels, self._explainer.contributions(feed)
-        return probabilities, labels, None
+        # Compared in float64, as the gateway compares the score it decides on.
+        scores = probabilities[:, outputs.positive_class_index].astype(np.float64)
+        return (
+            probabilities,
+            labels,
+            self._explainer.contributions_of_rows(feed, scores >= from_score),
+        )
 
     async def predict(
         self,
@@ -182,14 +195,15 @@ class OnnxModel(Model):  # type: ignore[misc]
         self.check_version(payload.model_version)
         wanted = requested_outputs(payload.request_outputs, self._optional_outputs)
         explain = CONTRIBUTIONS in wanted
+        from_score = contributions_from_score(payload.request_outputs) if explain else 0.0
         feed = decode_request(payload, self._specs)
         if len(next(iter(feed.values()))) <= self._inline_max_rows:
-            probabilities, labels, contributions = self._run(feed, explain)
+            probabilities, labels, contributions = self._run(feed, explain, from_score)
         else:
             # onnxruntime releases the GIL while it runs, so the loop keeps serving meanwhile.
             loop = asyncio.get_running_loop()
             probabilities, labels, contributions = await loop.run_in_executor(
-                self._executor, self._run, feed, explain
+                self._executor, self._run, feed, explain, from_score
             )
         parameters: dict[str, str] = {
             ARTIFACT_SHA256_PARAMETER: self.manifest.artifact_sha256,

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, RequestedOutput
 
+from oip.v2.parameters import CONTRIBUTIONS_FROM_SCORE_PARAMETER
 from runtimes.errors import InvalidTensor
 from runtimes.graph import CONTRIBUTIONS, FP32, INT64, OUTPUT_METADATA, InputSpec
 from runtimes.manifest import MISSING_CATEGORY
@@ -22,6 +23,7 @@ OUTPUT_NAMES: tuple[str, ...] = tuple(str(output["name"]) for output in OUTPUT_M
 # KServe's REST decoding reads ``binary_data`` itself; any other output parameter asks for an
 # extension (Triton's ``classification``, shared memory) this runtime does not implement.
 _OUTPUT_PARAMETERS = frozenset({"binary_data"})
+_CONTRIBUTIONS_PARAMETERS = _OUTPUT_PARAMETERS | {CONTRIBUTIONS_FROM_SCORE_PARAMETER}
 
 
 def _as_array(tensor: InferInput, spec: InputSpec) -> np.ndarray:
@@ -103,7 +105,8 @@ def requested_outputs(
             )
         if output.name in names:
             raise InvalidTensor(f"output '{output.name}' is requested more than once")
-        unsupported = sorted(set(output.parameters or {}) - _OUTPUT_PARAMETERS)
+        allowed = _CONTRIBUTIONS_PARAMETERS if output.name == CONTRIBUTIONS else _OUTPUT_PARAMETERS
+        unsupported = sorted(set(output.parameters or {}) - allowed)
         if unsupported:
             raise InvalidTensor(
                 f"requested output '{output.name}' has parameter '{unsupported[0]}', "
@@ -111,6 +114,28 @@ def requested_outputs(
             )
         names.append(output.name)
     return tuple(names)
+
+
+def contributions_from_score(requested: Sequence[RequestedOutput] | None) -> float:
+    """The ``from_score`` of a requested ``contributions`` output: explain only rows scoring at
+    least this (0: every row)."""
+    for output in requested or ():
+        if output.name == CONTRIBUTIONS and output.parameters:
+            value = output.parameters.get(CONTRIBUTIONS_FROM_SCORE_PARAMETER)
+            if value is None:
+                return 0.0
+            # A string (OIP v2's parameters have no float in KServe's protocol) or a number.
+            where = f"output '{CONTRIBUTIONS}': parameter '{CONTRIBUTIONS_FROM_SCORE_PARAMETER}'"
+            try:
+                if isinstance(value, bool):
+                    raise ValueError(value)
+                score = float(value)
+            except (TypeError, ValueError):
+                raise InvalidTensor(f"{where} must be a number, not {value!r}") from None
+            if not 0.0 <= score <= 1.0:
+                raise InvalidTensor(f"{where} is {value}; a score is in [0, 1]")
+            return score
+    return 0.0
 
 
 def encode_outputs(

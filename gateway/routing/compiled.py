@@ -107,17 +107,23 @@ class _Compiler:
         self.targets: dict[tuple[str, str], ModelTarget] = {}
         self.rules: dict[str, RulesScorer] = {}
 
-    def explained_models(self) -> set[str]:
-        """The models some decision point that wants reasons may answer with: every version of
-        its primary's model (pinned calls), its canary's and its fallback chain's."""
-        models: set[str] = set()
+    def explained_models(self) -> dict[str, float]:
+        """The models some decision point that wants reasons may answer with (every version of
+        its primary's model, for pinned calls; its canary's and its fallback chain's), each with
+        the lowest score any such point gives reasons from: its review threshold, or 0 when it
+        gives approvals reasons too."""
+        models: dict[str, float] = {}
         for point in self.config.decision_points.values():
-            if point.reasons.max_reasons:
-                models.add(point.primary.model)
-                if point.canary is not None:
-                    models.add(point.canary.target.model)
-                if point.fallback is not None:
-                    models.update(s.model for s in point.fallback.chain if s.model is not None)
+            if not point.reasons.max_reasons:
+                continue
+            from_score = 0.0 if point.reasons.for_approvals else point.policy.review_at
+            names = {point.primary.model}
+            if point.canary is not None:
+                names.add(point.canary.target.model)
+            if point.fallback is not None:
+                names.update(s.model for s in point.fallback.chain if s.model is not None)
+            for name in names:
+                models[name] = min(models.get(name, 1.0), from_score)
         return models
 
     def models(self) -> None:
@@ -150,8 +156,9 @@ class _Compiler:
                 if name in explained and catalogue is not None:
                     ranker = ReasonRanker(manifest, catalogue)
                 self.targets[(name, version)] = ModelTarget(
-                    name, version, where.addresses, manifest, servings, ranker
-                )
+                    name, version, where.addresses, manifest, servings, ranker,
+                    explained.get(name, 0.0),
+                )  # fmt: skip
             for alias, version in model.aliases.items():
                 if version not in model.versions:
                     self.problems.append(

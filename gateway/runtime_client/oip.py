@@ -39,6 +39,7 @@ from oip.v2 import grpc_predict_v2_pb2 as pb
 from oip.v2.parameters import (
     ARTIFACT_SHA256_PARAMETER,
     CONTRIBUTIONS_BASE_PARAMETER,
+    CONTRIBUTIONS_FROM_SCORE_PARAMETER,
     MODEL_INFER,
     MODEL_METADATA,
     RUNTIME_INSTANCE_PARAMETER,
@@ -86,9 +87,13 @@ class RequestEncoder:
     __slots__ = ("_header", "_parts")
 
     def __init__(
-        self, manifest: Manifest, serving: Serving | None = None, explain: bool = False
+        self,
+        manifest: Manifest,
+        serving: Serving | None = None,
+        explain: bool = False,
+        from_score: float = 0.0,
     ) -> None:
-        self._header = _model_header(manifest, serving, explain)
+        self._header = _model_header(manifest, serving, explain, from_score)
         parts: list[tuple[str, int, Any, float]] = []
         for f in manifest.features:
             # What an absent optional feature is sent as (``runtimes.manifest.absent_value``).
@@ -127,10 +132,12 @@ class RequestEncoder:
         return b"".join(chunks)
 
 
-def _model_header(manifest: Manifest, serving: Serving | None, explain: bool = False) -> bytes:
+def _model_header(
+    manifest: Manifest, serving: Serving | None, explain: bool = False, from_score: float = 0.0
+) -> bytes:
     """The encoded model_name (and model_version) a request addresses, and, to ``explain``, the
     outputs it asks for: the probabilities and the contributions (asking for one output means
-    getting only those asked for)."""
+    getting only those asked for), of the rows scoring at least ``from_score``."""
     if serving is None:
         request = pb.ModelInferRequest(model_name=manifest.served_name)
     else:
@@ -138,8 +145,11 @@ def _model_header(manifest: Manifest, serving: Serving | None, explain: bool = F
             model_name=serving.served_name, model_version=serving.served_version
         )
     if explain:
-        for name in (manifest.outputs.probabilities, CONTRIBUTIONS_OUTPUT):
-            request.outputs.add(name=name)
+        request.outputs.add(name=manifest.outputs.probabilities)
+        contributions = request.outputs.add(name=CONTRIBUTIONS_OUTPUT)
+        if from_score > 0.0:
+            parameter = contributions.parameters[CONTRIBUTIONS_FROM_SCORE_PARAMETER]
+            parameter.string_param = repr(from_score)
     return bytes(request.SerializeToString())
 
 
@@ -244,10 +254,9 @@ def _add_contributions(
         raise InvalidModelOutput(f"{where} sent no '{CONTRIBUTIONS_OUTPUT}' output")
     values = _floats(response, index)
     rows, width = len(answers), len(target.manifest.features)
-    if len(values) != rows * width or not all(map(math.isfinite, values)):
+    if len(values) != rows * width:
         raise InvalidModelOutput(
-            f"{where} sent {len(values)} contributions for {rows} rows of {width} features, "
-            "or some not finite"
+            f"{where} sent {len(values)} contributions for {rows} rows of {width} features"
         )
     try:
         base = float(response.parameters[CONTRIBUTIONS_BASE_PARAMETER].string_param)
@@ -255,11 +264,19 @@ def _add_contributions(
         base = math.nan
     if not math.isfinite(base):
         raise InvalidModelOutput(f"{where} sent no finite '{CONTRIBUTIONS_BASE_PARAMETER}'")
-    ranker = target.reasons
+    ranker, from_score = target.reasons, target.explain_from_score
     for i, answer in enumerate(answers):
-        answer.contributions = values[i * width : (i + 1) * width]
-        answer.contributions_base = base
-        answer.ranker = ranker
+        row = values[i * width : (i + 1) * width]
+        if all(map(math.isfinite, row)):
+            answer.contributions = row
+            answer.contributions_base = base
+            answer.ranker = ranker
+        elif answer.score >= from_score or not all(map(math.isnan, row)):
+            # Only a row scoring below from_score may go unexplained, and then wholly.
+            raise InvalidModelOutput(
+                f"{where} sent contributions that are not finite for row {i} "
+                f"(score {answer.score}, explained from {from_score})"
+            )
 
 
 _RAW_INPUT_CONTENTS = pb.ModelInferRequest.RAW_INPUT_CONTENTS_FIELD_NUMBER
@@ -278,10 +295,14 @@ class BatchEncoder:
     _MAX_HEADERS = 1024
 
     def __init__(
-        self, manifest: Manifest, serving: Serving | None = None, explain: bool = False
+        self,
+        manifest: Manifest,
+        serving: Serving | None = None,
+        explain: bool = False,
+        from_score: float = 0.0,
     ) -> None:
         self._manifest = manifest
-        self._model = _model_header(manifest, serving, explain)
+        self._model = _model_header(manifest, serving, explain, from_score)
         features: list[tuple[str, dict[Any, bytes] | None, float]] = []
         for f in manifest.features:
             absent = absent_value(f)  # what an absent optional feature is sent as
@@ -346,8 +367,9 @@ class _Endpoint:
         self, target: ModelTarget, serving: Serving, call: Any, check: MetadataCheck | None
     ) -> None:
         self.explain = target.explains_at(serving)
-        self.encoder = RequestEncoder(target.manifest, serving, self.explain)
-        self.batch_encoder = BatchEncoder(target.manifest, serving, self.explain)
+        from_score = target.explain_from_score
+        self.encoder = RequestEncoder(target.manifest, serving, self.explain, from_score)
+        self.batch_encoder = BatchEncoder(target.manifest, serving, self.explain, from_score)
         self.call = call
         self.check = check
 
@@ -385,8 +407,9 @@ class OipModelClient:
                 route is None
                 or route.target.servings != target.servings
                 or set(route.by_endpoint) != set(target.endpoints)
-                # Whether to ask for contributions is fixed in the encoders.
+                # Whether and from which score to ask for contributions is fixed in the encoders.
                 or (route.target.reasons is None) != (target.reasons is None)
+                or route.target.explain_from_score != target.explain_from_score
             ):
                 self._add(target)
 

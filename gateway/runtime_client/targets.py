@@ -35,6 +35,9 @@ class ModelTarget:
     reasons: ReasonRanker | None = field(default=None, compare=False)
     """Set when a decision point routed to this version wants reasons and the version has a
     reason catalogue: its runtimes are asked for contributions, ranked through this."""
+    explain_from_score: float = field(default=0.0, compare=False)
+    """With ``reasons``: the lowest score any of those decision points gives reasons from (0
+    when one gives approvals reasons too); rows scoring less are not explained."""
     feature_schema_version: str = field(init=False, compare=False)
     served_name: str = field(init=False, compare=False)
     """The OIP v2 model name the runtimes serve this version under by default."""

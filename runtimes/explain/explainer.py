@@ -136,6 +136,18 @@ class Explainer:
         """Contributions for the rows of ``feed``, the graph's inputs ([N, 1] per feature)."""
         return self.contributions_of_columns(self.preprocessing.columns(feed))
 
+    def contributions_of_rows(
+        self, feed: Mapping[str, np.ndarray], rows: np.ndarray
+    ) -> Contributions:
+        """Contributions for the rows of ``feed`` where ``rows`` (bool [N]) is set, NaN for the
+        others: those rows alone are computed, with the bits they have in any call."""
+        n = len(rows)
+        values = np.full((n, len(self.features)), np.nan)
+        if rows.any():
+            chosen = {name: column[rows] for name, column in feed.items()}
+            values[rows] = self.contributions(chosen).values
+        return Contributions(values, self.attribution.base_value)
+
     def probabilities(self, contributions: Contributions) -> np.ndarray:
         """float64 [N]: the positive-class probability the rows' margins give, through the
         graph's own post-transform."""

@@ -3,6 +3,7 @@ refuses in the answer (a runtime that explains wrongly is a runtime whose score 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import struct
 from pathlib import Path
@@ -135,3 +136,29 @@ async def test_an_answer_with_unusable_contributions_is_refused(
     assert len(parse_answers(target, "runtime", data, 3, explain=True)) == 3
     with pytest.raises(InvalidModelOutput, match=named):
         parse_answers(target, "runtime", _tampered(data, change), 3, explain=True)
+
+
+async def test_rows_below_the_reasons_threshold_are_not_explained(
+    runtime: ManagedProcess, model_dir: Path
+) -> None:
+    """Approvals carry no reasons by default, so the gateway asks the runtime to explain only
+    rows scoring at least the decision points' lowest review threshold."""
+    target, _ = _target(model_dir, "credit-risk")
+    rows = _rows(target.manifest, 40)
+    plain = parse_answers(
+        target, "runtime", await _infer(runtime, BatchEncoder(target.manifest).encode(rows)), 40
+    )
+    scores = sorted(a.score for a in plain)
+    threshold = scores[30]
+    target = dataclasses.replace(target, explain_from_score=threshold)
+    encoder = BatchEncoder(target.manifest, None, True, threshold)
+    data = await _infer(runtime, encoder.encode(rows))
+    answers = parse_answers(target, "runtime", data, 40, explain=True)
+    for answer in answers:
+        explained = answer.contributions is not None
+        assert explained == (answer.score >= threshold), answer.score
+    assert sum(a.contributions is not None for a in answers) == 10
+    # A runtime that leaves a row scoring above the threshold unexplained is not believed.
+    lower = dataclasses.replace(target, explain_from_score=scores[0])
+    with pytest.raises(InvalidModelOutput, match="not finite for row"):
+        parse_answers(lower, "runtime", data, 40, explain=True)

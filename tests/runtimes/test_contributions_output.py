@@ -100,3 +100,38 @@ async def test_contributions_of_one_row_equal_its_contributions_in_a_batch(
         assert np.array_equal(
             _output(await stub.ModelInfer(alone, timeout=10), "contributions")[0], together[i]
         )
+
+
+@pytest.mark.parametrize("served", ["card-fraud-v1", "credit-risk-v1"])
+async def test_from_score_explains_only_the_rows_scoring_at_least_it(
+    served: str, stub: pb_grpc.GRPCInferenceServiceStub, manifests: dict[str, Manifest]
+) -> None:
+    """What the gateway asks for when approvals carry no reasons: the other rows cost nothing,
+    and the rows explained have the very bits they have when every row is."""
+    m = manifests[served]
+    rows = sample_requests(m.name, 200, seed=23)
+    request = infer_request(m, rows).to_grpc()
+    for name in ("probabilities", "contributions"):
+        request.outputs.add(name=name)
+    every = await stub.ModelInfer(request, timeout=10)
+    p = _output(every, "probabilities")[:, m.outputs.positive_class_index].astype(np.float64)
+    threshold = float(np.quantile(p, 0.8))
+    request.outputs[1].parameters["from_score"].string_param = repr(threshold)
+    some = await stub.ModelInfer(request, timeout=10)
+    chosen = p >= threshold
+    assert 0 < chosen.sum() < len(rows)
+    partial, full = _output(some, "contributions"), _output(every, "contributions")
+    assert np.isnan(partial[~chosen]).all()
+    assert np.array_equal(partial[chosen], full[chosen])
+    assert some.parameters["contributions_base"] == every.parameters["contributions_base"]
+
+    for bad in (1.5, -0.1):
+        request.outputs[1].parameters["from_score"].string_param = repr(bad)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.ModelInfer(request, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "from_score" in str(refused.value.details())
+    request.outputs[1].parameters["from_score"].string_param = "half"
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.ModelInfer(request, timeout=10)
+    assert "must be a number" in str(refused.value.details())

@@ -18,3 +18,8 @@ RUNTIME_INSTANCE_PARAMETER = "runtime_instance"
 SCORING_ENVIRONMENT_PARAMETER = "scoring_environment"
 CONTRIBUTIONS_BASE_PARAMETER = "contributions_base"
 """With the ``contributions`` output: the base value (repr of a float64) they add up from."""
+CONTRIBUTIONS_FROM_SCORE_PARAMETER = "from_score"
+"""A parameter of the requested ``contributions`` output (a number in [0, 1], as a string: the
+protocol's parameters hold no floats): only rows whose
+score is at least this are explained, the others' rows are NaN. The gateway sends the lowest
+score any decision point gives reasons from, so that approvals cost no attribution."""
