@@ -155,7 +155,7 @@ class CertificateAuthority:
         self,
         common_name: str,
         sans: list[x509.GeneralName],
-        usage: x509.ObjectIdentifier,
+        usage: x509.ObjectIdentifier | list[x509.ObjectIdentifier],
         organizational_unit: str = "",
     ) -> Leaf:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -174,7 +174,10 @@ class CertificateAuthority:
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(hours=12))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.ExtendedKeyUsage(usage if isinstance(usage, list) else [usage]),
+                critical=False,
+            )
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
                 critical=False,
@@ -200,3 +203,14 @@ class CertificateAuthority:
         """A client certificate with ``spiffe_ids`` as URI SANs (none, one or several)."""
         sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in spiffe_ids]
         return self._leaf(common_name, sans, ExtendedKeyUsageOID.CLIENT_AUTH, organizational_unit)
+
+    def workload(self, spiffe_id: str, common_name: str = "workload") -> Leaf:
+        """One certificate for a workload that serves and calls (as cert-manager issues the
+        chart's gateway): localhost and 127.0.0.1, ``spiffe_id`` as its URI SAN, both usages."""
+        sans: list[x509.GeneralName] = [
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.UniformResourceIdentifier(spiffe_id),
+        ]
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+        return self._leaf(common_name, sans, usages)

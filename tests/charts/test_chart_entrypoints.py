@@ -9,6 +9,13 @@ The lineage store runs on the database its scenario implies: a SQLite file where
 PVC, and where it reads a URL from a Secret, a real PostgreSQL database created for the run on the
 machine's server (the test skips, saying so, only when that server is unreachable). The purge
 CronJob's command and the auditor's `verify` then run against the same database.
+
+Where the scenario is secured (security.insecureDemo false), what the cluster would mount is made
+here: cert-manager's Secrets (a CA and one leaf per Certificate, with the Certificate's SPIFFE
+URI), the bank IdP's JWKS, and the access-policy ConfigMap exactly as rendered. The flags that
+name the mounted files are remapped to them, the gateway reaches the store over mutual TLS with
+its own certificate, and every call the test makes presents the certificate of a principal the
+rendered policy grants.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from chart_support import Obj, Rendered, container, postgres_database
+from chart_support import RELEASE, Obj, Rendered, container, postgres_database
 from google.protobuf import json_format, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as oip
@@ -32,6 +39,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as oip_grpc
 
 from governance.chain import read_checkpoints
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
+from loadtests.local.credentials import CertificateAuthority, Issuer, Leaf
 from loadtests.local.topology import ManagedProcess, entry_point, free_port, start_process
 from scoring.v1 import scoring_pb2, scoring_pb2_grpc
 
@@ -60,10 +68,75 @@ def remapped_argv(c: Obj, remap: Remap) -> list[str]:
     return out
 
 
-def _health(address: str) -> int:
-    with grpc.insecure_channel(address) as channel:
+Connect = Callable[[str], grpc.Channel]
+
+
+def _health(connect: Connect, address: str) -> int:
+    with connect(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         return int(stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status)
+
+
+class _Mounts:
+    """The Secrets and ConfigMaps a secured scenario mounts, made on disk: a CA standing in for
+    the Certificates' issuer, one leaf per rendered Certificate, the IdP's JWKS, the policy."""
+
+    def __init__(self, rendered: Rendered, root: Path) -> None:
+        self.ca = CertificateAuthority("chart test CA")
+        self.root = root
+        self.principals = {
+            cert["metadata"]["name"].removeprefix(f"{RELEASE}-"): cert["spec"]["uris"][0]
+            for cert in rendered.of_kind("Certificate")
+        }
+        self.dirs = {c: self._secret(c) for c in ("gateway", "lineage")}
+        policy = rendered.component("ConfigMap", "access-policy")["data"]["policy.yaml"]
+        self.policy = root / "policy" / "policy.yaml"
+        self.policy.parent.mkdir(parents=True)
+        self.policy.write_text(policy)
+        self.issuer = Issuer()
+        self.issuer.rsa("k1")
+        self.jwks = self.issuer.write_jwks(root / "jwks.json")
+        self.test_client = self.ca.client((self.principals["test"],))
+        # An auditor under the rendered policy's audit grant, to read back what was stored.
+        grants = yaml.safe_load(policy)["lineage"]
+        pattern = next(
+            p for g in grants if "read_access_log" in g["permissions"] for p in g["principals"]
+        )
+        self.auditor = self.ca.client((pattern.replace("*", "chart-test"),))
+
+    def _secret(self, component: str) -> Path:
+        folder = self.root / f"{component}-tls"
+        folder.mkdir(parents=True)
+        self.ca.workload(self.principals[component]).write(folder, "tls")
+        self.ca.write(folder / "ca.crt")
+        return folder
+
+    def remap(self, component: str) -> Remap:
+        folder = self.dirs[component]
+        remap: Remap = {
+            "--tls-cert-file": lambda _: str(folder / "tls.crt"),
+            "--tls-key-file": lambda _: str(folder / "tls.key"),
+            "--tls-ca-file": lambda _: str(folder / "ca.crt"),
+            "--access-policy": lambda _: str(self.policy),
+            "--jwt-jwks-file": lambda _: str(self.jwks),
+        }
+        if component == "gateway":
+            remap |= {
+                "--lineage-tls-cert-file": lambda _: str(folder / "tls.crt"),
+                "--lineage-tls-key-file": lambda _: str(folder / "tls.key"),
+                "--lineage-tls-ca-file": lambda _: str(folder / "ca.crt"),
+                # The in-cluster Service name is not this machine's: the leaves name localhost.
+                "--lineage-tls-server-name": lambda _: "localhost",
+            }
+        return remap
+
+    def connect(self, client: Leaf) -> Connect:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.ca.cert_pem,
+            private_key=client.key_pem,
+            certificate_chain=client.cert_pem,
+        )
+        return lambda address: grpc.secure_channel(address, credentials)
 
 
 @pytest.fixture
@@ -103,11 +176,11 @@ def lineage_db(rendered: Rendered, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def _serving_at(lineage: str, point: str) -> lineage_pb2.GetServingAtResponse:
+def _serving_at(connect: Connect, lineage: str, point: str) -> lineage_pb2.GetServingAtResponse:
     """What the lineage store says serves ``point`` now, once the gateway's start-up route
     change has arrived (it is sent in the background)."""
     deadline = time.monotonic() + 15
-    with grpc.insecure_channel(lineage) as channel:
+    with connect(lineage) as channel:
         stub = lineage_pb2_grpc.LineageServiceStub(channel)
         while True:
             at = timestamp_pb2.Timestamp()
@@ -119,11 +192,13 @@ def _serving_at(lineage: str, point: str) -> lineage_pb2.GetServingAtResponse:
             time.sleep(0.2)
 
 
-def _stored_decision(lineage: str, decision_id: str) -> lineage_pb2.DecisionRecord:
+def _stored_decision(
+    connect: Connect, lineage: str, decision_id: str
+) -> lineage_pb2.DecisionRecord:
     """The lineage store's record of ``decision_id``, once it has arrived (the outbox's sender,
     or the span exporter, delivers it in the background)."""
     deadline = time.monotonic() + 15
-    with grpc.insecure_channel(lineage) as channel:
+    with connect(lineage) as channel:
         stub = lineage_pb2_grpc.LineageServiceStub(channel)
         request = lineage_pb2.GetDecisionRequest(decision_id=decision_id)
         while True:
@@ -132,6 +207,19 @@ def _stored_decision(lineage: str, decision_id: str) -> lineage_pb2.DecisionReco
             except grpc.RpcError as e:
                 if e.code() != grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
                     raise
+            time.sleep(0.2)
+
+
+def _access_log(connect: Connect, lineage: str, principal: str) -> list[Any]:
+    """The store's access-log entries for ``principal``, once its batch has been written."""
+    deadline = time.monotonic() + 15
+    with connect(lineage) as channel:
+        stub = lineage_pb2_grpc.LineageServiceStub(channel)
+        while True:
+            request = lineage_pb2.ListAccessLogRequest(principal=principal, limit=100)
+            entries = list(stub.ListAccessLog(request, timeout=5).entries)
+            if len({e.method for e in entries}) >= 2 or time.monotonic() > deadline:
+                return entries
             time.sleep(0.2)
 
 
@@ -158,6 +246,12 @@ def test_chart_commands_start_the_real_servers(
             "--http-port": lambda _: str(free_port()),
         },
     )
+    secure = any(
+        o["metadata"]["name"] == f"{RELEASE}-access-policy" for o in rendered.of_kind("ConfigMap")
+    )
+    mounts = _Mounts(rendered, tmp_path / "mounts") if secure else None
+    as_client: Connect = mounts.connect(mounts.test_client) if mounts else grpc.insecure_channel
+    as_auditor: Connect = mounts.connect(mounts.auditor) if mounts else grpc.insecure_channel
     runtime = start_process("runtime", runtime_argv, tmp_path)
     started.append(runtime)
     with grpc.insecure_channel(runtime.address) as channel:
@@ -176,6 +270,8 @@ def test_chart_commands_start_the_real_servers(
         lineage_remap["--checkpoint-file"] = lambda _: str(checkpoints)
     if "--db-url" in lineage_c["args"]:
         lineage_remap["--db-url"] = lambda _: lineage_db
+    if mounts:
+        lineage_remap |= mounts.remap("lineage")
     lineage_env = _container_env(
         lineage_c,
         {
@@ -187,7 +283,7 @@ def test_chart_commands_start_the_real_servers(
         "lineage", remapped_argv(lineage_c, lineage_remap), tmp_path, env=lineage_env
     )
     started.append(lineage)
-    assert _health(lineage.address) == health_pb2.HealthCheckResponse.SERVING
+    assert _health(as_auditor, lineage.address) == health_pb2.HealthCheckResponse.SERVING
     # Serving from that database (a PostgreSQL one by its per-run name).
     assert lineage_db.rsplit("/", 1)[-1] in lineage.log_tail()
 
@@ -217,14 +313,16 @@ def test_chart_commands_start_the_real_servers(
     }
     if outbox:
         gateway_remap["--outbox-dir"] = lambda _: str(outbox_dir)
+    if mounts:
+        gateway_remap |= mounts.remap("gateway")
     gateway_argv = remapped_argv(gateway_c, gateway_remap)
     gateway = start_process("gateway", gateway_argv, tmp_path)
     started.append(gateway)
-    assert _health(gateway.address) == health_pb2.HealthCheckResponse.SERVING
+    assert _health(as_client, gateway.address) == health_pb2.HealthCheckResponse.SERVING
 
     # The request `helm test` sends gets a real decision.
     request = json_format.Parse(helm_test_payload(rendered), scoring_pb2.ScoreRequest())
-    with grpc.insecure_channel(gateway.address) as channel:
+    with as_client(gateway.address) as channel:
         answer = scoring_pb2_grpc.ScoringServiceStub(channel).Score(request, timeout=10)
     assert answer.decision in {"approve", "review", "decline"}
     assert answer.model_name == request.decision_point
@@ -240,13 +338,13 @@ def test_chart_commands_start_the_real_servers(
         assert "scoregate_outbox_appends_total 1.0" in exposition
 
     # The decision itself reached the lineage store (the outbox's sender, or the spans).
-    stored = _stored_decision(lineage.address, answer.decision_id)
+    stored = _stored_decision(as_auditor, lineage.address, answer.decision_id)
     assert stored.decision_id == answer.decision_id
     assert stored.request_id == request.request_id
     assert (stored.model.name, stored.model.version) == (answer.model_name, answer.model_version)
 
     # The gateway recorded the routing it started with in the lineage store (--lineage-endpoint).
-    serving = _serving_at(lineage.address, request.decision_point)
+    serving = _serving_at(as_auditor, lineage.address, request.decision_point)
     assert serving.HasField("in_force"), "no route change reached the lineage store"
     assert serving.in_force.config_version
     arms = {(t.arm, t.model_name, t.model_version) for t in serving.targets}
@@ -255,6 +353,20 @@ def test_chart_commands_start_the_real_servers(
     last_step = routes["decision_points"][request.decision_point]["fallback"]["chain"][-1]
     rules_file = rendered.routes_files()[routes["rules"][last_step["rules"]]["file"]]
     assert ("fallback", last_step["rules"], yaml.safe_load(rules_file)["version"]) in arms, arms
+
+    if mounts:
+        # The helm test's principal is the one recorded, and the gateway wrote to the store as
+        # its certificate's principal, under the grant the chart adds for it.
+        assert stored.principal == mounts.principals["test"]
+        assert stored.principal_verified_by == "mtls"
+        written = _access_log(as_auditor, lineage.address, mounts.principals["gateway"])
+        # (Accepted Exports are not logged: the records are chained themselves.)
+        seen = {(e.method, e.outcome, e.detail) for e in written}
+        assert {(m, o) for m, o, _ in seen} == {
+            ("RegisterManifest", "OK"),
+            ("RecordRouteChange", "OK"),
+        }, seen
+        assert {e.verified_by for e in written} == {"mtls"}, seen
 
     # Stopped in order, the lineage store leaves its last checkpoint in the checkpoints folder.
     assert gateway.stop() == 0 and lineage.stop() == 0

@@ -61,7 +61,7 @@ def test_gateway_drains_before_it_is_killed(rendered: Rendered) -> None:
     assert pod["terminationGracePeriodSeconds"] > sleep + drain + outbox_drain
     port = int(c["args"][c["args"].index("--port") + 1])
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert c[probe]["grpc"]["port"] == port, probe
+        assert _probe_port(c[probe]) == port, probe
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/config"])
@@ -71,7 +71,7 @@ def test_lineage_probes_and_storage(rendered: Rendered) -> None:
     sts = rendered.component("StatefulSet", "lineage")
     c = container(rendered, "StatefulSet", "lineage", "lineage")
     port = int(c["args"][c["args"].index("--port") + 1])
-    assert c["readinessProbe"]["grpc"]["port"] == port
+    assert _probe_port(c["readinessProbe"]) == port
     database = ((rendered.values.get("lineage") or {}).get("database") or {}).get("type", "sqlite")
     claims = [t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates", [])]
     assert sts["spec"]["replicas"] == 1
@@ -246,6 +246,8 @@ def test_collector_keeps_decisions_and_redacts_traces(renders: dict[str, Rendere
     """Without the outbox the collector forwards every decision span to the lineage store."""
     values = copy.deepcopy(renders["production"].values)
     values["gateway"]["outbox"] = {"enabled": False}
+    # The collector cannot reach a TLS store (test_chart_transport_security.py): demo mode here.
+    values["security"]["insecureDemo"] = True
     prod = render(values)
     config = yaml.safe_load(prod.component("ConfigMap", "collector")["data"]["config.yaml"])
     pipelines = config["service"]["pipelines"]
@@ -315,3 +317,10 @@ def test_dashboard_queries_only_metrics_the_gateway_exports(renders: dict[str, R
     board = renders["production"].component("ConfigMap", "dashboard")["data"]["scoregate.json"]
     queried = set(re.findall(r"scoregate_[a-z0-9_]+", board))
     assert queried and queried <= exported, sorted(queried - exported)
+
+
+def _probe_port(probe: Obj) -> int:
+    """A probe's port: gRPC health on an h2c listener, TCP on a TLS one (the kubelet's gRPC
+    probe speaks h2c only)."""
+    (action,) = {"grpc", "tcpSocket"} & set(probe)
+    return int(probe[action]["port"])
