@@ -84,6 +84,8 @@ _RULES = (
     ),
     MethodRule("GetCheckpoint", P.CHECKPOINTS),
     MethodRule("ListAccessLog", P.READ_ACCESS_LOG),
+    # Aggregates only: counts per bin, no decision, entity key or feature value.
+    MethodRule("GetDrift", P.READ_DECISIONS),
 )
 
 RULES: dict[str, MethodRule] = {

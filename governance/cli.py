@@ -32,6 +32,8 @@ USAGE = """usage: scoregate lineage COMMAND ...
   checkpoint       print the hash chain's current head (and append it to a file)
   access-log       who called the store: method, decisions or query, outcome (filters by
                    principal, method, decision id and time)
+  drift            PSI of each feature and the score against training, the decision mix and
+                   canary against primary, per window, version and arm
   verify           check the database against its hash chain and the latest checkpoints
   purge            delete what is older than the retention period; the run is recorded
   replay           re-score a decision (and its reasons) with its exact artifact, bit for bit
@@ -222,7 +224,7 @@ def _manifest(
 
 def _commands() -> dict[str, Callable[[list[str]], int]]:
     # Imported on use: `show` never pays for the others' imports (replay loads onnxruntime).
-    from governance import access_log_command, admin, commands, replay
+    from governance import access_log_command, admin, commands, drift_command, replay
 
     return {
         "show": show_main,
@@ -235,6 +237,7 @@ def _commands() -> dict[str, Callable[[list[str]], int]]:
         "outcome": commands.outcome_main,
         "checkpoint": commands.checkpoint_main,
         "access-log": access_log_command.access_log_main,
+        "drift": drift_command.drift_main,
         "verify": admin.verify_main,
         "purge": admin.purge_main,
         "replay": replay.replay_main,

@@ -8,6 +8,8 @@ import orjson
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from governance.chain import Checkpoint
+from governance.monitoring.drift import MeasureDrift
+from governance.monitoring.queries import ArmDrift, DriftWindow
 from governance.queries import ModelHistory, ServingAt
 from governance.store import StoredDecision
 from governance.store.base import TrafficSeen
@@ -353,4 +355,50 @@ def access_page_to_proto(page: AccessPage) -> lineage_pb2.ListAccessLogResponse:
     return lineage_pb2.ListAccessLogResponse(
         entries=[access_entry_to_proto(e) for e in page.entries],
         next_page_token=page.next_page_token,
+    )
+
+
+def _measure_to_proto(m: MeasureDrift) -> lineage_pb2.MeasureDrift:
+    return lineage_pb2.MeasureDrift(
+        measure=m.measure,
+        kind=m.kind,
+        decisions=m.decisions,
+        psi=m.psi,
+        band=m.band,
+        missing_share=m.missing_share,
+        baseline_missing_share=m.baseline_missing_share,
+        out_of_range_share=m.out_of_range_share,
+        unknown_share=m.unknown_share,
+        chi_square_p=m.chi_square_p,
+        jensen_shannon=m.jensen_shannon,
+    )
+
+
+def arm_drift_to_proto(a: ArmDrift) -> lineage_pb2.ArmDrift:
+    out = lineage_pb2.ArmDrift(
+        model_name=a.model_name,
+        model_version=a.model_version,
+        arm=a.arm,
+        score_psi_vs_primary=a.score_psi_vs_primary,
+        baselines_known=a.report is not None,
+    )
+    if a.report is not None:
+        out.decisions = a.report.decisions
+        out.decision_mix.update(a.report.decision_mix)
+        if a.report.score is not None:
+            out.score.CopyFrom(_measure_to_proto(a.report.score))
+        out.features.extend(_measure_to_proto(m) for m in a.report.features)
+    return out
+
+
+def drift_to_proto(windows: list[DriftWindow]) -> lineage_pb2.GetDriftResponse:
+    return lineage_pb2.GetDriftResponse(
+        windows=[
+            lineage_pb2.DriftWindow(
+                start=timestamp_from_us(w.start_us),
+                end=timestamp_from_us(w.end_us),
+                arms=[arm_drift_to_proto(a) for a in w.arms],
+            )
+            for w in windows
+        ]
     )

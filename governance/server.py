@@ -30,6 +30,7 @@ from governance.audit import AccessLog
 from governance.chain import append_checkpoint
 from governance.errors import ConfigurationError, LineageError
 from governance.ingest import Ingestor
+from governance.monitoring.queries import DriftQueries
 from governance.queries import LineageQueries
 from governance.security_setup import is_loopback, store_security
 from governance.servicers import LineageServicer, OtlpTraceReceiver
@@ -131,7 +132,7 @@ def build_server(
         OtlpTraceReceiver(ingestor), server
     )
     lineage_pb2_grpc.add_LineageServiceServicer_to_server(
-        LineageServicer(LineageQueries(store)), server
+        LineageServicer(LineageQueries(store), DriftQueries(store)), server
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection((TRACE_SERVICE, LINEAGE_SERVICE, health.SERVICE_NAME), server)

@@ -21,6 +21,8 @@ from governance.caller import CALLER
 from governance.convert import decision_to_proto
 from governance.errors import InvalidRequest
 from governance.ingest import Ingestor
+from governance.monitoring.queries import DriftQueries
+from governance.monitoring.windows import HOUR_US
 from governance.otlp import extract_records
 from governance.queries import LineageQueries
 from governance.redaction import redact_record, redact_summaries
@@ -43,8 +45,9 @@ class OtlpTraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
 
 
 class LineageServicer(lineage_pb2_grpc.LineageServiceServicer):
-    def __init__(self, queries: LineageQueries) -> None:
+    def __init__(self, queries: LineageQueries, drift: DriftQueries) -> None:
         self._queries = queries
+        self._drift = drift
 
     async def GetDecision(
         self, request: lineage_pb2.GetDecisionRequest, context: grpc.aio.ServicerContext
@@ -147,3 +150,14 @@ class LineageServicer(lineage_pb2_grpc.LineageServiceServicer):
         selection = convert.access_filter_from_proto(request, now_us())
         page = await self._queries.access_log(selection, request.limit, request.page_token)
         return convert.access_page_to_proto(page)
+
+    async def GetDrift(
+        self, request: lineage_pb2.GetDriftRequest, context: grpc.aio.ServicerContext
+    ) -> lineage_pb2.GetDriftResponse:
+        if not request.HasField("since"):
+            raise InvalidRequest("since: required (the start of the period)")
+        since = convert.timestamp_to_us(request.since)
+        until = convert.timestamp_to_us(request.until) if request.HasField("until") else now_us()
+        step = request.step_hours * HOUR_US
+        windows = await self._drift.drift(request.decision_point, since, until, step)
+        return convert.drift_to_proto(windows)

@@ -1594,3 +1594,245 @@ class ListAccessLogResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAccessLogResponse: _TypeAlias = ListAccessLogResponse  # noqa: Y015
+
+@_typing.final
+class GetDriftRequest(_message.Message):
+    """Which decision point and period to measure drift over."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_POINT_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    STEP_HOURS_FIELD_NUMBER: _builtins.int
+    decision_point: _builtins.str
+    """The decision point, e.g. "credit-risk". Required."""
+    step_hours: _builtins.int
+    """Window length in hours; 0 gives one window over the whole period."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Start of the period (inclusive), rounded down to the hour. Required."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """End of the period (exclusive), rounded up to the hour; unset means now."""
+
+    def __init__(
+        self,
+        *,
+        decision_point: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        step_hours: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_point", b"decision_point", "since", b"since", "step_hours", b"step_hours", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDriftRequest: _TypeAlias = GetDriftRequest  # noqa: Y015
+
+@_typing.final
+class MeasureDrift(_message.Message):
+    """One feature's (or the score's) drift over a window against the version's training baseline."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEASURE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    PSI_FIELD_NUMBER: _builtins.int
+    BAND_FIELD_NUMBER: _builtins.int
+    MISSING_SHARE_FIELD_NUMBER: _builtins.int
+    BASELINE_MISSING_SHARE_FIELD_NUMBER: _builtins.int
+    OUT_OF_RANGE_SHARE_FIELD_NUMBER: _builtins.int
+    UNKNOWN_SHARE_FIELD_NUMBER: _builtins.int
+    CHI_SQUARE_P_FIELD_NUMBER: _builtins.int
+    JENSEN_SHANNON_FIELD_NUMBER: _builtins.int
+    measure: _builtins.str
+    """The feature's name, or "score"."""
+    kind: _builtins.str
+    """"number", "category" or "score"."""
+    decisions: _builtins.int
+    """Decisions counted for it in the window."""
+    psi: _builtins.float
+    """Population stability index over the baseline's fixed bins (NaN without decisions)."""
+    band: _builtins.str
+    """"stable" (< 0.1), "moderate" (0.1 to 0.25), "significant" (> 0.25) or "unknown"."""
+    missing_share: _builtins.float
+    """Share of the window's decisions without a value."""
+    baseline_missing_share: _builtins.float
+    """Share of the training rows without a value."""
+    out_of_range_share: _builtins.float
+    """Share of values beyond the baseline's outer bin edges (numbers)."""
+    unknown_share: _builtins.float
+    """Share of values the baseline has no category for (categories)."""
+    chi_square_p: _builtins.float
+    """Pearson chi-square test's p-value against the baseline's shares (categories; NaN otherwise)."""
+    jensen_shannon: _builtins.float
+    """Jensen-Shannon distance to the baseline, base 2 (categories; NaN otherwise)."""
+    def __init__(
+        self,
+        *,
+        measure: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        decisions: _builtins.int = ...,
+        psi: _builtins.float = ...,
+        band: _builtins.str = ...,
+        missing_share: _builtins.float = ...,
+        baseline_missing_share: _builtins.float = ...,
+        out_of_range_share: _builtins.float = ...,
+        unknown_share: _builtins.float = ...,
+        chi_square_p: _builtins.float = ...,
+        jensen_shannon: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["band", b"band", "baseline_missing_share", b"baseline_missing_share", "chi_square_p", b"chi_square_p", "decisions", b"decisions", "jensen_shannon", b"jensen_shannon", "kind", b"kind", "measure", b"measure", "missing_share", b"missing_share", "out_of_range_share", b"out_of_range_share", "psi", b"psi", "unknown_share", b"unknown_share"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MeasureDrift: _TypeAlias = MeasureDrift  # noqa: Y015
+
+@_typing.final
+class ArmDrift(_message.Message):
+    """One model version and arm over one window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DecisionMixEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    ARM_FIELD_NUMBER: _builtins.int
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    DECISION_MIX_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    FEATURES_FIELD_NUMBER: _builtins.int
+    SCORE_PSI_VS_PRIMARY_FIELD_NUMBER: _builtins.int
+    BASELINES_KNOWN_FIELD_NUMBER: _builtins.int
+    model_name: _builtins.str
+    """The model's name."""
+    model_version: _builtins.str
+    """The model's version."""
+    arm: _builtins.str
+    """"primary", "canary", "shadow" or "pinned"."""
+    decisions: _builtins.int
+    """Decisions this version made on this arm in the window."""
+    score_psi_vs_primary: _builtins.float
+    """The score's PSI against the primary arm in the same window, in bins every version shares
+    (NaN for the primary arm itself).
+    """
+    baselines_known: _builtins.bool
+    """Whether the version's manifest is registered, so that baselines could be compared."""
+    @_builtins.property
+    def decision_mix(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Share of those decisions per decision, e.g. {"approve": 0.9, "decline": 0.1}."""
+
+    @_builtins.property
+    def score(self) -> Global___MeasureDrift:
+        """The score's drift; unset when the version's manifest is not registered."""
+
+    @_builtins.property
+    def features(self) -> _containers.RepeatedCompositeFieldContainer[Global___MeasureDrift]:
+        """Each feature's drift, in the manifest's order; empty when the manifest is not registered."""
+
+    def __init__(
+        self,
+        *,
+        model_name: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        arm: _builtins.str = ...,
+        decisions: _builtins.int = ...,
+        decision_mix: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        score: Global___MeasureDrift | None = ...,
+        features: _abc.Iterable[Global___MeasureDrift] | None = ...,
+        score_psi_vs_primary: _builtins.float = ...,
+        baselines_known: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["score", b"score"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arm", b"arm", "baselines_known", b"baselines_known", "decision_mix", b"decision_mix", "decisions", b"decisions", "features", b"features", "model_name", b"model_name", "model_version", b"model_version", "score", b"score", "score_psi_vs_primary", b"score_psi_vs_primary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArmDrift: _TypeAlias = ArmDrift  # noqa: Y015
+
+@_typing.final
+class DriftWindow(_message.Message):
+    """One window of a drift answer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    ARMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """Start of the window (inclusive)."""
+
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp:
+        """End of the window (exclusive)."""
+
+    @_builtins.property
+    def arms(self) -> _containers.RepeatedCompositeFieldContainer[Global___ArmDrift]:
+        """Every version and arm that decided in the window."""
+
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+        arms: _abc.Iterable[Global___ArmDrift] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arms", b"arms", "end", b"end", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DriftWindow: _TypeAlias = DriftWindow  # noqa: Y015
+
+@_typing.final
+class GetDriftResponse(_message.Message):
+    """Drift per window, oldest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOWS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def windows(self) -> _containers.RepeatedCompositeFieldContainer[Global___DriftWindow]:
+        """The windows of the period."""
+
+    def __init__(
+        self,
+        *,
+        windows: _abc.Iterable[Global___DriftWindow] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["windows", b"windows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDriftResponse: _TypeAlias = GetDriftResponse  # noqa: Y015

@@ -95,6 +95,11 @@ class LineageServiceStub:
                 request_serializer=lineage_dot_v1_dot_lineage__pb2.ListAccessLogRequest.SerializeToString,
                 response_deserializer=lineage_dot_v1_dot_lineage__pb2.ListAccessLogResponse.FromString,
                 _registered_method=True)
+        self.GetDrift = channel.unary_unary(
+                '/lineage.v1.LineageService/GetDrift',
+                request_serializer=lineage_dot_v1_dot_lineage__pb2.GetDriftRequest.SerializeToString,
+                response_deserializer=lineage_dot_v1_dot_lineage__pb2.GetDriftResponse.FromString,
+                _registered_method=True)
 
 
 class LineageServiceServicer:
@@ -191,6 +196,14 @@ class LineageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDrift(self, request, context):
+        """How a decision point's inputs, scores and decisions moved against each model version's
+        training baselines, per window, per version and arm (counted at ingest: no history scan).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LineageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -253,6 +266,11 @@ def add_LineageServiceServicer_to_server(servicer, server):
                     servicer.ListAccessLog,
                     request_deserializer=lineage_dot_v1_dot_lineage__pb2.ListAccessLogRequest.FromString,
                     response_serializer=lineage_dot_v1_dot_lineage__pb2.ListAccessLogResponse.SerializeToString,
+            ),
+            'GetDrift': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDrift,
+                    request_deserializer=lineage_dot_v1_dot_lineage__pb2.GetDriftRequest.FromString,
+                    response_serializer=lineage_dot_v1_dot_lineage__pb2.GetDriftResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -580,6 +598,33 @@ class LineageService:
             '/lineage.v1.LineageService/ListAccessLog',
             lineage_dot_v1_dot_lineage__pb2.ListAccessLogRequest.SerializeToString,
             lineage_dot_v1_dot_lineage__pb2.ListAccessLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDrift(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lineage.v1.LineageService/GetDrift',
+            lineage_dot_v1_dot_lineage__pb2.GetDriftRequest.SerializeToString,
+            lineage_dot_v1_dot_lineage__pb2.GetDriftResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -69,6 +69,10 @@ class LineageServiceStub:
     """Who called this API, when, which method on which decisions or with which query, and how
     it ended: the store's access log, oldest first (itself an entry of it).
     """
+    GetDrift: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.GetDriftRequest, _lineage_pb2.GetDriftResponse]
+    """How a decision point's inputs, scores and decisions moved against each model version's
+    training baselines, per window, per version and arm (counted at ingest: no history scan).
+    """
 
 @_typing.type_check_only
 class LineageServiceAsyncStub(LineageServiceStub):
@@ -110,6 +114,10 @@ class LineageServiceAsyncStub(LineageServiceStub):
     ListAccessLog: _aio.UnaryUnaryMultiCallable[_lineage_pb2.ListAccessLogRequest, _lineage_pb2.ListAccessLogResponse]  # type: ignore[assignment]
     """Who called this API, when, which method on which decisions or with which query, and how
     it ended: the store's access log, oldest first (itself an entry of it).
+    """
+    GetDrift: _aio.UnaryUnaryMultiCallable[_lineage_pb2.GetDriftRequest, _lineage_pb2.GetDriftResponse]  # type: ignore[assignment]
+    """How a decision point's inputs, scores and decisions moved against each model version's
+    training baselines, per window, per version and arm (counted at ingest: no history scan).
     """
 
 class LineageServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -221,6 +229,16 @@ class LineageServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_lineage_pb2.ListAccessLogResponse, _abc.Awaitable[_lineage_pb2.ListAccessLogResponse]]:
         """Who called this API, when, which method on which decisions or with which query, and how
         it ended: the store's access log, oldest first (itself an entry of it).
+        """
+
+    @_abc_1.abstractmethod
+    def GetDrift(
+        self,
+        request: _lineage_pb2.GetDriftRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lineage_pb2.GetDriftResponse, _abc.Awaitable[_lineage_pb2.GetDriftResponse]]:
+        """How a decision point's inputs, scores and decisions moved against each model version's
+        training baselines, per window, per version and arm (counted at ingest: no history scan).
         """
 
 def add_LineageServiceServicer_to_server(servicer: LineageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
