@@ -66,6 +66,13 @@ def build_parser(prog: str = "scoregate-lineage") -> argparse.ArgumentParser:
         type=float,
         help=fields["checkpoint_interval_s"].description,
     )
+    parser.add_argument("--metrics-port", type=int, help=fields["metrics_port"].description)
+    parser.add_argument(
+        "--metrics-refresh",
+        dest="metrics_refresh_s",
+        type=float,
+        help=fields["metrics_refresh_s"].description,
+    )
     parser.add_argument(
         "--grace-period",
         dest="grace_period_s",
@@ -156,6 +163,25 @@ async def export_checkpoints(store: LineageStore, path: Path, interval_s: float)
                 log.warning("checkpoint not exported: %s", e)
 
 
+def start_metrics(
+    settings: LineageSettings, store: LineageStore, background: list[asyncio.Task[None]]
+) -> str:
+    """Serves /metrics (a prometheus_client thread) and refreshes its drift in the background;
+    returns the address, or "" when --metrics-port is unset."""
+    if settings.metrics_port is None:
+        return ""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from governance.monitoring.metrics import DriftCollector
+
+    registry = CollectorRegistry()
+    collector = DriftCollector(store)
+    registry.register(collector)
+    httpd, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+    background.append(asyncio.create_task(collector.run(settings.metrics_refresh_s)))
+    return _address(settings.host, httpd.server_port)
+
+
 async def serve(settings: LineageSettings) -> int:
     try:
         security = store_security(settings)
@@ -179,6 +205,7 @@ async def serve(settings: LineageSettings) -> int:
                     )
                 )
             )
+        metrics_address = start_metrics(settings, store, background)
         health_servicer = health.aio.HealthServicer()
         services = ("", TRACE_SERVICE, LINEAGE_SERVICE)
         for name in services:
@@ -207,7 +234,12 @@ async def serve(settings: LineageSettings) -> int:
         if settings.ready_file is not None:
             write_ready_file(
                 settings.ready_file,
-                {"grpc": address, "pid": os.getpid(), "tls": security.server_tls is not None},
+                {
+                    "grpc": address,
+                    "pid": os.getpid(),
+                    "tls": security.server_tls is not None,
+                    **({"metrics": metrics_address} if metrics_address else {}),
+                },
             )
         log.info(
             "lineage store serving on %s (%s, %s; database %s)",

@@ -44,6 +44,13 @@ class LineageSettings(BaseSettings):
     checkpoint_interval_s: float = Field(default=60.0, gt=0)
     """How often a checkpoint is appended when the chain has grown (and once at shutdown)."""
 
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Port of /metrics (Prometheus: drift per decision point, version, arm and measure over
+    the trailing hour and day); unset: no metrics; 0 picks a free one (in the ready file)."""
+
+    metrics_refresh_s: float = Field(default=60.0, gt=0)
+    """How often the exported drift is recomputed from the counters."""
+
     plaintext: bool = False
     """Serve h2c without TLS: only for `make demo` and tests, or behind a proxy that terminates
     TLS; a warning is logged when the host is not loopback. Without it the store needs

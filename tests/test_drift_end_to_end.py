@@ -8,6 +8,7 @@ import asyncio
 import copy
 import json
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,9 @@ def _routes(routes: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def drifted(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
-    topo = Topology(tmp_path_factory.mktemp("drift"), model_dir, routes=_routes).start()
+    topo = Topology(
+        tmp_path_factory.mktemp("drift"), model_dir, routes=_routes, metrics_refresh_s=0.2
+    ).start()
     try:
         yield topo
     finally:
@@ -112,3 +115,43 @@ async def test_a_canary_is_compared_with_the_primary_on_the_same_window(
     canary_psi = arms["canary"]["score_psi_vs_primary"]
     assert isinstance(canary_psi, float) and canary_psi >= 0.0
     assert arms["primary"]["score_psi_vs_primary"] == "NaN"
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        return str(reply.read().decode())
+
+
+def _samples(text: str, family: str) -> list[tuple[dict[str, str], float]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for f in text_string_to_metric_families(text):
+        if f.name == family:
+            return [(s.labels, s.value) for s in f.samples]
+    return []
+
+
+async def test_the_store_exports_the_drift_for_prometheus(drifted: Topology) -> None:
+    """What the alert rules read (docs/monitoring.md): the trailing day's PSI per feature."""
+    address = drifted.lineage.info["metrics"]
+    rows = sample_requests("credit-risk", 600, seed=43)
+    await _send(
+        drifted.gateway.address,
+        SHIFTED,
+        [{**r, "debt_to_income": float(r["debt_to_income"]) * 2.5} for r in rows],
+    )
+    psi: dict[str, float] = {}
+    for _ in range(100):
+        text = await asyncio.to_thread(_scrape, f"http://{address}/metrics")
+        psi = {
+            labels["measure"]: value
+            for labels, value in _samples(text, "scoregate_lineage_drift_psi")
+            if labels["decision_point"] == SHIFTED and labels["window"] == "24h"
+        }
+        if psi:
+            break
+        await asyncio.sleep(0.2)
+    assert psi["debt_to_income"] > 0.25
+    assert all(v < 0.1 for k, v in psi.items() if k not in ("debt_to_income", "score"))
+    shares = _samples(text, "scoregate_lineage_decision_share")
+    assert any(labels["decision_point"] == "credit-risk" for labels, _ in shares)

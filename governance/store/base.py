@@ -171,6 +171,10 @@ class LineageStore(abc.ABC):
         the hours starting in [since, until) (``governance.monitoring``)."""
 
     @abc.abstractmethod
+    async def counted_points(self, since_us: int) -> list[str]:
+        """The decision points with monitoring counters in the hours from ``since_us`` on."""
+
+    @abc.abstractmethod
     async def list_shadows(self, decision_id: str) -> list[DecisionSummary] | None:
         """The shadow decisions of a canonical decision id (``extra.parent_decision_id``), by
         (decided_at, id), found by index; None when neither it nor a shadow of it is stored."""

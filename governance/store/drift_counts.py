@@ -108,3 +108,11 @@ def window_counts(
     return [
         WindowCounts(*key, counts, manifests[key[:2]]) for key, counts in sorted(grouped.items())
     ]
+
+
+def counted_points(db: Connection, since_us: int) -> list[str]:
+    """The decision points with counters in the hours from ``since_us`` on."""
+    rows = db.execute(
+        "SELECT DISTINCT decision_point FROM drift_counts WHERE hour_us >= ?", (since_us,)
+    ).fetchall()
+    return sorted(str(r[0]) for r in rows)

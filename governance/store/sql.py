@@ -27,7 +27,12 @@ from governance.store.base import (
 from governance.store.clock import now_us
 from governance.store.decisions import fast_decision_row
 from governance.store.dialect import Dialect
-from governance.store.drift_counts import DriftCounter, WindowCounts, window_counts
+from governance.store.drift_counts import (
+    DriftCounter,
+    WindowCounts,
+    counted_points,
+    window_counts,
+)
 from governance.store.engine import Connection, Engine
 from governance.store.entity_index import EntityIndex
 from governance.store.entries import (
@@ -157,6 +162,9 @@ class SqlLineageStore(LineageStore):
         return await self._engine.read(
             lambda db: window_counts(db, decision_point, since_us, until_us)
         )
+
+    async def counted_points(self, since_us: int) -> list[str]:
+        return await self._engine.read(lambda db: counted_points(db, since_us))
 
     async def list_shadows(self, decision_id: str) -> list[DecisionSummary] | None:
         return await self._engine.read(lambda db: links.shadows_of(db, decision_id))

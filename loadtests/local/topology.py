@@ -249,6 +249,9 @@ class Topology:
     routes: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     """Edits ``demo_routes`` before the gateway loads them (a canary, a fallback chain...): a
     function, since the runtime's address is known only once it has started."""
+    metrics_refresh_s: float = 60.0
+    """How often the lineage store recomputes the drift it exports on /metrics (its address is
+    in ``lineage.info["metrics"]``)."""
 
     @property
     def runtime(self) -> ManagedProcess:
@@ -270,7 +273,10 @@ class Topology:
             manifests = load_manifests(self.model_dir)
             runtime = start_runtime(self.model_dir, self.workdir)
             self.processes.append(runtime)
-            lineage = start_lineage(self.workdir / "lineage.db", self.workdir)
+            monitoring = ["--metrics-port", "0", "--metrics-refresh", str(self.metrics_refresh_s)]
+            lineage = start_lineage(
+                self.workdir / "lineage.db", self.workdir, extra_args=monitoring
+            )
             self.processes.append(lineage)
             routes = self.workdir / "routes.yaml"
             config = demo_routes(manifests, runtime.address)
