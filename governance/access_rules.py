@@ -86,6 +86,7 @@ _RULES = (
     MethodRule("ListAccessLog", P.READ_ACCESS_LOG),
     # Aggregates only: counts per bin, no decision, entity key or feature value.
     MethodRule("GetDrift", P.READ_DECISIONS),
+    MethodRule("GetPerformance", P.READ_DECISIONS),
 )
 
 RULES: dict[str, MethodRule] = {

@@ -34,6 +34,7 @@ USAGE = """usage: scoregate lineage COMMAND ...
                    principal, method, decision id and time)
   drift            PSI of each feature and the score against training, the decision mix and
                    canary against primary, per window, version and arm
+  performance      AUC, KS and bad rate by score band from recorded outcomes, per version
   verify           check the database against its hash chain and the latest checkpoints
   purge            delete what is older than the retention period; the run is recorded
   replay           re-score a decision (and its reasons) with its exact artifact, bit for bit
@@ -238,6 +239,7 @@ def _commands() -> dict[str, Callable[[list[str]], int]]:
         "checkpoint": commands.checkpoint_main,
         "access-log": access_log_command.access_log_main,
         "drift": drift_command.drift_main,
+        "performance": drift_command.performance_main,
         "verify": admin.verify_main,
         "purge": admin.purge_main,
         "replay": replay.replay_main,

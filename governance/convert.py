@@ -9,6 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from governance.chain import Checkpoint
 from governance.monitoring.drift import MeasureDrift
+from governance.monitoring.performance import VersionPerformance
 from governance.monitoring.queries import ArmDrift, DriftWindow
 from governance.queries import ModelHistory, ServingAt
 from governance.store import StoredDecision
@@ -400,5 +401,29 @@ def drift_to_proto(windows: list[DriftWindow]) -> lineage_pb2.GetDriftResponse:
                 arms=[arm_drift_to_proto(a) for a in w.arms],
             )
             for w in windows
+        ]
+    )
+
+
+def performance_to_proto(found: list[VersionPerformance]) -> lineage_pb2.GetPerformanceResponse:
+    return lineage_pb2.GetPerformanceResponse(
+        versions=[
+            lineage_pb2.VersionPerformance(
+                model_name=v.model_name,
+                model_version=v.model_version,
+                arm=v.arm,
+                labelled=v.labelled,
+                bad=v.bad,
+                auc=v.auc,
+                ks=v.ks,
+                bands=[
+                    lineage_pb2.ScoreBand(
+                        low=b.low, high=b.high, labelled=b.labelled, bad_rate=b.bad_rate
+                    )
+                    for b in v.bands
+                ],
+                enough_labels=v.enough,
+            )
+            for v in found
         ]
     )

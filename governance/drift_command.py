@@ -129,3 +129,58 @@ def drift_main(argv: list[str], prog: str = "scoregate lineage drift") -> int:
         return 0
 
     return _run(main)
+
+
+def performance_main(argv: list[str], prog: str = "scoregate lineage performance") -> int:
+    parser = _parser(
+        prog,
+        "How well each model version's scores ranked the outcomes recorded for a period's "
+        "decisions: AUC, KS and bad rate by score band, with the labelled count.",
+    )
+    parser.add_argument("--point", required=True, help="decision point, e.g. card-fraud")
+    parser.add_argument(
+        "--bad", required=True, help="labels of the adverse outcome, comma-separated"
+    )
+    parser.add_argument("--since", help="ISO 8601 start of the decisions (default: 90 days ago)")
+    parser.add_argument("--until", help="ISO 8601 end (exclusive); default: now")
+    args = parser.parse_args(argv)
+
+    def main() -> int:
+        request = lineage_pb2.GetPerformanceRequest(
+            decision_point=args.point, bad_labels=[b for b in args.bad.split(",") if b]
+        )
+        since = _time(prog, args.since)
+        if since is None:
+            request.since.FromSeconds(int(time.time()) - 90 * DAY_S)
+        else:
+            request.since.CopyFrom(since)
+        until = _time(prog, args.until)
+        if until is not None:
+            request.until.CopyFrom(until)
+        reply = call(prog, args.lineage, lambda s: s.GetPerformance(request, timeout=args.timeout))
+        if args.format == "json":
+            print(as_json(reply))
+            return 0
+        found: list[Row] = [
+            {
+                "model": v.model_name,
+                "version": v.model_version,
+                "arm": v.arm,
+                "labelled": str(v.labelled),
+                "bad": str(v.bad),
+                "auc": _number(v.auc),
+                "ks": _number(v.ks),
+                "labels": "enough" if v.enough_labels else "TOO FEW",
+                "bad_rate_by_band": " ".join(
+                    "-" if b.labelled == 0 else f"{b.bad_rate:.0%}" for b in v.bands
+                ),
+            }
+            for v in reply.versions
+        ]
+        if args.format == "csv":
+            print(as_csv(found))
+            return 0
+        print(table(found) if found else f"no labelled decisions of {args.point} in the period")
+        return 0
+
+    return _run(main)

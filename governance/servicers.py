@@ -161,3 +161,15 @@ class LineageServicer(lineage_pb2_grpc.LineageServiceServicer):
         step = request.step_hours * HOUR_US
         windows = await self._drift.drift(request.decision_point, since, until, step)
         return convert.drift_to_proto(windows)
+
+    async def GetPerformance(
+        self, request: lineage_pb2.GetPerformanceRequest, context: grpc.aio.ServicerContext
+    ) -> lineage_pb2.GetPerformanceResponse:
+        if not request.HasField("since"):
+            raise InvalidRequest("since: required (the start of the decisions' period)")
+        since = convert.timestamp_to_us(request.since)
+        until = convert.timestamp_to_us(request.until) if request.HasField("until") else now_us()
+        found = await self._drift.performance(
+            request.decision_point, since, until, list(request.bad_labels)
+        )
+        return convert.performance_to_proto(found)

@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
+from support.stored import get_when_stored
 
 from loadtests.local.routes import with_canary
 from loadtests.local.topology import Topology
@@ -155,3 +156,66 @@ async def test_the_store_exports_the_drift_for_prometheus(drifted: Topology) -> 
     assert all(v < 0.1 for k, v in psi.items() if k not in ("debt_to_income", "score"))
     shares = _samples(text, "scoregate_lineage_decision_share")
     assert any(labels["decision_point"] == "credit-risk" for labels, _ in shares)
+
+
+async def test_outcomes_give_the_auc_computed_independently(drifted: Topology) -> None:
+    """Outcomes recorded against real decisions: the store's AUC and KS per version equal
+    scikit-learn's and scipy's on the same (score, outcome) pairs, and a period with few labels
+    says so."""
+    import random
+
+    from scipy import stats
+    from sklearn.metrics import roc_auc_score
+
+    from lineage.v1 import lineage_pb2, lineage_pb2_grpc
+
+    rows = sample_requests("churn", 600, seed=44)
+    async with grpc.aio.insecure_channel(drifted.gateway.address) as channel:
+        stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+        answers = await asyncio.gather(
+            *(
+                stub.Score(score_request(f"churn-{i}", "churn", f"cust-{i:05d}", r), timeout=10)
+                for i, r in enumerate(rows)
+            )
+        )
+    chance = random.Random(5)
+    labels = {a.decision_id: "left" if chance.random() < a.score else "stayed" for a in answers}
+    async with grpc.aio.insecure_channel(drifted.lineage.address) as channel:
+        lineage = lineage_pb2_grpc.LineageServiceStub(channel)
+        for a in answers:
+            await get_when_stored(lineage, a.decision_id)
+        for i, (decision_id, label) in enumerate(labels.items()):
+            outcome = lineage_pb2.Outcome(
+                outcome_id=f"o-{i}", decision_id=decision_id, label=label, source="crm"
+            )
+            outcome.at.GetCurrentTime()
+            await lineage.RecordOutcome(lineage_pb2.RecordOutcomeRequest(outcome=outcome))
+        request = lineage_pb2.GetPerformanceRequest(decision_point="churn", bad_labels=["left"])
+        request.since.FromSeconds(0)
+        reply = await lineage.GetPerformance(request, timeout=10)
+        (version,) = reply.versions
+        scores = [a.score for a in answers]
+        bad = [labels[a.decision_id] == "left" for a in answers]
+        assert version.labelled == 600 and version.bad == sum(bad)
+        assert version.auc == pytest.approx(roc_auc_score(bad, scores), abs=1e-12)
+        ks = stats.ks_2samp(
+            [s for s, b in zip(scores, bad, strict=True) if b],
+            [s for s, b in zip(scores, bad, strict=True) if not b],
+        )
+        assert version.ks == pytest.approx(ks.statistic, abs=1e-12)
+        assert version.enough_labels
+        assert sum(b.labelled for b in version.bands) == 600
+        # A later outcome replaces an earlier one: a customer who stayed, then left.
+        stayed = next(d for d, label in labels.items() if label == "stayed")
+        later = lineage_pb2.Outcome(
+            outcome_id="o-later", decision_id=stayed, label="left", source="crm"
+        )
+        later.at.GetCurrentTime()
+        later.at.seconds += 60
+        await lineage.RecordOutcome(lineage_pb2.RecordOutcomeRequest(outcome=later))
+        (again,) = (await lineage.GetPerformance(request, timeout=10)).versions
+        assert (again.labelled, again.bad) == (600, version.bad + 1)
+        # No outcome with the adverse label: the figures are flagged as saying little.
+        request.bad_labels[:] = ["no-such-label"]
+        (none,) = (await lineage.GetPerformance(request, timeout=10)).versions
+        assert none.bad == 0 and not none.enough_labels

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from governance.errors import InvalidRequest
 from governance.monitoring.drift import DriftReport, arm_score_psi, drift_report
+from governance.monitoring.performance import Labelled, VersionPerformance, performance
 from governance.monitoring.windows import HOUR_US
 from governance.store import LineageStore
 
@@ -82,3 +83,17 @@ class DriftQueries:
             )
             windows.append(DriftWindow(at, min(at + step, end), arms))
         return windows
+
+    async def performance(
+        self, decision_point: str, since_us: int, until_us: int, bad_labels: list[str]
+    ) -> list[VersionPerformance]:
+        """AUC, KS and bad rate by score band per version and arm, from the outcomes recorded
+        for the decisions decided in [since, until); ``bad_labels`` name the adverse outcome."""
+        if not decision_point:
+            raise InvalidRequest("decision_point: required")
+        if until_us <= since_us:
+            raise InvalidRequest("until: must be after since")
+        if not [label for label in bad_labels if label]:
+            raise InvalidRequest("bad_labels: name at least one label of the adverse outcome")
+        rows = await self._store.labelled_decisions(decision_point, since_us, until_us)
+        return performance((Labelled(*r) for r in rows), set(bad_labels))

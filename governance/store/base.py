@@ -171,6 +171,13 @@ class LineageStore(abc.ABC):
         the hours starting in [since, until) (``governance.monitoring``)."""
 
     @abc.abstractmethod
+    async def labelled_decisions(
+        self, decision_point: str, since_us: int, until_us: int
+    ) -> list[tuple[str, str, str, float, str]]:
+        """(model, version, arm, score, label) of the model decisions of ``decision_point``
+        decided in [since, until) that have an outcome (the latest of each)."""
+
+    @abc.abstractmethod
     async def counted_points(self, since_us: int) -> list[str]:
         """The decision points with monitoring counters in the hours from ``since_us`` on."""
 

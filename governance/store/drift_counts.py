@@ -116,3 +116,24 @@ def counted_points(db: Connection, since_us: int) -> list[str]:
         "SELECT DISTINCT decision_point FROM drift_counts WHERE hour_us >= ?", (since_us,)
     ).fetchall()
     return sorted(str(r[0]) for r in rows)
+
+
+def labelled_decisions(
+    db: Connection, decision_point: str, since_us: int, until_us: int
+) -> list[tuple[str, str, str, float, str]]:
+    """(model, version, arm, score, label) of the model decisions decided in [since, until)
+    that have an outcome, the latest outcome of each; found through the decisions' time index
+    and the outcomes' decision index."""
+    rows = db.execute(
+        "SELECT d.decision_id, d.model_name, d.model_version, d.arm, d.score, o.label, o.at_us "
+        "FROM decisions d JOIN outcomes o ON o.decision_id = d.decision_id "
+        "WHERE d.decision_point = ? AND d.decided_at_us >= ? AND d.decided_at_us < ? "
+        "AND d.fallback_reason = ''",
+        (decision_point, since_us, until_us),
+    ).fetchall()
+    latest: dict[str, tuple[int, tuple[str, str, str, float, str]]] = {}
+    for decision_id, name, version, arm, score, label, at_us in rows:
+        seen = latest.get(decision_id)
+        if seen is None or at_us >= seen[0]:
+            latest[decision_id] = (at_us, (name, version, arm, float(score), label))
+    return [row for _, row in latest.values()]

@@ -31,6 +31,7 @@ from governance.store.drift_counts import (
     DriftCounter,
     WindowCounts,
     counted_points,
+    labelled_decisions,
     window_counts,
 )
 from governance.store.engine import Connection, Engine
@@ -161,6 +162,13 @@ class SqlLineageStore(LineageStore):
     ) -> list[WindowCounts]:
         return await self._engine.read(
             lambda db: window_counts(db, decision_point, since_us, until_us)
+        )
+
+    async def labelled_decisions(
+        self, decision_point: str, since_us: int, until_us: int
+    ) -> list[tuple[str, str, str, float, str]]:
+        return await self._engine.read(
+            lambda db: labelled_decisions(db, decision_point, since_us, until_us)
         )
 
     async def counted_points(self, since_us: int) -> list[str]:

@@ -1836,3 +1836,159 @@ class GetDriftResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetDriftResponse: _TypeAlias = GetDriftResponse  # noqa: Y015
+
+@_typing.final
+class GetPerformanceRequest(_message.Message):
+    """Which decisions' outcomes to measure performance on, and which labels are the adverse ones."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_POINT_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    BAD_LABELS_FIELD_NUMBER: _builtins.int
+    decision_point: _builtins.str
+    """The decision point, e.g. "card-fraud". Required."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Start of the decisions' period (inclusive). Required."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """End of the decisions' period (exclusive); unset means now."""
+
+    @_builtins.property
+    def bad_labels(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Outcome labels that mean the adverse outcome, e.g. ["confirmed_fraud"]; at least one."""
+
+    def __init__(
+        self,
+        *,
+        decision_point: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        bad_labels: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bad_labels", b"bad_labels", "decision_point", b"decision_point", "since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPerformanceRequest: _TypeAlias = GetPerformanceRequest  # noqa: Y015
+
+@_typing.final
+class ScoreBand(_message.Message):
+    """The bad rate of the labelled decisions whose score is in [low, high)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOW_FIELD_NUMBER: _builtins.int
+    HIGH_FIELD_NUMBER: _builtins.int
+    LABELLED_FIELD_NUMBER: _builtins.int
+    BAD_RATE_FIELD_NUMBER: _builtins.int
+    low: _builtins.float
+    """Lower edge of the band (inclusive)."""
+    high: _builtins.float
+    """Upper edge (exclusive; the last band includes 1.0)."""
+    labelled: _builtins.int
+    """Labelled decisions in the band."""
+    bad_rate: _builtins.float
+    """Share of them with an adverse label (NaN for an empty band)."""
+    def __init__(
+        self,
+        *,
+        low: _builtins.float = ...,
+        high: _builtins.float = ...,
+        labelled: _builtins.int = ...,
+        bad_rate: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bad_rate", b"bad_rate", "high", b"high", "labelled", b"labelled", "low", b"low"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScoreBand: _TypeAlias = ScoreBand  # noqa: Y015
+
+@_typing.final
+class VersionPerformance(_message.Message):
+    """One model version and arm's performance on its labelled decisions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    ARM_FIELD_NUMBER: _builtins.int
+    LABELLED_FIELD_NUMBER: _builtins.int
+    BAD_FIELD_NUMBER: _builtins.int
+    AUC_FIELD_NUMBER: _builtins.int
+    KS_FIELD_NUMBER: _builtins.int
+    BANDS_FIELD_NUMBER: _builtins.int
+    ENOUGH_LABELS_FIELD_NUMBER: _builtins.int
+    model_name: _builtins.str
+    """The model's name."""
+    model_version: _builtins.str
+    """The model's version."""
+    arm: _builtins.str
+    """The arm that decided."""
+    labelled: _builtins.int
+    """Decisions with an outcome (the latest outcome of each counts)."""
+    bad: _builtins.int
+    """Of them, those whose outcome is adverse."""
+    auc: _builtins.float
+    """Area under the ROC curve of the scores for the adverse outcome (ties counted half)."""
+    ks: _builtins.float
+    """Kolmogorov-Smirnov statistic between the scores of adverse and other outcomes."""
+    enough_labels: _builtins.bool
+    """False when too few decisions are labelled (under 200, or under 20 of either kind): the
+    figures are given but say little yet.
+    """
+    @_builtins.property
+    def bands(self) -> _containers.RepeatedCompositeFieldContainer[Global___ScoreBand]:
+        """Bad rate in ten equal score bands."""
+
+    def __init__(
+        self,
+        *,
+        model_name: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        arm: _builtins.str = ...,
+        labelled: _builtins.int = ...,
+        bad: _builtins.int = ...,
+        auc: _builtins.float = ...,
+        ks: _builtins.float = ...,
+        bands: _abc.Iterable[Global___ScoreBand] | None = ...,
+        enough_labels: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arm", b"arm", "auc", b"auc", "bad", b"bad", "bands", b"bands", "enough_labels", b"enough_labels", "ks", b"ks", "labelled", b"labelled", "model_name", b"model_name", "model_version", b"model_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VersionPerformance: _TypeAlias = VersionPerformance  # noqa: Y015
+
+@_typing.final
+class GetPerformanceResponse(_message.Message):
+    """Performance per model version and arm."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___VersionPerformance]:
+        """One per version and arm with labelled decisions in the period."""
+
+    def __init__(
+        self,
+        *,
+        versions: _abc.Iterable[Global___VersionPerformance] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPerformanceResponse: _TypeAlias = GetPerformanceResponse  # noqa: Y015

@@ -100,6 +100,11 @@ class LineageServiceStub:
                 request_serializer=lineage_dot_v1_dot_lineage__pb2.GetDriftRequest.SerializeToString,
                 response_deserializer=lineage_dot_v1_dot_lineage__pb2.GetDriftResponse.FromString,
                 _registered_method=True)
+        self.GetPerformance = channel.unary_unary(
+                '/lineage.v1.LineageService/GetPerformance',
+                request_serializer=lineage_dot_v1_dot_lineage__pb2.GetPerformanceRequest.SerializeToString,
+                response_deserializer=lineage_dot_v1_dot_lineage__pb2.GetPerformanceResponse.FromString,
+                _registered_method=True)
 
 
 class LineageServiceServicer:
@@ -204,6 +209,14 @@ class LineageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPerformance(self, request, context):
+        """How well each model version's scores ranked the outcomes recorded since for the decisions
+        of a period: AUC, KS and bad rate by score band, with the number of labelled decisions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LineageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -271,6 +284,11 @@ def add_LineageServiceServicer_to_server(servicer, server):
                     servicer.GetDrift,
                     request_deserializer=lineage_dot_v1_dot_lineage__pb2.GetDriftRequest.FromString,
                     response_serializer=lineage_dot_v1_dot_lineage__pb2.GetDriftResponse.SerializeToString,
+            ),
+            'GetPerformance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPerformance,
+                    request_deserializer=lineage_dot_v1_dot_lineage__pb2.GetPerformanceRequest.FromString,
+                    response_serializer=lineage_dot_v1_dot_lineage__pb2.GetPerformanceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -625,6 +643,33 @@ class LineageService:
             '/lineage.v1.LineageService/GetDrift',
             lineage_dot_v1_dot_lineage__pb2.GetDriftRequest.SerializeToString,
             lineage_dot_v1_dot_lineage__pb2.GetDriftResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPerformance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lineage.v1.LineageService/GetPerformance',
+            lineage_dot_v1_dot_lineage__pb2.GetPerformanceRequest.SerializeToString,
+            lineage_dot_v1_dot_lineage__pb2.GetPerformanceResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -73,6 +73,10 @@ class LineageServiceStub:
     """How a decision point's inputs, scores and decisions moved against each model version's
     training baselines, per window, per version and arm (counted at ingest: no history scan).
     """
+    GetPerformance: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.GetPerformanceRequest, _lineage_pb2.GetPerformanceResponse]
+    """How well each model version's scores ranked the outcomes recorded since for the decisions
+    of a period: AUC, KS and bad rate by score band, with the number of labelled decisions.
+    """
 
 @_typing.type_check_only
 class LineageServiceAsyncStub(LineageServiceStub):
@@ -118,6 +122,10 @@ class LineageServiceAsyncStub(LineageServiceStub):
     GetDrift: _aio.UnaryUnaryMultiCallable[_lineage_pb2.GetDriftRequest, _lineage_pb2.GetDriftResponse]  # type: ignore[assignment]
     """How a decision point's inputs, scores and decisions moved against each model version's
     training baselines, per window, per version and arm (counted at ingest: no history scan).
+    """
+    GetPerformance: _aio.UnaryUnaryMultiCallable[_lineage_pb2.GetPerformanceRequest, _lineage_pb2.GetPerformanceResponse]  # type: ignore[assignment]
+    """How well each model version's scores ranked the outcomes recorded since for the decisions
+    of a period: AUC, KS and bad rate by score band, with the number of labelled decisions.
     """
 
 class LineageServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -239,6 +247,16 @@ class LineageServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_lineage_pb2.GetDriftResponse, _abc.Awaitable[_lineage_pb2.GetDriftResponse]]:
         """How a decision point's inputs, scores and decisions moved against each model version's
         training baselines, per window, per version and arm (counted at ingest: no history scan).
+        """
+
+    @_abc_1.abstractmethod
+    def GetPerformance(
+        self,
+        request: _lineage_pb2.GetPerformanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lineage_pb2.GetPerformanceResponse, _abc.Awaitable[_lineage_pb2.GetPerformanceResponse]]:
+        """How well each model version's scores ranked the outcomes recorded since for the decisions
+        of a period: AUC, KS and bad rate by score band, with the number of labelled decisions.
         """
 
 def add_LineageServiceServicer_to_server(servicer: LineageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
