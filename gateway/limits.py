@@ -41,6 +41,22 @@ def has_control(text: str) -> bool:
     return _CONTROL.search(text) is not None
 
 
+_CARD_LIKE = re.compile(r"\d(?:[ -]?\d){11,}")
+
+
+def card_like(text: str) -> bool:
+    """Twelve or more digits in a row (spaces or hyphens between them allowed): possibly a card
+    number or another account number, which an error message must not repeat."""
+    return _CARD_LIKE.search(text) is not None
+
+
+def shown_unless_card_like(value: str) -> str:
+    """``shown(value)``, or a placeholder when the value holds a card-like number."""
+    if card_like(value):
+        return f"a value of {len(value)} characters holding a long number (not shown)"
+    return shown(value)
+
+
 def shown(value: str, limit: int = MAX_SHOWN_CHARS) -> str:
     """``value`` quoted for an error message: control characters escaped, at most ``limit``
     characters of it, and its length when cut."""

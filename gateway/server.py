@@ -45,6 +45,7 @@ from runtimes.manifest import ManifestError
 from runtimes.reasons import load_checked_models
 from scoring.v1 import scoring_pb2
 from security.errors import SecurityConfigError
+from security.pseudonyms import KeyedHash
 
 if TYPE_CHECKING:
     from gateway.decisions.service import DecisionService
@@ -97,6 +98,18 @@ def tracer_provider(
             BatchSpanProcessor(exporter, schedule_delay_millis=settings.otlp_schedule_delay_ms)
         )
     return provider
+
+
+def telemetry_pseudonyms(settings: GatewaySettings) -> KeyedHash:
+    """The key for entity keys and request ids on spans (ValueError if its file is unusable)."""
+    if settings.telemetry_key_file is not None:
+        return KeyedHash.from_file(settings.telemetry_key_file)
+    if tracing_endpoint(settings):
+        log.info(
+            "no --telemetry-key-file: span entity and request-id hashes use a random key of "
+            "this process and match nothing outside it"
+        )
+    return KeyedHash.random()
 
 
 def backlog_options(max_in_flight: int | None, max_pending: int) -> tuple[tuple[str, int], ...]:
@@ -363,6 +376,7 @@ async def create(
     routes: Routes,
     load: LoopLoad,
     security: EdgeSecurity | None = None,
+    pseudonyms: KeyedHash | None = None,
 ) -> Gateway:
     """Builds the gateway from settings and checked routes: clients, sink, service, server.
     ``security`` is built from the settings when not given (SecurityConfigError if refused)."""
@@ -377,6 +391,8 @@ async def create(
         security = edge_security(settings)
     instance = gateway_instance()
     provider = tracer_provider(settings, instance, security)
+    if pseudonyms is None:
+        pseudonyms = telemetry_pseudonyms(settings)
     metrics = GatewayMetrics()
     client = model_client(settings, routes, metrics, load, security)
     metrics.loop_busy.set_function(lambda: load.busy)
@@ -391,6 +407,7 @@ async def create(
         metrics=metrics,
         max_in_flight=settings.max_in_flight,
         shadow_max_in_flight=settings.shadow_max_in_flight,
+        pseudonyms=pseudonyms,
     )
     lineage_sink = None
     events: RouteChangeSink = LoggingRouteChangeSink()
@@ -429,10 +446,14 @@ async def create(
 
 
 async def run(
-    settings: GatewaySettings, routes: Routes, load: LoopLoad, security: EdgeSecurity
+    settings: GatewaySettings,
+    routes: Routes,
+    load: LoopLoad,
+    security: EdgeSecurity,
+    pseudonyms: KeyedHash | None = None,
 ) -> int:
     """The process: create, start, write the ready file, serve until SIGTERM/SIGINT, stop."""
-    gateway = await create(settings, routes, load, security)
+    gateway = await create(settings, routes, load, security, pseudonyms)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -464,12 +485,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         routes = load_config(settings)
         security = edge_security(settings)
-    except (ConfigError, ManifestError, SecurityConfigError) as e:
+        pseudonyms = telemetry_pseudonyms(settings)
+    except (ConfigError, ManifestError, SecurityConfigError, ValueError) as e:
         log.error("refusing to start: %s", e)
         return EXIT_CONFIG
     load = LoopLoad()
     with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(load)) as runner:
-        return runner.run(run(settings, routes, load, security))
+        return runner.run(run(settings, routes, load, security, pseudonyms))
 
 
 if __name__ == "__main__":

@@ -90,6 +90,12 @@ class GatewaySettings(BaseSettings):
         description="Written (atomically, one JSON line) once the gateway is serving and healthy.",
     )
     log_level: str = Field(default="INFO", description="Level for the gateway's logs.")
+    telemetry_key_file: Path | None = Field(
+        default=None,
+        description="Secret (at least 16 bytes) keying the HMAC-SHA256 that stands in for "
+        "entity keys and request ids on general-tracing spans; give every gateway the same one "
+        "so the hashes match. Unset: a random key per process (logged), nothing reversible.",
+    )
     grace_s: float = Field(
         default=10.0, ge=0, description="On SIGTERM, seconds in-flight calls get to finish."
     )

@@ -36,6 +36,18 @@ Absence = Literal["default", "missing"]
 Either way the decision record stores the feature as absent, not as what the model was given.
 """
 
+Sensitivity = Literal["pan", "personal", "none"]
+"""What a feature's values are, for where they may go:
+
+- ``pan``: a payment card number, or a value derived from one that can be mapped back to it;
+- ``personal``: data about an identifiable person (age, income, an address);
+- ``none``: neither.
+
+Whatever the label, feature values go only into the lineage store's decision records, never into
+general tracing, logs or metrics. The label adds: a ``pan`` or ``personal`` value is never echoed
+back in an error message, and a reviewer sees what the record holds.
+"""
+
 MISSING_CATEGORY = ""
 """The string a category declared ``absent: missing`` is sent as when a request leaves it out."""
 
@@ -46,6 +58,9 @@ class _Feature(_Strict):
     required: bool = True
     absent: Absence | None = None
     """For an optional feature (``required: false``), how its absence reaches the model."""
+    sensitive: Sensitivity = "none"
+    """How personal the feature's values are (see ``Sensitivity``); not part of the feature
+    schema version."""
 
     def _check_absence(self, default: object) -> None:
         if self.required:
@@ -188,8 +203,11 @@ class Manifest(_Strict):
 
 def _schema_fields(feature: Feature) -> dict[str, object]:
     # ``absent`` and ``default`` are left out while unset, so a required feature hashes as it did
-    # before optional features could say how they are absent.
-    fields = feature.model_dump(mode="json")
+    # before optional features could say how they are absent. ``sensitive`` is left out always:
+    # it says how values are handled, not what the model is given, so labelling a feature (a
+    # privacy review, after the fact) neither makes a new schema version nor splits the drift
+    # and replay comparisons that key on it.
+    fields = feature.model_dump(mode="json", exclude={"sensitive"})
     for key in ("absent", "default"):
         if fields.get(key) is None:
             fields.pop(key, None)

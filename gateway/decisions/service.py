@@ -52,6 +52,7 @@ from gateway.recording.sinks import DecisionSink
 from gateway.routing.compiled import DecisionPoint, Routes
 from gateway.runtime_client.protocol import ModelClient
 from lineage.v1.record import FALLBACK_ERROR, FALLBACK_FROM, DecisionRecord
+from security.pseudonyms import KeyedHash
 
 __all__ = ["MAX_BATCH_ROWS", "DecisionService", "ScoreInput"]
 
@@ -72,6 +73,7 @@ class DecisionService:
         metrics: GatewayMetrics | None = None,
         max_in_flight: int | None = None,
         shadow_max_in_flight: int = DEFAULT_SHADOW_MAX_IN_FLIGHT,
+        pseudonyms: KeyedHash | None = None,
     ) -> None:
         self.metrics = metrics or GatewayMetrics()
         self.breakers = Breakers(routes.breaker, self.metrics.circuit_changed)
@@ -79,7 +81,7 @@ class DecisionService:
         self._client = client
         caller = ModelCaller(client, self.breakers, self.metrics)
         self._scorer = FallbackScorer(caller, instance)
-        self._recorder = Recorder(tracer, sink, instance)
+        self._recorder = Recorder(tracer, sink, instance, pseudonyms)
         self._reserve = ReserveEstimate()
         self.metrics.fallback_reserve.set_function(lambda: self._reserve.measured_s)
         self._ids = UuidV7Generator()

@@ -23,6 +23,7 @@ from gateway.limits import (
     MAX_STRING_VALUE_CHARS,
     has_control,
     shown,
+    shown_unless_card_like,
 )
 from lineage.v1.record import FeatureScalar
 from runtimes.manifest import CategoryFeature, Manifest, NumberFeature
@@ -53,17 +54,19 @@ class FeatureValidator:
 
     def __init__(self, manifest: Manifest) -> None:
         self.model = manifest.served_name
-        checks: list[tuple[str, int, float, float, frozenset[str], bool, str]] = []
+        checks: list[tuple[str, int, float, float, frozenset[str], bool, str, bool]] = []
         for f in manifest.features:
+            # A sensitive feature's refusal names the field, never the value: refusals are
+            # logged, and the caller's own message travels through their logs too.
+            quiet = f.sensitive != "none"
             if isinstance(f, NumberFeature):
-                checks.append((f.name, _NUMBER, f.min, f.max, frozenset(), f.required, ""))
+                checks.append((f.name, _NUMBER, f.min, f.max, frozenset(), f.required, "", quiet))
             elif isinstance(f, CategoryFeature):
                 allowed = ", ".join(f.categories)
-                checks.append(
-                    (f.name, _CATEGORY, 0.0, 0.0, frozenset(f.categories), f.required, allowed)
-                )
+                categories = frozenset(f.categories)
+                checks.append((f.name, _CATEGORY, 0.0, 0.0, categories, f.required, allowed, quiet))
             else:
-                checks.append((f.name, _BOOLEAN, 0.0, 0.0, frozenset(), f.required, ""))
+                checks.append((f.name, _BOOLEAN, 0.0, 0.0, frozenset(), f.required, "", quiet))
         self._checks = tuple(checks)
         self._known = frozenset(f.name for f in manifest.features)
 
@@ -79,7 +82,7 @@ class FeatureValidator:
         snapshot: dict[str, FeatureScalar] = {}
         violations: Violations | None = None
         present = 0
-        for name, kind, low, high, categories, required, allowed in self._checks:
+        for name, kind, low, high, categories, required, allowed, quiet in self._checks:
             value = features.get(name, _ABSENT)
             if value is not _ABSENT:
                 present += 1
@@ -99,6 +102,8 @@ class FeatureValidator:
                         problem = "must be a finite number, got NaN"
                     elif math.isinf(number):
                         problem = f"must be a finite number, got {_fmt(number)}"
+                    elif quiet:
+                        problem = f"outside [{_fmt(low)}, {_fmt(high)}]"
                     else:
                         problem = f"{_fmt(number)} is outside [{_fmt(low)}, {_fmt(high)}]"
                 else:
@@ -113,8 +118,12 @@ class FeatureValidator:
                             f"a string of {len(value):,} characters; "
                             f"at most {MAX_STRING_VALUE_CHARS}"
                         )
+                    elif quiet:
+                        problem = f"not a known category (one of {allowed})"
                     else:
-                        problem = f"{shown(value)} is not a known category (one of {allowed})"
+                        # Even a feature labelled none can be handed a card number by mistake.
+                        what = shown_unless_card_like(value)
+                        problem = f"{what} is not a known category (one of {allowed})"
                 else:
                     problem = f"must be a category (string), got {_type_name(value)}"
             elif type(value) is bool:
@@ -161,7 +170,12 @@ MAX_SHOWN_NAME_CHARS = 64
 
 
 def _identifier(
-    field: str, value: str, limit: int, violations: list[FieldViolation], required: bool = True
+    field: str,
+    value: str,
+    limit: int,
+    violations: list[FieldViolation],
+    required: bool = True,
+    personal: bool = False,
 ) -> None:
     if not value:
         if required:
@@ -171,9 +185,9 @@ def _identifier(
             FieldViolation(field, f"must be at most {limit} characters, got {len(value):,}")
         )
     elif has_control(value):
-        violations.append(
-            FieldViolation(field, f"must not contain control characters, got {shown(value)}")
-        )
+        # A customer's key or a caller's id may be a card number: named, never repeated.
+        got = "" if personal else f", got {shown(value)}"
+        violations.append(FieldViolation(field, f"must not contain control characters{got}"))
 
 
 def request_violations(
@@ -181,9 +195,9 @@ def request_violations(
 ) -> list[FieldViolation]:
     """Problems with the API's own fields (not the features)."""
     violations: list[FieldViolation] = []
-    _identifier("request_id", request_id, MAX_REQUEST_ID_CHARS, violations)
+    _identifier("request_id", request_id, MAX_REQUEST_ID_CHARS, violations, personal=True)
     _identifier("decision_point", decision_point, MAX_DECISION_POINT_CHARS, violations)
-    _identifier("entity_key", entity_key, MAX_ENTITY_KEY_CHARS, violations)
+    _identifier("entity_key", entity_key, MAX_ENTITY_KEY_CHARS, violations, personal=True)
     _identifier("model_version", model_version, MAX_MODEL_VERSION_CHARS, violations, False)
     return violations
 

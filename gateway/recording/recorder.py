@@ -23,6 +23,7 @@ from gateway.recording.records import Decided, RowOutcome, build_record
 from gateway.recording.sinks import DecisionSink, redacted_attributes
 from lineage.v1.record import PARENT_DECISION_ID, DecisionRecord
 from lineage.v1.spans import SPAN_NAME
+from security.pseudonyms import KeyedHash
 
 BATCH_SPAN_NAME = "scoregate.decision_batch"
 
@@ -41,8 +42,17 @@ def random_span_id() -> str:
 
 
 class Recorder:
-    def __init__(self, tracer: Tracer | None, sink: DecisionSink, instance: str) -> None:
+    def __init__(
+        self,
+        tracer: Tracer | None,
+        sink: DecisionSink,
+        instance: str,
+        pseudonyms: KeyedHash | None = None,
+    ) -> None:
         self._tracer = tracer
+        # Without a configured key, one drawn now: nothing reversible leaves, though the hashes
+        # then match nothing outside this process.
+        self._pseudonyms = pseudonyms or KeyedHash.random()
         self._sink = sink
         self._instance = instance
         # Rows of a batch get their own spans only when the records travel on them.
@@ -79,7 +89,7 @@ class Recorder:
         record = build_record(decided, row, decided_ns, trace_id, span_id, self._instance)
         if span.is_recording():
             # Ids and outcome only: feature values and the entity key stay inside the record.
-            span.set_attributes(redacted_attributes(record))
+            span.set_attributes(redacted_attributes(record, self._pseudonyms))
             parent = record.extra.get(PARENT_DECISION_ID)
             if parent is not None:
                 span.set_attribute("scoregate.parent_decision_id", parent)

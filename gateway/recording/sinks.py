@@ -17,13 +17,20 @@ from opentelemetry.util.types import AttributeValue
 
 from lineage.v1.record import DecisionRecord
 from lineage.v1.spans import DECISION_ID_ATTRIBUTE, RECORD_ATTRIBUTE
+from security.pseudonyms import KeyedHash
 
 
-def redacted_attributes(record: DecisionRecord) -> dict[str, AttributeValue]:
-    """What general tracing may see of a decision: ids, model, outcome and hashes."""
+def redacted_attributes(record: DecisionRecord, pseudonyms: KeyedHash) -> dict[str, AttributeValue]:
+    """What general tracing may see of a decision: ids, model, outcome and hashes.
+
+    The caller's request id and the entity key appear only as keyed hashes: either may be a card
+    or account number, and a tracing backend is no place for one. The same key gives the same
+    hash on every gateway, so a trace can still be matched to a customer by whoever holds it.
+    """
     return {
         DECISION_ID_ATTRIBUTE: record.decision_id,
-        "scoregate.request_id": record.request_id,
+        "scoregate.request_id_hmac": pseudonyms.pseudonym(record.request_id),
+        "scoregate.entity_hmac": pseudonyms.pseudonym(record.entity_key),
         "scoregate.decision_point": record.decision_point,
         "scoregate.model.name": record.model_name,
         "scoregate.model.version": record.model_version,

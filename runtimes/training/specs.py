@@ -41,6 +41,7 @@ CARD_FRAUD_FEATURES: tuple[Feature, ...] = (
         min=0,
         max=20_000,
         description="distance from home address; unknown without a device location",
+        sensitive="personal",
         required=False,
         absent="missing",
     ),
@@ -50,7 +51,13 @@ CARD_FRAUD_FEATURES: tuple[Feature, ...] = (
 )
 
 CREDIT_RISK_FEATURES: tuple[Feature, ...] = (
-    NumberFeature(name="annual_income", min=0, max=5_000_000, description="declared income"),
+    NumberFeature(
+        name="annual_income",
+        min=0,
+        max=5_000_000,
+        description="declared income",
+        sensitive="personal",
+    ),
     NumberFeature(name="debt_to_income", min=0, max=10, description="monthly debt / income"),
     NumberFeature(
         name="credit_history_months",
@@ -67,7 +74,9 @@ CREDIT_RISK_FEATURES: tuple[Feature, ...] = (
         name="employment_type", categories=EMPLOYMENT_TYPES, description="employment status"
     ),
     BooleanFeature(name="home_owner", description="owns their home"),
-    NumberFeature(name="age", min=18, max=100, description="applicant age in years"),
+    NumberFeature(
+        name="age", min=18, max=100, description="applicant age in years", sensitive="personal"
+    ),
 )
 
 

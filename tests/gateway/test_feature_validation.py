@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 
@@ -112,3 +113,34 @@ def test_request_fields_are_checked(
 ) -> None:
     violations = request_violations(request_id, decision_point, entity_key)
     assert [v.field for v in violations] == fields
+
+
+def test_a_sensitive_features_refusal_names_the_field_but_never_the_value(
+    manifests: dict[tuple[str, str], Manifest],
+) -> None:
+    validator = FeatureValidator(manifests[("credit-risk", "1")])
+    features = dict(sample_requests("credit-risk", 1, seed=3)[0])
+    features.update(age=131.0, annual_income=7_654_321.0)
+    with pytest.raises(InvalidRequest) as info:
+        validator.validate(features)
+    shown = {v.field: v.description for v in info.value.violations}
+    assert shown == {"features.age": "outside [18, 100]", "features.annual_income": ANY}
+    assert "7654321" not in str(info.value) and "7.65432e+06" not in str(info.value)
+    assert "131" not in str(info.value)
+
+
+def test_a_card_number_in_a_category_is_not_repeated_even_where_none_is_expected(
+    card_fraud: FeatureValidator,
+) -> None:
+    features = _valid()
+    features["merchant_category"] = "4111 1111 1111 1111"
+    with pytest.raises(InvalidRequest) as info:
+        card_fraud.validate(features)
+    assert "features.merchant_category" in str(info.value)
+    assert "1111 1111" not in str(info.value)
+
+
+def test_an_entity_key_or_request_id_with_control_characters_is_not_repeated() -> None:
+    violations = request_violations("4111111111111111\n", "card-fraud", "5500000000000004\x00")
+    assert {v.field for v in violations} == {"request_id", "entity_key"}
+    assert not any("41111" in v.description or "55000" in v.description for v in violations)

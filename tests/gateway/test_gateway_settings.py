@@ -47,3 +47,25 @@ def test_an_unreadable_routes_file_exits_2(
     code = main(["--routes", str(tmp_path / "absent.yaml"), "--model-dir", str(tmp_path)])
     assert code == 2
     assert "absent.yaml" in caplog.text
+
+
+def test_the_telemetry_key_comes_from_its_file_and_a_short_one_is_refused(tmp_path: Path) -> None:
+    from gateway.server import telemetry_pseudonyms
+
+    key = tmp_path / "telemetry.key"
+    key.write_text("a-telemetry-secret-of-enough-bytes\n")
+    settings = parse_settings(["--routes", "r.yaml", "--model-dir", "m"])
+    keyed = parse_settings(
+        ["--routes", "r.yaml", "--model-dir", "m", "--telemetry-key-file", str(key)]
+    )
+    assert telemetry_pseudonyms(keyed).pseudonym("4111111111111111") == telemetry_pseudonyms(
+        keyed
+    ).pseudonym("4111111111111111")
+    # Without a file: a random key per process, so two gateways' hashes match nothing.
+    assert telemetry_pseudonyms(settings).ephemeral
+    assert telemetry_pseudonyms(settings).pseudonym("x") != telemetry_pseudonyms(
+        settings
+    ).pseudonym("x")
+    key.write_text("short")
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        telemetry_pseudonyms(keyed)
