@@ -25,6 +25,7 @@ from governance.access_rules import GUARDED_SERVICES, RULES
 from governance.audit import AccessLog
 from governance.caller import CALLER, OPEN_ACCESS, Caller
 from governance.errors import AccessRuleMissing
+from governance.pseudonyms import EntityPseudonyms
 from governance.status import to_status
 from governance.store.clock import now_us
 from governance.store.entries import AccessEntry
@@ -61,9 +62,15 @@ async def _no_rule(request: Any, context: grpc.aio.ServicerContext[Any, Any]) ->
 
 
 class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, access: StoreAccess, audit: AccessLog | None) -> None:
+    def __init__(
+        self,
+        access: StoreAccess,
+        audit: AccessLog | None,
+        pseudonyms: EntityPseudonyms | None = None,
+    ) -> None:
         self._access = access
         self._audit = audit
+        self._pseudonyms = pseudonyms
 
     async def intercept_service(
         self,
@@ -81,7 +88,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 _no_rule, handler.request_deserializer, handler.response_serializer
             )
         inner = handler.unary_unary
-        access, audit = self._access, self._audit
+        access, audit, pseudonyms = self._access, self._audit, self._pseudonyms
 
         async def checked(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             at = now_us()
@@ -124,7 +131,7 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                             permission=permission.value,
                             policy_version=version,
                             decision_ids=rule.decision_ids(request),
-                            query=rule.query(request),
+                            query=rule.query(request, pseudonyms),
                             outcome=outcome,
                             detail=detail,
                         )

@@ -2,7 +2,8 @@
 
 One row per method: the permissions a call needs (``needs``, from the request: a listing by
 entity key also needs ``read_features``, since it asks about a person), the decision ids it names
-and its query as kept in the access log. The query never holds an entity key (its sha256 instead)
+and its query as kept in the access log. The query never holds an entity key (its sha256 instead, or
+its pseudonym where the store pseudonymises)
 nor a manifest's text: the access log is read by auditors, who need not hold ``read_features``.
 Health and reflection are neither checked nor logged; a method of the two guarded services
 that is missing from the table is refused (``governance.access``), so a method added to the
@@ -19,6 +20,7 @@ from typing import Any
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
+from governance.pseudonyms import EntityPseudonyms
 from lineage.v1 import lineage_pb2
 from security.policy_schema import LineagePermission as P
 
@@ -41,14 +43,18 @@ class MethodRule:
     def needs(self, request: Any) -> tuple[P, ...]:
         return (self.permission, *self.extra(request))
 
-    def query(self, request: Any) -> dict[str, Any]:
+    def query(self, request: Any, pseudonyms: EntityPseudonyms | None = None) -> dict[str, Any]:
         if self.audit_refusals_only:
             return {}
         query: dict[str, Any] = json_format.MessageToDict(request, preserving_proto_field_name=True)
         for name in self.hidden:
             query.pop(name, None)
         key = query.pop("entity_key", "")
-        if key:
+        if key and pseudonyms is not None and pseudonyms.enabled:
+            # The store's own pseudonym: an auditor can match the entry to the records, and
+            # no one can test a guessed card number against it without the key.
+            query["entity_key_pseudonym"] = pseudonyms.presented(key)
+        elif key:
             query["entity_key_sha256"] = hashlib.sha256(key.encode()).hexdigest()
         return query
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from governance.errors import UnstorableData
+from governance.pseudonyms import EntityPseudonyms
 from governance.store import InsertResult, LineageStore
 from lineage.v1.record import DecisionRecord
 
@@ -62,8 +63,9 @@ class IngestStats:
 
 
 class Ingestor:
-    def __init__(self, store: LineageStore) -> None:
+    def __init__(self, store: LineageStore, pseudonyms: EntityPseudonyms | None = None) -> None:
         self._store = store
+        self._pseudonyms = pseudonyms or EntityPseudonyms()
         self.stats = IngestStats()
 
     async def ingest(
@@ -76,7 +78,9 @@ class Ingestor:
         StoreUnavailable if the batch was not stored."""
         result = InsertResult()
         outcome = IngestOutcome(rejections=list(rejections))
-        await self._insert_isolating(records, result, outcome.rejections)
+        # Before anything is stored or hashed: the raw key of a pseudonymised point never lands.
+        stored = self._pseudonyms.stored_forms(records)
+        await self._insert_isolating(stored, result, outcome.rejections)
         outcome.stored, outcome.duplicates = result.inserted, result.duplicates
         outcome.rejections.extend(
             Rejection(

@@ -7,6 +7,7 @@ inputs and raises the errors of ``governance.errors`` naming the offending field
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -15,12 +16,14 @@ import pydantic
 from governance.chain import Checkpoint
 from governance.errors import DecisionNotFound, InvalidRequest, ModelNotFound
 from governance.ids import canonical_decision_id
+from governance.pseudonyms import EntityPseudonyms
 from governance.store import LineageStore, StoredDecision
 from governance.store.base import TrafficSeen
 from governance.store.entries import (
     AccessFilter,
     AccessPage,
     ArmTarget,
+    Count,
     DecisionFilter,
     DecisionPage,
     DecisionSummary,
@@ -81,6 +84,24 @@ def _derived_id(prefix: str, body: dict[str, Any]) -> str:
     return f"{prefix}-{hashlib.sha256(canonical(body)).hexdigest()[:32]}"
 
 
+def merge_pages(pages: Sequence[DecisionPage], limit: int) -> DecisionPage:
+    """One page from pages of the same selection under different entity-key forms, each from
+    the same position: the earliest ``limit`` of them all, counts summed. The page token is
+    a position in (decided_at, decision_id), so the next page continues every form at once."""
+    merged = sorted(
+        (d for p in pages for d in p.decisions), key=lambda d: (d.decided_at_us, d.decision_id)
+    )
+    counts: dict[tuple[str, str, str, str], int] = {}
+    for page in pages:
+        for c in page.counts:
+            key = (c.model_name, c.model_version, c.arm, c.decision)
+            counts[key] = counts.get(key, 0) + c.count
+    more = len(merged) > limit or any(p.next_page_token for p in pages)
+    shown = merged[:limit]
+    token = f"{shown[-1].decided_at_us}/{shown[-1].decision_id}" if more and shown else ""
+    return DecisionPage(shown, [Count(*k, n) for k, n in sorted(counts.items())], token)
+
+
 def parse_page_token(token: str) -> tuple[int, str] | None:
     if not token:
         return None
@@ -126,8 +147,9 @@ def routed_periods(
 
 
 class LineageQueries:
-    def __init__(self, store: LineageStore) -> None:
+    def __init__(self, store: LineageStore, pseudonyms: EntityPseudonyms | None = None) -> None:
         self._store = store
+        self._pseudonyms = pseudonyms or EntityPseudonyms()
 
     async def get_decision(self, decision_id: str) -> StoredDecision:
         """The stored decision; InvalidDecisionId or DecisionNotFound otherwise."""
@@ -153,7 +175,15 @@ class LineageQueries:
         if not 0 <= limit <= MAX_LIST:
             raise InvalidRequest(f"limit must be between 1 and {MAX_LIST} (0 for {DEFAULT_LIST})")
         after = parse_page_token(page_token)
-        return await self._store.list_decisions(selection, limit or DEFAULT_LIST, after)
+        limit = limit or DEFAULT_LIST
+        if not selection.entity_key:
+            return await self._store.list_decisions(selection, limit, after)
+        keys = self._pseudonyms.lookup_keys(selection.entity_key, selection.decision_point)
+        pages = [
+            await self._store.list_decisions(replace(selection, entity_key=k), limit, after)
+            for k in keys
+        ]
+        return pages[0] if len(pages) == 1 else merge_pages(pages, limit)
 
     async def list_shadows(self, decision_id: str) -> list[DecisionSummary]:
         """The shadow decisions of a decision, oldest first; InvalidDecisionId, or

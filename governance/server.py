@@ -31,6 +31,7 @@ from governance.chain import append_checkpoint
 from governance.errors import ConfigurationError, LineageError
 from governance.ingest import Ingestor
 from governance.monitoring.queries import DriftQueries
+from governance.pseudonyms import EntityPseudonyms
 from governance.queries import LineageQueries
 from governance.security_setup import is_loopback, store_security
 from governance.servicers import LineageServicer, OtlpTraceReceiver
@@ -40,6 +41,7 @@ from governance.store import LineageStore, create_store
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
 from reflection.service import enable_reflection
 from security.errors import SecurityConfigError
+from security.pseudonyms import KeyedHash
 
 log = logging.getLogger("governance.server")
 
@@ -73,6 +75,8 @@ def build_parser(prog: str = "scoregate-lineage") -> argparse.ArgumentParser:
         type=float,
         help=fields["metrics_refresh_s"].description,
     )
+    parser.add_argument("--entity-key-file", type=Path, help=fields["entity_key_file"].description)
+    parser.add_argument("--pseudonymise-entities", help=fields["pseudonymise_entities"].description)
     parser.add_argument(
         "--grace-period",
         dest="grace_period_s",
@@ -124,12 +128,16 @@ def build_server(
     health_servicer: health.aio.HealthServicer,
     access: StoreAccess | None = None,
     audit: AccessLog | None = None,
+    pseudonyms: EntityPseudonyms | None = None,
 ) -> grpc.aio.Server:
     """All services and the interceptors on one server, not yet bound or started; without
     ``access``, open access, and without ``audit``, no access log."""
     server = grpc.aio.server(
         # The error mapping is outermost, so that the access checks' refusals reach it.
-        interceptors=[ErrorStatusInterceptor(), AccessInterceptor(access or StoreAccess(), audit)],
+        interceptors=[
+            ErrorStatusInterceptor(),
+            AccessInterceptor(access or StoreAccess(), audit, pseudonyms),
+        ],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -139,7 +147,7 @@ def build_server(
         OtlpTraceReceiver(ingestor), server
     )
     lineage_pb2_grpc.add_LineageServiceServicer_to_server(
-        LineageServicer(LineageQueries(store), DriftQueries(store)), server
+        LineageServicer(LineageQueries(store, pseudonyms), DriftQueries(store)), server
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection((TRACE_SERVICE, LINEAGE_SERVICE, health.SERVICE_NAME), server)
@@ -161,6 +169,19 @@ async def export_checkpoints(store: LineageStore, path: Path, interval_s: float)
                     last = head.size
             except LineageError as e:
                 log.warning("checkpoint not exported: %s", e)
+
+
+def entity_pseudonyms(settings: LineageSettings) -> EntityPseudonyms:
+    """Which decision points' entity keys are pseudonymised (ValueError if the key is unusable,
+    or missing while some point asks for it)."""
+    key = (
+        None if settings.entity_key_file is None else KeyedHash.from_file(settings.entity_key_file)
+    )
+    points = settings.pseudonymise_entities.split(",")
+    pseudonyms = EntityPseudonyms(key, points)
+    if pseudonyms.enabled:
+        log.info("entity keys pseudonymised at ingest for: %s", settings.pseudonymise_entities)
+    return pseudonyms
 
 
 def start_metrics(
@@ -185,11 +206,12 @@ def start_metrics(
 async def serve(settings: LineageSettings) -> int:
     try:
         security = store_security(settings)
-    except SecurityConfigError as e:
+        pseudonyms = entity_pseudonyms(settings)
+    except (SecurityConfigError, ValueError) as e:
         raise ConfigurationError(str(e)) from None
     store = create_store(settings.db_url)
     await store.open()
-    ingestor = Ingestor(store)
+    ingestor = Ingestor(store, pseudonyms)
     audit = AccessLog(store, flush_interval_s=settings.access_log_flush_s)
     background = [asyncio.create_task(audit.run())]
     if security.access.policy is not None:
@@ -210,7 +232,7 @@ async def serve(settings: LineageSettings) -> int:
         services = ("", TRACE_SERVICE, LINEAGE_SERVICE)
         for name in services:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        server = build_server(store, ingestor, health_servicer, security.access, audit)
+        server = build_server(store, ingestor, health_servicer, security.access, audit, pseudonyms)
         bind = _address(settings.host, settings.port)
         if security.server_tls is None:
             port = server.add_insecure_port(bind)

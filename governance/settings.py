@@ -51,6 +51,15 @@ class LineageSettings(BaseSettings):
     metrics_refresh_s: float = Field(default=60.0, gt=0)
     """How often the exported drift is recomputed from the counters."""
 
+    entity_key_file: Path | None = None
+    """Secret (at least 16 bytes) keying the HMAC-SHA256 that replaces entity keys of the
+    decision points in --pseudonymise-entities at ingest. Keep it: without it the pseudonyms
+    cannot be found again from a customer's key (docs/security.md)."""
+
+    pseudonymise_entities: str = ""
+    """Decision points, comma-separated, whose entity keys are stored as keyed hashes (`*`: all
+    of them); empty: every key is stored as sent. Needs --entity-key-file."""
+
     plaintext: bool = False
     """Serve h2c without TLS: only for `make demo` and tests, or behind a proxy that terminates
     TLS; a warning is logged when the host is not loopback. Without it the store needs
