@@ -49,7 +49,7 @@ bench: $(STAMP)
 	$(PY) -m loadtests.bench --workdir $(WORKDIR)/bench --model-dir $(WORKDIR)/models \
 		$(if $(BENCH_QUICK),--quick)
 
-# GetDecision and serving-at-T p99 on a store of 1,000,000 decisions, SQLite and PostgreSQL.
+# GetDecision, serving-at-T and drift p99 on a store of 1,000,000 decisions, SQLite and PostgreSQL.
 bench-lineage: $(STAMP)
 	$(PY) -m loadtests.bench.lineage_store --rows $(or $(ROWS),1000000)
 

@@ -6,14 +6,18 @@ Rows go in through the store's own ``insert_many`` (idempotence check, hash chai
 commit per batch of 5,000, as an OTLP Export of that size would), spread over 30 days, two
 decision points, two model versions on primary/canary arms, with a route change a day. Then a
 real ``scoregate-lineage`` process serves the database and a client on the same machine asks
-GetDecision for random ids and GetServingAt for random moments, one call at a time, and prints
-p50/p99. Not a test: it takes minutes and its figures depend on the machine.
+GetDecision for random ids, GetServingAt for random moments and GetDrift for a day (one
+window) and for the month (daily windows), one call at a time, and prints p50/p99. The demo
+models' manifests are registered first, so every decision is also counted for monitoring as
+it is stored (the insert rate includes that). Not a test: it takes minutes and its figures
+depend on the machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import random
 import statistics
@@ -27,7 +31,7 @@ import grpc
 
 from governance.convert import timestamp_from_us
 from governance.store import create_store
-from governance.store.entries import ArmTarget, RouteChange
+from governance.store.entries import ArmTarget, RegisteredManifest, RouteChange
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
 from lineage.v1.record import DecisionRecord, ReasonEntry, features_sha256
 
@@ -104,11 +108,15 @@ def route_changes() -> list[RouteChange]:
     return changes
 
 
-async def fill(db_url: str, records: list[DecisionRecord]) -> float:
-    """Inserts through the store; returns decisions per second."""
+async def fill(
+    db_url: str, records: list[DecisionRecord], manifests: list[RegisteredManifest]
+) -> float:
+    """Registers ``manifests``, then inserts through the store; returns decisions per second."""
     store = create_store(db_url)
     await store.open()
     try:
+        for manifest in manifests:
+            await store.put_manifest(manifest)
         for change in route_changes():
             await store.add_route_change(change)
         started = time.perf_counter()
@@ -122,6 +130,58 @@ async def fill(db_url: str, records: list[DecisionRecord]) -> float:
 def percentiles(samples: list[float]) -> str:
     q = statistics.quantiles(samples, n=100)
     return f"p50 {q[49] * 1000:.2f} ms  p99 {q[98] * 1000:.2f} ms  (n={len(samples)})"
+
+
+def demo_manifests(model_dir: Path) -> list[RegisteredManifest]:
+    """The demo models' manifests as the gateway registers them."""
+    from runtimes.manifest import MANIFEST_FILE, find_model_folders, read_manifest
+
+    out = []
+    for folder in find_model_folders(model_dir):
+        m = read_manifest(folder)
+        text = (folder / MANIFEST_FILE).read_text()
+        out.append(RegisteredManifest(m.artifact_sha256, m.name, m.version, text, START_US))
+    return out
+
+
+def with_artifacts(
+    records: list[DecisionRecord], manifests: list[RegisteredManifest]
+) -> list[DecisionRecord]:
+    """``records`` naming their version's registered artifact, so monitoring counts them."""
+    sha = {(m.name, m.version): m.artifact_sha256 for m in manifests}
+    return [
+        dataclasses.replace(r, model_sha256=sha.get((r.model_name, r.model_version), "9f" * 32))
+        for r in records
+    ]
+
+
+def time_drift(address: str, calls: int) -> tuple[str, str]:
+    """GetDrift over one day (one window) and over the month in daily windows."""
+    with grpc.insecure_channel(address) as channel:
+        stub = lineage_pb2_grpc.LineageServiceStub(channel)
+        rng = random.Random(3)
+        day, month = [], []
+        for _ in range(calls):
+            at = START_US + rng.randrange(DAYS - 1) * DAY_US
+            request = lineage_pb2.GetDriftRequest(
+                decision_point=rng.choice(("card-fraud", "credit-risk")),
+                since=timestamp_from_us(at),
+                until=timestamp_from_us(at + DAY_US),
+            )
+            t = time.perf_counter()
+            stub.GetDrift(request, timeout=30)
+            day.append(time.perf_counter() - t)
+        for _ in range(max(2, calls // 10)):
+            request = lineage_pb2.GetDriftRequest(
+                decision_point="card-fraud",
+                since=timestamp_from_us(START_US),
+                until=timestamp_from_us(START_US + DAYS * DAY_US),
+                step_hours=24,
+            )
+            t = time.perf_counter()
+            stub.GetDrift(request, timeout=60)
+            month.append(time.perf_counter() - t)
+    return percentiles(day), percentiles(month)
 
 
 def time_queries(address: str, records: list[DecisionRecord], calls: int) -> tuple[str, str]:
@@ -149,7 +209,12 @@ def time_queries(address: str, records: list[DecisionRecord], calls: int) -> tup
 
 
 def run_backend(
-    backend: str, records: list[DecisionRecord], workdir: Path, calls: int, pg: str
+    backend: str,
+    records: list[DecisionRecord],
+    workdir: Path,
+    calls: int,
+    pg: str,
+    manifests: list[RegisteredManifest],
 ) -> None:
     from loadtests.local.topology import entry_point, start_process
 
@@ -165,16 +230,26 @@ def run_backend(
             admin.execute(f'CREATE DATABASE "{name}"')
         url, drop = f"{pg}/{name}", name
     try:
-        rate = asyncio.run(fill(url, records))
-        print(f"{backend}: inserted {len(records):,} decisions at {rate:,.0f}/s", flush=True)
-        argv = [*entry_point("scoregate-lineage"), "--db-url", url, "--port", "0"]
+        rate = asyncio.run(fill(url, records, manifests))
+        print(
+            f"{backend}: inserted {len(records):,} decisions at {rate:,.0f}/s "
+            "(monitoring counters included)",
+            flush=True,
+        )
+        argv = [
+            *entry_point("scoregate-lineage"), "--db-url", url, "--port", "0",
+            "--plaintext", "true", "--open-access", "true",
+        ]  # fmt: skip
         proc = start_process(f"lineage-{backend}", argv, workdir)
         try:
             get, serving = time_queries(proc.address, records, calls)
+            drift_day, drift_month = time_drift(proc.address, max(20, calls // 20))
         finally:
             proc.stop()
         print(f"{backend}: GetDecision   {get}", flush=True)
         print(f"{backend}: GetServingAt  {serving}", flush=True)
+        print(f"{backend}: GetDrift, one day          {drift_day}", flush=True)
+        print(f"{backend}: GetDrift, 30 daily windows {drift_month}", flush=True)
     finally:
         if drop is not None:
             import psycopg
@@ -194,13 +269,23 @@ def main(argv: list[str] | None = None) -> int:
         "--postgres", default="postgresql://postgres@127.0.0.1:5432", help="server URL, no db"
     )
     parser.add_argument("--workdir", type=Path, help="where the SQLite file goes (default: tmp)")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path(".scoregate/models"),
+        help="demo models (built if absent)",
+    )
     args = parser.parse_args(argv)
+    from loadtests.local.demo import ensure_models
+
+    ensure_models(args.model_dir.resolve())
+    manifests = demo_manifests(args.model_dir.resolve())
     started = time.perf_counter()
-    records = make_records(args.rows)
+    records = with_artifacts(make_records(args.rows), manifests)
     print(f"generated {len(records):,} records in {time.perf_counter() - started:.1f} s")
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         for backend in args.backends.split(","):
-            run_backend(backend.strip(), records, Path(tmp), args.calls, args.postgres)
+            run_backend(backend.strip(), records, Path(tmp), args.calls, args.postgres, manifests)
     return 0
 
 
