@@ -35,6 +35,7 @@ USAGE = """usage: scoregate lineage COMMAND ...
   drift            PSI of each feature and the score against training, the decision mix and
                    canary against primary, per window, version and arm
   performance      AUC, KS and bad rate by score band from recorded outcomes, per version
+  report           a self-contained HTML monitoring report for a model-risk committee
   verify           check the database against its hash chain and the latest checkpoints
   purge            delete what is older than the retention period; the run is recorded
   replay           re-score a decision (and its reasons) with its exact artifact, bit for bit
@@ -225,7 +226,7 @@ def _manifest(
 
 def _commands() -> dict[str, Callable[[list[str]], int]]:
     # Imported on use: `show` never pays for the others' imports (replay loads onnxruntime).
-    from governance import access_log_command, admin, commands, drift_command, replay
+    from governance import access_log_command, admin, commands, drift_command, replay, report
 
     return {
         "show": show_main,
@@ -240,6 +241,7 @@ def _commands() -> dict[str, Callable[[list[str]], int]]:
         "access-log": access_log_command.access_log_main,
         "drift": drift_command.drift_main,
         "performance": drift_command.performance_main,
+        "report": report.report_main,
         "verify": admin.verify_main,
         "purge": admin.purge_main,
         "replay": replay.replay_main,

@@ -372,6 +372,9 @@ def _measure_to_proto(m: MeasureDrift) -> lineage_pb2.MeasureDrift:
         unknown_share=m.unknown_share,
         chi_square_p=m.chi_square_p,
         jensen_shannon=m.jensen_shannon,
+        slots=m.slots,
+        shares=m.shares,
+        baseline_shares=m.baseline_shares,
     )
 
 

@@ -219,3 +219,30 @@ async def test_outcomes_give_the_auc_computed_independently(drifted: Topology) -
         request.bad_labels[:] = ["no-such-label"]
         (none,) = (await lineage.GetPerformance(request, timeout=10)).versions
         assert none.bad == 0 and not none.enough_labels
+
+
+async def test_the_report_is_one_html_file_with_its_plots(
+    drifted: Topology, tmp_path: Path
+) -> None:
+    rows = sample_requests("credit-risk", 400, seed=45)
+    await _send(
+        drifted.gateway.address,
+        SHIFTED,
+        [{**r, "debt_to_income": float(r["debt_to_income"]) * 2.5} for r in rows],
+    )
+    await _drift(drifted, SHIFTED, 400)
+    out = tmp_path / "report.html"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "governance.cli", "report", "--point", SHIFTED,
+        "--lineage", drifted.lineage.address, "--out", str(out), "--bad", "default",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    printed, _ = await process.communicate()
+    assert process.returncode == 0, printed.decode()
+    page = out.read_text()
+    assert page.startswith("<!doctype html>") and f"Model monitoring report: {SHIFTED}" in page
+    assert "<tr class='significant'><td>debt_to_income</td>" in page
+    # PSI over time and the drifted feature's distribution, as embedded images: no file beside.
+    assert page.count('<img alt="" src="data:image/png;base64,') >= 3
+    assert 'src="http' not in page and "<script" not in page
+    assert "No decision of the period has a recorded outcome." in page

@@ -49,6 +49,12 @@ class MeasureDrift:
     unknown_share: float = 0.0
     chi_square_p: float = math.nan
     jensen_shannon: float = math.nan
+    slots: tuple[str, ...] = ()
+    """The baseline's bins (``"0"``.. for numbers) or categories, in order."""
+    shares: tuple[float, ...] = ()
+    """The window's share of decisions per slot (among those with a value)."""
+    baseline_shares: tuple[float, ...] = ()
+    """The training rows' share per slot."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +84,7 @@ def _measure(measure: str, kind: str, histogram: Histogram, counts: SlotCounts) 
     total = sum(actual) + missing + unknown
     training = sum(histogram.counts) + histogram.missing
     psi = measures.psi(expected, actual)
+    seen, trained = sum(actual), sum(expected)
     drift = MeasureDrift(
         measure=measure,
         kind=kind,
@@ -88,6 +95,9 @@ def _measure(measure: str, kind: str, histogram: Histogram, counts: SlotCounts) 
         baseline_missing_share=_share(histogram.missing, training),
         out_of_range_share=_share(counts.get((measure, OUT_OF_RANGE), 0), total),
         unknown_share=_share(unknown, total),
+        slots=tuple(slots),
+        shares=tuple(_share(n, seen) for n in actual),
+        baseline_shares=tuple(_share(n, trained) for n in expected),
     )
     if histogram.edges:
         return drift

@@ -1650,6 +1650,9 @@ class MeasureDrift(_message.Message):
     UNKNOWN_SHARE_FIELD_NUMBER: _builtins.int
     CHI_SQUARE_P_FIELD_NUMBER: _builtins.int
     JENSEN_SHANNON_FIELD_NUMBER: _builtins.int
+    SLOTS_FIELD_NUMBER: _builtins.int
+    SHARES_FIELD_NUMBER: _builtins.int
+    BASELINE_SHARES_FIELD_NUMBER: _builtins.int
     measure: _builtins.str
     """The feature's name, or "score"."""
     kind: _builtins.str
@@ -1672,6 +1675,18 @@ class MeasureDrift(_message.Message):
     """Pearson chi-square test's p-value against the baseline's shares (categories; NaN otherwise)."""
     jensen_shannon: _builtins.float
     """Jensen-Shannon distance to the baseline, base 2 (categories; NaN otherwise)."""
+    @_builtins.property
+    def slots(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The baseline's bins ("0", "1", ... for numbers, in edge order) or its categories."""
+
+    @_builtins.property
+    def shares(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The window's share of the decisions with a value, per slot."""
+
+    @_builtins.property
+    def baseline_shares(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The training rows' share, per slot."""
+
     def __init__(
         self,
         *,
@@ -1686,10 +1701,13 @@ class MeasureDrift(_message.Message):
         unknown_share: _builtins.float = ...,
         chi_square_p: _builtins.float = ...,
         jensen_shannon: _builtins.float = ...,
+        slots: _abc.Iterable[_builtins.str] | None = ...,
+        shares: _abc.Iterable[_builtins.float] | None = ...,
+        baseline_shares: _abc.Iterable[_builtins.float] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["band", b"band", "baseline_missing_share", b"baseline_missing_share", "chi_square_p", b"chi_square_p", "decisions", b"decisions", "jensen_shannon", b"jensen_shannon", "kind", b"kind", "measure", b"measure", "missing_share", b"missing_share", "out_of_range_share", b"out_of_range_share", "psi", b"psi", "unknown_share", b"unknown_share"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["band", b"band", "baseline_missing_share", b"baseline_missing_share", "baseline_shares", b"baseline_shares", "chi_square_p", b"chi_square_p", "decisions", b"decisions", "jensen_shannon", b"jensen_shannon", "kind", b"kind", "measure", b"measure", "missing_share", b"missing_share", "out_of_range_share", b"out_of_range_share", "psi", b"psi", "shares", b"shares", "slots", b"slots", "unknown_share", b"unknown_share"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
