@@ -35,7 +35,7 @@ from gateway.outbox.durable_log import DurableLog
 from gateway.outbox.metrics import OutboxMetrics
 from gateway.outbox.otlp import as_span, encode_spans, named_rejections, span_record
 from gateway.outbox.segments import Entry
-from security.tls import open_channel
+from security.tls import ReopeningChannel
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +74,17 @@ class Sender:
         self._outbox = outbox
         self._config = config
         self._metrics = metrics
+        self._channel: ReopeningChannel | None = None
+        self._export_on: Any = None
         self._export_call: Any = None
         self._failing_since: float | None = None
         self._failures = 0
 
     async def run(self) -> None:
-        async with open_channel(
-            self._config.endpoint, self._config.tls, CHANNEL_OPTIONS
-        ) as channel:
-            # The request goes as bytes, already encoded (``encode_export``).
-            self._export_call = channel.unary_unary(
-                EXPORT_METHOD, response_deserializer=ExportTraceServiceResponse.FromString
-            )
+        # Reopened when the gateway's client certificate is rotated: the store then sees the
+        # new one from the next export on, without a restart.
+        self._channel = ReopeningChannel(self._config.endpoint, self._config.tls, CHANNEL_OPTIONS)
+        try:
             while True:
                 try:
                     await self._send_next()
@@ -95,6 +94,20 @@ class Sender:
                     # Never silently: the backlog grows (and sheds) until this is fixed.
                     log.exception("outbox sender failed; retrying from the cursor")
                     await asyncio.sleep(self._config.backoff_max_s)
+        finally:
+            await self._channel.close()
+
+    def _export_now(self) -> Any:
+        """The Export call on the channel in use, made again when that channel was reopened."""
+        assert self._channel is not None
+        channel = self._channel.channel
+        if channel is not self._export_on:
+            # The request goes as bytes, already encoded (``encode_export``).
+            self._export_call = channel.unary_unary(
+                EXPORT_METHOD, response_deserializer=ExportTraceServiceResponse.FromString
+            )
+            self._export_on = channel
+        return self._export_call
 
     async def _send_next(self) -> None:
         config = self._config
@@ -157,7 +170,7 @@ class Sender:
         suspicious = 0
         while True:
             try:
-                response = await self._export_call(request, timeout=config.export_timeout_s)
+                response = await self._export_now()(request, timeout=config.export_timeout_s)
             except grpc.aio.AioRpcError as e:
                 code = e.code()
                 self._metrics.send_failures.labels(code.name).inc()

@@ -24,7 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gateway.routing.changes import RouteChange, RouteChangeSink
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
 from runtimes.manifest import MANIFEST_FILE, find_model_folders
-from security.tls import ClientTls, open_channel
+from security.tls import ClientTls, ReopeningChannel
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,10 @@ class LineageRouteChangeSink:
     ) -> None:
         self._endpoint = endpoint
         self._model_dir = model_dir
-        self._channel = open_channel(endpoint, tls)
-        self._stub = lineage_pb2_grpc.LineageServiceStub(self._channel)
+        # Reopened when the gateway's client certificate is rotated (security.tls).
+        self._channel = ReopeningChannel(endpoint, tls)
+        self._stub_on = self._channel.channel
+        self._stub_now = lineage_pb2_grpc.LineageServiceStub(self._stub_on)
         self._pending: asyncio.Queue[Message] = asyncio.Queue(MAX_PENDING)
         self._sender = asyncio.create_task(self._deliver())
 
@@ -98,14 +100,22 @@ class LineageRouteChangeSink:
             await self._send_until_acknowledged(request)
             self._pending.task_done()
 
+    def _stub(self) -> lineage_pb2_grpc.LineageServiceStub:
+        channel = self._channel.channel
+        if channel is not self._stub_on:
+            self._stub_now = lineage_pb2_grpc.LineageServiceStub(channel)
+            self._stub_on = channel
+        return self._stub_now
+
     async def _send_until_acknowledged(self, request: Message) -> None:
-        call = (
-            self._stub.RegisterManifest
-            if isinstance(request, lineage_pb2.RegisterManifestRequest)
-            else self._stub.RecordRouteChange
-        )
         backoff = FIRST_BACKOFF_S
         while True:
+            stub = self._stub()
+            call = (
+                stub.RegisterManifest
+                if isinstance(request, lineage_pb2.RegisterManifestRequest)
+                else stub.RecordRouteChange
+            )
             try:
                 await call(request, timeout=CALL_TIMEOUT_S)
                 return

@@ -1,7 +1,9 @@
 """The model client for Open Inference Protocol (v2) gRPC runtimes: KServe, Triton, MLServer.
 
-One ``grpc.aio`` channel per endpoint, opened at start-up and reused. Channel-level retries are
-off: retrying is the router's decision, inside the request's one deadline budget.
+One ``grpc.aio`` channel per endpoint, opened at start-up and reused; with client TLS it is
+reopened when the gateway's certificate files are rotated (``security.tls.ReopeningChannel``),
+and that endpoint's calls and identity checks are bound to the new channel. Channel-level
+retries are off: retrying is the router's decision, inside the request's one deadline budget.
 
 Requests are encoded without building protobuf messages per call. A ``ModelInferRequest`` is a
 concatenation of its fields' encodings, so each model version gets, once, the encoded bytes of
@@ -46,7 +48,7 @@ from oip.v2.parameters import (
     SCORING_ENVIRONMENT_PARAMETER,
 )
 from runtimes.manifest import CategoryFeature, Manifest, NumberFeature, absent_value
-from security.tls import ClientTls, open_channel
+from security.tls import ClientTls, ReopeningChannel
 
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.enable_retries", 0),
@@ -391,10 +393,12 @@ class OipModelClient:
 
     def __init__(self, targets: Iterable[ModelTarget], tls: ClientTls | None = None) -> None:
         self._tls = tls
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels: dict[str, ReopeningChannel] = {}
+        # The channel each endpoint's calls are bound to: the ReopeningChannel's until it rotates.
+        self._bound: dict[str, grpc.aio.Channel] = {}
         self._routes: dict[tuple[str, str], _Route] = {}
         self._checks: dict[str, list[MetadataCheck]] = {}
-        self._watchers: list[asyncio.Task[None]] = []
+        self._watchers: dict[str, asyncio.Task[None]] = {}
         for target in targets:
             self._add(target)
 
@@ -414,38 +418,67 @@ class OipModelClient:
                 self._add(target)
 
     def _channel(self, endpoint: str) -> grpc.aio.Channel:
-        channel = self._channels.get(endpoint)
-        if channel is None:
-            channel = open_channel(endpoint, self._tls, CHANNEL_OPTIONS)
-            # Connect now, so the first decision does not pay for the handshake.
-            channel.get_state(try_to_connect=True)
-            self._channels[endpoint] = channel
+        bound = self._bound.get(endpoint)
+        if bound is None:
+            reopening = ReopeningChannel(endpoint, self._tls, CHANNEL_OPTIONS)
+            self._channels[endpoint] = reopening
+            bound = self._bind(endpoint, reopening.channel)
+        return bound
+
+    def _bind(self, endpoint: str, channel: grpc.aio.Channel) -> grpc.aio.Channel:
+        # Connect now, so the first decision does not pay for the handshake.
+        channel.get_state(try_to_connect=True)
+        self._bound[endpoint] = channel
         return channel
 
     def _add(self, target: ModelTarget) -> _Route:
-        calls = []
-        for endpoint, serving in zip(target.endpoints, target.servings, strict=True):
-            channel = self._channel(endpoint)
-            check = None
-            if serving.identity == VERIFIED_BY_METADATA:
-                metadata = channel.unary_unary(
-                    MODEL_METADATA,
-                    request_serializer=pb.ModelMetadataRequest.SerializeToString,
-                    response_deserializer=pb.ModelMetadataResponse.FromString,
-                )
-                check = MetadataCheck(target, endpoint, metadata)
-                check.restart()
-                if endpoint not in self._checks:
-                    self._checks[endpoint] = []
-                    self._watchers.append(asyncio.create_task(self._watch(endpoint, channel)))
-                self._checks[endpoint].append(check)
-            # No serializers: the request is already bytes, and the reply is parsed (and its
-            # errors classified) in parse_answer.
-            call = channel.unary_unary(MODEL_INFER)
-            calls.append((endpoint, _Endpoint(target, serving, call, check)))
+        calls = [
+            (endpoint, self._endpoint_on(target, endpoint, serving))
+            for endpoint, serving in zip(target.endpoints, target.servings, strict=True)
+        ]
         route = _Route(target, calls)
         self._routes[(target.model, target.version)] = route
         return route
+
+    def _endpoint_on(self, target: ModelTarget, endpoint: str, serving: Serving) -> _Endpoint:
+        channel = self._channel(endpoint)
+        check = None
+        if serving.identity == VERIFIED_BY_METADATA:
+            metadata = channel.unary_unary(
+                MODEL_METADATA,
+                request_serializer=pb.ModelMetadataRequest.SerializeToString,
+                response_deserializer=pb.ModelMetadataResponse.FromString,
+            )
+            check = MetadataCheck(target, endpoint, metadata)
+            check.restart()
+            if endpoint not in self._checks:
+                self._checks[endpoint] = []
+                self._watchers[endpoint] = asyncio.create_task(self._watch(endpoint, channel))
+            self._checks[endpoint].append(check)
+        # No serializers: the request is already bytes, and the reply is parsed (and its
+        # errors classified) in parse_answer.
+        call = channel.unary_unary(MODEL_INFER)
+        return _Endpoint(target, serving, call, check)
+
+    def _rebind(self, endpoint: str, channel: grpc.aio.Channel) -> None:
+        """The endpoint's channel was reopened (a rotated client certificate): its calls and
+        identity checks move to the new one. What answers there is checked again, as after any
+        reconnect; the other endpoints are left as they are."""
+        self._bind(endpoint, channel)
+        watcher = self._watchers.pop(endpoint, None)
+        if watcher is not None:
+            watcher.cancel()
+        for check in self._checks.pop(endpoint, []):
+            check.cancel()
+        for route in self._routes.values():
+            if endpoint not in route.by_endpoint:
+                continue
+            for i, (name, _) in enumerate(route.calls):
+                if name == endpoint:
+                    serving = route.target.servings[route.target.endpoints.index(name)]
+                    fresh = self._endpoint_on(route.target, endpoint, serving)
+                    route.calls[i] = (name, fresh)
+                    route.by_endpoint[name] = fresh
 
     async def _watch(self, endpoint: str, channel: grpc.aio.Channel) -> None:
         """Checks the endpoint's identities again whenever its channel is READY after having
@@ -464,7 +497,10 @@ class OipModelClient:
     def _endpoint(self, target: ModelTarget, endpoint: str | None) -> tuple[str, _Endpoint]:
         route = self._routes.get((target.model, target.version)) or self._add(target)
         if endpoint is None:
-            return route.calls[route.next_index()]
+            endpoint = route.calls[route.next_index()][0]
+        current = self._channels[endpoint].channel
+        if current is not self._bound[endpoint]:
+            self._rebind(endpoint, current)
         return endpoint, route.by_endpoint[endpoint]
 
     @property
@@ -510,7 +546,7 @@ class OipModelClient:
         return parse_answers(target, endpoint, data, len(rows), at.explain)
 
     async def close(self) -> None:
-        for task in self._watchers:
+        for task in self._watchers.values():
             task.cancel()
         self._watchers.clear()
         for checks in self._checks.values():
@@ -520,6 +556,7 @@ class OipModelClient:
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
+        self._bound.clear()
         self._routes.clear()
 
 

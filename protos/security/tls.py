@@ -13,15 +13,19 @@ asks for (accept mTLS callers and token callers on one port), but grpcio's Pytho
 request a client certificate by requiring it, so it is refused with that reason: run bearer
 tokens with ``OFF``, or put the listener behind a proxy that can.
 
-A channel's credentials are read when the channel is made: a process that keeps a channel open
-picks up a rotated client certificate when it opens its next one.
+A channel's credentials are read when the channel is made, and grpcio has no dynamic client
+credentials (only servers get a certificate fetcher). So a channel kept open across rotations is a
+``ReopeningChannel``: when its files change and the new set loads, the calls that follow go on a
+new channel, and the old one is closed after a grace so that calls in flight on it finish.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,6 +190,10 @@ class ClientTls:
         if (self.cert_file is None) != (self.key_file is None):
             raise SecurityConfigError("a client certificate needs both its file and its key")
 
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return tuple(f for f in (self.ca_file, self.cert_file, self.key_file) if f is not None)
+
     def channel_credentials(self) -> grpc.ChannelCredentials:
         ca = _read(self.ca_file, "CA bundle") if self.ca_file is not None else None
         if ca is not None and self.ca_file is not None:
@@ -219,3 +227,74 @@ def open_channel(
     if tls is None:
         return grpc.aio.insecure_channel(target, options=options)
     return tls.secure_channel(target, options)
+
+
+class ReopeningChannel:
+    """A long-lived client channel that follows a rotation of its TLS files (module docstring).
+
+    ``channel`` is what the next call should use. The files are looked at (a few ``stat`` calls)
+    at most every ``check_interval_s``, and only when the next call asks, so an idle channel
+    costs nothing. A set that does not load (a rotation caught half-written, a key that does not
+    match) keeps the channel in use and is tried again once the files change again. Create it
+    inside the running event loop.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        tls: ClientTls | None,
+        options: tuple[tuple[str, object], ...] = (),
+        *,
+        check_interval_s: float = 1.0,
+        grace_s: float = 30.0,
+    ) -> None:
+        self._target = target
+        self._tls = tls
+        self._options = options
+        self._check_interval_s = check_interval_s
+        self._grace_s = grace_s
+        self._seen = _signature(tls.files) if tls is not None else ()
+        self._refused: tuple[tuple[int, int, int], ...] | None = None
+        self._next_check = time.monotonic() + check_interval_s
+        self._channel = open_channel(target, tls, options)
+        self._retiring: dict[asyncio.Task[None], grpc.aio.Channel] = {}
+        self.reopened = 0
+        """How many times a rotation opened a new channel."""
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        if self._tls is not None and time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + self._check_interval_s
+            self._reopen_if_rotated(self._tls)
+        return self._channel
+
+    def _reopen_if_rotated(self, tls: ClientTls) -> None:
+        now = _signature(tls.files)
+        if now == self._seen or now == self._refused:
+            return
+        try:
+            fresh = open_channel(self._target, tls, self._options)
+        except Exception as e:
+            self._refused = now
+            log.warning(
+                "client TLS files for %s changed but are not usable; keeping the open channel: %s",
+                self._target,
+                e,
+            )
+            return
+        old, self._channel = self._channel, fresh
+        self._seen, self._refused = now, None
+        self.reopened += 1
+        task = asyncio.get_running_loop().create_task(old.close(self._grace_s))
+        self._retiring[task] = old
+        task.add_done_callback(self._retiring.pop)
+        log.info("client certificate for %s reloaded from %s", self._target, tls.cert_file)
+
+    async def close(self, grace_s: float | None = None) -> None:
+        """Closes the channel in use, and any still retiring, giving calls ``grace_s``."""
+        retiring = list(self._retiring.items())
+        for task, _ in retiring:
+            task.cancel()
+        for _, old in retiring:
+            await old.close(grace_s)
+        await self._channel.close(grace_s)
