@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import grpc
 
+from gateway.caller import OPEN_ACCESS, Caller
 from gateway.decisions.service import DecisionService, ScoreInput
 from gateway.decisions.validation import FeatureInput
 from gateway.errors import FieldViolation, GatewayError, InvalidRequest, status_for
@@ -128,7 +129,24 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
     ) -> None:
         self._service = service
         self._access = access or EdgeAccess()
+        # Open access checks nothing: Score skips the check's coroutine, paid per decision.
+        self._open = self._access.open
         self._refusals = (metrics or service.metrics).access_refusals
+
+    async def _checked(
+        self,
+        request: scoring_pb2.ScoreRequest | scoring_pb2.ScoreBatchRequest | Malformed,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> Caller:
+        """The caller, authenticated before the body is looked at, then authorised for the
+        decision point (and pinning) the request asks for; a malformed body is refused after
+        authentication, so an unauthenticated caller learns nothing about it."""
+        principal = await self._access.principal(context)
+        if isinstance(request, Malformed):
+            raise _malformed(request)
+        return self._access.caller(
+            principal, request.decision_point, pinned=bool(request.model_version)
+        )
 
     def _count(self, error: Exception) -> None:
         if isinstance(error, AuthenticationFailed | PermissionDenied):
@@ -140,12 +158,11 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         context: grpc.aio.ServicerContext[object, object],
     ) -> scoring_pb2.ScoreResponse:
         try:
-            principal = await self._access.principal(context)
-            if isinstance(request, Malformed):
-                raise _malformed(request)
-            caller = self._access.caller(
-                principal, request.decision_point, pinned=bool(request.model_version)
-            )
+            if isinstance(request, Malformed) or not self._open:
+                caller = await self._checked(request, context)
+            else:
+                caller = OPEN_ACCESS
+            assert not isinstance(request, Malformed), "refused by _checked"
             record = await self._service.score(
                 to_input(request), time_remaining_s=context.time_remaining(), caller=caller
             )
@@ -161,12 +178,8 @@ class ScoringServicer(scoring_pb2_grpc.ScoringServiceServicer):
         context: grpc.aio.ServicerContext[object, object],
     ) -> scoring_pb2.ScoreBatchResponse:
         try:
-            principal = await self._access.principal(context)
-            if isinstance(request, Malformed):
-                raise _malformed(request)
-            caller = self._access.caller(
-                principal, request.decision_point, pinned=bool(request.model_version)
-            )
+            caller = await self._checked(request, context)
+            assert not isinstance(request, Malformed), "refused by _checked"
             rows = batch_rows(request)
             results = await self._service.score_batch(
                 request.decision_point,
