@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from governance.client import call
-from governance.commands import _parser, _run, _time
+from governance.commands import _parser, _run, set_period
 from governance.output import Row, as_csv, as_json, table, when
 from lineage.v1 import lineage_pb2
 
@@ -45,10 +45,7 @@ def access_log_main(argv: list[str], prog: str = "scoregate lineage access-log")
             limit=args.limit,
             page_token=args.page_token,
         )
-        for name in ("since", "until"):
-            ts = _time(prog, getattr(args, name))
-            if ts is not None:
-                getattr(request, name).CopyFrom(ts)
+        set_period(prog, request, args.since, args.until)
         reply = call(prog, args.lineage, lambda s: s.ListAccessLog(request, timeout=args.timeout))
         if args.format == "json":
             print(as_json(reply))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -31,6 +33,19 @@ def _time(prog: str, text: str | None) -> Timestamp | None:
         return parse_when(text)
     except ValueError as e:
         raise fail(prog, str(e)) from None
+
+
+def set_period(
+    prog: str, request: Any, since: str | None, until: str | None, default_since_s: int = 0
+) -> None:
+    """Sets ``request.since`` and ``request.until`` from ISO 8601 texts; a missing ``since``
+    becomes ``default_since_s`` seconds ago when given, a missing ``until`` stays unset (now)."""
+    for name, text in (("since", since), ("until", until)):
+        ts = _time(prog, text)
+        if ts is not None:
+            getattr(request, name).CopyFrom(ts)
+    if since is None and default_since_s:
+        request.since.FromSeconds(int(time.time()) - default_since_s)
 
 
 def _run(main: Callable[[], int]) -> int:
@@ -121,10 +136,7 @@ def decisions_main(argv: list[str], prog: str = "scoregate lineage decisions") -
             limit=args.limit,
             page_token=args.page_token,
         )
-        for name in ("since", "until"):
-            ts = _time(prog, getattr(args, name))
-            if ts is not None:
-                getattr(request, name).CopyFrom(ts)
+        set_period(prog, request, args.since, args.until)
         reply = call(prog, args.lineage, lambda s: s.ListDecisions(request, timeout=args.timeout))
         if args.format == "json":
             print(as_json(reply))

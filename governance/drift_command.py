@@ -4,10 +4,9 @@ each model version's training baselines, per window, version and arm (docs/monit
 from __future__ import annotations
 
 import math
-import time
 
 from governance.client import call
-from governance.commands import _parser, _run, _time
+from governance.commands import _parser, _run, set_period
 from governance.output import Row, as_csv, as_json, table, when
 from lineage.v1 import lineage_pb2
 
@@ -104,14 +103,7 @@ def drift_main(argv: list[str], prog: str = "scoregate lineage drift") -> int:
 
     def main() -> int:
         request = lineage_pb2.GetDriftRequest(decision_point=args.point, step_hours=args.step_hours)
-        since = _time(prog, args.since)
-        if since is None:
-            request.since.FromSeconds(int(time.time()) - DAY_S)
-        else:
-            request.since.CopyFrom(since)
-        until = _time(prog, args.until)
-        if until is not None:
-            request.until.CopyFrom(until)
+        set_period(prog, request, args.since, args.until, DAY_S)
         reply = call(prog, args.lineage, lambda s: s.GetDrift(request, timeout=args.timeout))
         if args.format == "json":
             print(as_json(reply))
@@ -149,14 +141,7 @@ def performance_main(argv: list[str], prog: str = "scoregate lineage performance
         request = lineage_pb2.GetPerformanceRequest(
             decision_point=args.point, bad_labels=[b for b in args.bad.split(",") if b]
         )
-        since = _time(prog, args.since)
-        if since is None:
-            request.since.FromSeconds(int(time.time()) - 90 * DAY_S)
-        else:
-            request.since.CopyFrom(since)
-        until = _time(prog, args.until)
-        if until is not None:
-            request.until.CopyFrom(until)
+        set_period(prog, request, args.since, args.until, 90 * DAY_S)
         reply = call(prog, args.lineage, lambda s: s.GetPerformance(request, timeout=args.timeout))
         if args.format == "json":
             print(as_json(reply))

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from governance.client import call
-from governance.commands import _parser, _run, _time
+from governance.commands import _parser, _run, set_period
 from governance.output import when
 from lineage.v1 import lineage_pb2
 
@@ -179,17 +179,10 @@ def report_main(argv: list[str], prog: str = "scoregate lineage report") -> int:
     args = parser.parse_args(argv)
 
     def main() -> int:
-        since = _time(prog, args.since)
-        until = _time(prog, args.until)
         requests = []
         for step in (0, 24):
             request = lineage_pb2.GetDriftRequest(decision_point=args.point, step_hours=step)
-            if since is None:
-                request.since.FromSeconds(int(time.time()) - 30 * DAY_S)
-            else:
-                request.since.CopyFrom(since)
-            if until is not None:
-                request.until.CopyFrom(until)
+            set_period(prog, request, args.since, args.until, 30 * DAY_S)
             requests.append(request)
         whole = call(prog, args.lineage, lambda s: s.GetDrift(requests[0], timeout=args.timeout))
         daily = call(prog, args.lineage, lambda s: s.GetDrift(requests[1], timeout=args.timeout))
@@ -199,8 +192,8 @@ def report_main(argv: list[str], prog: str = "scoregate lineage report") -> int:
                 decision_point=args.point, bad_labels=[b for b in args.bad.split(",") if b]
             )
             asked.since.CopyFrom(requests[0].since)
-            if until is not None:
-                asked.until.CopyFrom(until)
+            if requests[0].HasField("until"):
+                asked.until.CopyFrom(requests[0].until)
             performance = call(
                 prog, args.lineage, lambda s: s.GetPerformance(asked, timeout=args.timeout)
             )

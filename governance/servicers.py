@@ -154,10 +154,7 @@ class LineageServicer(lineage_pb2_grpc.LineageServiceServicer):
     async def GetDrift(
         self, request: lineage_pb2.GetDriftRequest, context: grpc.aio.ServicerContext
     ) -> lineage_pb2.GetDriftResponse:
-        if not request.HasField("since"):
-            raise InvalidRequest("since: required (the start of the period)")
-        since = convert.timestamp_to_us(request.since)
-        until = convert.timestamp_to_us(request.until) if request.HasField("until") else now_us()
+        since, until = _period(request)
         step = request.step_hours * HOUR_US
         windows = await self._drift.drift(request.decision_point, since, until, step)
         return convert.drift_to_proto(windows)
@@ -165,11 +162,19 @@ class LineageServicer(lineage_pb2_grpc.LineageServiceServicer):
     async def GetPerformance(
         self, request: lineage_pb2.GetPerformanceRequest, context: grpc.aio.ServicerContext
     ) -> lineage_pb2.GetPerformanceResponse:
-        if not request.HasField("since"):
-            raise InvalidRequest("since: required (the start of the decisions' period)")
-        since = convert.timestamp_to_us(request.since)
-        until = convert.timestamp_to_us(request.until) if request.HasField("until") else now_us()
+        since, until = _period(request)
         found = await self._drift.performance(
             request.decision_point, since, until, list(request.bad_labels)
         )
         return convert.performance_to_proto(found)
+
+
+def _period(
+    request: lineage_pb2.GetDriftRequest | lineage_pb2.GetPerformanceRequest,
+) -> tuple[int, int]:
+    """[since, until) in microseconds: ``since`` required, ``until`` now when unset."""
+    if not request.HasField("since"):
+        raise InvalidRequest("since: required (the start of the period)")
+    since = convert.timestamp_to_us(request.since)
+    until = convert.timestamp_to_us(request.until) if request.HasField("until") else now_us()
+    return since, until
