@@ -498,9 +498,11 @@ class OipModelClient:
         route = self._routes.get((target.model, target.version)) or self._add(target)
         if endpoint is None:
             endpoint = route.calls[route.next_index()][0]
-        current = self._channels[endpoint].channel
-        if current is not self._bound[endpoint]:
-            self._rebind(endpoint, current)
+        if self._tls is not None:
+            # Only a TLS channel can rotate; a plaintext one costs no lookup per call.
+            current = self._channels[endpoint].channel
+            if current is not self._bound[endpoint]:
+                self._rebind(endpoint, current)
         return endpoint, route.by_endpoint[endpoint]
 
     @property
