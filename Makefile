@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 WORKDIR ?= .scoregate
 
-.PHONY: venv protos lint test demo up loadtest bench bench-lineage clean
+.PHONY: venv system-deps protos lint test demo up loadtest bench bench-lineage clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,18 @@ $(STAMP): pyproject.toml
 	touch $@
 
 venv: $(STAMP)
+
+# Debian packages the tests run as real processes: Chromium drives the risk page's browser tests,
+# Prometheus (and its promtool) evaluates the chart's alert rules against the store's metrics.
+SYSTEM_PACKAGES := chromium prometheus
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+system-deps:
+	@missing="$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done)"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 # The one pinned generator command (grpcio-tools and mypy-protobuf versions are in pyproject.toml).
 protos: $(STAMP)
@@ -25,7 +37,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-test: lint
+test: lint system-deps
 	$(VENV)/bin/pytest
 
 # Models are kept in $(WORKDIR)/models between runs; each demo run starts with an empty lineage store.
