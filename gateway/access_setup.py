@@ -24,6 +24,8 @@ class EdgeSecurity:
     access: EdgeAccess
     runtime_tls: ClientTls | None
     lineage_tls: ClientTls | None
+    tracing_tls: ClientTls | None
+    """The general-tracing collector's; the store's own spans use ``lineage_tls``."""
 
     @property
     def policy(self) -> PolicyWatcher | None:
@@ -57,4 +59,6 @@ def edge_security(s: GatewaySettings) -> EdgeSecurity:
                     s.runtime_tls_key_file, s.runtime_tls_server_name),
         _client_tls(s.lineage_tls, s.lineage_tls_ca_file, s.lineage_tls_cert_file,
                     s.lineage_tls_key_file, s.lineage_tls_server_name),
+        _client_tls(s.otlp_tls, s.otlp_tls_ca_file, s.otlp_tls_cert_file,
+                    s.otlp_tls_key_file, s.otlp_tls_server_name),
     )  # fmt: skip

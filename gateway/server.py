@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -46,6 +46,7 @@ from runtimes.reasons import load_checked_models
 from scoring.v1 import scoring_pb2
 from security.errors import SecurityConfigError
 from security.pseudonyms import KeyedHash
+from security.tls import ClientTls
 
 if TYPE_CHECKING:
     from gateway.decisions.service import DecisionService
@@ -76,6 +77,18 @@ def tracing_endpoint(settings: GatewaySettings) -> str:
     return settings.otlp_endpoint
 
 
+def span_export_tls(
+    settings: GatewaySettings, endpoint: str, security: EdgeSecurity | None
+) -> ClientTls | None:
+    """The exporter's TLS: without the outbox the records ride on the spans to the store, whose
+    TLS applies; to any other endpoint (a collector) the --otlp-tls settings'."""
+    if security is None:
+        return None
+    if endpoint == settings.lineage_endpoint:
+        return security.lineage_tls
+    return security.tracing_tls
+
+
 def tracer_provider(
     settings: GatewaySettings, instance: str, security: EdgeSecurity | None = None
 ) -> TracerProvider:
@@ -86,13 +99,21 @@ def tracer_provider(
     if endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        lineage_tls = security.lineage_tls if security is not None else None
-        if lineage_tls is not None and endpoint == settings.lineage_endpoint:
-            # Without the outbox, the records ride on these spans to the store: its TLS applies.
+        tls = span_export_tls(settings, endpoint, security)
+        if tls is not None:
             exporter = OTLPSpanExporter(
-                endpoint=endpoint, credentials=lineage_tls.channel_credentials()
+                endpoint=endpoint,
+                credentials=tls.channel_credentials(),
+                # OpenTelemetry annotates a one-option tuple; the override is at most one.
+                channel_options=cast("tuple[tuple[str, str]]", tls.channel_options()) or None,
             )
         else:
+            if not is_loopback(endpoint.split("://")[-1].rsplit(":", 1)[0].strip("[]")):
+                log.warning(
+                    "general-tracing spans go to %s in plaintext (h2c): give --otlp-tls "
+                    "unless a mesh encrypts that hop",
+                    endpoint,
+                )
             exporter = OTLPSpanExporter(endpoint=endpoint, insecure=True)
         provider.add_span_processor(
             BatchSpanProcessor(exporter, schedule_delay_millis=settings.otlp_schedule_delay_ms)

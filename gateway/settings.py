@@ -267,6 +267,24 @@ class GatewaySettings(BaseSettings):
     lineage_tls_server_name: str = Field(
         default="", description="The name the store's certificate carries, if not the host's."
     )
+    otlp_tls: bool = Field(
+        default=False,
+        description="Export general-tracing spans to --otlp-endpoint (a collector) over TLS "
+        "(else h2c, with a warning when the collector is not on loopback).",
+    )
+    otlp_tls_ca_file: Path | None = Field(
+        default=None,
+        description="CA bundle verifying the collector's certificate; unset: the system's.",
+    )
+    otlp_tls_cert_file: Path | None = Field(
+        default=None, description="This gateway's client certificate for the collector."
+    )
+    otlp_tls_key_file: Path | None = Field(
+        default=None, description="The key of --otlp-tls-cert-file."
+    )
+    otlp_tls_server_name: str = Field(
+        default="", description="The name the collector's certificate carries, if not the host's."
+    )
     max_concurrent_rpcs: int | None = Field(
         default=None,
         ge=1,
