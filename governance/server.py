@@ -68,6 +68,12 @@ def build_parser(prog: str = "scoregate-lineage") -> argparse.ArgumentParser:
         type=float,
         help=fields["checkpoint_interval_s"].description,
     )
+    parser.add_argument(
+        "--verify-interval",
+        dest="verify_interval_s",
+        type=float,
+        help=fields["verify_interval_s"].description,
+    )
     parser.add_argument("--metrics-port", type=int, help=fields["metrics_port"].description)
     parser.add_argument(
         "--metrics-refresh",
@@ -187,12 +193,14 @@ def entity_pseudonyms(settings: LineageSettings) -> EntityPseudonyms:
 def start_metrics(
     settings: LineageSettings, store: LineageStore, background: list[asyncio.Task[None]]
 ) -> str:
-    """Serves /metrics (a prometheus_client thread) and refreshes its drift in the background;
-    returns the address, or "" when --metrics-port is unset."""
+    """Serves /metrics (a prometheus_client thread), refreshes its drift and, with
+    --verify-interval, verifies the chain in the background; returns the address, or "" when
+    --metrics-port is unset."""
     if settings.metrics_port is None:
         return ""
     from prometheus_client import CollectorRegistry, start_http_server
 
+    from governance.monitoring.chain_check import ChainCheck
     from governance.monitoring.metrics import DriftCollector
 
     registry = CollectorRegistry()
@@ -200,6 +208,10 @@ def start_metrics(
     registry.register(collector)
     httpd, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
     background.append(asyncio.create_task(collector.run(settings.metrics_refresh_s)))
+    if settings.verify_interval_s > 0:
+        chain = ChainCheck(store, settings.checkpoint_file)
+        registry.register(chain)
+        background.append(asyncio.create_task(chain.run(settings.verify_interval_s)))
     return _address(settings.host, httpd.server_port)
 
 

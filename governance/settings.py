@@ -44,6 +44,11 @@ class LineageSettings(BaseSettings):
     checkpoint_interval_s: float = Field(default=60.0, gt=0)
     """How often a checkpoint is appended when the chain has grown (and once at shutdown)."""
 
+    verify_interval_s: float = Field(default=0.0, ge=0)
+    """How often the whole chain (and the checkpoints of --checkpoint-file) is verified in the
+    background, its result exported on /metrics for the chain alert; 0: never (run `scoregate
+    lineage verify` instead). A verification reads every chained entry once."""
+
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """Port of /metrics (Prometheus: drift per decision point, version, arm and measure over
     the trailing hour and day); unset: no metrics; 0 picks a free one (in the ready file)."""
