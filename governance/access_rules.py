@@ -93,6 +93,7 @@ _RULES = (
     # Aggregates only: counts per bin, no decision, entity key or feature value.
     MethodRule("GetDrift", P.READ_DECISIONS),
     MethodRule("GetPerformance", P.READ_DECISIONS),
+    MethodRule("CompareArms", P.READ_DECISIONS),
 )
 
 RULES: dict[str, MethodRule] = {

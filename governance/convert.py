@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import orjson
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from governance.chain import Checkpoint
+from governance.monitoring.arms import ArmComparison, ArmWindow
 from governance.monitoring.drift import MeasureDrift
 from governance.monitoring.performance import VersionPerformance
 from governance.monitoring.queries import ArmDrift, DriftWindow
@@ -246,14 +248,28 @@ def route_change_to_proto(c: RouteChange) -> lineage_pb2.RouteChange:
         source=c.source,
         recorded_at=timestamp_from_us(c.recorded_at_us),
         seq=c.seq,
+        initiated_by=c.initiated_by,
+        analysis_json=(
+            orjson.dumps(c.analysis, option=orjson.OPT_SORT_KEYS).decode() if c.analysis else ""
+        ),
     )
 
 
+def _json_object(text: str, name: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(text) if text else {}
+    except orjson.JSONDecodeError as e:
+        raise ValueError(f"{name} is not a JSON object: {e}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} is not a JSON object")
+    return value
+
+
 def route_change_from_proto(c: lineage_pb2.RouteChange) -> RouteChange:
-    """Raises ValueError when diff_json is not a JSON object."""
-    diff = orjson.loads(c.diff_json) if c.diff_json else {}
-    if not isinstance(diff, dict):
-        raise ValueError("change.diff_json must be a JSON object")
+    """Raises ValueError naming the field when diff_json or analysis_json is not a JSON
+    object."""
+    diff = _json_object(c.diff_json, "change.diff_json")
+    analysis = _json_object(c.analysis_json, "change.analysis_json")
     return RouteChange(
         changed_at_us=_us_or(c.changed_at, c.HasField("changed_at"), 0),
         config_version=c.config_version,
@@ -263,6 +279,8 @@ def route_change_from_proto(c: lineage_pb2.RouteChange) -> RouteChange:
             for t in c.targets
         ),
         source=c.source,
+        initiated_by=c.initiated_by,
+        analysis=analysis,
     )
 
 
@@ -429,4 +447,30 @@ def performance_to_proto(found: list[VersionPerformance]) -> lineage_pb2.GetPerf
             )
             for v in found
         ]
+    )
+
+
+def _arm_window_to_proto(a: ArmWindow) -> lineage_pb2.ArmWindow:
+    return lineage_pb2.ArmWindow(
+        arm=a.arm,
+        decisions=a.decisions,
+        fallbacks=a.fallbacks,
+        errors=a.errors,
+        latency_p99_ms=a.latency_p99_ms,
+        score_bins=a.score_bins,
+        decision_counts=dict(a.decision_counts),
+        model_versions=sorted(a.model_versions),
+    )
+
+
+def arms_to_proto(
+    c: ArmComparison, since_us: int, until_us: int
+) -> lineage_pb2.CompareArmsResponse:
+    return lineage_pb2.CompareArmsResponse(
+        primary=_arm_window_to_proto(c.primary),
+        canary=_arm_window_to_proto(c.canary),
+        score_psi=c.score_psi,
+        decision_mix_shift=c.decision_mix_shift,
+        since=timestamp_from_us(since_us),
+        until=timestamp_from_us(until_us),
     )

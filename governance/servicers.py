@@ -81,7 +81,11 @@ class LineageServicer(lineage_pb2_grpc.LineageServiceServicer):
         try:
             change = convert.route_change_from_proto(request.change)
         except ValueError as e:
-            raise InvalidRequest(f"change.diff_json is not a JSON object: {e}") from None
+            raise InvalidRequest(str(e)) from None
+        caller = CALLER.get()
+        if caller.authenticated:
+            # Who asked is who authenticated, whatever the request says.
+            change = replace(change, initiated_by=caller.principal.id)
         stored, new = await self._queries.record_route_change(change)
         return lineage_pb2.RecordRouteChangeResponse(
             change=convert.route_change_to_proto(stored), duplicate=not new
@@ -168,9 +172,20 @@ class LineageServicer(lineage_pb2_grpc.LineageServiceServicer):
         )
         return convert.performance_to_proto(found)
 
+    async def CompareArms(
+        self, request: lineage_pb2.CompareArmsRequest, context: grpc.aio.ServicerContext
+    ) -> lineage_pb2.CompareArmsResponse:
+        since, until = _period(request)
+        found = await self._drift.compare_arms(
+            request.decision_point, since, until, list(request.canary_served_names)
+        )
+        return convert.arms_to_proto(found, since, until)
+
 
 def _period(
-    request: lineage_pb2.GetDriftRequest | lineage_pb2.GetPerformanceRequest,
+    request: lineage_pb2.GetDriftRequest
+    | lineage_pb2.GetPerformanceRequest
+    | lineage_pb2.CompareArmsRequest,
 ) -> tuple[int, int]:
     """[since, until) in microseconds: ``since`` required, ``until`` now when unset."""
     if not request.HasField("since"):

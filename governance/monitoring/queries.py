@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from governance.errors import InvalidRequest
+from governance.monitoring.arms import ArmComparison, compare_arms
 from governance.monitoring.drift import DriftReport, arm_score_psi, drift_report
 from governance.monitoring.performance import Labelled, VersionPerformance, performance
 from governance.monitoring.windows import HOUR_US
@@ -83,6 +84,17 @@ class DriftQueries:
             )
             windows.append(DriftWindow(at, min(at + step, end), arms))
         return windows
+
+    async def compare_arms(
+        self, decision_point: str, since_us: int, until_us: int, canary_served_names: list[str]
+    ) -> ArmComparison:
+        """The canary arm against the primary over [since, until), any length of window."""
+        if not decision_point:
+            raise InvalidRequest("decision_point: required")
+        if until_us <= since_us:
+            raise InvalidRequest("until: must be after since")
+        groups = await self._store.arm_groups(decision_point, since_us, until_us)
+        return compare_arms(groups, canary_served_names)
 
     async def performance(
         self, decision_point: str, since_us: int, until_us: int, bad_labels: list[str]

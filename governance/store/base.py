@@ -30,6 +30,7 @@ from governance.store.entries import (
 from lineage.v1.record import DecisionRecord
 
 if TYPE_CHECKING:
+    from governance.monitoring.arms import ArmGroup
     from governance.store.drift_counts import WindowCounts
 
 
@@ -176,6 +177,11 @@ class LineageStore(abc.ABC):
     ) -> list[tuple[str, str, str, float, str]]:
         """(model, version, arm, score, label) of the model decisions of ``decision_point``
         decided in [since, until) that have an outcome (the latest of each)."""
+
+    @abc.abstractmethod
+    async def arm_groups(self, decision_point: str, since_us: int, until_us: int) -> list[ArmGroup]:
+        """The primary, canary and fallback decisions of ``decision_point`` decided in
+        [since, until), grouped for ``governance.monitoring.arms``."""
 
     @abc.abstractmethod
     async def counted_points(self, since_us: int) -> list[str]:

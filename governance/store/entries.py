@@ -76,9 +76,13 @@ class RouteChange:
     change_id: str = ""
     recorded_at_us: int = 0
     seq: int = 0
+    initiated_by: str = ""
+    """Who asked for it (a canary run's starter); empty for a gateway's reload."""
+    analysis: dict[str, Any] = field(default_factory=dict)
+    """A canary controller's step: plan, evidence, verdict; empty for a gateway's reload."""
 
     def body(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "kind": "route_change",
             "changed_at_us": self.changed_at_us,
             "config_version": self.config_version,
@@ -86,6 +90,12 @@ class RouteChange:
             "targets": [asdict(t) for t in self.targets],
             "source": self.source,
         }
+        # Only when set, so a reload's body (and its content-derived id) is what it always was.
+        if self.initiated_by:
+            body["initiated_by"] = self.initiated_by
+        if self.analysis:
+            body["analysis"] = self.analysis
+        return body
 
     @staticmethod
     def from_body(
@@ -100,6 +110,8 @@ class RouteChange:
             change_id=change_id,
             recorded_at_us=recorded_at_us,
             seq=seq,
+            initiated_by=str(body.get("initiated_by", "")),
+            analysis=dict(body.get("analysis", {})),
         )
 
 

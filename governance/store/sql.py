@@ -15,8 +15,10 @@ import logging
 from collections.abc import Sequence
 
 from governance.chain import Checkpoint
+from governance.monitoring.arms import ArmGroup
 from governance.store import access_log, decisions, facts, links, maintenance
 from governance.store import verify as verify_chain
+from governance.store.arm_groups import arm_groups
 from governance.store.base import (
     InsertResult,
     LineageStore,
@@ -169,6 +171,12 @@ class SqlLineageStore(LineageStore):
     ) -> list[tuple[str, str, str, float, str]]:
         return await self._engine.read(
             lambda db: labelled_decisions(db, decision_point, since_us, until_us)
+        )
+
+    async def arm_groups(self, decision_point: str, since_us: int, until_us: int) -> list[ArmGroup]:
+        name = self.dialect.name
+        return await self._engine.read(
+            lambda db: arm_groups(db, name, decision_point, since_us, until_us)
         )
 
     async def counted_points(self, since_us: int) -> list[str]:

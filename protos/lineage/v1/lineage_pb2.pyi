@@ -932,6 +932,8 @@ class RouteChange(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     RECORDED_AT_FIELD_NUMBER: _builtins.int
     SEQ_FIELD_NUMBER: _builtins.int
+    INITIATED_BY_FIELD_NUMBER: _builtins.int
+    ANALYSIS_JSON_FIELD_NUMBER: _builtins.int
     change_id: _builtins.str
     """Content hash of the change as stored (its id)."""
     config_version: _builtins.str
@@ -942,6 +944,14 @@ class RouteChange(_message.Message):
     """Who applied it: the gateway instance, or an operator."""
     seq: _builtins.int
     """Its position in the hash chain."""
+    initiated_by: _builtins.str
+    """Who asked for the change: for a canary controller's step, who started the run. The store
+    sets it to the authenticated principal when the caller authenticated, whatever was sent.
+    """
+    analysis_json: _builtins.str
+    """A canary controller's step, as JSON: the run id, the plan, the step, the evidence measured
+    and the verdict with its reason; empty for a gateway's reload.
+    """
     @_builtins.property
     def changed_at(self) -> _timestamp_pb2.Timestamp:
         """When the configuration took effect, UTC."""
@@ -965,10 +975,12 @@ class RouteChange(_message.Message):
         source: _builtins.str = ...,
         recorded_at: _timestamp_pb2.Timestamp | None = ...,
         seq: _builtins.int = ...,
+        initiated_by: _builtins.str = ...,
+        analysis_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "recorded_at", b"recorded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_id", b"change_id", "changed_at", b"changed_at", "config_version", b"config_version", "diff_json", b"diff_json", "recorded_at", b"recorded_at", "seq", b"seq", "source", b"source", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analysis_json", b"analysis_json", "change_id", b"change_id", "changed_at", b"changed_at", "config_version", b"config_version", "diff_json", b"diff_json", "initiated_by", b"initiated_by", "recorded_at", b"recorded_at", "seq", b"seq", "source", b"source", "targets", b"targets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2010,3 +2022,182 @@ class GetPerformanceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPerformanceResponse: _TypeAlias = GetPerformanceResponse  # noqa: Y015
+
+@_typing.final
+class CompareArmsRequest(_message.Message):
+    """Which decision point and window to compare the arms over."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_POINT_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    CANARY_SERVED_NAMES_FIELD_NUMBER: _builtins.int
+    decision_point: _builtins.str
+    """The decision point, e.g. "card-fraud". Required."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Start of the window (decided_at >= since), UTC. Required."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """End of the window (decided_at < until), UTC; unset means now."""
+
+    @_builtins.property
+    def canary_served_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The names the canary version is served under (by default "<model>-v<version>"): a fallback
+        decision whose extra.fallback_from is one of them is the canary arm's; every other
+        fallback decision is the primary's.
+        """
+
+    def __init__(
+        self,
+        *,
+        decision_point: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        canary_served_names: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canary_served_names", b"canary_served_names", "decision_point", b"decision_point", "since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompareArmsRequest: _TypeAlias = CompareArmsRequest  # noqa: Y015
+
+@_typing.final
+class ArmWindow(_message.Message):
+    """One arm over the window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DecisionCountsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ARM_FIELD_NUMBER: _builtins.int
+    DECISIONS_FIELD_NUMBER: _builtins.int
+    FALLBACKS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    LATENCY_P99_MS_FIELD_NUMBER: _builtins.int
+    SCORE_BINS_FIELD_NUMBER: _builtins.int
+    DECISION_COUNTS_FIELD_NUMBER: _builtins.int
+    MODEL_VERSIONS_FIELD_NUMBER: _builtins.int
+    arm: _builtins.str
+    """"primary" or "canary"."""
+    decisions: _builtins.int
+    """Decisions the arm was routed: its model's answers and the fallbacks answered for it."""
+    fallbacks: _builtins.int
+    """Of those, the ones answered by the fallback chain (any fallback_reason)."""
+    errors: _builtins.int
+    """Of the fallbacks, those where the model failed rather than ran out of time: reasons
+    unavailable, runtime_error, invalid_output and circuit_open.
+    """
+    latency_p99_ms: _builtins.float
+    """99th percentile of decided_at - received_at over the arm's decisions, in milliseconds;
+    0 when it had none.
+    """
+    @_builtins.property
+    def score_bins(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The model's scores (fallback answers left out) in 20 equal bins of [0, 1], the bins
+        GetDrift's score_psi_vs_primary uses.
+        """
+
+    @_builtins.property
+    def decision_counts(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """How many of the arm's decisions had each decision, e.g. {"approve": 812, "decline": 3}."""
+
+    @_builtins.property
+    def model_versions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The model versions that answered as this arm (fallback answers left out), sorted."""
+
+    def __init__(
+        self,
+        *,
+        arm: _builtins.str = ...,
+        decisions: _builtins.int = ...,
+        fallbacks: _builtins.int = ...,
+        errors: _builtins.int = ...,
+        latency_p99_ms: _builtins.float = ...,
+        score_bins: _abc.Iterable[_builtins.int] | None = ...,
+        decision_counts: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        model_versions: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arm", b"arm", "decision_counts", b"decision_counts", "decisions", b"decisions", "errors", b"errors", "fallbacks", b"fallbacks", "latency_p99_ms", b"latency_p99_ms", "model_versions", b"model_versions", "score_bins", b"score_bins"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArmWindow: _TypeAlias = ArmWindow  # noqa: Y015
+
+@_typing.final
+class CompareArmsResponse(_message.Message):
+    """The canary arm against the primary over one window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRIMARY_FIELD_NUMBER: _builtins.int
+    CANARY_FIELD_NUMBER: _builtins.int
+    SCORE_PSI_FIELD_NUMBER: _builtins.int
+    DECISION_MIX_SHIFT_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    score_psi: _builtins.float
+    """PSI of the canary's scores against the primary's in the shared bins; NaN when either arm
+    has no model score in the window.
+    """
+    decision_mix_shift: _builtins.float
+    """Total variation distance between the arms' decision mixes (half the sum of the absolute
+    differences of the shares): 0 the same mix, 1 disjoint; NaN when either arm has none.
+    """
+    @_builtins.property
+    def primary(self) -> Global___ArmWindow:
+        """The primary arm."""
+
+    @_builtins.property
+    def canary(self) -> Global___ArmWindow:
+        """The canary arm."""
+
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Start of the window, UTC."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """End of the window, UTC."""
+
+    def __init__(
+        self,
+        *,
+        primary: Global___ArmWindow | None = ...,
+        canary: Global___ArmWindow | None = ...,
+        score_psi: _builtins.float = ...,
+        decision_mix_shift: _builtins.float = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["canary", b"canary", "primary", b"primary", "since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canary", b"canary", "decision_mix_shift", b"decision_mix_shift", "primary", b"primary", "score_psi", b"score_psi", "since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompareArmsResponse: _TypeAlias = CompareArmsResponse  # noqa: Y015

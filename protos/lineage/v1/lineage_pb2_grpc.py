@@ -105,6 +105,11 @@ class LineageServiceStub:
                 request_serializer=lineage_dot_v1_dot_lineage__pb2.GetPerformanceRequest.SerializeToString,
                 response_deserializer=lineage_dot_v1_dot_lineage__pb2.GetPerformanceResponse.FromString,
                 _registered_method=True)
+        self.CompareArms = channel.unary_unary(
+                '/lineage.v1.LineageService/CompareArms',
+                request_serializer=lineage_dot_v1_dot_lineage__pb2.CompareArmsRequest.SerializeToString,
+                response_deserializer=lineage_dot_v1_dot_lineage__pb2.CompareArmsResponse.FromString,
+                _registered_method=True)
 
 
 class LineageServiceServicer:
@@ -217,6 +222,14 @@ class LineageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompareArms(self, request, context):
+        """A decision point's canary arm against its primary over one window, read from the decisions
+        themselves (any length of window, not whole hours): what a canary controller judges a step on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LineageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -289,6 +302,11 @@ def add_LineageServiceServicer_to_server(servicer, server):
                     servicer.GetPerformance,
                     request_deserializer=lineage_dot_v1_dot_lineage__pb2.GetPerformanceRequest.FromString,
                     response_serializer=lineage_dot_v1_dot_lineage__pb2.GetPerformanceResponse.SerializeToString,
+            ),
+            'CompareArms': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompareArms,
+                    request_deserializer=lineage_dot_v1_dot_lineage__pb2.CompareArmsRequest.FromString,
+                    response_serializer=lineage_dot_v1_dot_lineage__pb2.CompareArmsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -670,6 +688,33 @@ class LineageService:
             '/lineage.v1.LineageService/GetPerformance',
             lineage_dot_v1_dot_lineage__pb2.GetPerformanceRequest.SerializeToString,
             lineage_dot_v1_dot_lineage__pb2.GetPerformanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareArms(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lineage.v1.LineageService/CompareArms',
+            lineage_dot_v1_dot_lineage__pb2.CompareArmsRequest.SerializeToString,
+            lineage_dot_v1_dot_lineage__pb2.CompareArmsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -77,6 +77,10 @@ class LineageServiceStub:
     """How well each model version's scores ranked the outcomes recorded since for the decisions
     of a period: AUC, KS and bad rate by score band, with the number of labelled decisions.
     """
+    CompareArms: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.CompareArmsRequest, _lineage_pb2.CompareArmsResponse]
+    """A decision point's canary arm against its primary over one window, read from the decisions
+    themselves (any length of window, not whole hours): what a canary controller judges a step on.
+    """
 
 @_typing.type_check_only
 class LineageServiceAsyncStub(LineageServiceStub):
@@ -126,6 +130,10 @@ class LineageServiceAsyncStub(LineageServiceStub):
     GetPerformance: _aio.UnaryUnaryMultiCallable[_lineage_pb2.GetPerformanceRequest, _lineage_pb2.GetPerformanceResponse]  # type: ignore[assignment]
     """How well each model version's scores ranked the outcomes recorded since for the decisions
     of a period: AUC, KS and bad rate by score band, with the number of labelled decisions.
+    """
+    CompareArms: _aio.UnaryUnaryMultiCallable[_lineage_pb2.CompareArmsRequest, _lineage_pb2.CompareArmsResponse]  # type: ignore[assignment]
+    """A decision point's canary arm against its primary over one window, read from the decisions
+    themselves (any length of window, not whole hours): what a canary controller judges a step on.
     """
 
 class LineageServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -257,6 +265,16 @@ class LineageServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_lineage_pb2.GetPerformanceResponse, _abc.Awaitable[_lineage_pb2.GetPerformanceResponse]]:
         """How well each model version's scores ranked the outcomes recorded since for the decisions
         of a period: AUC, KS and bad rate by score band, with the number of labelled decisions.
+        """
+
+    @_abc_1.abstractmethod
+    def CompareArms(
+        self,
+        request: _lineage_pb2.CompareArmsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lineage_pb2.CompareArmsResponse, _abc.Awaitable[_lineage_pb2.CompareArmsResponse]]:
+        """A decision point's canary arm against its primary over one window, read from the decisions
+        themselves (any length of window, not whole hours): what a canary controller judges a step on.
         """
 
 def add_LineageServiceServicer_to_server(servicer: LineageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
