@@ -88,6 +88,9 @@ _RULES = (
         lambda r: (r.outcome.decision_id,),
         hidden=("outcome",),
     ),
+    MethodRule("RecordApproval", P.APPROVE_MODELS),
+    MethodRule("RevokeApproval", P.APPROVE_MODELS),
+    MethodRule("GetApprovals", P.READ_APPROVALS),
     MethodRule("GetCheckpoint", P.CHECKPOINTS),
     MethodRule("ListAccessLog", P.READ_ACCESS_LOG),
     # Aggregates only: counts per bin, no decision, entity key or feature value.

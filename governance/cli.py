@@ -29,6 +29,9 @@ USAGE = """usage: scoregate lineage COMMAND ...
   register-models  keep every manifest of a model directory, by artifact sha256
   override         record a reviewer's override of a decision
   outcome          record an observed outcome (confirmed fraud, default, ...) of a decision
+  approve          approve a model version with its validation evidence (four eyes)
+  revoke           revoke a model version's approvals: gateways refuse it traffic
+  approvals        whether a model version is approved, by whom, on what evidence
   checkpoint       print the hash chain's current head (and append it to a file)
   access-log       who called the store: method, decisions or query, outcome (filters by
                    principal, method, decision id and time)
@@ -226,7 +229,15 @@ def _manifest(
 
 def _commands() -> dict[str, Callable[[list[str]], int]]:
     # Imported on use: `show` never pays for the others' imports (replay loads onnxruntime).
-    from governance import access_log_command, admin, commands, drift_command, replay, report
+    from governance import (
+        access_log_command,
+        admin,
+        approval_commands,
+        commands,
+        drift_command,
+        replay,
+        report,
+    )
 
     return {
         "show": show_main,
@@ -237,6 +248,9 @@ def _commands() -> dict[str, Callable[[list[str]], int]]:
         "register-models": commands.register_models_main,
         "override": commands.override_main,
         "outcome": commands.outcome_main,
+        "approve": approval_commands.approve_main,
+        "revoke": approval_commands.revoke_main,
+        "approvals": approval_commands.approvals_main,
         "checkpoint": commands.checkpoint_main,
         "access-log": access_log_command.access_log_main,
         "drift": drift_command.drift_main,

@@ -26,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from governance.access import AccessInterceptor, StoreAccess
+from governance.approvals import ApprovalService
 from governance.audit import AccessLog
 from governance.chain import append_checkpoint
 from governance.errors import ConfigurationError, LineageError
@@ -153,7 +154,12 @@ def build_server(
         OtlpTraceReceiver(ingestor), server
     )
     lineage_pb2_grpc.add_LineageServiceServicer_to_server(
-        LineageServicer(LineageQueries(store, pseudonyms), DriftQueries(store)), server
+        LineageServicer(
+            LineageQueries(store, pseudonyms),
+            DriftQueries(store),
+            ApprovalService(store, open_access=access is None or access.open),
+        ),
+        server,
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection((TRACE_SERVICE, LINEAGE_SERVICE, health.SERVICE_NAME), server)

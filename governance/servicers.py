@@ -16,8 +16,9 @@ from typing import Any
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from governance import convert
-from governance.caller import CALLER
+from governance import approval_messages, convert
+from governance.approvals import ApprovalService, Approver
+from governance.caller import CALLER, Caller
 from governance.convert import decision_to_proto
 from governance.errors import InvalidRequest
 from governance.ingest import Ingestor
@@ -45,9 +46,12 @@ class OtlpTraceReceiver(trace_service_pb2_grpc.TraceServiceServicer):
 
 
 class LineageServicer(lineage_pb2_grpc.LineageServiceServicer):
-    def __init__(self, queries: LineageQueries, drift: DriftQueries) -> None:
+    def __init__(
+        self, queries: LineageQueries, drift: DriftQueries, approvals: ApprovalService
+    ) -> None:
         self._queries = queries
         self._drift = drift
+        self._approvals = approvals
 
     async def GetDecision(
         self, request: lineage_pb2.GetDecisionRequest, context: grpc.aio.ServicerContext
@@ -143,6 +147,40 @@ class LineageServicer(lineage_pb2_grpc.LineageServiceServicer):
         stored, _ = await self._queries.record_outcome(outcome)
         return convert.outcome_to_proto(stored)
 
+    async def RecordApproval(
+        self, request: lineage_pb2.RecordApprovalRequest, context: grpc.aio.ServicerContext
+    ) -> lineage_pb2.Approval:
+        approver = _approver(CALLER.get(), request.principal, tuple(request.roles))
+        stored = await self._approvals.approve(
+            approval_messages.ref_from_proto(request.model),
+            approver,
+            approval_messages.evidence_from_proto(request.evidence),
+            request.comment,
+        )
+        return approval_messages.approval_to_proto(stored)
+
+    async def RevokeApproval(
+        self, request: lineage_pb2.RevokeApprovalRequest, context: grpc.aio.ServicerContext
+    ) -> lineage_pb2.Revocation:
+        approver = _approver(CALLER.get(), request.principal, ())
+        stored, revoked = await self._approvals.revoke(
+            approval_messages.ref_from_proto(request.model), approver, request.reason
+        )
+        return lineage_pb2.Revocation(
+            revocation=approval_messages.approval_to_proto(stored), revoked=revoked
+        )
+
+    async def GetApprovals(
+        self, request: lineage_pb2.GetApprovalsRequest, context: grpc.aio.ServicerContext
+    ) -> lineage_pb2.GetApprovalsResponse:
+        if request.HasField("model"):
+            found = [await self._approvals.status(approval_messages.ref_from_proto(request.model))]
+        else:
+            found = await self._approvals.statuses(list(request.artifact_sha256))
+        return lineage_pb2.GetApprovalsResponse(
+            statuses=[approval_messages.status_to_proto(s) for s in found]
+        )
+
     async def GetCheckpoint(
         self, request: lineage_pb2.GetCheckpointRequest, context: grpc.aio.ServicerContext
     ) -> lineage_pb2.Checkpoint:
@@ -193,3 +231,13 @@ def _period(
     since = convert.timestamp_to_us(request.since)
     until = convert.timestamp_to_us(request.until) if request.HasField("until") else now_us()
     return since, until
+
+
+def _approver(caller: Caller, principal: str, roles: tuple[str, ...]) -> Approver:
+    """The authenticated principal with the roles its policy grants; under open access the
+    request's, kept as unauthenticated."""
+    if caller.authenticated:
+        assert caller.policy is not None
+        granted = caller.policy.grants(caller.principal.id).roles
+        return Approver(caller.principal.id, tuple(sorted(granted)), caller.principal.verified_by)
+    return Approver(principal, roles, caller.principal.verified_by)

@@ -173,6 +173,10 @@ class Manifest(_Strict):
     name: str
     version: str
     description: str = ""
+    author: str = ""
+    """Who built the model, as a principal of the lineage store's access policy: an approval of
+    the version by someone else is what the four-eyes rule asks for. Empty: not recorded (a
+    manifest from before the field), and no approver is taken for the author."""
     features: tuple[Feature, ...]
     outputs: Outputs = Outputs()
     artifact: str = ARTIFACT_FILE

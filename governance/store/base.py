@@ -18,6 +18,7 @@ from governance.store.entries import (
     AccessEntry,
     AccessFilter,
     AccessPage,
+    Approval,
     DecisionFilter,
     DecisionPage,
     DecisionSummary,
@@ -203,6 +204,18 @@ class LineageStore(abc.ABC):
     @abc.abstractmethod
     async def get_manifest(self, artifact_sha256: str) -> RegisteredManifest | None:
         """The manifest registered for an artifact, or None."""
+
+    @abc.abstractmethod
+    async def manifests_named(self, name: str, version: str) -> list[RegisteredManifest]:
+        """The manifests registered under a model name and version, oldest first."""
+
+    @abc.abstractmethod
+    async def add_approval(self, approval: Approval) -> Approval:
+        """Appends an approval or a revocation to the chain; returns it with its place."""
+
+    @abc.abstractmethod
+    async def approvals_for(self, artifact_sha256: str) -> list[Approval]:
+        """Every approval and revocation of an artifact, in chain order."""
 
     @abc.abstractmethod
     async def head(self) -> Checkpoint:

@@ -54,6 +54,41 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Approval:
+    """A principal approved a model version (``action`` "approve"), or revoked every approval
+    of it recorded so far ("revoke"): who, in which roles, how verified, when, on what evidence.
+    ``evidence`` holds ``report_sha256``, ``report_uri``, ``model_card_sha256`` and
+    ``model_card_uri`` (empty strings when not given)."""
+
+    approval_id: str
+    action: str
+    artifact_sha256: str
+    model_name: str
+    model_version: str
+    principal: str
+    roles: tuple[str, ...]
+    verified_by: str
+    at_us: int
+    evidence: dict[str, str]
+    comment: str
+    recorded_at_us: int = 0
+    seq: int = 0
+    chain_sha256: str = ""
+
+    def body(self) -> dict[str, Any]:
+        d = asdict(self)
+        del d["recorded_at_us"], d["seq"], d["chain_sha256"]
+        d["roles"] = list(self.roles)
+        return {"kind": "approval", **d}
+
+    @staticmethod
+    def from_body(body: dict[str, Any], recorded_at_us: int, seq: int, chain: str) -> Approval:
+        fields = {k: v for k, v in body.items() if k != "kind"}
+        fields["roles"] = tuple(fields["roles"])
+        return Approval(**fields, recorded_at_us=recorded_at_us, seq=seq, chain_sha256=chain)
+
+
+@dataclass(frozen=True, slots=True)
 class ArmTarget:
     """One model version an arm of a decision point sends traffic to, with its weight."""
 

@@ -1,5 +1,6 @@
-"""What the store records besides decisions: overrides and outcomes of a decision, route changes
-(all three chained) and model manifests (content-addressed, not chained).
+"""What the store records besides decisions: overrides and outcomes of a decision, route changes,
+approvals of model versions (all four chained) and model manifests (content-addressed, not
+chained).
 
 Each is idempotent: recording the same fact again finds the stored one and reports it as not new.
 """
@@ -15,8 +16,15 @@ from governance.chain import sha256_hex
 from governance.errors import DecisionNotFound, EntryConflict
 from governance.store.clock import now_us
 from governance.store.engine import Connection
-from governance.store.entries import Outcome, Override, RegisteredManifest, RouteChange, canonical
-from governance.store.hash_chain import append_entry, lock_head
+from governance.store.entries import (
+    Approval,
+    Outcome,
+    Override,
+    RegisteredManifest,
+    RouteChange,
+    canonical,
+)
+from governance.store.hash_chain import append_entry, lock_head, read_head
 from governance.store.tables import SEQ_TABLES, ChainedTable
 
 _Annotation = TypeVar("_Annotation", Override, Outcome)
@@ -140,3 +148,33 @@ def get_manifest(db: Connection, artifact_sha256: str) -> RegisteredManifest | N
         (artifact_sha256,),
     ).fetchone()
     return None if row is None else RegisteredManifest(*row)
+
+
+def manifests_named(db: Connection, name: str, version: str) -> list[RegisteredManifest]:
+    """Every manifest registered as ``name`` ``version`` (a rebuilt artifact is another one)."""
+    rows = db.execute(
+        "SELECT artifact_sha256, name, version, manifest_json, registered_at_us "
+        "FROM manifests WHERE name = ? AND version = ? ORDER BY registered_at_us",
+        (name, version),
+    ).fetchall()
+    return [RegisteredManifest(*r) for r in rows]
+
+
+def add_approval(db: Connection, approval: Approval) -> Approval:
+    """Appends an approval or a revocation; each call is its own entry (its id is derived from
+    its content, time included), so approving twice is recorded twice and counted once."""
+    with db.write_transaction():
+        now = now_us()
+        seq = append_entry(db, SEQ_TABLES["approvals"], approval.body(), now)
+        _, chain = read_head(db)
+    return Approval.from_body(approval.body(), now, seq, chain)
+
+
+def approvals_for(db: Connection, artifact_sha256: str) -> list[Approval]:
+    """Every approval and revocation of an artifact, in chain order."""
+    rows = db.execute(
+        "SELECT body, recorded_at_us, seq, chain_sha256 FROM approvals "
+        "WHERE artifact_sha256 = ? ORDER BY seq",
+        (artifact_sha256,),
+    ).fetchall()
+    return [Approval.from_body(orjson.loads(r[0]), int(r[1]), int(r[2]), str(r[3])) for r in rows]

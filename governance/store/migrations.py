@@ -4,8 +4,8 @@ A migration is never edited once released: the runner stores each one's checksum
 database whose applied migrations differ from these. Add a new version instead. Both backends
 carry the same versions with the same names; version 1 is written per dialect, versions 2 and 3 use
 types both understand (BIGINT, DOUBLE PRECISION, TEXT) and are shared, version 4 changes SQLite
-only, versions 5 and 6 are written per dialect (each reads JSON its own way), versions 7 and 8 are
-shared.
+only, versions 5 and 6 are written per dialect (each reads JSON its own way), versions 7, 8 and 9
+are shared.
 """
 
 from __future__ import annotations
@@ -391,6 +391,32 @@ _DRIFT_COUNTS = Migration(
 )
 
 
+# Version 9: approvals and revocations of model versions (issue 25), a chained table like
+# overrides; a version's status reads its entries by artifact sha256 in chain order.
+APPROVALS_VERSION = 9
+_APPROVALS = Migration(
+    APPROVALS_VERSION,
+    "approvals",
+    (
+        """
+        CREATE TABLE approvals (
+            approval_id TEXT PRIMARY KEY,
+            action TEXT NOT NULL,
+            artifact_sha256 TEXT NOT NULL,
+            principal TEXT NOT NULL,
+            at_us BIGINT NOT NULL,
+            recorded_at_us BIGINT NOT NULL,
+            seq BIGINT NOT NULL UNIQUE,
+            entry_sha256 TEXT NOT NULL,
+            chain_sha256 TEXT NOT NULL,
+            body TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX approvals_artifact ON approvals (artifact_sha256, seq)",
+    ),
+)
+
+
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
     *_SQLITE_V1,
     *_SHARED,
@@ -399,6 +425,7 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
     _SQLITE_REASON_INDEX,
     _ACCESS_LOG,
     _DRIFT_COUNTS,
+    _APPROVALS,
 )
 
 POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
@@ -421,4 +448,5 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
     _POSTGRES_REASON_INDEX,
     _ACCESS_LOG,
     _DRIFT_COUNTS,
+    _APPROVALS,
 )

@@ -42,6 +42,7 @@ from governance.store.entries import (
     AccessEntry,
     AccessFilter,
     AccessPage,
+    Approval,
     DecisionFilter,
     DecisionPage,
     DecisionSummary,
@@ -212,6 +213,15 @@ class SqlLineageStore(LineageStore):
 
     async def get_manifest(self, artifact_sha256: str) -> RegisteredManifest | None:
         return await self._engine.read(lambda db: facts.get_manifest(db, artifact_sha256))
+
+    async def manifests_named(self, name: str, version: str) -> list[RegisteredManifest]:
+        return await self._engine.read(lambda db: facts.manifests_named(db, name, version))
+
+    async def add_approval(self, approval: Approval) -> Approval:
+        return await self._engine.write(lambda db: facts.add_approval(db, approval))
+
+    async def approvals_for(self, artifact_sha256: str) -> list[Approval]:
+        return await self._engine.read(lambda db: facts.approvals_for(db, artifact_sha256))
 
     # -- access log -----------------------------------------------------------------------------
     async def append_access(self, entries: Sequence[AccessEntry]) -> int:

@@ -194,6 +194,15 @@ SEQ_TABLES: dict[str, ChainedTable] = {
         "run_at_us",
         key_is_sha=True,
     ),
+    # Schema version 9: approvals and revocations of model versions (issue 25), kept beyond
+    # retention like route changes: who approved what a gateway served must outlive decisions.
+    "approvals": ChainedTable(
+        "approvals",
+        "approval_id",
+        ("approval_id", "action", "artifact_sha256", "principal", "at_us"),
+        "at_us",
+        purged=False,
+    ),
     # Schema version 7: who called the store's API, in the chain like what they read, so that
     # an access-log row edited or deleted is caught by verify as any other entry is.
     "access_log": ChainedTable(

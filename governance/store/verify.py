@@ -39,6 +39,7 @@ _KIND = {
     "route_changes": "route change",
     "purges": "purge",
     "access_log": "access log entry",
+    "approvals": "approval",
 }
 
 

@@ -66,6 +66,7 @@ class _Scoring:
 class _Lineage:
     who: _Matcher
     permissions: frozenset[LineagePermission]
+    roles: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,7 @@ class _Grants:
     score: frozenset[str]
     pin: frozenset[str]
     lineage: frozenset[LineagePermission]
+    roles: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -93,7 +95,8 @@ class AccessPolicy:
             for g in config.scoring
         )
         lineage = tuple(
-            _Lineage(_Matcher.of(g.principals), frozenset(g.permissions)) for g in config.lineage
+            _Lineage(_Matcher.of(g.principals), frozenset(g.permissions), frozenset(g.roles))
+            for g in config.lineage
         )
         return cls(version, source, config, scoring, lineage)
 
@@ -104,6 +107,7 @@ class AccessPolicy:
         score: set[str] = set()
         pin: set[str] = set()
         lineage: set[LineagePermission] = set()
+        roles: set[str] = set()
         for g in self._scoring:
             if g.who.matches(principal):
                 score |= g.points
@@ -112,7 +116,8 @@ class AccessPolicy:
         for lg in self._lineage:
             if lg.who.matches(principal):
                 lineage |= lg.permissions
-        found = _Grants(frozenset(score), frozenset(pin), frozenset(lineage))
+                roles |= lg.roles
+        found = _Grants(frozenset(score), frozenset(pin), frozenset(lineage), frozenset(roles))
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
         self._cache[principal] = found

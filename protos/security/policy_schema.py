@@ -9,6 +9,9 @@
     lineage:                          # who may call each LineageService method group
       - principals: ["spiffe://bank/ns/risk/sa/analyst"]
         permissions: [read_decisions, read_features]
+      - principals: [j.validator]
+        permissions: [approve_models]
+        roles: [validator]              # what their approvals record
 
 A principal is matched exactly, or as a pattern where ``*`` stands for any characters but ``/``
 (one path segment) and ``**`` for any characters at all. Nothing is allowed that no grant allows.
@@ -19,9 +22,17 @@ from __future__ import annotations
 import enum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+Role = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 
 
 class LineagePermission(enum.StrEnum):
@@ -44,6 +55,11 @@ class LineagePermission(enum.StrEnum):
     """Registering model manifests (release pipelines)."""
     READ_ACCESS_LOG = "read_access_log"
     """Reading the store's own log of who read or wrote lineage: auditors."""
+    APPROVE_MODELS = "approve_models"
+    """Approving model versions and revoking approvals; a grant of it names the roles the
+    approvals record (``roles``)."""
+    READ_APPROVALS = "read_approvals"
+    """Reading model versions' approvals: what gateways check a routing config against."""
 
 
 class _Strict(BaseModel):
@@ -71,9 +87,21 @@ class ScoringGrant(_Strict):
 class LineageGrant(_Strict):
     principals: list[Name] = Field(min_length=1)
     permissions: list[LineagePermission] = Field(min_length=1)
+    roles: list[Role] = []
+    """What the principals approve as (``model_owner``, ``validator``): recorded with each
+    approval, so it comes from the policy and never from the request."""
     description: str = ""
 
     _principals = field_validator("principals")(_check_principals)
+
+    @model_validator(mode="after")
+    def _roles_with_approvals(self) -> LineageGrant:
+        approves = LineagePermission.APPROVE_MODELS in self.permissions
+        if approves and not self.roles:
+            raise ValueError("approve_models needs roles: the role each approval records")
+        if self.roles and not approves:
+            raise ValueError("roles are only for approve_models grants")
+        return self
 
 
 class PolicyConfig(_Strict):

@@ -242,6 +242,7 @@ def build_model(spec: ModelSpec, out_dir: Path) -> Manifest:
         name=spec.name,
         version=spec.version,
         description=spec.description,
+        author=spec.author,
         features=spec.features,
         artifact_sha256=hashlib.sha256(blob).hexdigest(),
         training=Training(

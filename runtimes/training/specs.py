@@ -228,6 +228,9 @@ class ModelSpec:
     data_seed: int
     model_seed: int
     heldout_fraction: float = 0.2
+    author: str = "demo-data-scientist"
+    """Who built it (a principal of the access policy): the four-eyes rule wants an approver
+    other than the author."""
 
 
 MODEL_SPECS: tuple[ModelSpec, ...] = (

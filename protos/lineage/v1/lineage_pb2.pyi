@@ -637,6 +637,380 @@ class RecordOutcomeRequest(_message.Message):
 Global___RecordOutcomeRequest: _TypeAlias = RecordOutcomeRequest  # noqa: Y015
 
 @_typing.final
+class ValidationEvidence(_message.Message):
+    """What a model version was approved on: the validation report and the model card, each by its
+    sha256 (so the document approved can be proved later) and where it is kept.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_SHA256_FIELD_NUMBER: _builtins.int
+    REPORT_URI_FIELD_NUMBER: _builtins.int
+    MODEL_CARD_SHA256_FIELD_NUMBER: _builtins.int
+    MODEL_CARD_URI_FIELD_NUMBER: _builtins.int
+    report_sha256: _builtins.str
+    """sha256 of the validation report file (64 hex digits); empty when none was given."""
+    report_uri: _builtins.str
+    """Where the report is kept, e.g. "s3://model-risk/card-fraud/2/validation.pdf"."""
+    model_card_sha256: _builtins.str
+    """sha256 of the model card file (64 hex digits); empty when none was given."""
+    model_card_uri: _builtins.str
+    """Where the model card is kept."""
+    def __init__(
+        self,
+        *,
+        report_sha256: _builtins.str = ...,
+        report_uri: _builtins.str = ...,
+        model_card_sha256: _builtins.str = ...,
+        model_card_uri: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_card_sha256", b"model_card_sha256", "model_card_uri", b"model_card_uri", "report_sha256", b"report_sha256", "report_uri", b"report_uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ValidationEvidence: _TypeAlias = ValidationEvidence  # noqa: Y015
+
+@_typing.final
+class Approval(_message.Message):
+    """One approval of a model version, or one revocation of its approvals, as the store keeps it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPROVAL_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    ARTIFACT_SHA256_FIELD_NUMBER: _builtins.int
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    VERIFIED_BY_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    CHAIN_SHA256_FIELD_NUMBER: _builtins.int
+    approval_id: _builtins.str
+    """The entry's id, derived from its content."""
+    action: _builtins.str
+    """"approve" or "revoke"."""
+    artifact_sha256: _builtins.str
+    """sha256 of the ONNX artifact approved (ModelRef.artifact_sha256)."""
+    model_name: _builtins.str
+    """The model's name, from its registered manifest."""
+    model_version: _builtins.str
+    """The model's version, from its registered manifest."""
+    principal: _builtins.str
+    """Who approved or revoked: the authenticated principal (under open access, the request's)."""
+    verified_by: _builtins.str
+    """How the principal was verified: "mtls", "jwt", or "none" (open access: unauthenticated)."""
+    comment: _builtins.str
+    """The approver's comment, or why the approvals were revoked."""
+    seq: _builtins.int
+    """Its position in the hash chain."""
+    chain_sha256: _builtins.str
+    """The chain hash at this entry."""
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The roles the access policy grants that principal, e.g. ["validator"] (under open
+        access, the request's).
+        """
+
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When it was recorded, UTC."""
+
+    @_builtins.property
+    def evidence(self) -> Global___ValidationEvidence:
+        """The evidence the approval rests on; unset for a revocation."""
+
+    def __init__(
+        self,
+        *,
+        approval_id: _builtins.str = ...,
+        action: _builtins.str = ...,
+        artifact_sha256: _builtins.str = ...,
+        model_name: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        principal: _builtins.str = ...,
+        roles: _abc.Iterable[_builtins.str] | None = ...,
+        verified_by: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        evidence: Global___ValidationEvidence | None = ...,
+        comment: _builtins.str = ...,
+        seq: _builtins.int = ...,
+        chain_sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "evidence", b"evidence"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "approval_id", b"approval_id", "artifact_sha256", b"artifact_sha256", "at", b"at", "chain_sha256", b"chain_sha256", "comment", b"comment", "evidence", b"evidence", "model_name", b"model_name", "model_version", b"model_version", "principal", b"principal", "roles", b"roles", "seq", b"seq", "verified_by", b"verified_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Approval: _TypeAlias = Approval  # noqa: Y015
+
+@_typing.final
+class ModelVersionRef(_message.Message):
+    """Which model version: its artifact sha256, or its registered name and version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTIFACT_SHA256_FIELD_NUMBER: _builtins.int
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    artifact_sha256: _builtins.str
+    """sha256 of the ONNX artifact (64 hex digits); when set, name and version are not needed."""
+    model_name: _builtins.str
+    """The model's name, e.g. "card-fraud" (with model_version, when artifact_sha256 is empty)."""
+    model_version: _builtins.str
+    """The model's version, e.g. "2"."""
+    def __init__(
+        self,
+        *,
+        artifact_sha256: _builtins.str = ...,
+        model_name: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_sha256", b"artifact_sha256", "model_name", b"model_name", "model_version", b"model_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelVersionRef: _TypeAlias = ModelVersionRef  # noqa: Y015
+
+@_typing.final
+class RecordApprovalRequest(_message.Message):
+    """Records the caller's approval of one model version."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    comment: _builtins.str
+    """A free-text comment kept with the approval."""
+    principal: _builtins.str
+    """Who approves: honoured only by a store with open access (the demo), where nobody is
+    authenticated; otherwise the authenticated principal is recorded and this is ignored.
+    """
+    @_builtins.property
+    def model(self) -> Global___ModelVersionRef:
+        """The version approved."""
+
+    @_builtins.property
+    def evidence(self) -> Global___ValidationEvidence:
+        """The evidence it was approved on."""
+
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The approver's roles: honoured only with open access, as `principal`."""
+
+    def __init__(
+        self,
+        *,
+        model: Global___ModelVersionRef | None = ...,
+        evidence: Global___ValidationEvidence | None = ...,
+        comment: _builtins.str = ...,
+        principal: _builtins.str = ...,
+        roles: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence", "model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "evidence", b"evidence", "model", b"model", "principal", b"principal", "roles", b"roles"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordApprovalRequest: _TypeAlias = RecordApprovalRequest  # noqa: Y015
+
+@_typing.final
+class RevokeApprovalRequest(_message.Message):
+    """Revokes a model version's approvals."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Why (required): kept in the chain with the revocation."""
+    principal: _builtins.str
+    """Who revokes: honoured only with open access, as RecordApprovalRequest.principal."""
+    @_builtins.property
+    def model(self) -> Global___ModelVersionRef:
+        """The version whose approvals are revoked."""
+
+    def __init__(
+        self,
+        *,
+        model: Global___ModelVersionRef | None = ...,
+        reason: _builtins.str = ...,
+        principal: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "principal", b"principal", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeApprovalRequest: _TypeAlias = RevokeApprovalRequest  # noqa: Y015
+
+@_typing.final
+class Revocation(_message.Message):
+    """What a revocation recorded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVOCATION_FIELD_NUMBER: _builtins.int
+    REVOKED_FIELD_NUMBER: _builtins.int
+    revoked: _builtins.int
+    """How many approvals it revoked."""
+    @_builtins.property
+    def revocation(self) -> Global___Approval:
+        """The revocation as a chain entry (action "revoke")."""
+
+    def __init__(
+        self,
+        *,
+        revocation: Global___Approval | None = ...,
+        revoked: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["revocation", b"revocation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revocation", b"revocation", "revoked", b"revoked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Revocation: _TypeAlias = Revocation  # noqa: Y015
+
+@_typing.final
+class GetApprovalsRequest(_message.Message):
+    """Which model versions' approval status to return."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTIFACT_SHA256_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def artifact_sha256(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Artifact sha256s: each gets a status, a version with no registered manifest one that is
+        not approved (registered false).
+        """
+
+    @_builtins.property
+    def model(self) -> Global___ModelVersionRef:
+        """Or one version by name and version (NOT_FOUND when none is registered)."""
+
+    def __init__(
+        self,
+        *,
+        artifact_sha256: _abc.Iterable[_builtins.str] | None = ...,
+        model: Global___ModelVersionRef | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_sha256", b"artifact_sha256", "model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetApprovalsRequest: _TypeAlias = GetApprovalsRequest  # noqa: Y015
+
+@_typing.final
+class ApprovalStatus(_message.Message):
+    """One model version's approval status."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTIFACT_SHA256_FIELD_NUMBER: _builtins.int
+    REGISTERED_FIELD_NUMBER: _builtins.int
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    AUTHOR_FIELD_NUMBER: _builtins.int
+    APPROVED_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    APPROVERS_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    HELDOUT_AUC_FIELD_NUMBER: _builtins.int
+    HELDOUT_ROWS_FIELD_NUMBER: _builtins.int
+    artifact_sha256: _builtins.str
+    """sha256 of the artifact."""
+    registered: _builtins.bool
+    """Whether a manifest is registered for it."""
+    model_name: _builtins.str
+    """The model's name, from its manifest."""
+    model_version: _builtins.str
+    """The model's version, from its manifest."""
+    author: _builtins.str
+    """Who built the model, from its manifest (manifest "author"); empty when it does not say."""
+    approved: _builtins.bool
+    """Whether the version holds a valid approval: at least two distinct principals approved it
+    since its last revocation, at least one of them not its author.
+    """
+    missing: _builtins.str
+    """Why it is not approved, e.g. "1 of 2 approvals (m.owner)"; empty when approved."""
+    heldout_auc: _builtins.float
+    """The held-out AUC the manifest records."""
+    heldout_rows: _builtins.int
+    """The number of held-out rows it was measured on."""
+    @_builtins.property
+    def approvers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The distinct principals whose approvals count, sorted."""
+
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___Approval]:
+        """Every approval and revocation of the version, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        artifact_sha256: _builtins.str = ...,
+        registered: _builtins.bool = ...,
+        model_name: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        author: _builtins.str = ...,
+        approved: _builtins.bool = ...,
+        missing: _builtins.str = ...,
+        approvers: _abc.Iterable[_builtins.str] | None = ...,
+        history: _abc.Iterable[Global___Approval] | None = ...,
+        heldout_auc: _builtins.float = ...,
+        heldout_rows: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "approvers", b"approvers", "artifact_sha256", b"artifact_sha256", "author", b"author", "heldout_auc", b"heldout_auc", "heldout_rows", b"heldout_rows", "history", b"history", "missing", b"missing", "model_name", b"model_name", "model_version", b"model_version", "registered", b"registered"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovalStatus: _TypeAlias = ApprovalStatus  # noqa: Y015
+
+@_typing.final
+class GetApprovalsResponse(_message.Message):
+    """The statuses asked for, in the order asked."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUSES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApprovalStatus]:
+        """One per artifact sha256 asked for (or the one version named)."""
+
+    def __init__(
+        self,
+        *,
+        statuses: _abc.Iterable[Global___ApprovalStatus] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["statuses", b"statuses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetApprovalsResponse: _TypeAlias = GetApprovalsResponse  # noqa: Y015
+
+@_typing.final
 class ListDecisionsRequest(_message.Message):
     """Which decisions to list. Set entity_key, or model_name (and optionally model_version), or
     reason_code (with any of the others).
@@ -934,6 +1308,7 @@ class RouteChange(_message.Message):
     SEQ_FIELD_NUMBER: _builtins.int
     INITIATED_BY_FIELD_NUMBER: _builtins.int
     ANALYSIS_JSON_FIELD_NUMBER: _builtins.int
+    UNAPPROVED_FIELD_NUMBER: _builtins.int
     change_id: _builtins.str
     """Content hash of the change as stored (its id)."""
     config_version: _builtins.str
@@ -964,6 +1339,13 @@ class RouteChange(_message.Message):
     def recorded_at(self) -> _timestamp_pb2.Timestamp:
         """When the store recorded it, UTC."""
 
+    @_builtins.property
+    def unapproved(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Traffic this configuration gives to model versions without a valid approval, accepted
+        because their decision point's approvals policy is "warn": one line per arm, e.g.
+        "card-fraud canary card-fraud 2: 1 of 2 approvals (m.owner)". Empty when there is none.
+        """
+
     def __init__(
         self,
         *,
@@ -977,10 +1359,11 @@ class RouteChange(_message.Message):
         seq: _builtins.int = ...,
         initiated_by: _builtins.str = ...,
         analysis_json: _builtins.str = ...,
+        unapproved: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "recorded_at", b"recorded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["analysis_json", b"analysis_json", "change_id", b"change_id", "changed_at", b"changed_at", "config_version", b"config_version", "diff_json", b"diff_json", "initiated_by", b"initiated_by", "recorded_at", b"recorded_at", "seq", b"seq", "source", b"source", "targets", b"targets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analysis_json", b"analysis_json", "change_id", b"change_id", "changed_at", b"changed_at", "config_version", b"config_version", "diff_json", b"diff_json", "initiated_by", b"initiated_by", "recorded_at", b"recorded_at", "seq", b"seq", "source", b"source", "targets", b"targets", "unapproved", b"unapproved"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

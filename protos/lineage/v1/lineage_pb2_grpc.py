@@ -85,6 +85,21 @@ class LineageServiceStub:
                 request_serializer=lineage_dot_v1_dot_lineage__pb2.RecordOutcomeRequest.SerializeToString,
                 response_deserializer=lineage_dot_v1_dot_lineage__pb2.Outcome.FromString,
                 _registered_method=True)
+        self.RecordApproval = channel.unary_unary(
+                '/lineage.v1.LineageService/RecordApproval',
+                request_serializer=lineage_dot_v1_dot_lineage__pb2.RecordApprovalRequest.SerializeToString,
+                response_deserializer=lineage_dot_v1_dot_lineage__pb2.Approval.FromString,
+                _registered_method=True)
+        self.RevokeApproval = channel.unary_unary(
+                '/lineage.v1.LineageService/RevokeApproval',
+                request_serializer=lineage_dot_v1_dot_lineage__pb2.RevokeApprovalRequest.SerializeToString,
+                response_deserializer=lineage_dot_v1_dot_lineage__pb2.Revocation.FromString,
+                _registered_method=True)
+        self.GetApprovals = channel.unary_unary(
+                '/lineage.v1.LineageService/GetApprovals',
+                request_serializer=lineage_dot_v1_dot_lineage__pb2.GetApprovalsRequest.SerializeToString,
+                response_deserializer=lineage_dot_v1_dot_lineage__pb2.GetApprovalsResponse.FromString,
+                _registered_method=True)
         self.GetCheckpoint = channel.unary_unary(
                 '/lineage.v1.LineageService/GetCheckpoint',
                 request_serializer=lineage_dot_v1_dot_lineage__pb2.GetCheckpointRequest.SerializeToString,
@@ -191,6 +206,31 @@ class LineageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordApproval(self, request, context):
+        """Records the caller's approval of a model version (by artifact sha256) with its validation
+        evidence; the approver and role are the authenticated principal and the roles the access
+        policy grants it. NOT_FOUND when no manifest is registered for the version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApproval(self, request, context):
+        """Revokes every approval of a model version recorded so far: it needs new approvals before
+        a gateway gives it traffic again. NOT_FOUND when no manifest is registered for it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetApprovals(self, request, context):
+        """Whether each model version holds a valid four-eyes approval, with its approvals,
+        revocations and evidence: what a gateway checks a routing config against.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetCheckpoint(self, request, context):
         """The hash chain's current size and head: keep it outside the store to detect rewrites later.
         """
@@ -282,6 +322,21 @@ def add_LineageServiceServicer_to_server(servicer, server):
                     servicer.RecordOutcome,
                     request_deserializer=lineage_dot_v1_dot_lineage__pb2.RecordOutcomeRequest.FromString,
                     response_serializer=lineage_dot_v1_dot_lineage__pb2.Outcome.SerializeToString,
+            ),
+            'RecordApproval': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordApproval,
+                    request_deserializer=lineage_dot_v1_dot_lineage__pb2.RecordApprovalRequest.FromString,
+                    response_serializer=lineage_dot_v1_dot_lineage__pb2.Approval.SerializeToString,
+            ),
+            'RevokeApproval': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApproval,
+                    request_deserializer=lineage_dot_v1_dot_lineage__pb2.RevokeApprovalRequest.FromString,
+                    response_serializer=lineage_dot_v1_dot_lineage__pb2.Revocation.SerializeToString,
+            ),
+            'GetApprovals': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetApprovals,
+                    request_deserializer=lineage_dot_v1_dot_lineage__pb2.GetApprovalsRequest.FromString,
+                    response_serializer=lineage_dot_v1_dot_lineage__pb2.GetApprovalsResponse.SerializeToString,
             ),
             'GetCheckpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCheckpoint,
@@ -580,6 +635,87 @@ class LineageService:
             '/lineage.v1.LineageService/RecordOutcome',
             lineage_dot_v1_dot_lineage__pb2.RecordOutcomeRequest.SerializeToString,
             lineage_dot_v1_dot_lineage__pb2.Outcome.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordApproval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lineage.v1.LineageService/RecordApproval',
+            lineage_dot_v1_dot_lineage__pb2.RecordApprovalRequest.SerializeToString,
+            lineage_dot_v1_dot_lineage__pb2.Approval.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApproval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lineage.v1.LineageService/RevokeApproval',
+            lineage_dot_v1_dot_lineage__pb2.RevokeApprovalRequest.SerializeToString,
+            lineage_dot_v1_dot_lineage__pb2.Revocation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetApprovals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lineage.v1.LineageService/GetApprovals',
+            lineage_dot_v1_dot_lineage__pb2.GetApprovalsRequest.SerializeToString,
+            lineage_dot_v1_dot_lineage__pb2.GetApprovalsResponse.FromString,
             options,
             channel_credentials,
             insecure,

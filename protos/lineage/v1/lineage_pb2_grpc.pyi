@@ -63,6 +63,19 @@ class LineageServiceStub:
     """Records a reviewer's override of a decision; NOT_FOUND for an unknown decision id."""
     RecordOutcome: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.RecordOutcomeRequest, _lineage_pb2.Outcome]
     """Records what later turned out to be true for a decision; NOT_FOUND for an unknown id."""
+    RecordApproval: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.RecordApprovalRequest, _lineage_pb2.Approval]
+    """Records the caller's approval of a model version (by artifact sha256) with its validation
+    evidence; the approver and role are the authenticated principal and the roles the access
+    policy grants it. NOT_FOUND when no manifest is registered for the version.
+    """
+    RevokeApproval: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.RevokeApprovalRequest, _lineage_pb2.Revocation]
+    """Revokes every approval of a model version recorded so far: it needs new approvals before
+    a gateway gives it traffic again. NOT_FOUND when no manifest is registered for it.
+    """
+    GetApprovals: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.GetApprovalsRequest, _lineage_pb2.GetApprovalsResponse]
+    """Whether each model version holds a valid four-eyes approval, with its approvals,
+    revocations and evidence: what a gateway checks a routing config against.
+    """
     GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.GetCheckpointRequest, _lineage_pb2.Checkpoint]
     """The hash chain's current size and head: keep it outside the store to detect rewrites later."""
     ListAccessLog: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.ListAccessLogRequest, _lineage_pb2.ListAccessLogResponse]
@@ -117,6 +130,19 @@ class LineageServiceAsyncStub(LineageServiceStub):
     """Records a reviewer's override of a decision; NOT_FOUND for an unknown decision id."""
     RecordOutcome: _aio.UnaryUnaryMultiCallable[_lineage_pb2.RecordOutcomeRequest, _lineage_pb2.Outcome]  # type: ignore[assignment]
     """Records what later turned out to be true for a decision; NOT_FOUND for an unknown id."""
+    RecordApproval: _aio.UnaryUnaryMultiCallable[_lineage_pb2.RecordApprovalRequest, _lineage_pb2.Approval]  # type: ignore[assignment]
+    """Records the caller's approval of a model version (by artifact sha256) with its validation
+    evidence; the approver and role are the authenticated principal and the roles the access
+    policy grants it. NOT_FOUND when no manifest is registered for the version.
+    """
+    RevokeApproval: _aio.UnaryUnaryMultiCallable[_lineage_pb2.RevokeApprovalRequest, _lineage_pb2.Revocation]  # type: ignore[assignment]
+    """Revokes every approval of a model version recorded so far: it needs new approvals before
+    a gateway gives it traffic again. NOT_FOUND when no manifest is registered for it.
+    """
+    GetApprovals: _aio.UnaryUnaryMultiCallable[_lineage_pb2.GetApprovalsRequest, _lineage_pb2.GetApprovalsResponse]  # type: ignore[assignment]
+    """Whether each model version holds a valid four-eyes approval, with its approvals,
+    revocations and evidence: what a gateway checks a routing config against.
+    """
     GetCheckpoint: _aio.UnaryUnaryMultiCallable[_lineage_pb2.GetCheckpointRequest, _lineage_pb2.Checkpoint]  # type: ignore[assignment]
     """The hash chain's current size and head: keep it outside the store to detect rewrites later."""
     ListAccessLog: _aio.UnaryUnaryMultiCallable[_lineage_pb2.ListAccessLogRequest, _lineage_pb2.ListAccessLogResponse]  # type: ignore[assignment]
@@ -228,6 +254,37 @@ class LineageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_lineage_pb2.Outcome, _abc.Awaitable[_lineage_pb2.Outcome]]:
         """Records what later turned out to be true for a decision; NOT_FOUND for an unknown id."""
+
+    @_abc_1.abstractmethod
+    def RecordApproval(
+        self,
+        request: _lineage_pb2.RecordApprovalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lineage_pb2.Approval, _abc.Awaitable[_lineage_pb2.Approval]]:
+        """Records the caller's approval of a model version (by artifact sha256) with its validation
+        evidence; the approver and role are the authenticated principal and the roles the access
+        policy grants it. NOT_FOUND when no manifest is registered for the version.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeApproval(
+        self,
+        request: _lineage_pb2.RevokeApprovalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lineage_pb2.Revocation, _abc.Awaitable[_lineage_pb2.Revocation]]:
+        """Revokes every approval of a model version recorded so far: it needs new approvals before
+        a gateway gives it traffic again. NOT_FOUND when no manifest is registered for it.
+        """
+
+    @_abc_1.abstractmethod
+    def GetApprovals(
+        self,
+        request: _lineage_pb2.GetApprovalsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lineage_pb2.GetApprovalsResponse, _abc.Awaitable[_lineage_pb2.GetApprovalsResponse]]:
+        """Whether each model version holds a valid four-eyes approval, with its approvals,
+        revocations and evidence: what a gateway checks a routing config against.
+        """
 
     @_abc_1.abstractmethod
     def GetCheckpoint(
