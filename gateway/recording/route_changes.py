@@ -4,9 +4,11 @@ What served which decision point, and when, is only answerable if every route ch
 store; so changes are delivered in order by one background task and retried until the store
 acknowledges them (the store records both idempotently), with a capped back-off, however long it is
 down. Each change is preceded by a RegisterManifest for every manifest in the model directory, so
-every decision record resolves to its model's manifest. Only a request the store refuses outright
-(not a transient failure) is logged and skipped. A change still unsent when the gateway stops is
-logged; the next gateway start announces the config in force again.
+every decision record resolves to its model's manifest. A refusal of the caller (the store does
+not know or allow this gateway yet) is retried like an outage, since granting the permission later
+must not leave a hole in the history; only a request the store finds malformed is logged and
+skipped. A change still unsent when the gateway stops is logged; the next gateway start announces
+the config in force again.
 """
 
 from __future__ import annotations
@@ -32,7 +34,18 @@ FIRST_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 5.0
 CALL_TIMEOUT_S = 5.0
 MAX_PENDING = 10_000
-_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# What retrying the same request can never fix; everything else is the store's, the network's or
+# the policy's state, retried without limit.
+_MALFORMED = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.ALREADY_EXISTS,
+    }
+)
+_TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+REFUSAL_LOG_EVERY_S = 60.0
 
 
 def to_proto(change: RouteChange) -> lineage_pb2.RouteChange:
@@ -52,6 +65,7 @@ def to_proto(change: RouteChange) -> lineage_pb2.RouteChange:
             for t in change.targets
         ],
         source=change.gateway_instance,
+        unapproved=list(change.unapproved),
     )
 
 
@@ -109,6 +123,7 @@ class LineageRouteChangeSink:
 
     async def _send_until_acknowledged(self, request: Message) -> None:
         backoff = FIRST_BACKOFF_S
+        logged_at: float | None = None
         while True:
             stub = self._stub()
             call = (
@@ -120,7 +135,7 @@ class LineageRouteChangeSink:
                 await call(request, timeout=CALL_TIMEOUT_S)
                 return
             except grpc.aio.AioRpcError as e:
-                if e.code() not in _TRANSIENT:
+                if e.code() in _MALFORMED:
                     log.error(
                         "lineage store at %s refused %s: %s %s",
                         self._endpoint,
@@ -129,6 +144,20 @@ class LineageRouteChangeSink:
                         e.details(),
                     )
                     return
+                now = asyncio.get_running_loop().time()
+                if e.code() not in _TRANSIENT and (
+                    logged_at is None or now - logged_at >= REFUSAL_LOG_EVERY_S
+                ):
+                    logged_at = now
+                    log.error(
+                        "lineage store at %s refused %s (%s %s): retrying until it is "
+                        "accepted; %d events wait behind it",
+                        self._endpoint,
+                        type(request).__name__,
+                        e.code().name,
+                        e.details(),
+                        self._pending.qsize(),
+                    )
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 

@@ -6,7 +6,8 @@ saw is read from its access log, which names the principal of every route change
 refused export (accepted exports are not logged: the records are chained themselves). Shown:
 
 - a gateway whose principal lacks ``ingest`` is refused, its decisions stay in its outbox, and
-  they all arrive once the policy grants it (hot reload, no restart of either process);
+  they all arrive once the policy grants it (hot reload, no restart of either process); its
+  refused start-up route change is retried and arrives too;
 - rotating the gateway's client certificate files under the running gateway: the next
   connections to the store present the new certificate, on the outbox's channel and on the
   route-change channel, without a restart.
@@ -24,6 +25,7 @@ from typing import Any
 import grpc
 import pytest
 import yaml
+from google.protobuf.timestamp_pb2 import Timestamp
 from support.certs import CertificateAuthority, Leaf
 
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
@@ -194,8 +196,36 @@ def test_a_refused_gateway_keeps_its_records_until_the_policy_allows_it(
     assert any(p.outbox.glob("*.seg"))
     assert not list(p.outbox.glob("*dead*"))
 
+    # The start-up route change (its manifests first) was refused too, and is retried.
+    _until(
+        lambda: any(
+            e.method in ("RegisterManifest", "RecordRouteChange")
+            and e.outcome == "PERMISSION_DENIED"
+            for e in p.access_log(GATEWAY_A)
+        ),
+        "no refused route change in the store's access log",
+        p.store,
+    )
+
     p.grant(GATEWAY_A)
     _until(lambda: p.stored(ids) == set(ids), "not every decision arrived", p.gateway)
+    # What served card-fraud is answerable: the refused route change was delivered after all.
+    _until(
+        lambda: any(
+            (e.method, e.outcome) == ("RecordRouteChange", "OK") for e in p.access_log(GATEWAY_A)
+        ),
+        "the start-up route change never arrived",
+        p.store,
+    )
+    channel, stub = p.auditor()
+    with channel:
+        now = Timestamp()
+        now.GetCurrentTime()
+        serving = stub.GetServingAt(
+            lineage_pb2.GetServingAtRequest(decision_point="card-fraud", at=now), timeout=5
+        )
+    assert serving.HasField("in_force"), serving
+    assert {(t.arm, t.model_version) for t in serving.targets} >= {("primary", "1")}
     # And the decisions scored after the grant too.
     later = p.score(2)
     _until(lambda: p.stored(later) == set(later), "later decisions did not arrive", p.gateway)
