@@ -80,7 +80,7 @@ def tls_collector(tmp_path: Path) -> Iterator[tuple[str, PeerRecordingCollector,
 
 def _score_some(address: str, count: int) -> None:
     with grpc.insecure_channel(address) as channel:
-        stub = scoring_pb2_grpc.ScoringServiceStub(channel)  # type: ignore[no-untyped-call]
+        stub = scoring_pb2_grpc.ScoringServiceStub(channel)
         for i, features in enumerate(sample_requests("card-fraud", count, seed=23)):
             stub.Score(score_request(f"trace-{i}", "card-fraud", f"cust-{i}", features), timeout=10)
 
