@@ -6,7 +6,8 @@ version's training baseline (the manifest's bins), with its 0.1 / 0.25 band; for
 also the chi-square p-value and Jensen-Shannon distance; the share of missing values (beside
 the training share), of values beyond the baseline's range and of unknown categories; and the
 decision mix. Two arms of one decision point over the same window are compared on the score in
-shared bins (``arm_score_psi``).
+shared bins (``arm_score_psi``); a shadow arm with the decisions it shadowed, on how often the
+two decided differently (``shadow_pairs``).
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from governance.monitoring.windows import (
     OUT_OF_RANGE,
     SCORE,
     SCORE_SHARED,
+    SHADOW_PAIR,
     SHARED_SCORE_BINS,
     UNKNOWN,
     baseline_slots,
+    parse_pair_slot,
 )
 from runtimes.manifest import Histogram, Manifest
 
@@ -126,6 +129,33 @@ def drift_report(manifest: Manifest, counts: SlotCounts) -> DriftReport:
         score=score,
         features=features,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowPairs:
+    """A shadow arm's pairs with the decisions of one parent version over a window."""
+
+    parent_model: str
+    parent_version: str
+    pairs: int
+    disagreements: int
+    """Pairs whose shadow decision differs from the parent's."""
+
+    @property
+    def disagreement_rate(self) -> float:
+        return self.disagreements / self.pairs if self.pairs else math.nan
+
+
+def shadow_pairs(counts: SlotCounts) -> tuple[ShadowPairs, ...]:
+    """The shadow's pairs per parent version, from its ``SHADOW_PAIR`` counters."""
+    totals: dict[tuple[str, str], list[int]] = {}
+    for (measure, slot), n in counts.items():
+        if measure == SHADOW_PAIR:
+            model, version, same = parse_pair_slot(slot)
+            seen = totals.setdefault((model, version), [0, 0])
+            seen[0] += n
+            seen[1] += 0 if same else n
+    return tuple(ShadowPairs(m, v, n, d) for (m, v), (n, d) in sorted(totals.items()))
 
 
 def arm_score_psi(primary: SlotCounts, other: SlotCounts) -> float:

@@ -14,6 +14,9 @@ Families (every one has labels decision_point, model, version, arm, window):
 - ``scoregate_lineage_decision_share`` (+ decision)
 - ``scoregate_lineage_arm_score_psi``: the arm's score against the primary's (not the primary)
 - ``scoregate_lineage_window_decisions``: decisions counted in the window
+- ``scoregate_lineage_shadow_pairs`` and ``scoregate_lineage_shadow_disagreement_rate`` (+
+  parent_model, parent_version): a shadow arm's pairs with the decisions it shadowed, and the
+  share of them decided differently
 """
 
 from __future__ import annotations
@@ -120,10 +123,25 @@ def _families(snapshot: Snapshot) -> Iterator[GaugeMetricFamily]:
         "Decisions counted in the window.",
         labels=ARM_LABELS,
     )
+    paired = (*ARM_LABELS, "parent_model", "parent_version")
+    pairs = GaugeMetricFamily(
+        "scoregate_lineage_shadow_pairs",
+        "Shadow decisions in the window paired with the decision they shadowed.",
+        labels=paired,
+    )
+    disagreement = GaugeMetricFamily(
+        "scoregate_lineage_shadow_disagreement_rate",
+        "Share of the window's shadow pairs whose two decisions differ.",
+        labels=paired,
+    )
     for point, window, arm in snapshot.arms:
         labels = [point, arm.model_name, arm.model_version, arm.arm, window]
         if not math.isnan(arm.score_psi_vs_primary):
             arm_psi.add_metric(labels, arm.score_psi_vs_primary)
+        for pair in arm.shadow_pairs:
+            at = [*labels, pair.parent_model, pair.parent_version]
+            pairs.add_metric(at, pair.pairs)
+            disagreement.add_metric(at, pair.disagreement_rate)
         report = arm.report
         if report is None:
             continue
@@ -141,4 +159,4 @@ def _families(snapshot: Snapshot) -> Iterator[GaugeMetricFamily]:
                 outside.add_metric(at, m.out_of_range_share)
             if not math.isnan(m.baseline_missing_share):
                 trained.add_metric(at, m.baseline_missing_share)
-    yield from (psi, missing, trained, outside, mix, arm_psi, decisions)
+    yield from (psi, missing, trained, outside, mix, arm_psi, decisions, pairs, disagreement)

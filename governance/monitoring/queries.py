@@ -9,7 +9,13 @@ from dataclasses import dataclass
 
 from governance.errors import InvalidRequest
 from governance.monitoring.arms import ArmComparison, compare_arms
-from governance.monitoring.drift import DriftReport, arm_score_psi, drift_report
+from governance.monitoring.drift import (
+    DriftReport,
+    ShadowPairs,
+    arm_score_psi,
+    drift_report,
+    shadow_pairs,
+)
 from governance.monitoring.performance import Labelled, VersionPerformance, performance
 from governance.monitoring.windows import HOUR_US
 from governance.store import LineageStore
@@ -30,6 +36,9 @@ class ArmDrift:
     """None when the version's manifest is not registered (no baselines to compare with)."""
     score_psi_vs_primary: float
     """The score PSI against the primary arm in the same window (NaN for the primary)."""
+    shadow_pairs: tuple[ShadowPairs, ...] = ()
+    """A shadow arm's pairs with the decisions it shadowed, per parent version (empty for
+    the other arms)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +88,7 @@ class DriftQueries:
                     c.arm,
                     None if c.manifest is None else drift_report(c.manifest, c.counts),
                     math.nan if c.arm == PRIMARY else arm_score_psi(primary, c.counts),
+                    shadow_pairs(c.counts),
                 )
                 for c in counted
             )

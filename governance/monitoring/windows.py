@@ -14,6 +14,11 @@ counter per measure and slot:
   version, so that two arms (champion and challenger) can be compared with each other; each
   version's own baseline bins compare it with its training only.
 
+- ``SHADOW_PAIR`` (a shadow arm's counters only): its pairs with the decision it shadowed, by
+  the parent's model and version and whether the two decided the same (``pair_slot``), in the
+  hour the parent was decided (counted by ``governance.store.shadow_pairs`` when the second
+  half of a pair is stored).
+
 An hour's counters are the sum of its decisions', a day's the sum of its hours': any window of
 whole hours is a sum of rows (``governance.monitoring.measures`` computes on those sums).
 Fallback decisions are left out: a rules file's score has no baseline of its own.
@@ -21,6 +26,7 @@ Fallback decisions are left out: a rules file's score has no baseline of its own
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -37,6 +43,9 @@ SCORE_SHARED = "(score, shared bins)"
 SHARED_SCORE_BINS = 20
 DECISION = "(decision)"
 """The measure of the decision mix; parenthesised, so no feature can be called that."""
+SHADOW_PAIR = "(shadow pair)"
+"""The measure of a shadow's pairs with the decisions it shadowed."""
+SHADOW = "shadow"
 MISSING = "(missing)"
 OUT_OF_RANGE = "(out of range)"
 UNKNOWN = "(unknown)"
@@ -54,6 +63,17 @@ class WindowKey:
 
 Counts = Counter[tuple[WindowKey, str, str]]
 """(window, measure, slot) -> decisions."""
+
+
+def pair_slot(parent_model: str, parent_version: str, *, same: bool) -> str:
+    """A ``SHADOW_PAIR`` slot: a JSON list, so that no model name or version can break it."""
+    return json.dumps([parent_model, parent_version, "same" if same else "differ"])
+
+
+def parse_pair_slot(slot: str) -> tuple[str, str, bool]:
+    """(parent model, parent version, same decision) of a ``pair_slot``."""
+    model, version, outcome = json.loads(slot)
+    return str(model), str(version), outcome == "same"
 
 
 def hour_of(at_us: int) -> int:

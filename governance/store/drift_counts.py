@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from governance.monitoring import windows
 from governance.store.engine import Connection
+from governance.store.shadow_pairs import count_pairs
 from lineage.v1.record import DecisionRecord
 from runtimes.manifest import Manifest
 
@@ -60,7 +61,8 @@ class DriftCounter:
         return manifest
 
     def add(self, db: Connection, records: Iterable[DecisionRecord]) -> int:
-        """Counts ``records`` (newly stored ones only); returns the rows upserted."""
+        """Counts ``records`` (newly stored ones only, already inserted in this transaction)
+        and the shadow pairs they complete; returns the rows upserted."""
         records = list(records)
         manifests: dict[tuple[str, str], Manifest] = {}
         for r in records:
@@ -70,6 +72,7 @@ class DriftCounter:
                 if manifest is not None:
                     manifests[key] = manifest
         counts = windows.count(records, manifests)
+        counts.update(count_pairs(db, records))
         if counts:
             db.execute_many(
                 _UPSERT,
