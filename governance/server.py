@@ -39,6 +39,8 @@ from governance.servicers import LineageServicer, OtlpTraceReceiver
 from governance.settings import LineageSettings
 from governance.status import ErrorStatusInterceptor
 from governance.store import LineageStore, create_store
+from governance.web.listener import WebListener
+from governance.web.setup import build_page
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
 from reflection.service import enable_reflection
 from security.errors import SecurityConfigError
@@ -83,6 +85,10 @@ def build_parser(prog: str = "scoregate-lineage") -> argparse.ArgumentParser:
         help=fields["metrics_refresh_s"].description,
     )
     parser.add_argument("--entity-key-file", type=Path, help=fields["entity_key_file"].description)
+    parser.add_argument("--web-port", type=int, help=fields["web_port"].description)
+    parser.add_argument("--web-host", help=fields["web_host"].description)
+    parser.add_argument("--web-allow-open", help=fields["web_allow_open"].description)
+    parser.add_argument("--web-model-dir", type=Path, help=fields["web_model_dir"].description)
     parser.add_argument("--pseudonymise-entities", help=fields["pseudonymise_entities"].description)
     parser.add_argument(
         "--grace-period",
@@ -236,6 +242,7 @@ async def serve(settings: LineageSettings) -> int:
         background.append(
             asyncio.create_task(security.access.policy.run(settings.access_policy_interval_s))
         )
+    page: WebListener | None = None
     try:
         if settings.checkpoint_file is not None:
             background.append(
@@ -246,6 +253,7 @@ async def serve(settings: LineageSettings) -> int:
                 )
             )
         metrics_address = start_metrics(settings, store, background)
+        page = build_page(settings, store, security, audit, pseudonyms)
         health_servicer = health.aio.HealthServicer()
         services = ("", TRACE_SERVICE, LINEAGE_SERVICE)
         for name in services:
@@ -262,6 +270,8 @@ async def serve(settings: LineageSettings) -> int:
                 )
         else:
             port = server.add_secure_port(bind, security.server_tls.server_credentials())
+        if page is not None:
+            await page.start()
         await server.start()
         for name in services:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -279,6 +289,7 @@ async def serve(settings: LineageSettings) -> int:
                     "pid": os.getpid(),
                     "tls": security.server_tls is not None,
                     **({"metrics": metrics_address} if metrics_address else {}),
+                    **({"web": page.url} if page is not None else {}),
                 },
             )
         log.info(
@@ -294,6 +305,8 @@ async def serve(settings: LineageSettings) -> int:
         await health_servicer.enter_graceful_shutdown()
         await server.stop(settings.grace_period_s)
     finally:
+        if page is not None:
+            await page.stop()
         # Cancelling the access log's task flushes what it holds before the database closes.
         for task in background:
             task.cancel()

@@ -56,6 +56,23 @@ class LineageSettings(BaseSettings):
     metrics_refresh_s: float = Field(default=60.0, gt=0)
     """How often the exported drift is recomputed from the counters."""
 
+    web_port: int | None = Field(default=None, ge=0, le=65535)
+    """Port of the read-only risk page (search, decision pages, serving timeline, drift) for
+    risk and compliance; unset: no page; 0 picks a free one (in the ready file). Served with
+    the listener's TLS certificate, tokens and access policy (docs/security.md)."""
+
+    web_host: str = "127.0.0.1"
+    """Interface the risk page listens on. Under open access a host other than loopback is
+    refused unless --web-allow-open is set."""
+
+    web_allow_open: bool = False
+    """Let the risk page listen beyond loopback under open access (anyone who reaches the
+    port reads every decision): only behind a proxy that authenticates."""
+
+    web_model_dir: Path | None = None
+    """The model repository (the artifacts by sha256) the page's replay button re-scores
+    with; unset: the page says replay is not available in this deployment."""
+
     entity_key_file: Path | None = None
     """Secret (at least 16 bytes) keying the HMAC-SHA256 that replaces entity keys of the
     decision points in --pseudonymise-entities at ingest. Keep it: without it the pseudonyms

@@ -267,6 +267,7 @@ def list_decisions(
         ("model_version", s.model_version),
         ("decision_point", s.decision_point),
         ("decision", s.decision),
+        ("request_id", s.request_id),
     ):
         if value:
             where.append(f"{column} = ?")

@@ -202,6 +202,8 @@ class DecisionFilter:
     reason_code: str = ""
     """The principal reason's code (rank 1), or with ``reason_any_rank`` a code at any rank."""
     reason_any_rank: bool = False
+    request_id: str = ""
+    """The caller's request id: narrows a selection by one of the above (it has no index)."""
 
 
 @dataclass(slots=True)
