@@ -65,7 +65,6 @@ def to_proto(change: RouteChange) -> lineage_pb2.RouteChange:
             for t in change.targets
         ],
         source=change.gateway_instance,
-        unapproved=list(change.unapproved),
     )
 
 
