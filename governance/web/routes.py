@@ -73,8 +73,8 @@ class Pages:
         async with self._access.view(request, "decision") as view:
             decision_id = canonical_decision_id(request.path_params["decision_id"])
             view.decision_ids = (decision_id,)
-            _only(dict(request.query_params), ())
             view.require(P.READ_DECISIONS)
+            _only(dict(request.query_params), ())
             page = await self._queries.decision(decision_id)
             return self._render(
                 request,
@@ -113,8 +113,8 @@ class Pages:
         async with self._access.view(request, "timeline") as view:
             params = dict(request.query_params)
             view.query = logged_query(params, None)
-            _only(params, (*_POINT, "since", "until"))
             view.require(P.READ_DECISIONS)
+            _only(params, (*_POINT, "since", "until"))
             now = now_us()
             since, until = period(params, now, now - TIMELINE_DAYS * DAY_US)
             point = params.get("decision_point", "").strip()
@@ -128,8 +128,8 @@ class Pages:
         async with self._access.view(request, "drift") as view:
             params = dict(request.query_params)
             view.query = logged_query(params, None)
-            _only(params, (*_POINT, "since", "until", "step_hours", "bad"))
             view.require(P.READ_DECISIONS)
+            _only(params, (*_POINT, "since", "until", "step_hours", "bad"))
             now = now_us()
             since, until = period(params, now, now - DRIFT_DAYS * DAY_US)
             step_text = params.get("step_hours", "").strip() or "24"
