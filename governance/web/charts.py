@@ -84,6 +84,11 @@ def psi_over_time(series: dict[str, list[tuple[int, float]]], start_us: int, end
                 f'<polyline points="{path}" fill="none" stroke="{colour}" '
                 f'stroke-width="{stroke}"><title>{escape(measure)}</title></polyline>'
             )
+        # Markers too: a window's lone point draws no line.
+        parts.extend(
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2" fill="{colour}"/>'
+            for x, y in (xy(at, v) for at, v in points if math.isfinite(v))
+        )
         legend.append((measure, colour))
     parts.append(_axis_label(left, 24 + plot_h, top, plot_h))
     for at in (start_us, end_us):
@@ -122,10 +127,10 @@ def serving_bars(
             f"{escape(_day(stopped) if stopped is not None else 'now')}</title></rect>"
             f'<text x="{x + 4:.1f}" y="{y + 12}" font-size="10">{share:.0%}</text>'
         )
-    for at in (start_us, end_us):
+    for at, anchor in ((start_us, "start"), (end_us, "end")):
         x = left + plot_w * (at - start_us) / span
         parts.append(
-            f'<text x="{x:.1f}" y="{height - 4}" font-size="9" text-anchor="middle">'
+            f'<text x="{x:.1f}" y="{height - 4}" font-size="9" text-anchor="{anchor}">'
             f"{escape(_day(at))}</text>"
         )
     parts.append("</svg>")

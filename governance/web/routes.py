@@ -10,7 +10,6 @@ GetDrift (``read_decisions``).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from starlette.requests import Request
@@ -44,14 +43,12 @@ class Pages:
         self._views = views
 
     def _render(self, request: Request, view: PageView, name: str, **context: Any) -> Response:
-        started = request.scope.get("scoregate.started", time.perf_counter())
         return self._views.TemplateResponse(
             request,
             name,
             {
                 "principal": view.principal.id,
                 "sees_personal": view.may(P.READ_FEATURES),
-                "elapsed_ms": (time.perf_counter() - started) * 1000,
                 **context,
             },
         )

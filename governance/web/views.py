@@ -223,7 +223,10 @@ class PageQueries:
                 or decision_point in c.diff.get("decision_points", {})
             )
         ]
-        return Timeline(decision_point, periods, touched[::-1], since_us, until_us)
+        # The chart starts where the history does, when that is inside the period.
+        first = min((p.started_us for _, p in periods), default=since_us)
+        start = max(since_us, first - (until_us - first) // 20)
+        return Timeline(decision_point, periods, touched[::-1], start, until_us)
 
     async def drift(
         self,

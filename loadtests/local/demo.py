@@ -89,6 +89,7 @@ def up_main(argv: list[str]) -> int:
             print(f"gateway   {addresses['gateway']}  (scoring.v1.ScoringService)")
             print(f"runtime   {addresses['runtimes'][0]}  (OIP v2 gRPC)")
             print(f"lineage   {addresses['lineage']}  (lineage.v1.LineageService, OTLP)")
+            print(f"risk page {addresses['web']}  (search, decisions, timeline, drift)")
             print(f"logs      {workdir}/*.log    Ctrl-C stops everything", flush=True)
         while not stop.wait(0.5):
             dead = [p.name for p in topology.processes if p.popen.poll() is not None]
@@ -213,6 +214,19 @@ async def check_lineage(lineage: str, results: list[Scored], timeout_s: float) -
                 await asyncio.sleep(0.2)
 
 
+def check_risk_page(web: str, decision_id: str) -> str:
+    """The lineage store's risk page answers with the decision's page; returns its address."""
+    import httpx
+
+    url = f"{web}decisions/{decision_id}"
+    response = httpx.get(url, timeout=10)
+    if response.status_code != 200 or decision_id not in response.text:
+        raise DemoError(
+            f"the risk page did not show decision {decision_id} ({response.status_code})"
+        )
+    return url
+
+
 def demo_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="scoregate demo", description=demo_main.__doc__)
     _common_args(parser)
@@ -232,6 +246,7 @@ def demo_main(argv: list[str]) -> int:
         print(f"scoregate demo: could not start: {e}", file=sys.stderr)
         return 1
     failed = False
+    page = ""
     try:
         addresses = topology.addresses()
         print(f"gateway {addresses['gateway']}, lineage {addresses['lineage']}", flush=True)
@@ -272,6 +287,7 @@ def demo_main(argv: list[str]) -> int:
         replay = ["replay", *replayed, "--lineage", lineage, "--model-dir", str(model_dir)]
         if lineage_main(replay) != 0:
             raise DemoError("replay did not reproduce the scores bit for bit")
+        page = check_risk_page(addresses["web"], sample.decision_id)
     except Exception as e:
         print(f"scoregate demo: FAILED: {e}", file=sys.stderr)
         failed = True
@@ -283,6 +299,8 @@ def demo_main(argv: list[str]) -> int:
         failed = True
     if not failed:
         print("\ndemo finished: every process stopped cleanly")
+        print(f"risk page of this run (served while it ran): {page}")
+        print("`make up` (scoregate up) serves it until Ctrl-C, at the address it prints")
     return 1 if failed else 0
 
 

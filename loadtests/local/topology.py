@@ -273,7 +273,12 @@ class Topology:
             manifests = load_manifests(self.model_dir)
             runtime = start_runtime(self.model_dir, self.workdir)
             self.processes.append(runtime)
-            monitoring = ["--metrics-port", "0", "--metrics-refresh", str(self.metrics_refresh_s)]
+            monitoring = [
+                "--metrics-port", "0", "--metrics-refresh", str(self.metrics_refresh_s),
+                # The risk page on loopback (its address in lineage.info["web"]), replaying
+                # with the models the runtime serves.
+                "--web-port", "0", "--web-model-dir", str(self.model_dir),
+            ]  # fmt: skip
             lineage = start_lineage(
                 self.workdir / "lineage.db", self.workdir, extra_args=monitoring
             )
@@ -301,6 +306,7 @@ class Topology:
             "gateway": self.gateway.address,
             "runtimes": [self.runtime.address],
             "lineage": self.lineage.address,
+            "web": self.lineage.info.get("web", ""),
             "workdir": str(self.workdir),
         }
 
