@@ -5,8 +5,10 @@ second) and a gateway with its outbox run on loopback; a Prometheus server scrap
 and the gateway's /metrics every second and evaluates the rule groups of the rendered
 PrometheusRule, with every ``for`` set to 0s through the chart's values. Traffic drawn from the
 training distribution fires nothing; the same traffic with one feature shifted, sent to another
-decision point, fires that feature's alert there alone; a record edited in the database fires
-the chain alert (issue 24, acceptance).
+decision point, fires that feature's alert there alone; a shadow route's disagreement reaches
+Prometheus as the pairs read back from the store say; every expression of the dashboard and the
+rules parses and names only families these processes serve; a record edited in the database
+fires the chain alert (issue 24, acceptance).
 """
 
 from __future__ import annotations
@@ -75,6 +77,10 @@ class Stack:
 def _routes(config: dict[str, Any]) -> dict[str, Any]:
     # A second decision point on the same model: the branch whose applicants carry more debt.
     config["decision_points"][SHIFTED] = copy.deepcopy(config["decision_points"][STEADY])
+    # card-fraud's challenger mirrors its champion.
+    config["decision_points"]["card-fraud"]["shadows"] = [
+        {"target": {"model": "card-fraud", "version": "challenger"}}
+    ]
     return config
 
 
@@ -223,6 +229,110 @@ async def test_a_shifted_feature_fires_its_alert_alone(stack: Stack) -> None:
         f"feature alert firing {took:.1f} s after the first shifted request was sent; "
         f"PSI debt_to_income {moved['debt_to_income']:.3f}, score {moved['score']:.3f}"
     )
+
+
+async def test_shadow_disagreement_reaches_prometheus(stack: Stack) -> None:
+    """The rate Prometheus holds is the share of pairs, read back one by one from the store,
+    whose shadow decided otherwise than the decision the caller got."""
+    from lineage.v1 import lineage_pb2, lineage_pb2_grpc
+
+    rows = sample_requests("card-fraud", 600, seed=53)
+    async with grpc.aio.insecure_channel(stack.gateway.address) as channel:
+        stub = scoring_pb2_grpc.ScoringServiceStub(channel)
+        answers = await asyncio.gather(
+            *(
+                stub.Score(score_request(f"cf-{i}", "card-fraud", f"acct-{i:05d}", r), timeout=10)
+                for i, r in enumerate(rows)
+            )
+        )
+    async with grpc.aio.insecure_channel(stack.lineage.address) as channel:
+        lineage = lineage_pb2_grpc.LineageServiceStub(channel)
+
+        async def pair(answer: Any) -> tuple[str, str] | None:
+            request = lineage_pb2.ListShadowsRequest(decision_id=answer.decision_id)
+            for _ in range(200):
+                try:
+                    shadows = (await lineage.ListShadows(request, timeout=10)).shadows
+                except grpc.aio.AioRpcError as e:
+                    # Neither half stored yet: the outbox is still delivering.
+                    if e.code() != grpc.StatusCode.NOT_FOUND:
+                        raise
+                    shadows = []
+                if shadows:
+                    return answer.decision, shadows[0].decision
+                await asyncio.sleep(0.1)
+            return None  # a mirror the gateway dropped at its bound
+
+        found = [p for p in await asyncio.gather(*(pair(a) for a in answers)) if p]
+    assert len(found) > 500
+    expected = sum(primary != shadow for primary, shadow in found) / len(found)
+    point = 'decision_point="card-fraud", window="24h"'
+
+    def pairs() -> list[tuple[dict[str, str], float]]:
+        return stack.prometheus.query(f"scoregate_lineage_shadow_pairs{{{point}}}")
+
+    ((labels, _),) = await asyncio.to_thread(
+        wait_until,
+        pairs,
+        60,
+        "Prometheus to hold every pair",
+        until=lambda s: len(s) == 1 and s[0][1] == len(found),
+        interval_s=0.5,
+    )
+    assert (labels["version"], labels["parent_version"], labels["arm"]) == ("2", "1", "shadow")
+    ((_, rate),) = stack.prometheus.query(f"scoregate_lineage_shadow_disagreement_rate{{{point}}}")
+    assert rate == pytest.approx(expected, abs=1e-9)
+    print(f"shadow pairs {len(found)}, disagreement {rate:.3f}")
+
+
+def _exported_names(text: str) -> set[str]:
+    """The series names a /metrics page can carry, from its families (with or without
+    samples yet): a counter's ``_total``, a histogram's ``_bucket``, ``_sum`` and ``_count``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    names: set[str] = set()
+    for family in text_string_to_metric_families(text):
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+        names.update(family.name + s for s in suffixes.get(family.type, ("",)))
+    return names
+
+
+def test_dashboard_and_rules_name_only_exported_families(stack: Stack) -> None:
+    """Every PromQL expression of the dashboard and the rules parses (promtool) and every
+    scoregate family it names is one the real store or gateway serves."""
+    import json
+    import re
+    import urllib.request
+
+    from chart_support import CHART_DIR
+    from support.prometheus import promtool
+
+    exported: set[str] = set()
+    for target in (stack.lineage.info["metrics"], stack.gateway.info["metrics"]):
+        with urllib.request.urlopen(f"http://{target}/metrics", timeout=10) as reply:
+            exported |= _exported_names(reply.read().decode())
+    dashboard = json.loads((CHART_DIR / "dashboards" / "scoregate.json").read_text())
+    expressions = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    (rule,) = render(VALUES, "alerts-now").of_kind("PrometheusRule")
+    expressions += [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"]]
+    # Grafana's variables, as Grafana substitutes them before the query is sent.
+    grafana = {"$__rate_interval": "1m", "$namespace": "scoring"}
+    parsed = []
+    for expr in expressions:
+        for variable, value in grafana.items():
+            expr = expr.replace(variable, value)
+        assert "$" not in expr, expr
+        parsed.append(expr)
+        named = set(re.findall(r"\bscoregate_[a-z0-9_]+", expr))
+        assert named, expr
+        assert named <= exported, (expr, named - exported)
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"scoregate:dashboard:{i}", "expr": e} for i, e in enumerate(parsed)
+    ]}]}  # fmt: skip
+    path = stack.workdir / "dashboard-rules.yaml"
+    path.write_text(yaml.safe_dump(rules))
+    checked = promtool("check", "rules", str(path))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 def test_an_edited_record_fires_the_chain_alert(stack: Stack) -> None:

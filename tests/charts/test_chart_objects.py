@@ -309,16 +309,21 @@ def test_notes_say_where_decisions_go() -> None:
 
 
 def test_dashboard_queries_only_metrics_the_gateway_exports(renders: dict[str, Rendered]) -> None:
+    """The gateway's and its outbox's families; the store's are checked against a real store's
+    /metrics in test_chart_alerts_firing.py."""
     from gateway.metrics import GatewayMetrics
+    from gateway.outbox.metrics import OutboxMetrics
 
+    metrics = GatewayMetrics()
+    OutboxMetrics(metrics.registry)
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""]}
     exported = {
         family.name + suffix
-        for family in GatewayMetrics().registry.collect()
+        for family in metrics.registry.collect()
         for suffix in suffixes.get(family.type, [""])
     }
     board = renders["production"].component("ConfigMap", "dashboard")["data"]["scoregate.json"]
-    queried = set(re.findall(r"scoregate_[a-z0-9_]+", board))
+    queried = set(re.findall(r"scoregate_(?:gateway|outbox)_[a-z0-9_]+", board))
     assert queried and queried <= exported, sorted(queried - exported)
 
 
