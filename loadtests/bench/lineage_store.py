@@ -7,7 +7,8 @@ commit per batch of 5,000, as an OTLP Export of that size would), spread over 30
 decision points, two model versions on primary/canary arms, with a route change a day. Then a
 real ``scoregate-lineage`` process serves the database and a client on the same machine asks
 GetDecision for random ids, GetServingAt for random moments and GetDrift for a day (one
-window) and for the month (daily windows), one call at a time, and prints p50/p99. The demo
+window) and for the month (daily windows), and the risk page's pages (``risk_page``), one call
+at a time, and prints p50/p99. The demo
 models' manifests are registered first, so every decision is also counted for monitoring as
 it is stored (the insert rate includes that). Not a test: it takes minutes and its figures
 depend on the machine.
@@ -34,6 +35,7 @@ from governance.store import create_store
 from governance.store.entries import ArmTarget, RegisteredManifest, RouteChange
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
 from lineage.v1.record import DecisionRecord, ReasonEntry, features_sha256
+from loadtests.bench.risk_page import time_pages
 
 DAY_US = 86_400_000_000
 START_US = 1_760_000_000_000_000
@@ -231,6 +233,13 @@ def run_backend(
         url, drop = f"{pg}/{name}", name
     try:
         rate = asyncio.run(fill(url, records, manifests))
+        if drop is not None:
+            # What autovacuum does within a minute of a bulk load; without the statistics the
+            # planner sorts a whole index range for a page of the newest rows.
+            import psycopg
+
+            with psycopg.connect(url, autocommit=True) as db:
+                db.execute("ANALYZE")
         print(
             f"{backend}: inserted {len(records):,} decisions at {rate:,.0f}/s "
             "(monitoring counters included)",
@@ -238,18 +247,21 @@ def run_backend(
         )
         argv = [
             *entry_point("scoregate-lineage"), "--db-url", url, "--port", "0",
-            "--plaintext", "true", "--open-access", "true",
+            "--plaintext", "true", "--open-access", "true", "--web-port", "0",
         ]  # fmt: skip
         proc = start_process(f"lineage-{backend}", argv, workdir)
         try:
             get, serving = time_queries(proc.address, records, calls)
             drift_day, drift_month = time_drift(proc.address, max(20, calls // 20))
+            pages = time_pages(str(proc.info["web"]), records, max(50, calls // 10))
         finally:
             proc.stop()
         print(f"{backend}: GetDecision   {get}", flush=True)
         print(f"{backend}: GetServingAt  {serving}", flush=True)
         print(f"{backend}: GetDrift, one day          {drift_day}", flush=True)
         print(f"{backend}: GetDrift, 30 daily windows {drift_month}", flush=True)
+        for page, figures in pages.items():
+            print(f"{backend}: risk page, {page:<28} {figures}", flush=True)
     finally:
         if drop is not None:
             import psycopg
