@@ -403,6 +403,16 @@ def arm_drift_to_proto(a: ArmDrift) -> lineage_pb2.ArmDrift:
         arm=a.arm,
         score_psi_vs_primary=a.score_psi_vs_primary,
         baselines_known=a.report is not None,
+        shadow_pairs=[
+            lineage_pb2.ShadowPairs(
+                parent_model=p.parent_model,
+                parent_version=p.parent_version,
+                pairs=p.pairs,
+                disagreements=p.disagreements,
+                disagreement_rate=p.disagreement_rate,
+            )
+            for p in a.shadow_pairs
+        ],
     )
     if a.report is not None:
         out.decisions = a.report.decisions

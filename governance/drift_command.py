@@ -14,6 +14,10 @@ COLUMNS = (
     "window_start", "model", "version", "arm", "decisions", "measure", "kind", "psi", "band",
     "missing", "training_missing", "out_of_range", "unknown", "chi2_p", "js",
 )  # fmt: skip
+PAIR_COLUMNS = (
+    "window_start", "model", "version", "arm", "parent_model", "parent_version", "pairs",
+    "disagreements", "disagreement_rate",
+)  # fmt: skip
 DAY_S = 86_400
 
 
@@ -81,12 +85,33 @@ def mix_rows(reply: lineage_pb2.GetDriftResponse) -> list[Row]:
     return out
 
 
+def pair_rows(reply: lineage_pb2.GetDriftResponse) -> list[Row]:
+    """A shadow arm's pairs with the decisions it shadowed, per window and parent version."""
+    return [
+        {
+            "window_start": when(window.start),
+            "model": arm.model_name,
+            "version": arm.model_version,
+            "arm": arm.arm,
+            "parent_model": p.parent_model,
+            "parent_version": p.parent_version,
+            "pairs": str(p.pairs),
+            "disagreements": str(p.disagreements),
+            "disagreement_rate": _share(p.disagreement_rate),
+        }
+        for window in reply.windows
+        for arm in window.arms
+        for p in arm.shadow_pairs
+    ]
+
+
 def drift_main(argv: list[str], prog: str = "scoregate lineage drift") -> int:
     parser = _parser(
         prog,
         "Drift of a decision point against each model version's training baselines: PSI per "
         "feature and score (0.1 moderate, 0.25 significant), missing and out-of-range shares, "
-        "the decision mix and each arm's score against the primary's.",
+        "the decision mix, each arm's score against the primary's and how often a shadow "
+        "decided otherwise than the decision it shadowed.",
     )
     parser.add_argument("--point", required=True, help="decision point, e.g. credit-risk")
     parser.add_argument("--since", help="ISO 8601 start (inclusive); default: a day ago")
@@ -96,6 +121,11 @@ def drift_main(argv: list[str], prog: str = "scoregate lineage drift") -> int:
     )
     parser.add_argument(
         "--significant", action="store_true", help="only measures past PSI 0.25 (table, csv)"
+    )
+    parser.add_argument(
+        "--pairs",
+        action="store_true",
+        help="csv: the shadow pairs' disagreement instead of the measures",
     )
     args = parser.parse_args(argv)
     if args.step_hours < 0:
@@ -110,13 +140,17 @@ def drift_main(argv: list[str], prog: str = "scoregate lineage drift") -> int:
             return 0
         found = rows(reply, args.significant)
         if args.format == "csv":
-            print(as_csv(found, COLUMNS))
+            print(as_csv(pair_rows(reply), PAIR_COLUMNS) if args.pairs else as_csv(found, COLUMNS))
             return 0
         if not any(w.arms for w in reply.windows):
             print(f"no decisions of {args.point} counted in the period")
             return 0
         print(table(mix_rows(reply)))
         print()
+        pairs = pair_rows(reply)
+        if pairs:
+            print(table(pairs, PAIR_COLUMNS))
+            print()
         print(table(found, COLUMNS) if found else "no measure past PSI 0.25")
         return 0
 

@@ -122,6 +122,12 @@ def render(
             else f"; score PSI against the primary arm {_cell(a.score_psi_vs_primary)}"
         )
         parts.append(f"<p>{a.decisions:,} decisions: {mix or '-'}{versus}.</p>")
+        for pair in a.shadow_pairs:
+            parts.append(
+                f"<p>Against the decisions it shadowed ({e(pair.parent_model)} version "
+                f"{e(pair.parent_version)}): {pair.pairs:,} pairs, {pair.disagreements:,} decided "
+                f"otherwise ({_cell(pair.disagreement_rate, True)}).</p>"
+            )
         if not a.baselines_known:
             parts.append("<p>The version's manifest is not registered: no baselines.</p>")
             continue

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -283,6 +284,38 @@ async def test_shadow_disagreement_reaches_prometheus(stack: Stack) -> None:
     ((_, rate),) = stack.prometheus.query(f"scoregate_lineage_shadow_disagreement_rate{{{point}}}")
     assert rate == pytest.approx(expected, abs=1e-9)
     print(f"shadow pairs {len(found)}, disagreement {rate:.3f}")
+
+    # The same figures from GetDrift through the CLI (JSON, CSV, table) and in the report.
+    differ = sum(primary != shadow for primary, shadow in found)
+    reply = json.loads(
+        await _cli("drift", "--point", "card-fraud", "--format", "json", stack=stack)
+    )
+    (shadow_arm,) = [a for w in reply["windows"] for a in w["arms"] if a["arm"] == "shadow"]
+    (pairs_json,) = shadow_arm["shadow_pairs"]
+    assert (int(pairs_json["pairs"]), int(pairs_json.get("disagreements", 0))) == (
+        len(found),
+        differ,
+    )
+    csv = await _cli("drift", "--point", "card-fraud", "--format", "csv", "--pairs", stack=stack)
+    header, row = csv.strip().splitlines()
+    assert header.startswith("window_start,model,version,arm,parent_model,parent_version,pairs")
+    assert f",shadow,card-fraud,1,{len(found)},{differ}," in row
+    assert "DISAGREEMENT RATE" in await _cli("drift", "--point", "card-fraud", stack=stack)
+    out = stack.workdir / "card-fraud.html"
+    await _cli("report", "--point", "card-fraud", "--out", str(out), stack=stack)
+    assert f"{len(found):,} pairs, {differ:,} decided otherwise" in out.read_text()
+
+
+async def _cli(*args: str, stack: Stack) -> str:
+    import sys
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "governance.cli", *args, "--lineage", stack.lineage.address,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await process.communicate()
+    assert process.returncode == 0, out.decode()
+    return out.decode()
 
 
 def _exported_names(text: str) -> set[str]:

@@ -2143,6 +2143,7 @@ class ArmDrift(_message.Message):
     FEATURES_FIELD_NUMBER: _builtins.int
     SCORE_PSI_VS_PRIMARY_FIELD_NUMBER: _builtins.int
     BASELINES_KNOWN_FIELD_NUMBER: _builtins.int
+    SHADOW_PAIRS_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     """The model's name."""
     model_version: _builtins.str
@@ -2169,6 +2170,12 @@ class ArmDrift(_message.Message):
     def features(self) -> _containers.RepeatedCompositeFieldContainer[Global___MeasureDrift]:
         """Each feature's drift, in the manifest's order; empty when the manifest is not registered."""
 
+    @_builtins.property
+    def shadow_pairs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShadowPairs]:
+        """A shadow arm's pairs with the decisions it shadowed, per parent version (empty for the
+        other arms).
+        """
+
     def __init__(
         self,
         *,
@@ -2181,14 +2188,55 @@ class ArmDrift(_message.Message):
         features: _abc.Iterable[Global___MeasureDrift] | None = ...,
         score_psi_vs_primary: _builtins.float = ...,
         baselines_known: _builtins.bool = ...,
+        shadow_pairs: _abc.Iterable[Global___ShadowPairs] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["score", b"score"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arm", b"arm", "baselines_known", b"baselines_known", "decision_mix", b"decision_mix", "decisions", b"decisions", "features", b"features", "model_name", b"model_name", "model_version", b"model_version", "score", b"score", "score_psi_vs_primary", b"score_psi_vs_primary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arm", b"arm", "baselines_known", b"baselines_known", "decision_mix", b"decision_mix", "decisions", b"decisions", "features", b"features", "model_name", b"model_name", "model_version", b"model_version", "score", b"score", "score_psi_vs_primary", b"score_psi_vs_primary", "shadow_pairs", b"shadow_pairs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ArmDrift: _TypeAlias = ArmDrift  # noqa: Y015
+
+@_typing.final
+class ShadowPairs(_message.Message):
+    """A shadow version's decisions against those of the decisions they shadowed, over a window:
+    how often a challenger would have decided otherwise than the champion did.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARENT_MODEL_FIELD_NUMBER: _builtins.int
+    PARENT_VERSION_FIELD_NUMBER: _builtins.int
+    PAIRS_FIELD_NUMBER: _builtins.int
+    DISAGREEMENTS_FIELD_NUMBER: _builtins.int
+    DISAGREEMENT_RATE_FIELD_NUMBER: _builtins.int
+    parent_model: _builtins.str
+    """The model of the decisions shadowed (the parent's)."""
+    parent_version: _builtins.str
+    """The version of the decisions shadowed."""
+    pairs: _builtins.int
+    """Pairs in the window (a pair is counted in the hour its parent was decided)."""
+    disagreements: _builtins.int
+    """Pairs whose shadow decision differs from the parent's."""
+    disagreement_rate: _builtins.float
+    """disagreements / pairs (NaN when there is no pair)."""
+    def __init__(
+        self,
+        *,
+        parent_model: _builtins.str = ...,
+        parent_version: _builtins.str = ...,
+        pairs: _builtins.int = ...,
+        disagreements: _builtins.int = ...,
+        disagreement_rate: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disagreement_rate", b"disagreement_rate", "disagreements", b"disagreements", "pairs", b"pairs", "parent_model", b"parent_model", "parent_version", b"parent_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShadowPairs: _TypeAlias = ShadowPairs  # noqa: Y015
 
 @_typing.final
 class DriftWindow(_message.Message):
