@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from governance.chain import Checkpoint, read_checkpoints
+from governance.chain import Checkpoint
 from governance.convert import decision_to_proto
 from governance.errors import DecisionNotFound
 from governance.monitoring.performance import VersionPerformance
@@ -20,6 +20,7 @@ from governance.pseudonyms import EntityPseudonyms
 from governance.queries import RoutedPeriod, routed_periods
 from governance.store import LineageStore, StoredDecision
 from governance.store.entries import DecisionFilter, DecisionSummary, RouteChange
+from governance.web.checkpoints import CheckpointIndex
 from governance.web.params import SearchParams
 from runtimes.manifest import ManifestError
 
@@ -32,7 +33,7 @@ class SearchPage:
 
 
 @dataclass(frozen=True, slots=True)
-class DecisionPage:
+class DecisionView:
     stored: StoredDecision
     shadows: list[DecisionSummary]
     covered_by: Checkpoint | None
@@ -111,7 +112,7 @@ class PageQueries:
         self._store = store
         self._pseudonyms = pseudonyms or EntityPseudonyms()
         self._drift = DriftQueries(store)
-        self.checkpoint_file = checkpoint_file
+        self._checkpoints = None if checkpoint_file is None else CheckpointIndex(checkpoint_file)
         self.model_dir = model_dir
 
     async def search(self, p: SearchParams) -> SearchPage:
@@ -144,23 +145,20 @@ class PageQueries:
             pages.append((page.decisions, bool(page.next_page_token)))
         return _newest_first(pages, p.limit)
 
-    async def decision(self, decision_id: str) -> DecisionPage:
+    async def decision(self, decision_id: str) -> DecisionView:
         stored = await self._store.get(decision_id)
         if stored is None:
             raise DecisionNotFound(f"decision_id: no decision {decision_id} in the lineage store")
         shadows = await self._store.list_shadows(decision_id) or []
         head = await self._store.head()
-        covered = await asyncio.to_thread(self._covering, stored.seq)
+        covered = None
+        if self._checkpoints is not None and stored.seq > 0:
+            covered = await asyncio.to_thread(self._checkpoints.covering, stored.seq)
         manifest = await self._store.get_manifest(stored.record.model_sha256)
-        return DecisionPage(
+        return DecisionView(
             stored, [s for s in shadows if s.decision_id != decision_id], covered, head,
             manifest is not None,
         )  # fmt: skip
-
-    def _covering(self, seq: int) -> Checkpoint | None:
-        if self.checkpoint_file is None or seq <= 0 or not self.checkpoint_file.exists():
-            return None
-        return next((c for c in read_checkpoints(self.checkpoint_file) if c.size >= seq), None)
 
     @property
     def replay_available(self) -> bool:

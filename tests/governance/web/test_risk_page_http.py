@@ -4,8 +4,11 @@ under open access."""
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +22,9 @@ from lineage.v1.record import DecisionRecord, ReasonEntry
 from loadtests.local.topology import ManagedProcess, start_lineage
 
 MINUTE_US = 60_000_000
+
+Store = tuple[ManagedProcess, list[DecisionRecord], Path]
+"""The store process, the decisions it holds, and its checkpoint file."""
 
 
 def _records() -> list[DecisionRecord]:
@@ -49,16 +55,21 @@ def _records() -> list[DecisionRecord]:
 @pytest.fixture(scope="module", params=BACKENDS)
 def store(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[ManagedProcess, list[DecisionRecord]]]:
+) -> Iterator[Store]:
     workdir = tmp_path_factory.mktemp("risk-page")
     with database(request.param, workdir) as url:
-        proc = start_lineage(url, workdir, extra_args=["--web-port", "0"])
+        checkpoints = ["--checkpoint-file", str(workdir / "checkpoints.jsonl")]
+        proc = start_lineage(
+            url,
+            workdir,
+            extra_args=["--web-port", "0", *checkpoints, "--checkpoint-interval", "0.2"],
+        )
         try:
             records = _records()
             send_with_otel_sdk(proc.address, records)
             for r in records:
                 wait_for_decision(proc.address, r.decision_id)
-            yield proc, records
+            yield proc, records, workdir / "checkpoints.jsonl"
         finally:
             assert proc.stop() == 0, proc.log_tail()
 
@@ -72,9 +83,9 @@ def _search(proc: ManagedProcess, **params: str) -> httpx.Response:
 
 
 def test_the_page_listens_on_loopback_by_default(
-    store: tuple[ManagedProcess, list[DecisionRecord]],
+    store: Store,
 ) -> None:
-    proc, _ = store
+    proc, _, _ = store
     assert page_url(proc).startswith("http://127.0.0.1:")
 
 
@@ -99,9 +110,9 @@ def test_the_page_listens_on_loopback_by_default(
     ],
 )
 def test_each_filter_lists_exactly_its_decisions_newest_first(
-    store: tuple[ManagedProcess, list[DecisionRecord]], params: dict[str, str], wanted: object
+    store: Store, params: dict[str, str], wanted: object
 ) -> None:
-    proc, records = store
+    proc, records, _ = store
     response = _search(proc, **params)
     assert response.status_code == 200
     expected = _newest_first([r for r in records if wanted(r)])  # type: ignore[operator]
@@ -110,9 +121,9 @@ def test_each_filter_lists_exactly_its_decisions_newest_first(
 
 
 def test_a_time_range_keeps_only_its_decisions(
-    store: tuple[ManagedProcess, list[DecisionRecord]],
+    store: Store,
 ) -> None:
-    proc, records = store
+    proc, records, _ = store
     from datetime import UTC, datetime
 
     def iso(us: int) -> str:
@@ -127,9 +138,9 @@ def test_a_time_range_keeps_only_its_decisions(
 
 
 def test_keyset_pages_cover_the_selection_once_newest_first(
-    store: tuple[ManagedProcess, list[DecisionRecord]],
+    store: Store,
 ) -> None:
-    proc, records = store
+    proc, records, _ = store
     seen: list[str] = []
     url = page_url(proc) + "?decision_point=card-fraud&limit=3"
     for _ in range(10):
@@ -142,8 +153,8 @@ def test_keyset_pages_cover_the_selection_once_newest_first(
     assert seen == _newest_first([r for r in records if r.decision_point == "card-fraud"])
 
 
-def test_a_decision_id_opens_its_page(store: tuple[ManagedProcess, list[DecisionRecord]]) -> None:
-    proc, records = store
+def test_a_decision_id_opens_its_page(store: Store) -> None:
+    proc, records, _ = store
     record = records[4]
     response = _search(proc, decision_id=record.decision_id.upper())
     assert response.status_code == 200
@@ -176,9 +187,9 @@ def test_a_decision_id_opens_its_page(store: tuple[ManagedProcess, list[Decision
     ],
 )
 def test_a_bad_search_parameter_is_a_400_naming_it(
-    store: tuple[ManagedProcess, list[DecisionRecord]], params: dict[str, str], named: str
+    store: Store, params: dict[str, str], named: str
 ) -> None:
-    proc, _ = store
+    proc, _, _ = store
     response = _search(proc, **params)
     assert response.status_code == 400
     assert error_text(response.text).startswith(named)
@@ -195,9 +206,9 @@ def test_a_bad_search_parameter_is_a_400_naming_it(
     ],
 )
 def test_the_other_pages_name_a_bad_parameter(
-    store: tuple[ManagedProcess, list[DecisionRecord]], path: str, status: int, named: str
+    store: Store, path: str, status: int, named: str
 ) -> None:
-    proc, _ = store
+    proc, _, _ = store
     response = httpx.get(page_url(proc) + path, timeout=10)
     assert response.status_code == status
     assert error_text(response.text).startswith(named)
@@ -213,3 +224,23 @@ def test_open_access_refuses_a_page_beyond_loopback(tmp_path: Path) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "--web-host 0.0.0.0" in done.stderr and "--web-allow-open" in done.stderr
+
+
+def test_a_decision_page_names_the_checkpoint_that_covers_it(
+    store: Store,
+) -> None:
+    proc, records, checkpoint_file = store
+    record = records[7]
+    url = page_url(proc) + f"decisions/{record.decision_id}"
+    deadline = time.monotonic() + 15
+    while True:
+        html = httpx.get(url, timeout=10).text
+        covered = re.search(r'id="checkpoint">size (\d+), head <span class="mono">(\w+)', html)
+        if covered or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert covered is not None, html
+    seq = int(re.search(r'id="seq">entry (\d+) of', html).group(1))  # type: ignore[union-attr]
+    exported = [json.loads(line) for line in checkpoint_file.read_text().splitlines()]
+    first = next(c for c in exported if c["size"] >= seq)
+    assert (int(covered.group(1)), covered.group(2)) == (first["size"], first["head_sha256"])
