@@ -272,6 +272,13 @@ def test_chart_commands_start_the_real_servers(
         lineage_remap["--db-url"] = lambda _: lineage_db
     if mounts:
         lineage_remap |= mounts.remap("lineage")
+    # The pseudonyms Secret (security.pseudonyms), made here with keys of its shape.
+    keys = tmp_path / "pseudonyms"
+    keys.mkdir()
+    (keys / "telemetry.key").write_text("chart-test-telemetry-secret-0001\n")
+    (keys / "entity.key").write_text("chart-test-entity-secret-000001\n")
+    if "--entity-key-file" in lineage_c["args"]:
+        lineage_remap["--entity-key-file"] = lambda _: str(keys / "entity.key")
     lineage_env = _container_env(
         lineage_c,
         {
@@ -315,6 +322,8 @@ def test_chart_commands_start_the_real_servers(
         gateway_remap["--outbox-dir"] = lambda _: str(outbox_dir)
     if mounts:
         gateway_remap |= mounts.remap("gateway")
+    if "--telemetry-key-file" in gateway_c["args"]:
+        gateway_remap["--telemetry-key-file"] = lambda _: str(keys / "telemetry.key")
     gateway_argv = remapped_argv(gateway_c, gateway_remap)
     gateway = start_process("gateway", gateway_argv, tmp_path)
     started.append(gateway)
@@ -341,6 +350,24 @@ def test_chart_commands_start_the_real_servers(
     stored = _stored_decision(as_auditor, lineage.address, answer.decision_id)
     assert stored.decision_id == answer.decision_id
     assert stored.request_id == request.request_id
+    # Where the values pseudonymise the decision point, the raw entity key is not stored.
+    args = lineage_c["args"]
+    pseudonymised = "--pseudonymise-entities" in args and request.decision_point in args[
+        args.index("--pseudonymise-entities") + 1
+    ].split(",")
+    assert (stored.entity_key != request.entity_key) == pseudonymised, stored.entity_key
+    by_entity = lineage_pb2.ListDecisionsRequest(entity_key=request.entity_key)
+    with as_auditor(lineage.address) as channel:
+        stub = lineage_pb2_grpc.LineageServiceStub(channel)
+        if mounts:
+            # A search by a customer's key is personal data: the audit grant lacks it.
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.ListDecisions(by_entity, timeout=5)
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "read_features" in str(refused.value.details())
+        else:
+            found = stub.ListDecisions(by_entity, timeout=5)
+            assert answer.decision_id in {d.decision_id for d in found.decisions}
     assert (stored.model.name, stored.model.version) == (answer.model_name, answer.model_version)
 
     # The gateway recorded the routing it started with in the lineage store (--lineage-endpoint).

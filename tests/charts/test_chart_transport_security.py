@@ -267,6 +267,39 @@ def test_the_mesh_guards_the_runtime_hop(renders: dict[str, Rendered]) -> None:
     assert annotations["traffic.sidecar.istio.io/excludeOutboundPorts"] == "4317"
 
 
+def _allows_istiod(policy: Obj) -> bool:
+    return any(
+        {"port": 15012, "protocol": "TCP"} in rule.get("ports", [])
+        and any(
+            peer.get("namespaceSelector", {}).get("matchLabels", {})
+            == {"kubernetes.io/metadata.name": "istio-system"}
+            for peer in rule.get("to", [])
+        )
+        for rule in policy["spec"].get("egress", [])
+    )
+
+
+def test_every_sidecar_may_reach_istiod(renders: dict[str, Rendered]) -> None:
+    """Under the default-deny NetworkPolicy a sidecar that cannot reach istiod never gets its
+    configuration or certificate, and the pod never becomes ready."""
+    prod = renders["production"]
+    sidecar_pods = [
+        isvc["spec"]["predictor"]["labels"] for isvc in prod.of_kind("InferenceService")
+    ]
+    sidecar_pods.append(
+        prod.component("Deployment", "gateway")["spec"]["template"]["metadata"]["labels"]
+    )
+    assert all(labels["sidecar.istio.io/inject"] == "true" for labels in sidecar_pods)
+    to_istiod = [p for p in prod.of_kind("NetworkPolicy") if _allows_istiod(p)]
+    for labels in sidecar_pods:
+        assert any(
+            p["spec"]["podSelector"]["matchLabels"].items() <= labels.items() for p in to_istiod
+        ), labels
+    # Only the pods with sidecars get it; without the mesh no policy opens it.
+    assert len(to_istiod) == 2
+    assert not [p for p in renders["default"].of_kind("NetworkPolicy") if _allows_istiod(p)]
+
+
 def test_secrets_instead_of_cert_manager() -> None:
     values = {
         "security": {"insecureDemo": False},

@@ -161,6 +161,51 @@ entry points share every flag name but the leeway's (--jwt-leeway-s / --jwt-leew
 {{- end }}
 {{- end }}
 
+{{/* The pseudonym keys' Secret (security.pseudonyms), mounted whole, like the certificates. */}}
+{{- define "scoregate.pseudonymDir" -}}
+/etc/scoregate-pseudonyms
+{{- end }}
+
+{{/* A component's keyed-hash arguments: (list $ "gateway"|"lineage"). */}}
+{{- define "scoregate.pseudonymArgs" -}}
+{{- $root := index . 0 }}{{ $component := index . 1 }}
+{{- $p := $root.Values.security.pseudonyms }}
+{{- if and $p.decisionPoints (not $p.secretName) }}
+{{- fail "security.pseudonyms.decisionPoints needs security.pseudonyms.secretName (the Secret with entity.key)" }}
+{{- end }}
+{{- if $p.secretName }}
+{{- if eq $component "gateway" }}
+- --telemetry-key-file
+- {{ printf "%s/telemetry.key" (include "scoregate.pseudonymDir" $root) }}
+{{- else }}
+# The key also answers searches by entity key over records pseudonymised earlier.
+- --entity-key-file
+- {{ printf "%s/entity.key" (include "scoregate.pseudonymDir" $root) }}
+{{- with $p.decisionPoints }}
+- --pseudonymise-entities
+- {{ join "," . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "scoregate.pseudonymVolumeMounts" -}}
+{{- if .Values.security.pseudonyms.secretName }}
+- name: pseudonyms
+  mountPath: {{ include "scoregate.pseudonymDir" . }}
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "scoregate.pseudonymVolumes" -}}
+{{- with .Values.security.pseudonyms.secretName }}
+- name: pseudonyms
+  secret:
+    secretName: {{ . }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+
 {{/* Probes: the kubelet's gRPC probe speaks h2c only, so a TLS listener is probed by TCP. */}}
 {{- define "scoregate.probeAction" -}}
 {{- $root := index . 0 }}
