@@ -130,6 +130,12 @@ class GatewayMetrics:
             ("code",),
             registry=r,
         )
+        self.unapproved_arms = Gauge(
+            "scoregate_gateway_unapproved_arms",
+            "Arms of the serving config that give a model version without a valid approval "
+            "traffic, accepted under approvals: warn (or fail open).",
+            registry=r,
+        )
         self.config_info = Gauge(
             "scoregate_gateway_config_info",
             "The routing config version serving (value 1).",

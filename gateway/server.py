@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from gateway.outbox import Outbox, OutboxConfig, OutboxMetrics
     from gateway.recording.route_changes import LineageRouteChangeSink
     from gateway.recording.sinks import DecisionSink
+    from gateway.recording.store_approvals import StoreApprovals
     from gateway.routing.reload import ConfigWatcher
     from gateway.runtime_client.protocol import ModelClient
 
@@ -252,6 +253,7 @@ class Gateway:
     outbox: Outbox | None = None
     lineage_sink: LineageRouteChangeSink | None = None
     security: EdgeSecurity | None = None
+    approvals: StoreApprovals | None = None
     httpd: Any | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -354,6 +356,8 @@ class Gateway:
         await self.client.close()
         if self.lineage_sink is not None:
             await self.lineage_sink.close()
+        if self.approvals is not None:
+            await self.approvals.close()
         if self.httpd is not None:
             self.httpd.shutdown()
         # Flushes decision spans still waiting in the batch processor.
@@ -400,9 +404,13 @@ async def create(
     pseudonyms: KeyedHash | None = None,
 ) -> Gateway:
     """Builds the gateway from settings and checked routes: clients, sink, service, server.
-    ``security`` is built from the settings when not given (SecurityConfigError if refused)."""
+    ``security`` is built from the settings when not given (SecurityConfigError if refused);
+    routes giving unapproved versions traffic are refused here (ConfigError), before anything
+    is opened but the store's channel."""
     from gateway.decisions.service import DecisionService
     from gateway.recording.route_changes import FanOutRouteChangeSink, LineageRouteChangeSink
+    from gateway.recording.store_approvals import StoreApprovals
+    from gateway.routing.approvals import ApprovalGate
     from gateway.routing.changes import LoggingRouteChangeSink, RouteChangeSink
     from gateway.routing.reload import ConfigWatcher
     from gateway.transport.handlers import MAX_RECEIVE_BYTES, add_scoring_service
@@ -410,6 +418,21 @@ async def create(
 
     if security is None:
         security = edge_security(settings)
+    approvals = None
+    if settings.lineage_endpoint:
+        approvals = StoreApprovals(settings.lineage_endpoint, security.lineage_tls)
+    gate = ApprovalGate(
+        approvals,
+        settings.approvals,
+        fail_open=settings.approvals_fail_open,
+        max_age_s=settings.approvals_max_age_s,
+    )
+    try:
+        unapproved = await gate.check(routes)
+    except ConfigError:
+        if approvals is not None:
+            await approvals.close()
+        raise
     instance = gateway_instance()
     provider = tracer_provider(settings, instance, security)
     if pseudonyms is None:
@@ -437,8 +460,10 @@ async def create(
             settings.lineage_endpoint, settings.model_dir, security.lineage_tls
         )
         events = FanOutRouteChangeSink(events, lineage_sink)
-    watcher = ConfigWatcher(settings.routes, settings.model_dir, service, events, instance)
-    watcher.announce()
+    watcher = ConfigWatcher(
+        settings.routes, settings.model_dir, service, events, instance, gate=gate
+    )
+    watcher.announce(unapproved)
     server = grpc.aio.server(
         # No SO_REUSEPORT: a second gateway on a taken port must fail, not share it silently.
         options=(
@@ -462,7 +487,7 @@ async def create(
         port = server.add_secure_port(address, security.server_tls.server_credentials())
     return Gateway(
         settings, routes, metrics, service, client, server, health_servicer, watcher, provider,
-        port, outbox, lineage_sink, security,
+        port, outbox, lineage_sink, security, approvals,
     )  # fmt: skip
 
 
@@ -474,7 +499,11 @@ async def run(
     pseudonyms: KeyedHash | None = None,
 ) -> int:
     """The process: create, start, write the ready file, serve until SIGTERM/SIGINT, stop."""
-    gateway = await create(settings, routes, load, security, pseudonyms)
+    try:
+        gateway = await create(settings, routes, load, security, pseudonyms)
+    except ConfigError as e:
+        log.error("refusing to start: %s", e)
+        return EXIT_CONFIG
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -118,6 +118,24 @@ class GatewaySettings(BaseSettings):
         description="Shadow (mirrored) calls in flight per process; beyond it shadows are "
         "dropped and counted, never queued.",
     )
+    approvals: Literal["off", "warn", "enforce"] = Field(
+        default="off",
+        description="Approvals check for decision points whose routes do not set `approvals`: "
+        "enforce refuses a config giving traffic to a model version without a valid four-eyes "
+        "approval in the lineage store (--lineage-endpoint), warn accepts and reports it, off "
+        "does not ask.",
+    )
+    approvals_fail_open: bool = Field(
+        default=False,
+        description="When the lineage store cannot be read at a load or reload, accept the "
+        "config with a warning instead of refusing it (fail closed, the default).",
+    )
+    approvals_max_age_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="How old a cached approval answer may be to stand in when the store cannot "
+        "be read.",
+    )
     reload_interval_s: float = Field(
         default=1.0,
         ge=0,

@@ -252,6 +252,7 @@ def route_change_to_proto(c: RouteChange) -> lineage_pb2.RouteChange:
         analysis_json=(
             orjson.dumps(c.analysis, option=orjson.OPT_SORT_KEYS).decode() if c.analysis else ""
         ),
+        unapproved=list(c.unapproved),
     )
 
 
@@ -281,6 +282,7 @@ def route_change_from_proto(c: lineage_pb2.RouteChange) -> RouteChange:
         source=c.source,
         initiated_by=c.initiated_by,
         analysis=analysis,
+        unapproved=tuple(c.unapproved),
     )
 
 

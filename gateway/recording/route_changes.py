@@ -65,6 +65,7 @@ def to_proto(change: RouteChange) -> lineage_pb2.RouteChange:
             for t in change.targets
         ],
         source=change.gateway_instance,
+        unapproved=list(change.unapproved),
     )
 
 

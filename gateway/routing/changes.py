@@ -38,6 +38,8 @@ class RouteChange:
     """Every arm in force after the change."""
     diff: Mapping[str, Any] = field(default_factory=dict)
     """The changes nested by path, leaves ``[old, new]`` (None when added or removed)."""
+    unapproved: tuple[str, ...] = ()
+    """Arms accepted with traffic to a version without a valid approval (approvals: warn)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +123,12 @@ def describe_changes(
         node = nested
         *parents, leaf = path.replace("[", ".[").split(".")
         for part in parents:
-            node = node.setdefault(part, {})
+            child = node.get(part)
+            if not isinstance(child, dict):
+                # A section added or removed whole (a canary where there was none): its own
+                # [None, ...] leaf gives way to the keys under it.
+                child = node[part] = {}
+            node = child
         node[leaf] = [a, b]
     old_rules, new_rules = old_rules or {}, new_rules or {}
     for name in sorted(old_rules.keys() & new_rules.keys()):

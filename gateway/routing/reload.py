@@ -7,7 +7,9 @@ the symlinks) and the rules files it names, and compares the content hash with t
 A new version is compiled off the event loop; if valid it is applied to the next requests (those
 in flight keep the config they started with), a route-change event is emitted and the reload
 counted ``ok``; if not, the problem is logged with its path, counted ``failed``, and the old
-config keeps serving. A refused version is not retried until the content changes again.
+config keeps serving. A refused version is not reported again until its content or the reason
+changes, but it is compiled and checked every poll: a config refused for want of approvals
+(``gateway.routing.approvals``) is applied once the versions it routes to are approved.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Protocol
 
 from gateway.errors import ConfigError
 from gateway.metrics import GatewayMetrics
+from gateway.routing.approvals import ApprovalGate
 from gateway.routing.changes import RouteChange, RouteChangeSink, arm_targets, describe_changes
 from gateway.routing.compiled import ConfigFiles, Routes, compile_routes, read_config_files
 from runtimes.manifest import MANIFEST_FILE, ManifestError
@@ -63,6 +66,7 @@ class ConfigWatcher:
         events: RouteChangeSink,
         instance: str,
         files: ConfigFiles | None = None,
+        gate: ApprovalGate | None = None,
     ) -> None:
         self._path = path
         self._model_dir = model_dir
@@ -70,15 +74,23 @@ class ConfigWatcher:
         self._events = events
         self._instance = instance
         self._files = files
+        self._gate = gate
         self._refused = ""
         self._fingerprint_seen = ""
 
-    def announce(self) -> None:
-        """Emits the start-up config as a route change from nothing."""
-        self._emit(self._service.routes, "", ("started with this config",), {})
+    def announce(self, unapproved: tuple[str, ...] = ()) -> None:
+        """Emits the start-up config as a route change from nothing; ``unapproved``: what its
+        approvals check accepted under warn."""
+        self._service.metrics.unapproved_arms.set(len(unapproved))
+        self._emit(self._service.routes, "", ("started with this config",), {}, unapproved)
 
     def _emit(
-        self, routes: Routes, previous: str, changes: tuple[str, ...], diff: dict[str, Any]
+        self,
+        routes: Routes,
+        previous: str,
+        changes: tuple[str, ...],
+        diff: dict[str, Any],
+        unapproved: tuple[str, ...] = (),
     ) -> None:
         self._events.emit(
             RouteChange(
@@ -90,6 +102,7 @@ class ConfigWatcher:
                 gateway_instance=self._instance,
                 targets=arm_targets(routes),
                 diff=diff,
+                unapproved=unapproved,
             )
         )
 
@@ -132,9 +145,12 @@ class ConfigWatcher:
         current = self._service.routes
         try:
             routes, files = await asyncio.to_thread(_compile, self._path, self._model_dir)
+            unapproved = await self._gate.check(routes) if self._gate is not None else ()
         except (ConfigError, ManifestError) as e:
             # Identify the refused content by the raw file, which may not even parse.
-            refused = await asyncio.to_thread(self._raw_version)
+            # And by the reason: a refusal whose cause moved on (one approval of two recorded,
+            # the store back) is reported again.
+            refused = await asyncio.to_thread(self._raw_version) + f"\n{e}"
             if refused == self._refused:
                 return None
             self._refused = refused
@@ -148,6 +164,7 @@ class ConfigWatcher:
         self._refused = ""
         self._service.apply(routes)
         metrics.config_reloads.labels("ok").inc()
+        metrics.unapproved_arms.set(len(unapproved))
         old_rules = self._files.rules if self._files is not None else None
         assert routes.config is not None, "compiled routes keep their parsed config"
         changes, diff = describe_changes(current.config, routes.config, old_rules, files.rules)
@@ -155,7 +172,7 @@ class ConfigWatcher:
         log.info(
             "routing config %s applied (was %s)", routes.config_version, current.config_version
         )
-        self._emit(routes, current.config_version, changes, diff)
+        self._emit(routes, current.config_version, changes, diff, unapproved)
         return True
 
     async def run(self, interval_s: float) -> None:

@@ -254,6 +254,10 @@ class DecisionPointConfig(_Strict):
     reasons: ReasonsConfig = ReasonsConfig()
     """Reasons come from models whose manifest has a reason catalogue; fallback rules give
     their own."""
+    approvals: Literal["enforce", "warn"] | None = None
+    """Whether traffic to a model version without a valid approval in the lineage store is
+    refused (``enforce``) or accepted and reported (``warn``); unset: the gateway's
+    ``--approvals`` default (``gateway.routing.approvals``)."""
 
 
 class RoutesConfig(_Strict):

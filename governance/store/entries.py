@@ -115,6 +115,8 @@ class RouteChange:
     """Who asked for it (a canary run's starter); empty for a gateway's reload."""
     analysis: dict[str, Any] = field(default_factory=dict)
     """A canary controller's step: plan, evidence, verdict; empty for a gateway's reload."""
+    unapproved: tuple[str, ...] = ()
+    """Arms the gateway accepted with traffic to an unapproved version (approvals: warn)."""
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -130,6 +132,8 @@ class RouteChange:
             body["initiated_by"] = self.initiated_by
         if self.analysis:
             body["analysis"] = self.analysis
+        if self.unapproved:
+            body["unapproved"] = list(self.unapproved)
         return body
 
     @staticmethod
@@ -147,6 +151,7 @@ class RouteChange:
             seq=seq,
             initiated_by=str(body.get("initiated_by", "")),
             analysis=dict(body.get("analysis", {})),
+            unapproved=tuple(body.get("unapproved", ())),
         )
 
 
