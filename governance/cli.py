@@ -41,6 +41,8 @@ USAGE = """usage: scoregate lineage COMMAND ...
   report           a self-contained HTML monitoring report for a model-risk committee
   verify           check the database against its hash chain and the latest checkpoints
   purge            delete what is older than the retention period; the run is recorded
+  backfill-drift   count decisions stored before the monitoring counters (schema 8) into
+                   them, in batches; resumes, and counts nothing twice
   replay           re-score a decision (and its reasons) with its exact artifact, bit for bit
 
 Run `scoregate lineage COMMAND --help` for each command's options.
@@ -233,6 +235,7 @@ def _commands() -> dict[str, Callable[[list[str]], int]]:
         access_log_command,
         admin,
         approval_commands,
+        backfill_command,
         commands,
         drift_command,
         replay,
@@ -258,6 +261,7 @@ def _commands() -> dict[str, Callable[[list[str]], int]]:
         "report": report.report_main,
         "verify": admin.verify_main,
         "purge": admin.purge_main,
+        "backfill-drift": backfill_command.backfill_main,
         "replay": replay.replay_main,
     }
 

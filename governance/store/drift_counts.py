@@ -60,9 +60,9 @@ class DriftCounter:
             manifest = self._manifests[sha256] = Manifest.model_validate_json(row[0])
         return manifest
 
-    def add(self, db: Connection, records: Iterable[DecisionRecord]) -> int:
+    def add(self, db: Connection, records: Iterable[DecisionRecord], *, pairs: bool = True) -> int:
         """Counts ``records`` (newly stored ones only, already inserted in this transaction)
-        and the shadow pairs they complete; returns the rows upserted."""
+        and, with ``pairs``, the shadow pairs they complete; returns the rows upserted."""
         records = list(records)
         manifests: dict[tuple[str, str], Manifest] = {}
         for r in records:
@@ -72,7 +72,13 @@ class DriftCounter:
                 if manifest is not None:
                     manifests[key] = manifest
         counts = windows.count(records, manifests)
-        counts.update(count_pairs(db, records))
+        if pairs:
+            counts.update(count_pairs(db, records))
+        return self.upsert(db, counts)
+
+    @staticmethod
+    def upsert(db: Connection, counts: windows.Counts) -> int:
+        """Adds ``counts`` to the stored counters; returns the rows upserted."""
         if counts:
             db.execute_many(
                 _UPSERT,

@@ -4,7 +4,7 @@ A migration is never edited once released: the runner stores each one's checksum
 database whose applied migrations differ from these. Add a new version instead. Both backends
 carry the same versions with the same names; version 1 is written per dialect, versions 2 and 3 use
 types both understand (BIGINT, DOUBLE PRECISION, TEXT) and are shared, version 4 changes SQLite
-only, versions 5 and 6 are written per dialect (each reads JSON its own way), versions 7, 8 and 9
+only, versions 5 and 6 are written per dialect (each reads JSON its own way), versions 7 to 10
 are shared.
 """
 
@@ -417,6 +417,26 @@ _APPROVALS = Migration(
 )
 
 
+# Version 10: how far `scoregate lineage backfill-drift` has counted the decisions stored before
+# version 8 into the monitoring counters (one row: the last seq counted), so that a run stopped
+# halfway resumes and a finished one adds nothing.
+DRIFT_BACKFILL_VERSION = 10
+_DRIFT_BACKFILL = Migration(
+    DRIFT_BACKFILL_VERSION,
+    "drift_backfill",
+    (
+        """
+        CREATE TABLE drift_backfill (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            through_seq BIGINT NOT NULL,
+            counted BIGINT NOT NULL,
+            finished_at_us BIGINT NOT NULL
+        )
+        """,
+    ),
+)
+
+
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
     *_SQLITE_V1,
     *_SHARED,
@@ -426,6 +446,7 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
     _ACCESS_LOG,
     _DRIFT_COUNTS,
     _APPROVALS,
+    _DRIFT_BACKFILL,
 )
 
 POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
@@ -449,4 +470,5 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
     _ACCESS_LOG,
     _DRIFT_COUNTS,
     _APPROVALS,
+    _DRIFT_BACKFILL,
 )

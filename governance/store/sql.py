@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from governance.chain import Checkpoint
 from governance.monitoring.arms import ArmGroup
-from governance.store import access_log, decisions, facts, links, maintenance
+from governance.store import access_log, decisions, drift_backfill, facts, links, maintenance
 from governance.store import verify as verify_chain
 from governance.store.arm_groups import arm_groups
 from governance.store.base import (
@@ -29,6 +29,7 @@ from governance.store.base import (
 from governance.store.clock import now_us
 from governance.store.decisions import fast_decision_row
 from governance.store.dialect import Dialect
+from governance.store.drift_backfill import BackfillProgress
 from governance.store.drift_counts import (
     DriftCounter,
     WindowCounts,
@@ -140,6 +141,13 @@ class SqlLineageStore(LineageStore):
             lambda db: decisions.insert_decisions(
                 db, self._entities, self._reasons, records, self._drift
             )
+        )
+
+    async def backfill_drift(self, limit: int) -> BackfillProgress:
+        """Counts the next ``limit`` decisions stored before the monitoring counters existed
+        (``drift_backfill``); the progress after it."""
+        return await self._engine.write(
+            lambda db: drift_backfill.backfill_batch(db, self._drift, limit)
         )
 
     async def get(self, decision_id: str) -> StoredDecision | None:
