@@ -22,6 +22,7 @@ SUMMARIES: dict[str, tuple[str, str]] = {
     "runtime": ("", "run the KServe ONNX runtime (same as scoregate-runtime)"),
     "gateway": ("", "run the scoring gateway (same as scoregate-gateway)"),
     "lineage": ("serve|show|...", "run the lineage store, or query and maintain it"),
+    "canary": ("run|status", "step a canary's weight by a plan, judged from lineage"),
     "up": ("", "run runtime + lineage store + gateway on loopback until interrupted"),
     "demo": ("", "build models, start everything, score, query lineage, stop"),
 }

@@ -72,6 +72,7 @@ _RULES = (
     MethodRule("ListDecisions", P.READ_DECISIONS, extra=_by_entity),
     MethodRule("ListShadows", P.READ_DECISIONS, _one, hidden=("decision_id",)),
     MethodRule("GetServingAt", P.READ_DECISIONS),
+    MethodRule("ListRouteChanges", P.READ_DECISIONS),
     MethodRule("GetModelHistory", P.READ_DECISIONS),
     MethodRule("GetModel", P.READ_DECISIONS),
     MethodRule("RecordRouteChange", P.RECORD_ROUTE_CHANGES, hidden=("change",)),

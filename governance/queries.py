@@ -231,6 +231,20 @@ class LineageQueries:
         observed = await self._store.traffic_seen(name, decision_point)
         return ModelHistory(routed_periods(changes, name, decision_point), observed)
 
+    async def list_route_changes(
+        self, decision_point: str, since_us: int, until_us: int, analysed_only: bool
+    ) -> list[RouteChange]:
+        """Changes effective in [since, until) naming ``decision_point`` (any if empty)."""
+        if until_us <= since_us:
+            raise InvalidRequest("until must be later than since")
+        return [
+            c
+            for c in await self._store.route_changes(until_us - 1)
+            if c.changed_at_us >= since_us
+            and (not decision_point or any(t.decision_point == decision_point for t in c.targets))
+            and (c.analysis or not analysed_only)
+        ]
+
     async def record_route_change(self, change: RouteChange) -> tuple[RouteChange, bool]:
         _required(change.config_version, "change.config_version")
         if change.changed_at_us <= 0:

@@ -95,6 +95,18 @@ class LineageServicer(lineage_pb2_grpc.LineageServiceServicer):
             change=convert.route_change_to_proto(stored), duplicate=not new
         )
 
+    async def ListRouteChanges(
+        self, request: lineage_pb2.ListRouteChangesRequest, context: grpc.aio.ServicerContext
+    ) -> lineage_pb2.ListRouteChangesResponse:
+        since = convert.timestamp_to_us(request.since) if request.HasField("since") else 0
+        until = convert.timestamp_to_us(request.until) if request.HasField("until") else now_us()
+        changes = await self._queries.list_route_changes(
+            request.decision_point, since, until, request.analysed_only
+        )
+        return lineage_pb2.ListRouteChangesResponse(
+            changes=[convert.route_change_to_proto(c) for c in changes]
+        )
+
     async def GetServingAt(
         self, request: lineage_pb2.GetServingAtRequest, context: grpc.aio.ServicerContext
     ) -> lineage_pb2.GetServingAtResponse:

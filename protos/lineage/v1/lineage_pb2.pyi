@@ -1422,6 +1422,68 @@ class RecordRouteChangeResponse(_message.Message):
 Global___RecordRouteChangeResponse: _TypeAlias = RecordRouteChangeResponse  # noqa: Y015
 
 @_typing.final
+class ListRouteChangesRequest(_message.Message):
+    """Which route changes to list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_POINT_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    ANALYSED_ONLY_FIELD_NUMBER: _builtins.int
+    decision_point: _builtins.str
+    """Only changes whose targets include this decision point; empty for all."""
+    analysed_only: _builtins.bool
+    """Only changes with an analysis (canary controller steps)."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Start of the period (changed_at >= since), UTC; unset for the beginning."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """End of the period (changed_at < until), UTC; unset for now."""
+
+    def __init__(
+        self,
+        *,
+        decision_point: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        analysed_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analysed_only", b"analysed_only", "decision_point", b"decision_point", "since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRouteChangesRequest: _TypeAlias = ListRouteChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListRouteChangesResponse(_message.Message):
+    """Route changes, oldest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___RouteChange]:
+        """Ordered by changed_at, then seq."""
+
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___RouteChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRouteChangesResponse: _TypeAlias = ListRouteChangesResponse  # noqa: Y015
+
+@_typing.final
 class GetServingAtRequest(_message.Message):
     """Which decision point, and when."""
 

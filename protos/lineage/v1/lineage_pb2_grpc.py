@@ -50,6 +50,11 @@ class LineageServiceStub:
                 request_serializer=lineage_dot_v1_dot_lineage__pb2.RecordRouteChangeRequest.SerializeToString,
                 response_deserializer=lineage_dot_v1_dot_lineage__pb2.RecordRouteChangeResponse.FromString,
                 _registered_method=True)
+        self.ListRouteChanges = channel.unary_unary(
+                '/lineage.v1.LineageService/ListRouteChanges',
+                request_serializer=lineage_dot_v1_dot_lineage__pb2.ListRouteChangesRequest.SerializeToString,
+                response_deserializer=lineage_dot_v1_dot_lineage__pb2.ListRouteChangesResponse.FromString,
+                _registered_method=True)
         self.GetServingAt = channel.unary_unary(
                 '/lineage.v1.LineageService/GetServingAt',
                 request_serializer=lineage_dot_v1_dot_lineage__pb2.GetServingAtRequest.SerializeToString,
@@ -150,6 +155,14 @@ class LineageServiceServicer:
     def RecordRouteChange(self, request, context):
         """Records that a routing configuration took effect (called by the gateway at start and on
         every reload). Idempotent: the same change sent again is recognised by its content.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRouteChanges(self, request, context):
+        """The route changes that took effect in a period, oldest first: every gateway reload and
+        every canary controller step, with its analysis.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -287,6 +300,11 @@ def add_LineageServiceServicer_to_server(servicer, server):
                     servicer.RecordRouteChange,
                     request_deserializer=lineage_dot_v1_dot_lineage__pb2.RecordRouteChangeRequest.FromString,
                     response_serializer=lineage_dot_v1_dot_lineage__pb2.RecordRouteChangeResponse.SerializeToString,
+            ),
+            'ListRouteChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRouteChanges,
+                    request_deserializer=lineage_dot_v1_dot_lineage__pb2.ListRouteChangesRequest.FromString,
+                    response_serializer=lineage_dot_v1_dot_lineage__pb2.ListRouteChangesResponse.SerializeToString,
             ),
             'GetServingAt': grpc.unary_unary_rpc_method_handler(
                     servicer.GetServingAt,
@@ -446,6 +464,33 @@ class LineageService:
             '/lineage.v1.LineageService/RecordRouteChange',
             lineage_dot_v1_dot_lineage__pb2.RecordRouteChangeRequest.SerializeToString,
             lineage_dot_v1_dot_lineage__pb2.RecordRouteChangeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRouteChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lineage.v1.LineageService/ListRouteChanges',
+            lineage_dot_v1_dot_lineage__pb2.ListRouteChangesRequest.SerializeToString,
+            lineage_dot_v1_dot_lineage__pb2.ListRouteChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,10 @@ class LineageServiceStub:
     """Records that a routing configuration took effect (called by the gateway at start and on
     every reload). Idempotent: the same change sent again is recognised by its content.
     """
+    ListRouteChanges: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.ListRouteChangesRequest, _lineage_pb2.ListRouteChangesResponse]
+    """The route changes that took effect in a period, oldest first: every gateway reload and
+    every canary controller step, with its analysis.
+    """
     GetServingAt: _grpc.UnaryUnaryMultiCallable[_lineage_pb2.GetServingAtRequest, _lineage_pb2.GetServingAtResponse]
     """Which model versions, arms and weights served a decision point at a moment, and the
     decisions actually made around it.
@@ -111,6 +115,10 @@ class LineageServiceAsyncStub(LineageServiceStub):
     RecordRouteChange: _aio.UnaryUnaryMultiCallable[_lineage_pb2.RecordRouteChangeRequest, _lineage_pb2.RecordRouteChangeResponse]  # type: ignore[assignment]
     """Records that a routing configuration took effect (called by the gateway at start and on
     every reload). Idempotent: the same change sent again is recognised by its content.
+    """
+    ListRouteChanges: _aio.UnaryUnaryMultiCallable[_lineage_pb2.ListRouteChangesRequest, _lineage_pb2.ListRouteChangesResponse]  # type: ignore[assignment]
+    """The route changes that took effect in a period, oldest first: every gateway reload and
+    every canary controller step, with its analysis.
     """
     GetServingAt: _aio.UnaryUnaryMultiCallable[_lineage_pb2.GetServingAtRequest, _lineage_pb2.GetServingAtResponse]  # type: ignore[assignment]
     """Which model versions, arms and weights served a decision point at a moment, and the
@@ -193,6 +201,16 @@ class LineageServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_lineage_pb2.RecordRouteChangeResponse, _abc.Awaitable[_lineage_pb2.RecordRouteChangeResponse]]:
         """Records that a routing configuration took effect (called by the gateway at start and on
         every reload). Idempotent: the same change sent again is recognised by its content.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRouteChanges(
+        self,
+        request: _lineage_pb2.ListRouteChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lineage_pb2.ListRouteChangesResponse, _abc.Awaitable[_lineage_pb2.ListRouteChangesResponse]]:
+        """The route changes that took effect in a period, oldest first: every gateway reload and
+        every canary controller step, with its analysis.
         """
 
     @_abc_1.abstractmethod
