@@ -3,8 +3,9 @@
 ``up`` keeps a runtime, a lineage store and a gateway running until interrupted and prints their
 addresses (``--json``: one line, once all are healthy). ``demo`` starts the same topology, scores a
 few hundred sample decisions across the decision points, checks every one of them reached the
-lineage store with the same model and score, answers "which model made decision X and when", and
-stops everything; any failed step makes it exit non-zero.
+lineage store with the same model and score, answers "which model made decision X and when", walks
+through the four-eyes approval of card-fraud v2 before it takes canary traffic, and stops
+everything; any failed step makes it exit non-zero.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 import grpc
 
 from lineage.v1 import lineage_pb2, lineage_pb2_grpc
+from loadtests.local.demo_approvals import run_approval_workflow
 from loadtests.local.topology import Topology, TopologyError
 from runtimes.manifest import find_model_folders
 from scoring.v1 import scoring_pb2, scoring_pb2_grpc
@@ -287,6 +289,7 @@ def demo_main(argv: list[str]) -> int:
         replay = ["replay", *replayed, "--lineage", lineage, "--model-dir", str(model_dir)]
         if lineage_main(replay) != 0:
             raise DemoError("replay did not reproduce the scores bit for bit")
+        run_approval_workflow(topology)
         page = check_risk_page(addresses["web"], sample.decision_id)
     except Exception as e:
         print(f"scoregate demo: FAILED: {e}", file=sys.stderr)
