@@ -75,3 +75,38 @@ def test_a_bad_policy_is_refused_naming_the_path(text: bytes, error: str) -> Non
         parse_policy(text, "policy.yaml")
     assert str(caught.value).startswith("policy.yaml: ")
     assert error in str(caught.value)
+
+
+def test_approvers_hold_the_roles_of_every_grant_matching_them() -> None:
+    policy = parse_policy(
+        b"lineage:\n"
+        b"  - principals: ['spiffe://bank/ns/mv/sa/*']\n"
+        b"    permissions: [approve_models]\n    roles: [validator]\n"
+        b"  - principals: ['spiffe://bank/ns/mv/sa/lead']\n"
+        b"    permissions: [approve_models, read_approvals]\n    roles: [model_owner]\n",
+        "p",
+    )
+    lead = policy.grants("spiffe://bank/ns/mv/sa/lead")
+    assert lead.roles == {"validator", "model_owner"}
+    assert LineagePermission.APPROVE_MODELS in lead.lineage
+    assert policy.grants("spiffe://bank/ns/mv/sa/other").roles == {"validator"}
+    assert policy.grants("someone-else").roles == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (b"lineage:\n  - principals: [a]\n    permissions: [approve_models]\n",
+         "lineage[0]: Value error, approve_models needs roles"),
+        (b"lineage:\n  - principals: [a]\n    permissions: [read_decisions]\n"
+         b"    roles: [validator]\n",
+         "lineage[0]: Value error, roles are only for approve_models grants"),
+        (b"lineage:\n  - principals: [a]\n    permissions: [approve_models]\n"
+         b"    roles: [Validator]\n",
+         "lineage[0].roles[0]: String should match pattern"),
+    ],
+)  # fmt: skip
+def test_a_bad_approver_grant_is_refused_naming_the_path(text: bytes, error: str) -> None:
+    with pytest.raises(SecurityConfigError) as caught:
+        parse_policy(text, "policy.yaml")
+    assert error in str(caught.value)
