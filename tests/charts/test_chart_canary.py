@@ -1,0 +1,106 @@
+"""The chart's canary controller: a Job (or CronJob) running ``scoregate canary run`` on the
+plan from its ConfigMap, with a ServiceAccount that may only get and patch the routes ConfigMap."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from chart_support import KUBERNETES_VERSION, NAMESPACE, Obj, Rendered, render
+
+from gateway.canary.plan import parse_plan
+
+PLAN: dict[str, Any] = {
+    "decision_point": "card-fraud",
+    "candidate": {"model": "card-fraud", "version": "2"},
+    "steps": [1, 5, 25, 50, 100],
+    "dwell_s": 900,
+    "min_decisions": 2000,
+}
+
+
+def _render(**canary: Any) -> Rendered:
+    return render({"canary": {"plan": PLAN, **canary}})
+
+
+def _validate(obj: Obj) -> None:
+    kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+
+
+def test_no_canary_object_by_default() -> None:
+    rendered = render({})
+    assert not [o for o in rendered.objects if "canary" in o["metadata"]["name"]]
+
+
+def test_the_job_runs_the_plan_against_the_routes_configmap() -> None:
+    rendered = _render(job={"enabled": True}, lineageTokenSecret="canary-token",
+                       lineageTlsSecret="canary-tls")  # fmt: skip
+    (job,) = rendered.of_kind("Job")
+    objects = [o for o in rendered.objects if "canary" in o["metadata"]["name"]]
+    assert {o["kind"] for o in objects} == {
+        "ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Job"
+    }  # fmt: skip
+    for obj in objects:
+        _validate(obj)
+    pod = job["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    args = c["args"]
+    assert c["command"] == ["scoregate"] and args[:2] == ["canary", "run"]
+    routes = rendered.component("ConfigMap", "gateway")["metadata"]["name"]
+    assert args[args.index("--routes-configmap") + 1] == f"{NAMESPACE}/{routes}"
+    assert args[args.index("--lineage-token-file") + 1] == "/etc/scoregate/canary-token/token"
+    # The plan the Job mounts is the plan of the values, and the controller accepts it.
+    plan_cm = rendered.get("ConfigMap", job["metadata"]["name"].rsplit("-", 1)[0] + "-plan")
+    text = plan_cm["data"]["plan.yaml"]
+    assert yaml.safe_load(text) == PLAN
+    parse_plan(text, "plan.yaml")
+    assert (
+        pod["serviceAccountName"]
+        == rendered.component("ServiceAccount", "canary")["metadata"]["name"]
+    )
+    assert job["spec"]["backoffLimit"] == 0
+
+
+def test_the_role_may_only_get_and_patch_the_routes_configmap() -> None:
+    rendered = _render(job={"enabled": True})
+    role = rendered.component("Role", "canary")
+    routes = rendered.component("ConfigMap", "gateway")["metadata"]["name"]
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [routes],
+            "verbs": ["get", "patch"],
+        }
+    ]
+    binding = rendered.component("RoleBinding", "canary")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    sa = rendered.component("ServiceAccount", "canary")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NAMESPACE}
+    ]
+
+
+def test_a_new_plan_is_a_new_job() -> None:
+    first = _render(job={"enabled": True}).of_kind("Job")[0]["metadata"]["name"]
+    again = _render(job={"enabled": True}).of_kind("Job")[0]["metadata"]["name"]
+    other = render(
+        {"canary": {"plan": {**PLAN, "dwell_s": 600}, "job": {"enabled": True}}}
+    ).of_kind("Job")[0]["metadata"]["name"]
+    assert first == again != other
+
+
+def test_the_cronjob_is_off_by_default_and_forbids_overlapping_runs() -> None:
+    assert not _render(job={"enabled": True}).of_kind("CronJob")
+    rendered = _render(cronJob={"enabled": True, "schedule": "0 7 * * 1-5"})
+    (cron,) = rendered.of_kind("CronJob")
+    _validate(cron)
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    assert not rendered.of_kind("Job")
+
+
+def test_a_job_without_a_plan_fails_the_render() -> None:
+    with pytest.raises(Exception, match=r"needs canary\.plan"):
+        render({"canary": {"job": {"enabled": True}}})
