@@ -101,11 +101,7 @@ class Store:
         return status
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def store(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Store]:
-    workdir = tmp_path_factory.mktemp("approvals-store")
+def start_secure(url: str, workdir: Path) -> Store:
     ca = CertificateAuthority()
     cert, key = ca.server("scoregate-lineage").write(workdir, "server")
     issuer = Issuer()
@@ -113,22 +109,31 @@ def store(
     jwks = issuer.write_jwks(workdir / "jwks.json")
     policy = workdir / "policy.yaml"
     policy.write_text(POLICY)
+    proc = start_lineage(
+        url,
+        workdir,
+        insecure=False,
+        extra_args=[
+            "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+            "--jwt-jwks-file", str(jwks), "--jwt-issuer", ISSUER,
+            "--jwt-audience", AUDIENCE, "--jwt-algorithms", "RS256",
+            "--access-policy", str(policy),
+        ],
+    )  # fmt: skip
+    return Store(proc, url, ca.write(workdir / "ca.crt"), issuer)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def store(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Store]:
+    workdir = tmp_path_factory.mktemp("approvals-store")
     with database(request.param, workdir) as url:
-        proc = start_lineage(
-            url,
-            workdir,
-            insecure=False,
-            extra_args=[
-                "--tls-cert-file", str(cert), "--tls-key-file", str(key),
-                "--jwt-jwks-file", str(jwks), "--jwt-issuer", ISSUER,
-                "--jwt-audience", AUDIENCE, "--jwt-algorithms", "RS256",
-                "--access-policy", str(policy),
-            ],
-        )  # fmt: skip
+        secure = start_secure(url, workdir)
         try:
-            yield Store(proc, url, ca.write(workdir / "ca.crt"), issuer)
+            yield secure
         finally:
-            assert proc.stop() == 0, proc.log_tail()
+            assert secure.process.stop() == 0, secure.process.log_tail()
 
 
 def _refused(fn: object) -> grpc.RpcError:
@@ -267,3 +272,39 @@ def test_approvals_are_in_the_chain_and_an_edit_is_caught(store: Store) -> None:
         tampered.stdout + tampered.stderr
     )
     assert _verify(store.db_url).returncode == 0
+
+
+def test_open_access_approvals_stop_counting_once_the_store_has_a_policy(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'lineage.db'}"
+    demo = start_lineage(url, tmp_path, name="open")
+    try:
+        stub = lineage_pb2_grpc.LineageServiceStub(grpc.insecure_channel(demo.address))
+        text = manifest_json("1")
+        sha = stub.RegisterManifest(
+            lineage_pb2.RegisterManifestRequest(manifest_json=text), timeout=10
+        ).model.artifact_sha256
+        for who, role in (("m.owner", "model_owner"), ("v.validator", "validator")):
+            approval = stub.RecordApproval(
+                lineage_pb2.RecordApprovalRequest(
+                    model=lineage_pb2.ModelVersionRef(artifact_sha256=sha),
+                    principal=who,
+                    roles=[role],
+                ),
+                timeout=10,
+            )
+            assert (approval.principal, list(approval.roles), approval.verified_by) == (
+                who,
+                [role],
+                "none",
+            )
+        request = lineage_pb2.GetApprovalsRequest(artifact_sha256=[sha])
+        assert stub.GetApprovals(request, timeout=10).statuses[0].approved
+    finally:
+        assert demo.stop() == 0
+    secured = start_secure(url, tmp_path)
+    try:
+        status = secured.status(sha)
+        assert not status.approved and status.missing == "0 of 2 approvals"
+        assert [a.verified_by for a in status.history] == ["none", "none"]
+    finally:
+        assert secured.process.stop() == 0
