@@ -21,8 +21,10 @@ rendered policy grants.
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -277,6 +279,10 @@ def test_chart_commands_start_the_real_servers(
     keys.mkdir()
     (keys / "telemetry.key").write_text("chart-test-telemetry-secret-0001\n")
     (keys / "entity.key").write_text("chart-test-entity-secret-000001\n")
+    web = "--web-port" in lineage_c["args"]
+    if web:
+        lineage_remap["--web-port"] = lambda _: "0"
+        lineage_remap["--web-host"] = lambda _: "127.0.0.1"
     if "--entity-key-file" in lineage_c["args"]:
         lineage_remap["--entity-key-file"] = lambda _: str(keys / "entity.key")
     lineage_env = _container_env(
@@ -370,6 +376,9 @@ def test_chart_commands_start_the_real_servers(
             assert answer.decision_id in {d.decision_id for d in found.decisions}
     assert (stored.model.name, stored.model.version) == (answer.model_name, answer.model_version)
 
+    if web:
+        _check_risk_page(str(lineage.info["web"]), answer.decision_id, mounts)
+
     # The gateway recorded the routing it started with in the lineage store (--lineage-endpoint).
     serving = _serving_at(as_auditor, lineage.address, request.decision_point)
     assert serving.HasField("in_force"), "no route change reached the lineage store"
@@ -418,6 +427,28 @@ def test_chart_commands_start_the_real_servers(
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "OK: the store matches its hash chain" in verified.stdout
     assert exports_checkpoints == ("and checkpoints" in verified.stdout), verified.stdout
+
+
+def _check_risk_page(url: str, decision_id: str, mounts: _Mounts | None) -> None:
+    """The page serves the decision: over HTTPS to a client certificate the policy grants when
+    secured (and refuses a connection without one), over HTTP otherwise."""
+    page = f"{url.rstrip('/')}/decisions/{decision_id}"
+    if mounts is None:
+        assert url.startswith("http://"), url
+        with urllib.request.urlopen(page, timeout=10) as reply:
+            assert decision_id in reply.read().decode()
+        return
+    assert url.startswith("https://"), url
+    folder = mounts.root / "auditor"
+    folder.mkdir(exist_ok=True)
+    cert, key = mounts.auditor.write(folder, "auditor")
+    ca = mounts.ca.write(folder / "ca.crt")
+    context = ssl.create_default_context(cafile=str(ca))
+    with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
+        urllib.request.urlopen(page, timeout=10, context=context)
+    context.load_cert_chain(cert, key)
+    with urllib.request.urlopen(page, timeout=10, context=context) as reply:
+        assert decision_id in reply.read().decode()
 
 
 def helm_test_payload(rendered: Rendered) -> str:
