@@ -10,7 +10,7 @@ import pytest
 
 from gateway import cli
 
-COMMANDS = ("models", "runtime", "gateway", "lineage", "up", "demo")
+COMMANDS = ("models", "runtime", "gateway", "lineage", "canary", "up", "demo")
 
 
 def _scoregate(*args: str) -> subprocess.CompletedProcess[str]:
