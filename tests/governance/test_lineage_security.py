@@ -287,6 +287,27 @@ def test_an_override_names_the_authenticated_reviewer(
     assert seen.source == "reviewer"
 
 
+def test_a_route_change_names_the_authenticated_initiator(secure: SecureStore) -> None:
+    """A canary controller's step is recorded as who its credentials say, not what it sent."""
+    change = lineage_pb2.RouteChange(
+        config_version="cfg-canary",
+        diff_json='{"card-fraud": {"canary": {"weight": [5, 25]}}}',
+        source="canary-controller/run-1",
+        initiated_by="typed in",
+        analysis_json='{"run_id": "run-1", "verdict": "promote"}',
+    )
+    change.changed_at.FromMicroseconds(1_796_000_000_000_000)
+    with secure.channel() as channel:
+        stub = lineage_pb2_grpc.LineageServiceStub(channel)
+        got = stub.RecordRouteChange(
+            lineage_pb2.RecordRouteChangeRequest(change=change),
+            timeout=5,
+            metadata=secure.token("gateway"),
+        )
+    assert got.change.initiated_by == "gateway"
+    assert '"verdict":"promote"' in got.change.analysis_json
+
+
 def test_an_edited_access_log_row_is_caught_by_verify(
     secure: SecureStore, make_record: MakeRecord
 ) -> None:
