@@ -217,9 +217,10 @@ def test_the_gateway_reaches_the_store_with_its_granted_certificate(
     (principal,) = gateway_cert["uris"]
     assert principal == f"spiffe://bank.example/ns/{NAMESPACE}/sa/{RELEASE}-gateway"
     grants = [g for g in _policy(prod)["lineage"] if principal in g["principals"]]
-    # Records (OTLP), route changes, and the manifests a route change names (RegisterManifest).
+    # Records (OTLP), route changes, the manifests a route change names (RegisterManifest), and
+    # the approvals a routes config is checked against (approvals: enforce|warn on any point).
     assert [sorted(g["permissions"]) for g in grants] == [
-        ["ingest", "record_route_changes", "register_models"]
+        ["ingest", "read_approvals", "record_route_changes", "register_models"]
     ]
     # The values' own grants are kept beside the chart's.
     assert any("risk-analyst" in g["principals"] for g in _policy(prod)["lineage"])

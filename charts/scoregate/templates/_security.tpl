@@ -59,7 +59,7 @@ directories, never subPath, so that a Secret or ConfigMap update reaches the run
 {{- define "scoregate.accessPolicy" -}}
 {{- $p := .Values.security.accessPolicy }}
 {{- $scoring := concat (list (dict "principals" (list (include "scoregate.testsPrincipal" .)) "decision_points" (list .Values.tests.scoreRequest.decision_point) "description" "helm test: one decision")) $p.scoring }}
-{{- $lineage := concat (list (dict "principals" (list (include "scoregate.gatewayPrincipal" .)) "permissions" (list "ingest" "record_route_changes" "register_models") "description" "the gateway: decision records, route changes and the manifests they name")) $p.lineage }}
+{{- $lineage := concat (list (dict "principals" (list (include "scoregate.gatewayPrincipal" .)) "permissions" (list "ingest" "record_route_changes" "register_models" "read_approvals") "description" "the gateway: decision records, route changes and the manifests they name; the approvals its routes are checked against")) $p.lineage }}
 {{- toYaml (dict "scoring" $scoring "lineage" $lineage) }}
 {{- end }}
 
