@@ -175,6 +175,15 @@ async def test_a_healthy_candidate_steps_to_100_and_every_step_is_recorded(
     for before, s in itertools.pairwise(moves):
         assert s["evidence"]["since_us"] == before["in_force_at_us"]
         assert s["evidence"]["until_us"] <= s["written_at_us"]
+    # What an SRE reads back: every step, its verdict, weights and who started the run.
+    status = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.canary.cli", "status", "--point", POINT,
+        "--lineage", topology.lineage.address, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    listed, _ = await status.communicate()
+    lines = listed.decode().splitlines()
+    assert status.returncode == 0 and len(lines) == len(steps)
+    assert "promote" in lines[-1] and "50.0 % -> 100.0 %" in lines[-1] and "by m.owner" in lines[-1]
     # The gateway serves what the last step says, and lineage shows it in force.
     config = yaml.safe_load((topology.workdir / "routes.yaml").read_text())
     assert config["decision_points"][POINT]["canary"] == {
