@@ -84,6 +84,12 @@ def build_parser(prog: str = "scoregate-lineage") -> argparse.ArgumentParser:
         type=float,
         help=fields["metrics_refresh_s"].description,
     )
+    parser.add_argument("--adverse-outcomes", help=fields["adverse_outcomes"].description)
+    parser.add_argument(
+        "--performance-window-days",
+        type=int,
+        help=fields["performance_window_days"].description,
+    )
     parser.add_argument("--entity-key-file", type=Path, help=fields["entity_key_file"].description)
     parser.add_argument("--web-port", type=int, help=fields["web_port"].description)
     parser.add_argument("--web-host", help=fields["web_host"].description)
@@ -216,7 +222,9 @@ def start_metrics(
     from governance.monitoring.metrics import DriftCollector
 
     registry = CollectorRegistry()
-    collector = DriftCollector(store)
+    collector = DriftCollector(
+        store, settings.adverse(), settings.performance_window_days * 86_400_000_000
+    )
     registry.register(collector)
     httpd, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
     background.append(asyncio.create_task(collector.run(settings.metrics_refresh_s)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -55,6 +55,23 @@ class LineageSettings(BaseSettings):
 
     metrics_refresh_s: float = Field(default=60.0, gt=0)
     """How often the exported drift is recomputed from the counters."""
+
+    adverse_outcomes: str = ""
+    """Per decision point, the outcome labels that count as adverse, for the AUC and KS on
+    /metrics: ``card-fraud=confirmed_fraud,credit-risk=default_90d|charged_off``. A decision
+    point not named exports no performance."""
+
+    performance_window_days: int = Field(default=90, ge=1, le=3650)
+    """The trailing period of decisions whose outcomes the exported AUC and KS are over."""
+
+    @field_validator("adverse_outcomes")
+    @classmethod
+    def _adverse_outcomes_parse(cls, value: str) -> str:
+        parse_adverse_outcomes(value)
+        return value
+
+    def adverse(self) -> dict[str, frozenset[str]]:
+        return parse_adverse_outcomes(self.adverse_outcomes)
 
     web_port: int | None = Field(default=None, ge=0, le=65535)
     """Port of the read-only risk page (search, decision pages, serving timeline, drift) for
@@ -147,3 +164,19 @@ class LineageSettings(BaseSettings):
 
     access_log_flush_s: float = Field(default=0.05, gt=0)
     """The access log is written in batches: at most this long after a call (docs/lineage.md)."""
+
+
+def parse_adverse_outcomes(value: str) -> dict[str, frozenset[str]]:
+    """``point=label|label,point=label`` as {point: labels}; ValueError naming the bad item."""
+    out: dict[str, frozenset[str]] = {}
+    for item in (i.strip() for i in value.split(",")):
+        if not item:
+            continue
+        point, sep, labels = item.partition("=")
+        names = frozenset(label.strip() for label in labels.split("|") if label.strip())
+        if not sep or not point.strip() or not names:
+            raise ValueError(f"adverse_outcomes: {item!r} is not decision_point=label[|label...]")
+        if point.strip() in out:
+            raise ValueError(f"adverse_outcomes: {point.strip()!r} is named twice")
+        out[point.strip()] = names
+    return out

@@ -8,6 +8,7 @@ import asyncio
 import copy
 import json
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +37,11 @@ def _routes(routes: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def drifted(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     topo = Topology(
-        tmp_path_factory.mktemp("drift"), model_dir, routes=_routes, metrics_refresh_s=0.2
+        tmp_path_factory.mktemp("drift"),
+        model_dir,
+        routes=_routes,
+        metrics_refresh_s=0.2,
+        lineage_args=["--adverse-outcomes", "churn=left"],
     ).start()
     try:
         yield topo
@@ -205,6 +210,25 @@ async def test_outcomes_give_the_auc_computed_independently(drifted: Topology) -
         assert version.ks == pytest.approx(ks.statistic, abs=1e-12)
         assert version.enough_labels
         assert sum(b.labelled for b in version.bands) == 600
+        # The same AUC on the store's /metrics, for the alert rules and the dashboard.
+        at = f'decision_point="churn",model="churn",version="{version.model_version}"'
+        deadline = time.monotonic() + 20
+        while True:
+            text = await asyncio.to_thread(
+                _scrape, f"http://{drifted.lineage.info['metrics']}/metrics"
+            )
+            exported = {
+                line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("scoregate_lineage_") and at in line and 'window="90d"' in line
+            }
+            if exported.get("scoregate_lineage_labelled_decisions") == 600:
+                break
+            assert time.monotonic() < deadline, exported
+            await asyncio.sleep(0.2)
+        assert exported["scoregate_lineage_auc"] == pytest.approx(version.auc, abs=1e-9)
+        assert exported["scoregate_lineage_ks"] == pytest.approx(version.ks, abs=1e-9)
+        assert exported["scoregate_lineage_labels_enough"] == 1.0
         # A later outcome replaces an earlier one: a customer who stayed, then left.
         stayed = next(d for d, label in labels.items() if label == "stayed")
         later = lineage_pb2.Outcome(

@@ -17,6 +17,12 @@ Families (every one has labels decision_point, model, version, arm, window):
 - ``scoregate_lineage_shadow_pairs`` and ``scoregate_lineage_shadow_disagreement_rate`` (+
   parent_model, parent_version): a shadow arm's pairs with the decisions it shadowed, and the
   share of them decided differently
+
+With adverse outcome labels configured for a decision point (``--adverse-outcomes``), its
+performance over the decisions of the trailing ``--performance-window-days`` (window ``<n>d``)
+whose outcomes are recorded: ``scoregate_lineage_auc``, ``scoregate_lineage_ks``,
+``scoregate_lineage_labelled_decisions`` and ``scoregate_lineage_labels_enough`` (1 when there
+are enough labels of each kind for the figures to mean something, else 0).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from dataclasses import dataclass, field
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from governance.monitoring.performance import VersionPerformance
 from governance.monitoring.queries import ArmDrift, DriftQueries
 from governance.monitoring.windows import HOUR_US
 from governance.store import LineageStore
@@ -49,15 +56,24 @@ class Snapshot:
 
     arms: list[tuple[str, str, ArmDrift]] = field(default_factory=list)
     """(decision point, window label, arm drift)."""
+    performance: list[tuple[str, str, VersionPerformance]] = field(default_factory=list)
+    """(decision point, window label, one version and arm's performance)."""
     computed_at: float = 0.0
 
 
 class DriftCollector(Collector):
     """Serves the latest snapshot; ``refresh`` recomputes it."""
 
-    def __init__(self, store: LineageStore) -> None:
+    def __init__(
+        self,
+        store: LineageStore,
+        adverse: dict[str, frozenset[str]] | None = None,
+        performance_window_us: int = 90 * 24 * HOUR_US,
+    ) -> None:
         self._queries = DriftQueries(store)
         self._store = store
+        self._adverse = dict(adverse or {})
+        self._performance_window_us = performance_window_us
         self.snapshot = Snapshot()
 
     async def refresh(self, now_us: int | None = None) -> None:
@@ -69,7 +85,14 @@ class DriftCollector(Collector):
             for label, hours in WINDOWS:
                 (window,) = await self._queries.drift(point, end - hours * HOUR_US, end)
                 arms.extend((point, label, arm) for arm in window.arms)
-        self.snapshot = Snapshot(arms, time.time())
+        performance: list[tuple[str, str, VersionPerformance]] = []
+        label = f"{self._performance_window_us // (24 * HOUR_US)}d"
+        for point, bad in sorted(self._adverse.items()):
+            versions = await self._queries.performance(
+                point, now - self._performance_window_us, now + 1, sorted(bad)
+            )
+            performance.extend((point, label, v) for v in versions)
+        self.snapshot = Snapshot(arms, performance, time.time())
 
     async def run(self, refresh_s: float = DEFAULT_REFRESH_S) -> None:
         """Refreshes forever; a failed refresh is logged and the last snapshot stays."""
@@ -159,4 +182,33 @@ def _families(snapshot: Snapshot) -> Iterator[GaugeMetricFamily]:
                 outside.add_metric(at, m.out_of_range_share)
             if not math.isnan(m.baseline_missing_share):
                 trained.add_metric(at, m.baseline_missing_share)
+    auc = GaugeMetricFamily(
+        "scoregate_lineage_auc",
+        "ROC AUC of the scores against the adverse outcomes recorded for them.",
+        labels=ARM_LABELS,
+    )
+    ks = GaugeMetricFamily(
+        "scoregate_lineage_ks",
+        "Kolmogorov-Smirnov distance between adverse and other outcomes' scores.",
+        labels=ARM_LABELS,
+    )
+    labelled = GaugeMetricFamily(
+        "scoregate_lineage_labelled_decisions",
+        "Decisions in the window with an outcome recorded.",
+        labels=ARM_LABELS,
+    )
+    enough = GaugeMetricFamily(
+        "scoregate_lineage_labels_enough",
+        "1 when the window has enough adverse and other outcomes for AUC and KS to mean much.",
+        labels=ARM_LABELS,
+    )
+    for point, window, v in snapshot.performance:
+        labels = [point, v.model_name, v.model_version, v.arm, window]
+        labelled.add_metric(labels, v.labelled)
+        enough.add_metric(labels, 1.0 if v.enough else 0.0)
+        if not math.isnan(v.auc):
+            auc.add_metric(labels, v.auc)
+        if not math.isnan(v.ks):
+            ks.add_metric(labels, v.ks)
     yield from (psi, missing, trained, outside, mix, arm_psi, decisions, pairs, disagreement)
+    yield from (auc, ks, labelled, enough)

@@ -252,6 +252,8 @@ class Topology:
     metrics_refresh_s: float = 60.0
     """How often the lineage store recomputes the drift it exports on /metrics (its address is
     in ``lineage.info["metrics"]``)."""
+    lineage_args: list[str] = field(default_factory=list)
+    """More flags for the lineage store (e.g. ``--adverse-outcomes``)."""
 
     @property
     def runtime(self) -> ManagedProcess:
@@ -278,6 +280,7 @@ class Topology:
                 # The risk page on loopback (its address in lineage.info["web"]), replaying
                 # with the models the runtime serves.
                 "--web-port", "0", "--web-model-dir", str(self.model_dir),
+                *self.lineage_args,
             ]  # fmt: skip
             lineage = start_lineage(
                 self.workdir / "lineage.db", self.workdir, extra_args=monitoring
