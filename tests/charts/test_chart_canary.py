@@ -40,7 +40,7 @@ def test_the_job_runs_the_plan_against_the_routes_configmap() -> None:
     (job,) = rendered.of_kind("Job")
     objects = [o for o in rendered.objects if "canary" in o["metadata"]["name"]]
     assert {o["kind"] for o in objects} == {
-        "ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Job"
+        "ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Job", "NetworkPolicy"
     }  # fmt: skip
     for obj in objects:
         _validate(obj)
@@ -61,6 +61,34 @@ def test_the_job_runs_the_plan_against_the_routes_configmap() -> None:
         == rendered.component("ServiceAccount", "canary")["metadata"]["name"]
     )
     assert job["spec"]["backoffLimit"] == 0
+
+
+def test_the_network_policies_let_the_controller_reach_the_store_and_the_api_server() -> None:
+    """Under the chart's default-deny policy the Job would otherwise reach neither."""
+    rendered = _render(job={"enabled": True})
+    (job,) = rendered.of_kind("Job")
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    policies = {p["metadata"]["name"]: p["spec"] for p in rendered.of_kind("NetworkPolicy")}
+    (mine,) = [
+        p
+        for p in policies.values()
+        if p["podSelector"]["matchLabels"].items() <= labels.items()
+        and "egress" in p
+        and p["podSelector"]["matchLabels"].get("app.kubernetes.io/component")
+    ]
+    ports = {port["port"] for rule in mine["egress"] for port in rule["ports"]}
+    assert ports == {4317, 443, 6443}
+    assert mine["ingress"] == []
+    lineage = next(p for name, p in policies.items() if name.endswith("-lineage"))
+    peers = [peer for rule in lineage["ingress"] for peer in rule.get("from", [])]
+    assert any(
+        peer.get("podSelector", {}).get("matchLabels", {}).items() <= labels.items()
+        and peer["podSelector"]["matchLabels"].get("app.kubernetes.io/component") == "canary"
+        for peer in peers
+    )
+    # Without a Job or CronJob, the store admits no canary pods.
+    plain = {p["metadata"]["name"]: p["spec"] for p in render({}).of_kind("NetworkPolicy")}
+    assert not [n for n in plain if n.endswith("-canary")]
 
 
 def test_the_role_may_only_get_and_patch_the_routes_configmap() -> None:
