@@ -8,9 +8,18 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from chart_support import KUBERNETES_VERSION, NAMESPACE, Obj, Rendered, render
+from chart_support import (
+    KUBERNETES_VERSION,
+    NAMESPACE,
+    Obj,
+    Rendered,
+    load_values,
+    render,
+    scenario_files,
+)
 
 from gateway.canary.plan import parse_plan
+from governance import access_rules
 
 PLAN: dict[str, Any] = {
     "decision_point": "card-fraud",
@@ -132,3 +141,34 @@ def test_the_cronjob_is_off_by_default_and_forbids_overlapping_runs() -> None:
 def test_a_job_without_a_plan_fails_the_render() -> None:
     with pytest.raises(Exception, match=r"needs canary\.plan"):
         render({"canary": {"job": {"enabled": True}}})
+
+
+def test_secured_the_controller_reaches_the_store_with_its_own_granted_certificate() -> None:
+    """Once secured the store requires client certificates: the Job presents one issued for its
+    service account, and the policy grants exactly what it calls (CompareArms and
+    ListRouteChanges read decisions; each step is a route change)."""
+    values = load_values(scenario_files()["production"])
+    rendered = render({**values, "canary": {"plan": PLAN, "job": {"enabled": True}}})
+    (job,) = rendered.of_kind("Job")
+    pod = job["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    secret = next(v for v in pod["volumes"] if v["name"] == "lineage-tls")["secret"]["secretName"]
+    cert = next(c for c in rendered.of_kind("Certificate") if c["spec"]["secretName"] == secret)
+    assert "client auth" in cert["spec"]["usages"]
+    (principal,) = cert["spec"]["uris"]
+    assert principal.endswith(f"/ns/{NAMESPACE}/sa/{pod['serviceAccountName']}")
+    for flag, file in (
+        ("--lineage-ca-file", "ca.crt"),
+        ("--lineage-cert-file", "tls.crt"),
+        ("--lineage-key-file", "tls.key"),
+    ):
+        assert args[args.index(flag) + 1] == f"/etc/scoregate/canary-tls/{file}"
+    policy = yaml.safe_load(rendered.component("ConfigMap", "access-policy")["data"]["policy.yaml"])
+    grants = [g for g in policy["lineage"] if principal in g["principals"]]
+    assert [sorted(g["permissions"]) for g in grants] == [
+        ["read_decisions", "record_route_changes"]
+    ]
+    # What the controller calls needs no more (governance/access_rules.py).
+    rules = {r.name: r.permission.value for r in access_rules._RULES}
+    calls = ("CompareArms", "GetServingAt", "ListRouteChanges", "RecordRouteChange")
+    assert {rules[c] for c in calls} == {"read_decisions", "record_route_changes"}

@@ -42,6 +42,11 @@ directories, never subPath, so that a Secret or ConfigMap update reaches the run
 {{- .Values.gateway.security.principal | default (include "scoregate.spiffeId" (list . (include "scoregate.componentName" (list . "gateway")))) }}
 {{- end }}
 
+{{/* The canary controller's principal at the lineage store: its client certificate's. */}}
+{{- define "scoregate.canaryPrincipal" -}}
+{{- include "scoregate.spiffeId" (list . (include "scoregate.componentName" (list . "canary"))) }}
+{{- end }}
+
 {{- define "scoregate.testsPrincipal" -}}
 {{- include "scoregate.spiffeId" (list . (include "scoregate.componentName" (list . "test"))) }}
 {{- end }}
@@ -60,6 +65,9 @@ directories, never subPath, so that a Secret or ConfigMap update reaches the run
 {{- $p := .Values.security.accessPolicy }}
 {{- $scoring := concat (list (dict "principals" (list (include "scoregate.testsPrincipal" .)) "decision_points" (list .Values.tests.scoreRequest.decision_point) "description" "helm test: one decision")) $p.scoring }}
 {{- $lineage := concat (list (dict "principals" (list (include "scoregate.gatewayPrincipal" .)) "permissions" (list "ingest" "record_route_changes" "register_models" "read_approvals") "description" "the gateway: decision records, route changes and the manifests they name; the approvals its routes are checked against")) $p.lineage }}
+{{- if or .Values.canary.job.enabled .Values.canary.cronJob.enabled }}
+{{- $lineage = append $lineage (dict "principals" (list (include "scoregate.canaryPrincipal" .)) "permissions" (list "read_decisions" "record_route_changes") "description" "the canary controller: the arms it compares and the steps it records") }}
+{{- end }}
 {{- toYaml (dict "scoring" $scoring "lineage" $lineage) }}
 {{- end }}
 
