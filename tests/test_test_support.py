@@ -45,3 +45,22 @@ def test_uses_the_configured_server_when_it_answers() -> None:
         pytest.skip("the configured server does not answer in this run")
     resolution = postgres.resolve(server)
     assert (resolution.url, resolution.throwaway) == (server, None)
+
+
+def test_no_test_folder_shares_a_name_with_a_subpackage() -> None:
+    """tests/ is on sys.path (pytest's pythonpath), so tests/governance is a namespace portion of
+    ``governance`` under the editable install: a folder tests/governance/web would stand in for
+    the real governance.web, and ``governance.web.listener`` would not be found."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    roots = {"gateway": repo, "governance": repo, "runtimes": repo, "loadtests": repo}
+    clashes = [
+        str(folder.relative_to(repo))
+        for name, root in roots.items()
+        for folder in (repo / "tests" / name).glob("**/")
+        if folder != repo / "tests" / name
+        and (root / name / folder.relative_to(repo / "tests" / name)).is_dir()
+        and "__pycache__" not in folder.parts
+    ]
+    assert clashes == [], f"rename these test folders: {clashes}"
